@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Event records that cross from the kernel to trace-reclaim's Python side.
+ *
+ * Every record starts with struct event_header.  Fields are fixed width and
+ * carry their unit in the name.  Python decodes these with struct formats in
+ * tracers/NAME.py; tests/test_events_h.py checks that both sides agree on sizes
+ * and type numbers, so change them together.
+ *
+ * Type numbers are grouped per tracer (reclaim 1-15, vmalloc 16-31,
+ * slab 32-47, oom/compaction 48-63) and never reused: a recording keeps them.
+ */
+#ifndef TRACE_RECLAIM_EVENTS_H
+#define TRACE_RECLAIM_EVENTS_H
+
+#define TASK_COMM_LEN_TR 16
+#define MAX_EVENT_TYPES 64
+
+enum event_type {
+	/* reclaim: kswapd and direct reclaim (tracers/reclaim.py) */
+	EV_WAKEUP_KSWAPD = 1,		/* vmscan:mm_vmscan_wakeup_kswapd */
+	EV_KSWAPD_WAKE = 2,		/* vmscan:mm_vmscan_kswapd_wake */
+	EV_KSWAPD_SLEEP = 3,		/* vmscan:mm_vmscan_kswapd_sleep */
+	EV_DIRECT_RECLAIM = 4,		/* direct_reclaim_begin .. _end, one record */
+	/* vmalloc (tracers/vmalloc.py) */
+	EV_ALLOC_VMAP_AREA = 16,
+	EV_FREE_VMAP_AREA = 17,
+	EV_PURGE_VMAP_AREA = 18,
+	EV_VMALLOC_PAGE_ALLOC = 19,
+	EV_KMALLOC_LARGE = 20,
+	/* slab (tracers/slab.py) */
+	EV_SHRINK_SLAB = 32,		/* mm_shrink_slab_start .. _end, one record */
+	/* oom and compaction */
+	EV_MARK_VICTIM = 48,
+	EV_COMPACT_STALL = 49,
+};
+
+struct event_header {
+	__u64 ts_ns;			/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 type;			/* enum event_type */
+	__u32 pid;			/* thread id */
+	__u32 tgid;			/* process id */
+	__u32 cpu;
+	char comm[TASK_COMM_LEN_TR];
+};					/* 40 bytes */
+
+struct wakeup_kswapd_event {
+	struct event_header hdr;
+	__u64 gfp_flags;
+	__s32 nid;
+	__s32 zid;
+	__s32 order;
+	__u32 pad;
+};
+
+struct kswapd_wake_event {
+	struct event_header hdr;
+	__s32 nid;
+	__s32 zid;			/* -1 for kswapd_sleep */
+	__s32 order;
+	__u32 pad;
+};
+
+struct direct_reclaim_event {
+	struct event_header hdr;	/* hdr.ts_ns is the end; start = end - delta */
+	__u64 delta_ns;
+	__u64 gfp_flags;
+	__u64 nr_reclaimed_pages;
+	__s32 order;
+	__u32 pad;
+};
+
+#endif /* TRACE_RECLAIM_EVENTS_H */

@@ -1,0 +1,406 @@
+"""trace-reclaim: trace Linux memory reclaim live, record it, report on it.
+
+Subcommands: check, live (the default), record, report.  See --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, NoReturn, Optional, TextIO
+
+import trace_reclaim
+from trace_reclaim.correlate import Correlator
+from trace_reclaim.probe import Probe
+from trace_reclaim.procfs import ProcFS
+from trace_reclaim.recording import Reader, RecordingError, Writer
+from trace_reclaim.report import interval_header, interval_line, render_json, render_text
+import tracers as tracers_pkg
+
+__all__ = ["ExitStatus", "Environment", "main", "UserError"]
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem the user can fix: printed as error:/hint:, never a traceback."""
+
+    def __init__(self, message: str, hint: str = "",
+                 status: ExitStatus = ExitStatus.ERROR) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.status = status
+
+
+@dataclass
+class Environment:
+    """What the CLI touches outside itself, injectable for in-process tests."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    procfs: ProcFS = field(default_factory=ProcFS)
+    bpf_factory: Optional[Callable[..., Any]] = None
+    is_root: Callable[[], bool] = field(default_factory=lambda: Probe.is_root)
+
+    def bpf(self) -> Callable[..., Any]:
+        if self.bpf_factory is None:
+            from trace_reclaim.session import SessionError, default_bpf_factory
+            try:
+                self.bpf_factory = default_bpf_factory()
+            except SessionError as e:
+                raise UserError(str(e), e.hint) from e
+        return self.bpf_factory
+
+    def warn(self, msg: str) -> None:
+        print(f"warning: {msg}", file=self.stderr)
+
+
+EPILOG = """\
+examples:
+  trace-reclaim check                  # what this kernel offers, the attach plan
+  trace-reclaim                        # live: one row per second until Ctrl-C
+  trace-reclaim live -d 10 -i 2        # live for 10 s, rows every 2 s
+  trace-reclaim live -p 1234 -o run.trc  # only process 1234, recording too
+  trace-reclaim live -j -d 5           # JSON lines, then the report as JSON
+  trace-reclaim record -o run.trc -d 60  # record only
+  trace-reclaim report run.trc         # the report of a recording
+  trace-reclaim report -j run.trc      # ... as one JSON document
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message, f"see '{self.prog} --help'", ExitStatus.USAGE)
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(s: str) -> Any:
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {s!r}")
+        return v
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="trace-reclaim", description=__doc__.splitlines()[0],
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version",
+                   version=f"trace-reclaim {trace_reclaim.__version__}")
+    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    sub.add_parser("check", help="what this kernel offers and the attach plan",
+                   description="Print what this kernel offers and the plan trace-reclaim "
+                               "will use; exit 0 when tracing can run.")
+
+    def trace_opts(sp: argparse.ArgumentParser, record_only: bool) -> None:
+        sp.add_argument("-d", "--duration", type=_positive(float), metavar="SECONDS",
+                        help="stop after this many seconds (default: until Ctrl-C)")
+        sp.add_argument("-i", "--interval", type=_positive(float), default=1.0,
+                        metavar="SECONDS", help="interval between rows (default 1)")
+        sp.add_argument("-p", "--pid", type=_positive(int), default=0,
+                        help="trace direct reclaim of this process only")
+        sp.add_argument("-o", "--output", metavar="FILE", required=record_only,
+                        help="record to FILE (must not exist)")
+        sp.add_argument("--workload", metavar="JSON", help=argparse.SUPPRESS)
+        sp.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+        if not record_only:
+            sp.add_argument("-j", "--json", action="store_true",
+                            help="JSON lines: one per interval, then the report")
+
+    trace_opts(sub.add_parser("live", help="trace live, one row per interval (default)",
+                              epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter),
+               record_only=False)
+    trace_opts(sub.add_parser("record", help="record to a file without the live table"),
+               record_only=True)
+    rp = sub.add_parser("report", help="the report of a recording")
+    rp.add_argument("file", help="a recording made with -o")
+    rp.add_argument("-j", "--json", action="store_true", help="one JSON document")
+    return p
+
+
+# -- check -------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    probe = Probe(env.procfs, env.bpf_factory)
+    out = env.stdout
+    ok = True
+    problems: List[str] = []
+    root = env.is_root()
+    print(f"kernel        {probe.release}", file=out)
+    print(f"root          {'yes' if root else 'no: BPF needs root'}", file=out)
+    ok &= root
+    tfs, how = probe.mount_tracefs() if root else (probe.tracefs(), "")
+    print(f"tracefs       {tfs or 'missing'}" + (f" ({how})" if how and how != "mounted"
+                                                 else ""), file=out)
+    if not tfs:
+        ok = False
+        problems.append("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing")
+    h = probe.headers
+    if h["path"] is None:
+        print(f"headers       missing: /lib/modules/{probe.release}/build", file=out)
+        problems.append("no kernel headers: run ./bootstrap.sh to install the nearest")
+        ok = False
+    else:
+        match = "match the running kernel" if h["matches"] else \
+            f"from {h['release']}, NOT the running {probe.release}: nearest available; " \
+            "tracepoint programs are still correct (fields come from tracefs formats)"
+        print(f"headers       {h['path']}\n              {match}", file=out)
+    bcc_ok = True
+    if root:
+        try:
+            factory = env.bpf()
+            probe._bpf_factory = factory
+        except UserError as e:
+            bcc_ok = False
+            problems.append(str(e))
+    print(f"bcc           {'importable' if bcc_ok else 'missing'}", file=out)
+    ok &= bcc_ok
+    print(f"BTF           {'yes' if probe.btf else 'no'}", file=out)
+    kp = probe.kprobes
+    print(f"kprobes       {'yes' if kp[0] else 'no'}: {kp[1]}", file=out)
+    fe = probe.fentry if root and bcc_ok else (False, "not tried (needs root and bcc)")
+    print(f"fentry        {'yes' if fe[0] else 'no'}: {fe[1]}", file=out)
+    psi = probe.psi
+    print(f"PSI           {'yes' if psi[0] else 'no'}: {psi[1]}", file=out)
+    da = probe.delayacct
+    print(f"delayacct     {da[1]}", file=out)
+    hv = probe.huge_vmalloc
+    print(f"huge vmalloc  {'possible' if hv[0] else 'no'}: {hv[1]}", file=out)
+    if tfs:
+        plan = probe.plan(tracers_pkg.registry())
+        print("\nattach plan:", file=out)
+        for a in plan.attaches:
+            print(f"  {a.family:<40} {a.chosen}", file=out)
+            for opt, why in a.rejected:
+                print(f"  {'':<40}   not {opt}: {why}", file=out)
+        print(f"tracers       {', '.join(plan.tracers) or 'none'}", file=out)
+        if "reclaim" not in plan.tracers:
+            ok = False
+            problems.append("the vmscan tracepoints are missing")
+    print(f"\nready         {'yes' if ok else 'no'}", file=out)
+    if not ok:
+        raise UserError("tracing cannot run here: " + "; ".join(problems) if problems
+                        else "tracing cannot run here",
+                        "run as root after ./bootstrap.sh" if not root else
+                        "run ./bootstrap.sh, which installs bcc and headers and mounts tracefs")
+    return ExitStatus.OK
+
+
+# -- live / record -----------------------------------------------------------
+def _preflight(env: Environment) -> Probe:
+    if not env.is_root():
+        raise UserError("trace-reclaim needs root to load BPF programs",
+                        "run it as root, e.g. sudo ./trace-reclaim")
+    probe = Probe(env.procfs, None)
+    tfs, how = probe.mount_tracefs()
+    if tfs is None:
+        raise UserError(f"tracefs is not available ({how})",
+                        "mount it: mount -t tracefs nodev /sys/kernel/tracing")
+    if probe.headers["path"] is None:
+        raise UserError(f"no kernel headers at /lib/modules/{probe.release}/build "
+                        "(bcc compiles every program against them)",
+                        "run ./bootstrap.sh: it installs the nearest linux-headers and "
+                        "links them there")
+    probe._bpf_factory = env.bpf()
+    return probe
+
+
+def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
+    from trace_reclaim.session import LiveSession, SessionError, bpf_cflags, \
+        bpf_source, build_header
+
+    workload = None
+    if args.workload:
+        try:
+            workload = json.loads(args.workload)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--workload is not JSON: {e}", "pass a JSON object") from e
+    registry = tracers_pkg.registry()
+    if args.ebpf:
+        probe = Probe(env.procfs, None)
+        plan = probe.plan(registry)
+        print(bpf_source({n: registry[n] for n in plan.tracers}), file=env.stdout)
+        print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid)) + " */", file=env.stdout)
+        return ExitStatus.OK
+    probe = _preflight(env)
+    plan = probe.plan(registry)
+    if "reclaim" not in plan.tracers:
+        raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan.missing),
+                        "run 'trace-reclaim check'; this kernel lacks CONFIG_TRACEPOINTS "
+                        "or the vmscan events")
+    for m in plan.missing:
+        env.warn(f"not tracing {m}")
+    header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
+    f = None
+    writer = None
+    if args.output:
+        try:
+            f = open(args.output, "xb")
+        except FileExistsError:
+            raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
+                            "recordings", "choose another file name") from None
+        except OSError as e:
+            raise UserError(f"cannot write {args.output}: {e.strerror}",
+                            "choose a writable path") from None
+        writer = Writer(f, header)
+
+    json_out = live and args.json
+    out = env.stdout
+    clock0 = time.monotonic_ns()
+
+    def on_row(row: Dict[str, Any]) -> None:
+        if not live:
+            return
+        if json_out:
+            print(json.dumps({"type": "interval", **row}), file=out, flush=True)
+        else:
+            clock = time.strftime("%H:%M:%S")
+            print(interval_line(row, clock), file=out, flush=True)
+
+    session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
+                          plan=plan, header=header, interval_s=args.interval,
+                          duration_s=args.duration, tgid=args.pid, writer=writer,
+                          on_row=on_row)
+    try:
+        try:
+            session.load()
+        except SessionError as e:
+            if f is not None:  # holds only our header: nothing recorded is lost
+                f.close()
+                f = writer = None
+                os.unlink(args.output)
+            if args.traceback:
+                print(getattr(session, "compiler_output", ""), file=env.stderr)
+            raise UserError(str(e), e.hint) from e
+        print(f"Tracing reclaim ({', '.join(plan.tracers)})"
+              + (f", recording to {args.output}" if args.output else "")
+              + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr)
+        if live and not json_out:
+            print(interval_header(), file=out, flush=True)
+        corr = session.run()
+    finally:
+        session.close()
+        if writer is not None and f is not None:
+            writer.close()
+            f.close()
+    doc = corr.report()
+    del clock0
+    if live:
+        if json_out:
+            print(json.dumps({"type": "report", "report": doc}), file=out)
+        else:
+            print("", file=out)
+            out.write(render_text(doc, corr.aggs))
+    if writer is not None:
+        print(f"recorded {writer.records} records, {writer.bytes} bytes to {args.output}",
+              file=env.stderr)
+    if doc["totals"]["lost_events"]:
+        env.warn(f"{doc['totals']['lost_events']} events lost (ring buffer full)")
+    return ExitStatus.OK
+
+
+# -- report ------------------------------------------------------------------
+def replay(path: str, env: Environment) -> Correlator:
+    """Feed a recording through the correlator, exactly as the live run did."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}",
+                        "pass a recording made with 'trace-reclaim record -o FILE'") from None
+    with f:
+        try:
+            reader = Reader(f)
+        except RecordingError as e:
+            raise UserError(f"{path}: {e}", e.hint) from None
+        header = reader.header
+        registry = tracers_pkg.registry()
+        names = header.get("plan", {}).get("tracers", [])
+        if not isinstance(names, list):
+            raise UserError(f"{path}: recording header has no valid tracer list",
+                            "the file is damaged")
+        unknown = [n for n in names if n not in registry]
+        if unknown:
+            env.warn(f"{path} has events of tracers this version lacks: "
+                     f"{', '.join(map(str, unknown))}; they are skipped")
+        corr = Correlator(header, [registry[n] for n in names if n in registry])
+        for type_id, payload in reader.records():
+            corr.feed_record(type_id, payload)
+    for w in reader.warnings:
+        env.warn(f"{path}: {w}")
+    if corr.unknown_types:
+        env.warn(f"{path}: skipped {sum(corr.unknown_types.values())} records of types "
+                 f"this version does not know ({', '.join(map(str, sorted(corr.unknown_types)))})"
+                 "; a newer trace-reclaim wrote them")
+    if corr.decode_errors:
+        env.warn(f"{path}: {corr.decode_errors} records could not be decoded")
+    return corr
+
+
+def cmd_report(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    corr = replay(args.file, env)
+    doc = corr.report()
+    if args.json:
+        env.stdout.write(render_json(doc))
+    else:
+        env.stdout.write(render_text(doc, corr.aggs))
+    return ExitStatus.OK
+
+
+def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) -> int:
+    env = env or Environment()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    traceback = "--traceback" in argv
+    argv = [a for a in argv if a != "--traceback"]
+    try:
+        if not any(a in ("check", "live", "record", "report") for a in argv) and \
+                not any(a in ("-h", "--help", "--version") for a in argv):
+            argv = ["live"] + argv
+        args = parser.parse_args(argv)
+        args.traceback = traceback
+        if args.command == "check":
+            return cmd_check(args, env)
+        if args.command in ("live", "record"):
+            return cmd_trace(args, env, live=args.command == "live")
+        if args.command == "report":
+            return cmd_report(args, env)
+        parser.print_help(env.stdout)
+        return ExitStatus.USAGE
+    except UserError as e:
+        if traceback:
+            raise
+        print(f"error: {e}", file=env.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=env.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        if traceback:
+            raise
+        print("error: interrupted before tracing began", file=env.stderr)
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # `trace-reclaim ... | head`: the reader left; not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return ExitStatus.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

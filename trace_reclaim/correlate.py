@@ -1,0 +1,170 @@
+"""Turn a time-ordered stream of typed events into the report document.
+
+Pure: no I/O, no clock, no knowledge of whether the events are live or
+replayed.  The live session and ``report FILE`` both build a Correlator from
+the recording header and feed it the same records in the same order, so
+they produce the same report byte for byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional
+
+from trace_reclaim import events
+from trace_reclaim.procfs import VMSTAT_KEYS
+from tracers import Aggregator, Tracer, Window
+
+__all__ = ["Correlator", "MAX_INTERVAL_ROWS"]
+
+# Interval rows kept for the report (the live view prints them as they come).
+MAX_INTERVAL_ROWS = 3600
+
+
+class Correlator:
+    """Dispatch events to each tracer's aggregator and assemble the report."""
+
+    def __init__(self, header: Dict[str, Any], tracers: Iterable[Tracer]) -> None:
+        self.header = header
+        self.window = Window(header=header)
+        self.aggs: Dict[str, Aggregator] = {}
+        self._by_type: Dict[int, Aggregator] = {}
+        for t in tracers:
+            agg = t.aggregator(self.window)
+            self.aggs[t.name] = agg
+            for ty in t.event_types:
+                self._by_type[ty] = agg
+        self.snapshots: Dict[str, Dict[str, Any]] = {}  # what -> when -> data
+        self.zone_snapshots: List[Dict[str, Any]] = []
+        self.lost: Dict[int, int] = {}
+        self.rows: List[Dict[str, Any]] = []
+        self.rows_dropped = 0
+        self.unknown_types: Dict[int, int] = {}
+        self.decode_errors = 0
+        self.events = 0
+        self.after_window = 0
+        self.before_window = 0
+        self.ended: Optional[str] = None
+        self._last_tick_ns = 0
+        self._lost_at_tick: Dict[int, int] = {}
+
+    # -- input -------------------------------------------------------------
+    def feed_record(self, type_id: int, payload: bytes) -> Optional[Dict[str, Any]]:
+        """Decode and feed one record; return an interval row at a tick."""
+        try:
+            ev = events.decode(type_id, payload)
+        except events.DecodeError:
+            self.decode_errors += 1
+            return None
+        if ev is None:
+            self.unknown_types[type_id] = self.unknown_types.get(type_id, 0) + 1
+            return None
+        return self.feed(ev)
+
+    def feed(self, ev: Any) -> Optional[Dict[str, Any]]:
+        agg = self._by_type.get(getattr(ev, "type", -1))
+        if agg is not None:
+            w = self.window
+            if w.end_ns and ev.ts_ns > w.end_ns:
+                self.after_window += 1
+                return None
+            if ev.ts_ns < w.start_ns:
+                self.before_window += 1
+                return None
+            self.events += 1
+            agg.feed(ev)
+            return None
+        if isinstance(ev, events.Tick):
+            return self._tick(ev)
+        if isinstance(ev, events.Snapshot):
+            self._snapshot(ev)
+        elif isinstance(ev, events.Sample):
+            a = self.aggs.get(ev.tracer)
+            if a is not None:
+                a.on_sample(ev)
+        elif isinstance(ev, events.End):
+            self.window.end_ns = ev.ts_ns
+            self.ended = ev.reason
+            for a in self.aggs.values():
+                close = getattr(a, "close", None)
+                if close is not None:
+                    close(ev.ts_ns)
+        else:  # a BPF event of a tracer this session did not load
+            t = getattr(ev, "type", -1)
+            self.unknown_types[t] = self.unknown_types.get(t, 0) + 1
+        return None
+
+    def _snapshot(self, snap: events.Snapshot) -> None:
+        if snap.what == "vmstat" and snap.when == "start":
+            self.window.start_ns = snap.ts_ns
+            self._last_tick_ns = snap.ts_ns
+        if snap.what == "zoneinfo":
+            if len(self.zone_snapshots) < 64:
+                self.zone_snapshots.append(
+                    {"ts_ns": snap.ts_ns, "when": snap.when, "zones": snap.data})
+        else:
+            self.snapshots.setdefault(snap.what, {})[snap.when] = snap.data
+        for a in self.aggs.values():
+            a.on_snapshot(snap)
+
+    def _tick(self, tick: events.Tick) -> Dict[str, Any]:
+        lost_iv = {t: n - self._lost_at_tick.get(t, 0) for t, n in tick.lost.items()}
+        self._lost_at_tick = dict(tick.lost)
+        self.lost = dict(tick.lost)
+        row: Dict[str, Any] = {
+            "interval": tick.interval,
+            "ts_ns": tick.ts_ns,
+            "elapsed_ns": tick.ts_ns - self._last_tick_ns,
+            "lost_events": sum(lost_iv.values()),
+        }
+        self._last_tick_ns = tick.ts_ns
+        for name, a in self.aggs.items():
+            row[name] = a.on_tick(tick.ts_ns)
+        if len(self.rows) < MAX_INTERVAL_ROWS:
+            self.rows.append(row)
+        else:
+            self.rows_dropped += 1
+        return row
+
+    # -- output ------------------------------------------------------------
+    def vmstat_delta(self) -> Dict[str, int]:
+        vm = self.snapshots.get("vmstat", {})
+        start, end = vm.get("start"), vm.get("end")
+        if not start or not end:
+            return {}
+        keys = [k for k in VMSTAT_KEYS if k in start and k in end]
+        return {k: end[k] - start[k] for k in keys}
+
+    def report(self) -> Dict[str, Any]:
+        """The whole report as one JSON-able document (see docs/report-schema.md)."""
+        h = self.header
+        sections = {name: a.report() for name, a in self.aggs.items()}
+        totals: Dict[str, Any] = {}
+        for name, a in self.aggs.items():
+            totals.update(a.totals(sections[name]))
+        totals["lost_events"] = sum(self.lost.values())
+        totals["vmstat_delta"] = self.vmstat_delta()
+        w = self.window
+        doc: Dict[str, Any] = {
+            "trace_reclaim": {"format": 1, "tool_version": h.get("tool_version")},
+            "system": {
+                "kernel": h.get("kernel_release"), "hostname": h.get("hostname"),
+                "workload": h.get("workload"),
+            },
+            "window": {
+                "start_ns": w.start_ns, "end_ns": w.end_ns,
+                "duration_ns": max(0, w.end_ns - w.start_ns) if w.end_ns else None,
+                "ended_by": self.ended, "intervals": len(self.rows) + self.rows_dropped,
+            },
+            "totals": totals,
+            "lost": {
+                "total": totals["lost_events"],
+                "by_type": {str(k): v for k, v in sorted(self.lost.items()) if v},
+                "events_outside_window": self.after_window + self.before_window,
+                "unknown_records": sum(self.unknown_types.values()),
+                "undecodable_records": self.decode_errors,
+            },
+            "zones": self.zone_snapshots,
+            "intervals": self.rows,
+        }
+        doc.update(sections)
+        return doc

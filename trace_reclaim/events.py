@@ -1,0 +1,224 @@
+"""Decode records into typed events: the one schema for live and replay.
+
+A record is ``(type, payload)``.  Types below ``USER_BASE`` are BPF records
+whose payload is the C struct from ``bpf/events.h``, starting with
+``struct event_header``; each tracer module registers a decoder for its
+types.  Types from ``USER_BASE`` up are written by trace-reclaim's own user
+space (interval ticks, /proc snapshots, tracer samples) as JSON, so that a
+replay sees everything the live run's correlator saw.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional
+
+__all__ = [
+    "HEADER",
+    "USER_BASE",
+    "USER_TICK",
+    "USER_SNAPSHOT",
+    "USER_SAMPLE",
+    "USER_END",
+    "Event",
+    "Tick",
+    "Snapshot",
+    "Sample",
+    "End",
+    "Decoder",
+    "register",
+    "decode",
+    "DecodeError",
+    "struct_decoder",
+    "encode_user",
+]
+
+# struct event_header: ts_ns, type, pid, tgid, cpu, comm[16]
+HEADER = struct.Struct("<QIIII16s")
+
+USER_BASE = 0x8000
+USER_TICK = 0x8000
+USER_SNAPSHOT = 0x8001
+USER_SAMPLE = 0x8002
+USER_END = 0x8003
+
+
+class DecodeError(ValueError):
+    """A record whose payload does not fit its type."""
+
+
+@dataclass(slots=True)
+class Event:
+    """Fields every BPF record has (``struct event_header``)."""
+
+    ts_ns: int
+    type: int
+    pid: int
+    tgid: int
+    cpu: int
+    comm: str
+
+
+@dataclass(slots=True)
+class Tick:
+    """The end of one live interval; ``lost`` is cumulative per event type."""
+
+    ts_ns: int
+    interval: int
+    lost: Dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Kernel accounting read from /proc or /sys at ``ts_ns``.
+
+    ``what`` names the source ("vmstat", "zoneinfo", "meminfo", "slabinfo",
+    "psi", ...); ``when`` is "start", "end" or "tick".
+    """
+
+    ts_ns: int
+    what: str
+    when: str
+    data: Any
+
+
+@dataclass(slots=True)
+class Sample:
+    """A tracer's periodic reading of its BPF maps (in-kernel aggregates)."""
+
+    ts_ns: int
+    tracer: str
+    data: Any
+
+
+@dataclass(slots=True)
+class End:
+    """The trace window closed: events after ``ts_ns`` are outside it."""
+
+    ts_ns: int
+    reason: str
+
+
+Decoder = Callable[[bytes], Any]
+_DECODERS: Dict[int, Decoder] = {}
+_comm_cache: Dict[bytes, str] = {}
+
+
+def _comm(raw: bytes) -> str:
+    name = _comm_cache.get(raw)
+    if name is None:
+        name = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        if len(_comm_cache) < 4096:  # bounded: comms are few, but not trusted
+            _comm_cache[raw] = name
+    return name
+
+
+def register(type_id: int, decoder: Decoder) -> None:
+    """Make ``decode`` turn records of ``type_id`` into events."""
+    if type_id in _DECODERS and _DECODERS[type_id] is not decoder:
+        raise ValueError(f"event type {type_id} registered twice")
+    _DECODERS[type_id] = decoder
+
+
+def struct_decoder(cls: type, fmt: str, nfields: int) -> Decoder:
+    """Build a decoder for ``event_header`` followed by ``fmt`` (little endian).
+
+    ``cls`` takes the six header fields then the first ``nfields`` values of
+    ``fmt`` (trailing padding is unpacked and dropped).
+    """
+    layout = struct.Struct("<QIIII16s" + fmt.lstrip("<"))
+    size = layout.size
+    unpack = layout.unpack_from
+
+    def decode_struct(payload: bytes) -> Any:
+        if len(payload) < size:
+            raise DecodeError(f"{cls.__name__}: {len(payload)} bytes, need {size}")
+        v = unpack(payload)
+        return cls(v[0], v[1], v[2], v[3], v[4], _comm(v[5]), *v[6 : 6 + nfields])
+
+    decode_struct.size = size  # type: ignore[attr-defined]
+    return decode_struct
+
+
+def _json(payload: bytes) -> Dict[str, Any]:
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DecodeError(f"bad JSON record: {e}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("JSON record is not an object")
+    return obj
+
+
+def _decode_tick(payload: bytes) -> Tick:
+    o = _json(payload)
+    try:
+        return Tick(int(o["ts_ns"]), int(o["interval"]),
+                    {int(k): int(v) for k, v in o.get("lost", {}).items()})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise DecodeError(f"bad tick record: {e!r}") from None
+
+
+def _decode_snapshot(payload: bytes) -> Snapshot:
+    o = _json(payload)
+    try:
+        return Snapshot(int(o["ts_ns"]), str(o["what"]), str(o["when"]), o["data"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(f"bad snapshot record: {e!r}") from None
+
+
+def _decode_sample(payload: bytes) -> Sample:
+    o = _json(payload)
+    try:
+        return Sample(int(o["ts_ns"]), str(o["tracer"]), o["data"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(f"bad sample record: {e!r}") from None
+
+
+def _decode_end(payload: bytes) -> End:
+    o = _json(payload)
+    try:
+        return End(int(o["ts_ns"]), str(o.get("reason", "")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(f"bad end record: {e!r}") from None
+
+
+register(USER_TICK, _decode_tick)
+register(USER_SNAPSHOT, _decode_snapshot)
+register(USER_SAMPLE, _decode_sample)
+register(USER_END, _decode_end)
+
+
+def encode_user(obj: Any) -> bytes:
+    """Encode a user-space record: compact, key-sorted, deterministic JSON."""
+    if isinstance(obj, Tick):
+        d: Dict[str, Any] = {"ts_ns": obj.ts_ns, "interval": obj.interval,
+                             "lost": {str(k): v for k, v in sorted(obj.lost.items())}}
+    elif isinstance(obj, Snapshot):
+        d = {"ts_ns": obj.ts_ns, "what": obj.what, "when": obj.when, "data": obj.data}
+    elif isinstance(obj, Sample):
+        d = {"ts_ns": obj.ts_ns, "tracer": obj.tracer, "data": obj.data}
+    elif isinstance(obj, End):
+        d = {"ts_ns": obj.ts_ns, "reason": obj.reason}
+    else:
+        raise TypeError(f"not a user record: {obj!r}")
+    return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+
+def user_type(obj: Any) -> int:
+    """The record type of a user-space event object."""
+    return {Tick: USER_TICK, Snapshot: USER_SNAPSHOT, Sample: USER_SAMPLE,
+            End: USER_END}[type(obj)]
+
+
+def decode(type_id: int, payload: bytes) -> Optional[Any]:
+    """Decode one record; ``None`` for a type this version does not know.
+
+    Raises DecodeError when a known type's payload is malformed.
+    """
+    dec = _DECODERS.get(type_id)
+    if dec is None:
+        return None
+    return dec(payload)

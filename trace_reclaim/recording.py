@@ -1,0 +1,218 @@
+"""Write and read trace-reclaim recordings.
+
+Layout (all integers little endian)::
+
+    file    := MAGIC u16:version u16:0 u32:header_len header u32:crc32(header) block*
+    header  := JSON object (system context, probe plan, tool version)
+    block   := BLOCK_MAGIC u32:payload_len u32:nr_records u32:crc32(payload) payload
+    payload := record*
+    record  := u16:type u16:len bytes[len]          (len < 0xffff)
+             | u16:type 0xffff u32:len bytes[len]   (long records)
+
+Records are appended in the order the correlator consumed them, in blocks
+that are flushed at least once per interval.  Each block is checksummed, so a
+recorder killed at any byte (``kill -9`` included) leaves a file that reads
+back up to its last complete block; the reader says where it stopped.
+Record types are those of :mod:`trace_reclaim.events`; a type the reader does
+not know is skipped (and counted) by the caller, so newer recordings degrade
+rather than fail.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, Iterator, List, Tuple
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "RecordingError",
+    "Writer",
+    "Reader",
+]
+
+MAGIC = b"TRECLAIM"
+BLOCK_MAGIC = b"TRB1"
+VERSION = 1
+_FILE_HEAD = struct.Struct("<8sHHI")
+_BLOCK_HEAD = struct.Struct("<4sIII")
+_REC = struct.Struct("<HH")
+_U32 = struct.Struct("<I")
+# A block larger than this is damage, not data: the writer never makes one.
+MAX_BLOCK = 64 << 20
+FLUSH_BYTES = 256 << 10
+
+
+class RecordingError(Exception):
+    """The file cannot be read as a recording at all."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class Writer:
+    """Append records to a recording, a checksummed block at a time."""
+
+    def __init__(self, f: IO[bytes], header: Dict[str, Any]) -> None:
+        self._f = f
+        self._buf = bytearray()
+        self._nrec = 0
+        self.records = 0
+        self.bytes = 0
+        head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        data = (_FILE_HEAD.pack(MAGIC, VERSION, 0, len(head)) + head
+                + _U32.pack(zlib.crc32(head)))
+        f.write(data)
+        f.flush()
+        self.bytes += len(data)
+
+    def write(self, type_id: int, payload: bytes) -> None:
+        n = len(payload)
+        if n < 0xFFFF:
+            self._buf += _REC.pack(type_id, n)
+        else:
+            self._buf += _REC.pack(type_id, 0xFFFF)
+            self._buf += _U32.pack(n)
+        self._buf += payload
+        self._nrec += 1
+        if len(self._buf) >= FLUSH_BYTES:
+            self.flush()
+
+    def write_many(self, type_id: int, payloads: List[bytes]) -> None:
+        for p in payloads:
+            self.write(type_id, p)
+
+    def flush(self) -> None:
+        """Write the pending records as one block and hand it to the kernel."""
+        if not self._nrec:
+            return
+        payload = bytes(self._buf)
+        head = _BLOCK_HEAD.pack(BLOCK_MAGIC, len(payload), self._nrec, zlib.crc32(payload))
+        self._f.write(head + payload)
+        self._f.flush()
+        self.records += self._nrec
+        self.bytes += len(head) + len(payload)
+        self._buf.clear()
+        self._nrec = 0
+
+    def close(self) -> None:
+        self.flush()
+
+
+@dataclass
+class Reader:
+    """Read a recording's header, then its records block by block.
+
+    Construction raises RecordingError when there is nothing usable (empty,
+    not a recording, newer format, damaged header).  Damage after the header
+    ends iteration at the last good block and is described in ``warnings``.
+    """
+
+    f: IO[bytes]
+    header: Dict[str, Any] = field(init=False)
+    version: int = field(init=False)
+    warnings: List[str] = field(default_factory=list, init=False)
+    blocks: int = field(default=0, init=False)
+    truncated: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        head = self.f.read(_FILE_HEAD.size)
+        if not head:
+            raise RecordingError("recording is empty",
+                                 "the recorder was stopped before it wrote anything")
+        if len(head) < _FILE_HEAD.size or head[:8] != MAGIC:
+            if not MAGIC.startswith(head[:8]):
+                raise RecordingError("not a trace-reclaim recording (bad magic)",
+                                     "pass a file written by 'trace-reclaim record -o FILE'")
+            raise RecordingError("recording is truncated inside its header",
+                                 "nothing in it can be used; record again")
+        magic, version, _, hlen = _FILE_HEAD.unpack(head)
+        if version > VERSION:
+            raise RecordingError(
+                f"recording format version {version} is newer than this "
+                f"trace-reclaim reads (up to {VERSION})",
+                "replay it with the trace-reclaim version that recorded it, or upgrade")
+        if version < 1:
+            raise RecordingError(f"recording format version {version} is not valid",
+                                 "the file is damaged")
+        raw = self.f.read(hlen)
+        crc = self.f.read(4)
+        if len(raw) < hlen or len(crc) < 4:
+            raise RecordingError("recording is truncated inside its header",
+                                 "nothing in it can be used; record again")
+        if zlib.crc32(raw) != _U32.unpack(crc)[0]:
+            raise RecordingError("recording header is damaged (checksum mismatch)",
+                                 "the file was modified or corrupted")
+        try:
+            header = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise RecordingError("recording header is not valid JSON",
+                                 "the file is damaged") from None
+        if not isinstance(header, dict):
+            raise RecordingError("recording header is not a JSON object",
+                                 "the file is damaged")
+        self.header = header
+        self.version = version
+
+    def _stop(self, why: str) -> None:
+        self.truncated = True
+        self.warnings.append(
+            f"recording ends early after {self.blocks} complete block(s): {why}; "
+            "the report covers what was recorded up to there")
+
+    def records(self) -> Iterator[Tuple[int, bytes]]:
+        """Yield ``(type, payload)`` for every record in every good block."""
+        read = self.f.read
+        while True:
+            head = read(_BLOCK_HEAD.size)
+            if not head:
+                return
+            if len(head) < _BLOCK_HEAD.size:
+                self._stop("a block header is cut short")
+                return
+            magic, plen, nrec, crc = _BLOCK_HEAD.unpack(head)
+            if magic != BLOCK_MAGIC or plen > MAX_BLOCK:
+                self._stop("bytes that are not a block follow")
+                return
+            payload = read(plen)
+            if len(payload) < plen:
+                self._stop("the last block is cut short")
+                return
+            if zlib.crc32(payload) != crc:
+                self._stop("a block fails its checksum")
+                return
+            parsed = _parse_block(payload, nrec)
+            if parsed is None:
+                self._stop("a block's records do not add up")
+                return
+            self.blocks += 1
+            yield from parsed
+
+
+def _parse_block(payload: bytes, nrec: int) -> List[Tuple[int, bytes]] | None:
+    out: List[Tuple[int, bytes]] = []
+    off = 0
+    end = len(payload)
+    unpack = _REC.unpack_from
+    mv = memoryview(payload)
+    while off < end:
+        if off + 4 > end:
+            return None
+        t, n = unpack(payload, off)
+        off += 4
+        if n == 0xFFFF:
+            if off + 4 > end:
+                return None
+            n = _U32.unpack_from(payload, off)[0]
+            off += 4
+        if off + n > end:
+            return None
+        out.append((t, bytes(mv[off:off + n])))
+        off += n
+    if len(out) != nrec:
+        return None
+    return out

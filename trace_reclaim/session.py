@@ -1,0 +1,272 @@
+"""Run a live trace: load the BPF program, drain its ring buffer, feed the
+correlator, record, and tick once per interval.
+
+Everything the correlator sees passes through ``_emit`` as a record, and
+every record goes to the recording (when there is one) in that same order,
+so ``report FILE`` replays exactly this run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import trace_reclaim
+from trace_reclaim import events, gfp
+from trace_reclaim.correlate import Correlator
+from trace_reclaim.probe import Plan, Probe
+from trace_reclaim.procfs import ProcFS
+from trace_reclaim.recording import Writer
+
+__all__ = ["BPF_DIR", "LiveSession", "build_header", "bpf_source", "SessionError"]
+
+BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+_TS = int.from_bytes
+
+
+class SessionError(Exception):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str]:
+    return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DTARG_TGID={tgid}",
+            *plan.cflags]
+
+
+def bpf_source(tracers: Dict[str, Any]) -> str:
+    """The one program bcc compiles: common.bpf.h, then each tracer's file.
+
+    bcc rewrites map method calls (``events.ringbuf_reserve()``) and builds
+    tracepoint argument structs only in the main source text, never in
+    included files, so these fixed files are joined rather than #included
+    (events.h, plain structs, is still included).  Every parameter reaches
+    the C side as a -D cflag, never by editing this text.
+    """
+    parts = []
+    for name in ["common.bpf.h"] + [t.bpf_source for t in tracers.values()]:
+        with open(os.path.join(BPF_DIR, name)) as f:
+            parts.append(f"/* ---- bpf/{name} ---- */\n{f.read()}")
+    return "\n".join(parts)
+
+
+def build_header(probe: Probe, plan: Plan, argv: List[str], interval_s: float,
+                 tracers: Dict[str, Any], workload: Optional[Dict[str, Any]] = None,
+                 ) -> Dict[str, Any]:
+    """The system context a recording carries (what a replay elsewhere needs)."""
+    fmt = probe.tracepoint_format("vmscan", "mm_vmscan_direct_reclaim_begin") or ""
+    cfg = {k: probe.config(k) for k in (
+        "CONFIG_HAVE_ARCH_HUGE_VMALLOC", "CONFIG_KPROBES", "CONFIG_SLUB",
+        "CONFIG_SLAB_MERGE_DEFAULT", "CONFIG_PSI", "CONFIG_TASK_DELAY_ACCT",
+        "CONFIG_ZRAM", "CONFIG_MEMCG", "CONFIG_NUMA", "CONFIG_TRANSPARENT_HUGEPAGE")}
+    header: Dict[str, Any] = {
+        "tool": "trace-reclaim",
+        "tool_version": trace_reclaim.__version__,
+        "kernel_release": probe.release,
+        "kernel_version": os.uname().version,
+        "machine": os.uname().machine,
+        "hostname": socket.gethostname(),
+        "cmdline": probe.cmdline,
+        "config": cfg,
+        "argv": argv,
+        "interval_s": interval_s,
+        "wall_start": time.time(),
+        "plan": plan.as_json(),
+        "headers": probe.headers,
+        "gfp_bits": gfp.parse_format_bits(fmt) or gfp.DEFAULT_BITS,
+        "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "workload": workload,
+    }
+    for name, t in tracers.items():
+        extra = t.header(probe)
+        if extra:
+            header.setdefault("tracers", {})[name] = extra
+    return header
+
+
+class LiveSession:
+    """One live trace from attach to the final report."""
+
+    def __init__(self, *, bpf_factory: Callable[..., Any], procfs: ProcFS,
+                 tracers: Dict[str, Any], plan: Plan, header: Dict[str, Any],
+                 interval_s: float = 1.0, duration_s: Optional[float] = None,
+                 tgid: int = 0, writer: Optional[Writer] = None,
+                 on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 clock: Callable[[], int] = time.monotonic_ns,
+                 ringbuf_pages: int = 1024) -> None:
+        self.bpf_factory = bpf_factory
+        self.procfs = procfs
+        self.tracers = {n: tracers[n] for n in plan.tracers}
+        self.plan = plan
+        self.header = header
+        self.interval_ns = int(interval_s * 1e9)
+        self.duration_ns = int(duration_s * 1e9) if duration_s else None
+        self.tgid = tgid
+        self.writer = writer
+        self.on_row = on_row
+        self.clock = clock
+        self.ringbuf_pages = ringbuf_pages
+        self.correlator = Correlator(header, self.tracers.values())
+        self._batch: List[bytes] = []
+        self._stop: Optional[str] = None
+        self.bpf: Any = None
+
+    # -- records -----------------------------------------------------------
+    def _emit(self, type_id: int, payload: bytes) -> None:
+        if self.writer is not None:
+            self.writer.write(type_id, payload)
+        row = self.correlator.feed_record(type_id, payload)
+        if row is not None and self.on_row is not None:
+            self.on_row(row)
+
+    def _emit_user(self, obj: Any) -> None:
+        self._emit(events.user_type(obj), events.encode_user(obj))
+
+    def _on_event(self, ctx: Any, data: Any, size: int) -> int:
+        self._batch.append(ctypes.string_at(data, size))
+        return 0
+
+    def _flush_batch(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        # One ring buffer, many CPUs: commit order is nearly time order.
+        batch.sort(key=lambda b: _TS(b[:8], "little"))
+        for raw in batch:
+            self._emit(_TS(raw[8:12], "little"), raw)
+
+    def _lost(self) -> Dict[int, int]:
+        out: Dict[int, int] = {}
+        for k, v in self.bpf["lost_events"].items():
+            n = sum(v)
+            if n:
+                out[k.value] = n
+        return out
+
+    def _snapshots(self, when: str) -> int:
+        now = self.clock()
+        pf = self.procfs
+        self._emit_user(events.Snapshot(now, "vmstat", when, pf.vmstat()))
+        self._emit_user(events.Snapshot(now, "zoneinfo", when, pf.zoneinfo()))
+        self._emit_user(events.Snapshot(now, "meminfo", when, pf.meminfo()))
+        psi = pf.psi_memory()
+        if psi is not None:
+            self._emit_user(events.Snapshot(now, "psi", when, psi))
+        return now
+
+    def _sample(self, when: str) -> None:
+        now = self.clock()
+        for t in self.tracers.values():
+            for obj in t.sample(self.bpf, self.procfs, now, when):
+                self._emit_user(obj)
+
+    def stop(self, reason: str) -> None:
+        self._stop = reason
+
+    # -- the run -----------------------------------------------------------
+    def load(self) -> None:
+        from trace_reclaim.quiet import captured_stderr
+
+        try:
+            with captured_stderr() as err:
+                self.bpf = self.bpf_factory(
+                    text=bpf_source(self.tracers),
+                    cflags=bpf_cflags(self.plan, self.tgid, self.ringbuf_pages))
+        except Exception as e:
+            self.compiler_output = err.text
+            detail = _last_line(e)
+            errs = [ln for ln in err.text.splitlines() if "error:" in ln]
+            if errs:
+                detail += f" ({errs[0].strip()[:160]})"
+            raise SessionError(f"the BPF program did not load: {detail}",
+                               "run 'trace-reclaim check' to see what this kernel "
+                               "offers; --traceback shows the compiler output") from e
+        self.bpf["events"].open_ring_buffer(self._on_event)
+
+    def run(self) -> Correlator:
+        """Trace until the duration passes or ``stop()``; return the correlator."""
+        if self.bpf is None:
+            self.load()
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def _handler(signum: int, frame: Any) -> None:
+            self.stop("SIGINT" if signum == signal.SIGINT else "SIGTERM")
+
+        for s in old:
+            signal.signal(s, _handler)
+        try:
+            self._run()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if self.writer is not None:
+                self.writer.flush()
+        return self.correlator
+
+    def _run(self) -> None:
+        b = self.bpf
+        self._sample("start")
+        self._snapshots("start")
+        start = self.clock()
+        next_tick = start + self.interval_ns
+        end = start + self.duration_ns if self.duration_ns else None
+        interval = 0
+        while self._stop is None:
+            now = self.clock()
+            deadline = next_tick if end is None else min(next_tick, end)
+            timeout_ms = max(0, min(100, (deadline - now) // 1_000_000))
+            b.ring_buffer_poll(int(timeout_ms))
+            self._flush_batch()
+            now = self.clock()
+            if end is not None and now >= end:
+                self._stop = "duration"
+                break
+            if now >= next_tick:
+                interval += 1
+                self._sample("tick")
+                self._emit_user(events.Tick(self.clock(), interval, self._lost()))
+                if self.writer is not None:
+                    self.writer.flush()
+                next_tick += self.interval_ns
+                if next_tick <= now:  # we fell behind: skip, don't burst
+                    next_tick = now + self.interval_ns
+        # Close the window: kernel counters first, then everything the ring
+        # buffer still holds; the End record excludes events after the counters.
+        end_ts = self._snapshots("end")
+        self._sample("end")
+        b.ring_buffer_consume()
+        self._flush_batch()
+        self._emit_user(events.Tick(self.clock(), interval + 1, self._lost()))
+        self._emit_user(events.End(end_ts, self._stop or "stopped"))
+
+    def close(self) -> None:
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            except Exception:
+                pass
+            self.bpf = None
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else type(e).__name__
+
+
+def default_bpf_factory() -> Callable[..., Any]:
+    """bcc's BPF class, imported only when a live session needs it."""
+    try:
+        from bcc import BPF  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise SessionError(
+            f"bcc is not importable from {sys.executable}: {e}",
+            "install Debian's python3-bpfcc and run from a venv made with "
+            "--system-site-packages (./bootstrap.sh does both)") from e
+    return BPF  # type: ignore[no-any-return]

@@ -1,0 +1,329 @@
+"""kswapd and direct reclaim: who stalled, for how long, and what kswapd did.
+
+Kernel side: ``bpf/reclaim.bpf.c`` on the vmscan tracepoints
+``mm_vmscan_wakeup_kswapd``, ``mm_vmscan_kswapd_wake``, ``mm_vmscan_kswapd_sleep``
+and ``mm_vmscan_direct_reclaim_begin/end`` (paired in the kernel by thread).
+These exist since Linux 2.6.36; no kprobe or fentry would see more.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+from trace_reclaim import events, gfp
+from trace_reclaim.stats import LatencyStats
+from tracers import Aggregator, Tracer, Window
+
+__all__ = [
+    "EV_WAKEUP_KSWAPD", "EV_KSWAPD_WAKE", "EV_KSWAPD_SLEEP", "EV_DIRECT_RECLAIM",
+    "WakeupKswapd", "KswapdWake", "KswapdSleep", "DirectReclaim",
+    "ReclaimTracer", "ReclaimAggregator", "TRACER", "MAX_PROCESSES",
+]
+
+EV_WAKEUP_KSWAPD = 1
+EV_KSWAPD_WAKE = 2
+EV_KSWAPD_SLEEP = 3
+EV_DIRECT_RECLAIM = 4
+
+# Per-process state is capped; later processes are folded into one row.
+MAX_PROCESSES = 512
+OTHER = "[other processes]"
+ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable", "Device")
+
+
+@dataclass(slots=True)
+class WakeupKswapd(events.Event):
+    gfp_flags: int
+    nid: int
+    zid: int
+    order: int
+
+
+@dataclass(slots=True)
+class KswapdWake(events.Event):
+    nid: int
+    zid: int
+    order: int
+
+
+@dataclass(slots=True)
+class KswapdSleep(events.Event):
+    nid: int
+    zid: int
+    order: int
+
+
+@dataclass(slots=True)
+class DirectReclaim(events.Event):
+    """One direct-reclaim stall; ``ts_ns`` is when it ended."""
+
+    delta_ns: int
+    gfp_flags: int
+    nr_reclaimed_pages: int
+    order: int
+
+    @property
+    def start_ns(self) -> int:
+        return self.ts_ns - self.delta_ns
+
+
+events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "QiiiI", 4))
+events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "iiiI", 3))
+events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "iiiI", 3))
+events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "QQQiI", 4))
+
+
+class _Proc:
+    __slots__ = ("tgid", "comm", "lat", "pages", "orders", "gfp")
+
+    def __init__(self, tgid: int, comm: str) -> None:
+        self.tgid = tgid
+        self.comm = comm
+        self.lat = LatencyStats()
+        self.pages = 0
+        self.orders: Counter[int] = Counter()
+        self.gfp: Counter[int] = Counter()
+
+
+class _Node:
+    __slots__ = ("nid", "requests", "wakes", "sleeps", "re_wakes", "awake_ns",
+                 "awake_since", "interval_awake_ns", "max_order")
+
+    def __init__(self, nid: int) -> None:
+        self.nid = nid
+        self.requests: Counter[Tuple[int, int]] = Counter()  # (zid, order)
+        self.wakes = 0
+        self.sleeps = 0
+        self.re_wakes = 0
+        self.awake_ns = 0
+        self.awake_since: Optional[int] = None
+        self.interval_awake_ns = 0
+        self.max_order = 0
+
+
+class ReclaimAggregator(Aggregator):
+    """Per-process direct-reclaim stalls and per-node kswapd activity."""
+
+    section: ClassVar[str] = "reclaim"
+
+    def __init__(self, window: Window) -> None:
+        super().__init__(window)
+        self.procs: Dict[int, _Proc] = {}
+        self.nodes: Dict[int, _Node] = {}
+        self.all_lat = LatencyStats()
+        self.stalls_before_window = 0
+        self._iv = self._new_interval()
+        self._tick_ns = 0
+        self.gfp_bits = window.header.get("gfp_bits") or gfp.DEFAULT_BITS
+
+    @staticmethod
+    def _new_interval() -> Dict[str, int]:
+        return {"wakeup_requests": 0, "kswapd_wakes": 0, "stalls": 0,
+                "stall_ns": 0, "stall_max_ns": 0, "pages": 0}
+
+    def _node(self, nid: int) -> _Node:
+        n = self.nodes.get(nid)
+        if n is None:
+            if len(self.nodes) >= 1024:  # MAX_NUMNODES bound
+                nid = -1
+                n = self.nodes.get(nid)
+            if n is None:
+                n = self.nodes[nid] = _Node(nid)
+        return n
+
+    def _proc(self, tgid: int, comm: str) -> _Proc:
+        p = self.procs.get(tgid)
+        if p is None:
+            if len(self.procs) >= MAX_PROCESSES:
+                p = self.procs.get(-1)
+                if p is None:
+                    p = self.procs[-1] = _Proc(-1, OTHER)
+                return p
+            p = self.procs[tgid] = _Proc(tgid, comm)
+        return p
+
+    def feed(self, ev: Any) -> None:
+        t = ev.type
+        if t == EV_DIRECT_RECLAIM:
+            if ev.ts_ns - ev.delta_ns < self.window.start_ns:
+                self.stalls_before_window += 1
+                return
+            p = self._proc(ev.tgid, ev.comm)
+            p.lat.add(ev.delta_ns)
+            p.pages += ev.nr_reclaimed_pages
+            p.orders[ev.order] += 1
+            if len(p.gfp) < 64:
+                p.gfp[ev.gfp_flags] += 1
+            self.all_lat.add(ev.delta_ns)
+            iv = self._iv
+            iv["stalls"] += 1
+            iv["stall_ns"] += ev.delta_ns
+            iv["pages"] += ev.nr_reclaimed_pages
+            if ev.delta_ns > iv["stall_max_ns"]:
+                iv["stall_max_ns"] = ev.delta_ns
+        elif t == EV_WAKEUP_KSWAPD:
+            n = self._node(ev.nid)
+            if len(n.requests) < 256:
+                n.requests[(ev.zid, ev.order)] += 1
+            self._iv["wakeup_requests"] += 1
+        elif t == EV_KSWAPD_WAKE:
+            n = self._node(ev.nid)
+            n.wakes += 1
+            n.max_order = max(n.max_order, ev.order)
+            self._iv["kswapd_wakes"] += 1
+            if n.awake_since is not None:
+                # Woken again without sleeping in between: balance_pgdat()
+                # returned and kswapd went round its loop again.
+                n.re_wakes += 1
+            else:
+                n.awake_since = ev.ts_ns
+        elif t == EV_KSWAPD_SLEEP:
+            n = self._node(ev.nid)
+            n.sleeps += 1
+            since = n.awake_since
+            if since is None:
+                # Awake when the trace began: count from the window start.
+                since = max(self.window.start_ns, self._tick_ns)
+                if n.wakes:
+                    since = ev.ts_ns
+            self._add_awake(n, since, ev.ts_ns)
+            n.awake_since = None
+
+    def _add_awake(self, n: _Node, since: int, until: int) -> None:
+        if until > since:
+            n.awake_ns += until - since
+            n.interval_awake_ns += until - max(since, self._tick_ns)
+
+    def on_tick(self, ts_ns: int) -> Dict[str, Any]:
+        awake = {}
+        for n in self.nodes.values():
+            extra = 0
+            if n.awake_since is not None:
+                extra = ts_ns - max(n.awake_since, self._tick_ns)
+            awake[n.nid] = n.interval_awake_ns + max(0, extra)
+            n.interval_awake_ns = 0
+        row: Dict[str, Any] = dict(self._iv)
+        row["kswapd_awake_ns"] = awake
+        self._iv = self._new_interval()
+        self._tick_ns = ts_ns
+        return row
+
+    def close(self, end_ns: int) -> None:
+        """At the window end, count kswapd still awake up to it."""
+        for n in self.nodes.values():
+            if n.awake_since is not None:
+                n.awake_ns += max(0, end_ns - n.awake_since)
+                n.awake_since = None
+
+    def report(self) -> Dict[str, Any]:
+        procs = []
+        for p in sorted(self.procs.values(), key=lambda p: (-p.lat.total, p.tgid)):
+            s = p.lat.summary()
+            procs.append({
+                "pid": p.tgid, "comm": p.comm, "stalls": s["count"],
+                "total_ns": s["total"], "p50_ns": s["p50"], "p99_ns": s["p99"],
+                "max_ns": s["max"], "pages_reclaimed": p.pages,
+                "percentiles_exact": p.lat.exact,
+                "orders": {str(k): v for k, v in sorted(p.orders.items())},
+                "gfp_flags": {gfp.names(k, self.gfp_bits): v
+                              for k, v in sorted(p.gfp.items())},
+            })
+        nodes = []
+        for n in sorted(self.nodes.values(), key=lambda n: n.nid):
+            nodes.append({
+                "nid": n.nid, "wakeup_requests": sum(n.requests.values()),
+                "requests": [{"zone": _zone(z), "order": o, "count": c}
+                             for (z, o), c in sorted(n.requests.items())],
+                "kswapd_wakes": n.wakes, "kswapd_sleeps": n.sleeps,
+                "re_wakes": n.re_wakes, "awake_ns": n.awake_ns,
+                "max_order": n.max_order,
+            })
+        s = self.all_lat.summary()
+        return {
+            "direct_reclaim": {
+                "stalls": s["count"], "total_ns": s["total"], "p50_ns": s["p50"],
+                "p99_ns": s["p99"], "max_ns": s["max"],
+                "pages_reclaimed": sum(p.pages for p in self.procs.values()),
+                "stalls_begun_before_window": self.stalls_before_window,
+                "processes": procs,
+            },
+            "kswapd": nodes,
+        }
+
+    def totals(self, section: Dict[str, Any]) -> Dict[str, Any]:
+        d = section["direct_reclaim"]
+        return {
+            "direct_reclaim_stalls": d["stalls"],
+            "direct_reclaim_pages": d["pages_reclaimed"],
+            "direct_reclaim_ns": d["total_ns"],
+            "kswapd_wakeup_requests": sum(n["wakeup_requests"] for n in section["kswapd"]),
+            "kswapd_wakes": sum(n["kswapd_wakes"] for n in section["kswapd"]),
+            "kswapd_awake_ns": sum(n["awake_ns"] for n in section["kswapd"]),
+        }
+
+    def render(self, section: Dict[str, Any]) -> List[str]:
+        from trace_reclaim.report import fmt_ns, table
+
+        d = section["direct_reclaim"]
+        out = [f"Direct reclaim: {d['stalls']} stalls, {fmt_ns(d['total_ns'])} total, "
+               f"p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
+               f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']} pages reclaimed"]
+        if d["processes"]:
+            rows = [[p["pid"], p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
+                     fmt_ns(p["p50_ns"]), fmt_ns(p["p99_ns"]), fmt_ns(p["max_ns"]),
+                     p["pages_reclaimed"],
+                     ",".join(p["orders"]) or "-"]
+                    for p in d["processes"][:20]]
+            out += table(["PID", "COMM", "STALLS", "TOTAL", "P50", "P99", "MAX",
+                          "PAGES", "ORDERS"], rows)
+            more = len(d["processes"]) - 20
+            if more > 0:
+                out.append(f"  ... {more} more processes (see -j)")
+            flags = Counter[str]()
+            for p in d["processes"]:
+                flags.update(p["gfp_flags"])
+            out.append("  gfp flags: " + ", ".join(
+                f"{k} x{v}" for k, v in flags.most_common(4)))
+        out.append("")
+        out.append("kswapd:")
+        if not section["kswapd"]:
+            out.append("  no kswapd activity")
+        rows = []
+        for n in section["kswapd"]:
+            zones = Counter[str]()
+            for r in n["requests"]:
+                zones[f"{r['zone']}/o{r['order']}"] += r["count"]
+            rows.append([n["nid"], n["wakeup_requests"], n["kswapd_wakes"],
+                         n["re_wakes"], fmt_ns(n["awake_ns"]),
+                         " ".join(f"{k}:{v}" for k, v in zones.most_common(3)) or "-"])
+        if rows:
+            out += table(["NODE", "REQUESTS", "WAKES", "RE-WAKES", "AWAKE",
+                          "REQUESTS BY ZONE/ORDER"], rows)
+        return out
+
+
+def _zone(zid: int) -> str:
+    return ZONE_NAMES[zid] if 0 <= zid < len(ZONE_NAMES) else str(zid)
+
+
+class ReclaimTracer(Tracer):
+    name: ClassVar[str] = "reclaim"
+    bpf_source: ClassVar[str] = "reclaim.bpf.c"
+    cflag: ClassVar[str] = "WITH_RECLAIM"
+    tracepoints: ClassVar[Any] = (
+        ("vmscan", "mm_vmscan_wakeup_kswapd"),
+        ("vmscan", "mm_vmscan_kswapd_wake"),
+        ("vmscan", "mm_vmscan_kswapd_sleep"),
+        ("vmscan", "mm_vmscan_direct_reclaim_begin"),
+        ("vmscan", "mm_vmscan_direct_reclaim_end"),
+    )
+    event_types: ClassVar[Any] = (EV_WAKEUP_KSWAPD, EV_KSWAPD_WAKE, EV_KSWAPD_SLEEP,
+                                  EV_DIRECT_RECLAIM)
+
+    def aggregator(self, window: Window) -> ReclaimAggregator:
+        return ReclaimAggregator(window)
+
+
+TRACER = ReclaimTracer()

@@ -1,0 +1,38 @@
+"""Shared test set-up.
+
+Live tests (marked ``live``) attach real BPF programs.  They skip with a
+reason when not root or without bcc, unless TRACE_RECLAIM_REQUIRE_LIVE=1
+(set by .ci/run), which turns that skip into a failure so CI cannot pass by
+skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tests.livetools import live_unavailable_reason, machine_lock  # noqa: E402
+
+REQUIRE_LIVE = os.environ.get("TRACE_RECLAIM_REQUIRE_LIVE") == "1"
+
+
+@pytest.fixture
+def live():
+    """Require root and bcc; hold the machine lock for the test's duration.
+
+    Workloads change machine-wide state (nr_hugepages, drop_caches, zram), so
+    live tests on one machine run one at a time.
+    """
+    why = live_unavailable_reason()
+    if why:
+        if REQUIRE_LIVE:
+            pytest.fail(f"live test cannot run ({why}) but TRACE_RECLAIM_REQUIRE_LIVE=1")
+        pytest.skip(why)
+    with machine_lock():
+        yield

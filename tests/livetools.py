@@ -1,0 +1,118 @@
+"""Run trace-reclaim for real around a workload, for live tests.
+
+``Trace`` starts ``trace-reclaim record`` as a subprocess (the way a user
+does), waits until the BPF program is attached, lets the test run a
+workload, then stops it with SIGINT and replays the recording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCK_PATH = "/run/lock/trace-reclaim-machine.lock"
+
+
+def live_unavailable_reason() -> Optional[str]:
+    if os.geteuid() != 0:
+        return "not root: live tests load BPF programs"
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        return "bcc is not importable (Debian python3-bpfcc, venv with --system-site-packages)"
+    return None
+
+
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """One workload at a time on this machine, across processes."""
+    os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
+    with open(LOCK_PATH, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_cli(args: List[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def report_json(path: str) -> Dict[str, Any]:
+    r = run_cli(["report", "-j", path])
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+class Trace:
+    """``with Trace(tmp_path) as t: workload()`` then ``t.report`` (the -j document)."""
+
+    def __init__(self, directory: str, args: Optional[List[str]] = None,
+                 live: bool = False, ready_timeout: float = 60) -> None:
+        self.path = os.path.join(directory, f"trace-{time.monotonic_ns()}.trc")
+        self.args = args or []
+        self.live = live
+        self.ready_timeout = ready_timeout
+        self.proc: Optional[subprocess.Popen] = None
+        self.stdout = ""
+        self.stderr = ""
+        self.report: Dict[str, Any] = {}
+
+    def __enter__(self) -> "Trace":
+        cmd = [sys.executable, os.path.join(ROOT, "cli.py"),
+               "live" if self.live else "record", "-o", self.path, *self.args]
+        self._err = tempfile.TemporaryFile(mode="w+")
+        self._out = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, text=True)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            self._err.seek(0)
+            text = self._err.read()
+            if "Tracing reclaim" in text:
+                time.sleep(0.3)  # the start snapshots follow the attach
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.proc.kill()
+        self._err.seek(0)
+        raise RuntimeError(f"trace-reclaim did not start: {self._err.read()}")
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self._err.seek(0)
+        self._out.seek(0)
+        self.stderr = self._err.read()
+        self.stdout = self._out.read()
+        self.returncode = self.proc.returncode
+        if exc[0] is None:
+            assert self.returncode == 0, self.stderr
+            self.report = report_json(self.path)
+
+
+def vmstat() -> Dict[str, int]:
+    from trace_reclaim.procfs import ProcFS
+    return ProcFS().vmstat()
+
+
+def text_of(stream: io.StringIO) -> str:
+    return stream.getvalue()

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 if __package__ in (None, ""):
@@ -85,7 +86,6 @@ def syscall_loop(iterations=100_000, directory=None):
             except FileNotFoundError:
                 pass
         t1, c1 = time.perf_counter(), os.times()
-    import threading
     return {"iterations": iterations, "elapsed_s": t1 - t0,
             "cpu_s": (c1.user - c0.user) + (c1.system - c0.system),
             "ns_per_iteration": (t1 - t0) * 1e9 / max(1, iterations),

@@ -76,7 +76,7 @@ def _nr_bpf():
 
 
 def load_program(insns=DEFAULT_INSNS, log_level=BPF_LOG_STATS, log_size=1 << 16,
-                 keep_fd=False):
+                 keep_fd=False, program=None):
     """Load one socket filter of ``insns`` ``mov r0, 0`` + ``exit``; return a result dict.
 
     Returns {"fd", "loaded", "errno", "error", "insns", "pid", "tid",
@@ -84,10 +84,15 @@ def load_program(insns=DEFAULT_INSNS, log_level=BPF_LOG_STATS, log_size=1 << 16,
     ``log_level`` 4 (BPF_LOG_STATS) asks only for the verifier's summary line;
     on failure the load is retried with level 1 to report why.  ``pid``/``tid``
     are the task that ran the syscall: match tracepoint events on them.
+    ``program`` (raw struct bpf_insn bytes) replaces the generated program.
     """
-    if not 1 <= insns < BPF_COMPLEXITY_LIMIT_INSNS:
-        raise ValueError("insns must be in 1..%d" % (BPF_COMPLEXITY_LIMIT_INSNS - 1))
-    prog = _MOV64_IMM_R0_0 * insns + _EXIT
+    if program is None:
+        if not 1 <= insns < BPF_COMPLEXITY_LIMIT_INSNS:
+            raise ValueError("insns must be in 1..%d" % (BPF_COMPLEXITY_LIMIT_INSNS - 1))
+        prog = _MOV64_IMM_R0_0 * insns + _EXIT
+    else:
+        prog = bytes(program)
+        insns = len(prog) // 8 - 1
     prog_buf = ctypes.create_string_buffer(prog, len(prog))
     license = ctypes.create_string_buffer(b"GPL")
     log_buf = ctypes.create_string_buffer(log_size) if log_level else None
@@ -119,7 +124,7 @@ def load_program(insns=DEFAULT_INSNS, log_level=BPF_LOG_STATS, log_size=1 << 16,
     if fd < 0 and log_level != BPF_LOG_LEVEL1 and err not in (errno.EPERM,):
         # Ask again with a full log to say why; the tail is where the verifier
         # states its verdict.
-        retry = load_program(insns, BPF_LOG_LEVEL1, 1 << 24)
+        retry = load_program(insns, BPF_LOG_LEVEL1, 1 << 24, program=prog)
         result["verifier_log"] = retry["verifier_log"][-4000:]
     return result
 
@@ -167,6 +172,8 @@ def main(argv=None):
     p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
     p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if not 1 <= args.insns < BPF_COMPLEXITY_LIMIT_INSNS:
+        p.error("--insns must be in 1..%d" % (BPF_COMPLEXITY_LIMIT_INSNS - 1))
 
     def body():
         with _restore.signals_to_exceptions():

@@ -67,7 +67,7 @@ struct direct_reclaim_event {
 	__u64 gfp_flags;
 	__u64 nr_reclaimed_pages;
 	__s32 order;
-	__u32 pad;
+	__u32 retries;			/* do_try_to_free_pages() passes restarted */
 };
 
 #endif /* TRACE_RECLAIM_EVENTS_H */

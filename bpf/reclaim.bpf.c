@@ -11,6 +11,8 @@ struct direct_reclaim_begin_state {
 	__u64 ts_ns;
 	__u64 gfp_flags;
 	__s32 order;
+	__s32 last_priority;		/* of the last LRU shrink seen, or -1 */
+	__u32 retries;
 };
 
 /* Bounded: one entry per thread inside direct reclaim at once. */
@@ -73,6 +75,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin)
 	start.ts_ns = bpf_ktime_get_ns();
 	start.gfp_flags = args->gfp_flags;
 	start.order = args->order;
+	start.last_priority = -1;
 	direct_reclaim_begin.update(&tid, &start);
 	return 0;
 }
@@ -96,7 +99,68 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 	e->gfp_flags = begin.gfp_flags;
 	e->order = begin.order;
 	e->nr_reclaimed_pages = args->nr_reclaimed;
-	e->pad = 0;
+	e->retries = begin.retries;
 	events.ringbuf_submit(e, 0);
+	return 0;
+}
+
+/*
+ * LRU pages scanned and reclaimed, summed in the kernel per reclaimer the
+ * way mm/vmscan.c's reclaimer_offset() attributes pgscan_* and pgsteal_*:
+ * kswapd, khugepaged, and everyone else ("direct", which includes memcg
+ * limit reclaim).  shrink_inactive_list() passes the same nr_scanned and
+ * nr_reclaimed to this tracepoint as to those counters.
+ */
+struct lru_counts {
+	__u64 calls;
+	__u64 nr_scanned;
+	__u64 nr_reclaimed;
+};
+
+#define RECLAIMER_KSWAPD 0
+#define RECLAIMER_DIRECT 1
+#define RECLAIMER_KHUGEPAGED 2
+BPF_PERCPU_ARRAY(lru_reclaim, struct lru_counts, 3);
+
+static __always_inline __u32 reclaimer(void)
+{
+	char comm[TASK_COMM_LEN_TR];
+
+	bpf_get_current_comm(&comm, sizeof(comm));
+	if (comm[0] == 'k' && comm[1] == 's' && comm[2] == 'w' && comm[3] == 'a' &&
+	    comm[4] == 'p' && comm[5] == 'd')
+		return RECLAIMER_KSWAPD;
+	if (comm[0] == 'k' && comm[1] == 'h' && comm[2] == 'u' && comm[3] == 'g' &&
+	    comm[4] == 'e' && comm[5] == 'p' && comm[6] == 'a' && comm[7] == 'g' &&
+	    comm[8] == 'e' && comm[9] == 'd')
+		return RECLAIMER_KHUGEPAGED;
+	return RECLAIMER_DIRECT;
+}
+
+/*
+ * Also: do_try_to_free_pages() may run its priority loop twice for one
+ * begin/end pair ("goto retry" when a pass reclaimed nothing but skipped
+ * deactivation or memcg low protection) and counts ALLOCSTALL each time.
+ * A pass walks priority DEF_PRIORITY down to 0, so an LRU shrink at a higher
+ * priority than the last one, inside one direct reclaim, is a retry.
+ */
+TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_shrink_inactive)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct direct_reclaim_begin_state *st;
+	__u32 who = reclaimer();
+	struct lru_counts *c = lru_reclaim.lookup(&who);
+
+	if (c) {
+		c->calls++;
+		c->nr_scanned += args->nr_scanned;
+		c->nr_reclaimed += args->nr_reclaimed;
+	}
+	st = direct_reclaim_begin.lookup(&tid);
+	if (!st)
+		return 0;
+	if (st->last_priority >= 0 && args->priority > st->last_priority)
+		st->retries++;
+	st->last_priority = args->priority;
 	return 0;
 }

@@ -47,6 +47,12 @@ def render_json(doc: Dict[str, Any]) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
+def _sum(t: Dict[str, Any], *keys: str) -> Any:
+    if not all(k in t for k in keys):
+        return "-"
+    return sum(t[k] for k in keys)
+
+
 def _vm(delta: Dict[str, int], *keys: str) -> str:
     have = [k for k in keys if k in delta]
     if not have:
@@ -78,13 +84,18 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
     vm = t.get("vmstat_delta", {})
     out.append("Traced vs the kernel's own counters (/proc/vmstat delta):")
     rows = [
-        ["direct reclaim stalls", t.get("direct_reclaim_stalls", "-"),
+        ["direct reclaim passes", _sum(t, "direct_reclaim_stalls", "direct_reclaim_retries"),
          _vm(vm, "allocstall_dma", "allocstall_dma32", "allocstall_normal",
              "allocstall_movable", "allocstall_device"), "allocstall_*"],
-        ["pages reclaimed, direct", t.get("direct_reclaim_pages", "-"),
+        ["LRU pages reclaimed, direct", t.get("lru_reclaimed_direct", "-"),
          _vm(vm, "pgsteal_direct"), "pgsteal_direct"],
+        ["LRU pages scanned, direct", t.get("lru_scanned_direct", "-"),
+         _vm(vm, "pgscan_direct"), "pgscan_direct"],
         ["kswapd wakes", t.get("kswapd_wakes", "-"), _vm(vm, "pageoutrun"), "pageoutrun"],
-        ["pages reclaimed, kswapd", "-", _vm(vm, "pgsteal_kswapd"), "pgsteal_kswapd"],
+        ["LRU pages reclaimed, kswapd", t.get("lru_reclaimed_kswapd", "-"),
+         _vm(vm, "pgsteal_kswapd"), "pgsteal_kswapd"],
+        ["LRU pages scanned, kswapd", t.get("lru_scanned_kswapd", "-"),
+         _vm(vm, "pgscan_kswapd"), "pgscan_kswapd"],
     ]
     for name in tracers:
         extra_rows = getattr(tracers[name], "vmstat_rows", None)

@@ -30,6 +30,7 @@ EV_DIRECT_RECLAIM = 4
 # Per-process state is capped; later processes are folded into one row.
 MAX_PROCESSES = 512
 OTHER = "[other processes]"
+RECLAIMERS = ("kswapd", "direct", "khugepaged")  # lru_reclaim map index order
 ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable", "Device")
 
 
@@ -63,6 +64,7 @@ class DirectReclaim(events.Event):
     gfp_flags: int
     nr_reclaimed_pages: int
     order: int
+    retries: int
 
     @property
     def start_ns(self) -> int:
@@ -72,7 +74,7 @@ class DirectReclaim(events.Event):
 events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "QiiiI", 4))
 events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "iiiI", 3))
 events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "iiiI", 3))
-events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "QQQiI", 4))
+events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "QQQiI", 5))
 
 
 class _Proc:
@@ -114,6 +116,9 @@ class ReclaimAggregator(Aggregator):
         self.nodes: Dict[int, _Node] = {}
         self.all_lat = LatencyStats()
         self.stalls_before_window = 0
+        self.retries = 0
+        self.lru_first: Optional[Dict[str, Dict[str, int]]] = None
+        self.lru_last: Optional[Dict[str, Dict[str, int]]] = None
         self._iv = self._new_interval()
         self._tick_ns = 0
         self.gfp_bits = window.header.get("gfp_bits") or gfp.DEFAULT_BITS
@@ -157,6 +162,7 @@ class ReclaimAggregator(Aggregator):
             if len(p.gfp) < 64:
                 p.gfp[ev.gfp_flags] += 1
             self.all_lat.add(ev.delta_ns)
+            self.retries += ev.retries
             iv = self._iv
             iv["stalls"] += 1
             iv["stall_ns"] += ev.delta_ns
@@ -190,6 +196,23 @@ class ReclaimAggregator(Aggregator):
                     since = ev.ts_ns
             self._add_awake(n, since, ev.ts_ns)
             n.awake_since = None
+
+    def on_sample(self, sample: Any) -> None:
+        lru = sample.data.get("lru") if isinstance(sample.data, dict) else None
+        if not isinstance(lru, dict):
+            return
+        if self.lru_first is None:
+            self.lru_first = lru
+        self.lru_last = lru
+
+    def _lru_delta(self) -> Dict[str, Dict[str, int]]:
+        first, last = self.lru_first or {}, self.lru_last or {}
+        out = {}
+        for who in RECLAIMERS:
+            a, b = first.get(who, {}), last.get(who, {})
+            out[who] = {k: int(b.get(k, 0)) - int(a.get(k, 0))
+                        for k in ("calls", "nr_scanned", "nr_reclaimed")}
+        return out
 
     def _add_awake(self, n: _Node, since: int, until: int) -> None:
         if until > since:
@@ -247,27 +270,37 @@ class ReclaimAggregator(Aggregator):
                 "p99_ns": s["p99"], "max_ns": s["max"],
                 "pages_reclaimed": sum(p.pages for p in self.procs.values()),
                 "stalls_begun_before_window": self.stalls_before_window,
+                # Each retry is one more ALLOCSTALL for the same stall.
+                "retries": self.retries,
                 "processes": procs,
             },
             "kswapd": nodes,
+            # LRU pages per reclaimer as mm/vmscan.c's pgscan_*/pgsteal_* count them.
+            "lru": self._lru_delta(),
         }
 
     def totals(self, section: Dict[str, Any]) -> Dict[str, Any]:
         d = section["direct_reclaim"]
         return {
             "direct_reclaim_stalls": d["stalls"],
+            "direct_reclaim_retries": d["retries"],
             "direct_reclaim_pages": d["pages_reclaimed"],
             "direct_reclaim_ns": d["total_ns"],
             "kswapd_wakeup_requests": sum(n["wakeup_requests"] for n in section["kswapd"]),
             "kswapd_wakes": sum(n["kswapd_wakes"] for n in section["kswapd"]),
             "kswapd_awake_ns": sum(n["awake_ns"] for n in section["kswapd"]),
+            "lru_reclaimed_direct": section["lru"]["direct"]["nr_reclaimed"],
+            "lru_reclaimed_kswapd": section["lru"]["kswapd"]["nr_reclaimed"],
+            "lru_scanned_direct": section["lru"]["direct"]["nr_scanned"],
+            "lru_scanned_kswapd": section["lru"]["kswapd"]["nr_scanned"],
         }
 
     def render(self, section: Dict[str, Any]) -> List[str]:
         from trace_reclaim.report import fmt_ns, table
 
         d = section["direct_reclaim"]
-        out = [f"Direct reclaim: {d['stalls']} stalls, {fmt_ns(d['total_ns'])} total, "
+        retries = f" ({d['retries']} retried their priority loop)" if d["retries"] else ""
+        out = [f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} total, "
                f"p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
                f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']} pages reclaimed"]
         if d["processes"]:
@@ -309,6 +342,8 @@ def _zone(zid: int) -> str:
 
 
 class ReclaimTracer(Tracer):
+    """kswapd and direct reclaim; LRU page counts summed in the kernel."""
+
     name: ClassVar[str] = "reclaim"
     bpf_source: ClassVar[str] = "reclaim.bpf.c"
     cflag: ClassVar[str] = "WITH_RECLAIM"
@@ -318,12 +353,23 @@ class ReclaimTracer(Tracer):
         ("vmscan", "mm_vmscan_kswapd_sleep"),
         ("vmscan", "mm_vmscan_direct_reclaim_begin"),
         ("vmscan", "mm_vmscan_direct_reclaim_end"),
+        ("vmscan", "mm_vmscan_lru_shrink_inactive"),
     )
     event_types: ClassVar[Any] = (EV_WAKEUP_KSWAPD, EV_KSWAPD_WAKE, EV_KSWAPD_SLEEP,
                                   EV_DIRECT_RECLAIM)
 
     def aggregator(self, window: Window) -> ReclaimAggregator:
         return ReclaimAggregator(window)
+
+    def sample(self, bpf: Any, procfs: Any, ts_ns: int, when: str) -> List[Any]:
+        lru: Dict[str, Dict[str, int]] = {}
+        table = bpf["lru_reclaim"]
+        for i, who in enumerate(RECLAIMERS):
+            vals = table[table.Key(i)]
+            lru[who] = {"calls": sum(v.calls for v in vals),
+                        "nr_scanned": sum(v.nr_scanned for v in vals),
+                        "nr_reclaimed": sum(v.nr_reclaimed for v in vals)}
+        return [events.Sample(ts_ns, self.name, {"lru": lru})]
 
 
 TRACER = ReclaimTracer()

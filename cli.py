@@ -131,7 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="the report of a recording")
     rp.add_argument("file", help="a recording made with -o")
     rp.add_argument("-j", "--json", action="store_true", help="one JSON document")
+    for mod in _command_modules():
+        mod.add_parser(sub)
     return p
+
+
+# Subcommands that live in their own modules: each has add_parser(sub), which
+# registers its parser with set_defaults(func=run), and run(args, env) -> int.
+COMMAND_MODULES: List[str] = []
+
+
+def _command_modules() -> List[Any]:
+    import importlib
+
+    return [importlib.import_module(m) for m in COMMAND_MODULES]
 
 
 # -- check -------------------------------------------------------------------
@@ -361,6 +374,13 @@ def cmd_report(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
+def parser_commands(parser: argparse.ArgumentParser) -> List[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
 def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) -> int:
     env = env or Environment()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -368,7 +388,8 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
     traceback = "--traceback" in argv
     argv = [a for a in argv if a != "--traceback"]
     try:
-        if not any(a in ("check", "live", "record", "report") for a in argv) and \
+        commands = {"check", "live", "record", "report"} | set(parser_commands(parser))
+        if not any(a in commands for a in argv) and \
                 not any(a in ("-h", "--help", "--version") for a in argv):
             argv = ["live"] + argv
         args = parser.parse_args(argv)
@@ -379,6 +400,8 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
             return cmd_trace(args, env, live=args.command == "live")
         if args.command == "report":
             return cmd_report(args, env)
+        if getattr(args, "func", None) is not None:
+            return int(args.func(args, env))
         parser.print_help(env.stdout)
         return ExitStatus.USAGE
     except UserError as e:

@@ -30,9 +30,11 @@ enum event_type {
 	EV_KMALLOC_LARGE = 20,
 	/* slab (tracers/slab.py) */
 	EV_SHRINK_SLAB = 32,		/* mm_shrink_slab_start .. _end, one record */
-	/* oom and compaction */
-	EV_MARK_VICTIM = 48,
-	EV_COMPACT_STALL = 49,
+	/* oom and compaction (tracers/oom.py) */
+	EV_MARK_VICTIM = 48,		/* oom:mark_victim */
+	EV_COMPACTION = 49,		/* mm_compaction_begin .. _end, one record */
+	EV_RECLAIM_RETRY_ZONE = 50,	/* oom:reclaim_retry_zone */
+	EV_COMPACT_RETRY = 51,		/* oom:compact_retry */
 };
 
 struct event_header {
@@ -68,6 +70,58 @@ struct direct_reclaim_event {
 	__u64 nr_reclaimed_pages;
 	__s32 order;
 	__u32 retries;			/* do_try_to_free_pages() passes restarted */
+};
+
+/* oom:mark_victim; sizes in kB as the tracepoint gives them */
+struct mark_victim_event {
+	struct event_header hdr;	/* the task that chose the victim */
+	__u64 total_vm_kb;
+	__u64 anon_rss_kb;
+	__u64 file_rss_kb;
+	__u64 shmem_rss_kb;
+	__u64 pgtables_kb;
+	__u32 victim_pid;
+	__u32 uid;
+	__s32 oom_score_adj;
+	__u32 pad;
+	char victim_comm[TASK_COMM_LEN_TR];
+};
+
+/* compact_zone(): mm_compaction_begin .. mm_compaction_end of one thread */
+struct compaction_event {
+	struct event_header hdr;	/* hdr.ts_ns is the end */
+	__u64 delta_ns;
+	__u64 zone_start_pfn;
+	__u64 zone_end_pfn;
+	__u64 migrate_pfn;
+	__u64 free_pfn;
+	__s32 status;			/* enum compact_result */
+	__u32 sync;
+};
+
+/* oom:reclaim_retry_zone: should_reclaim_retry() looking at one zone */
+struct reclaim_retry_zone_event {
+	struct event_header hdr;
+	__u64 reclaimable_pages;
+	__u64 available_pages;
+	__u64 min_wmark_pages;
+	__s32 nid;
+	__s32 zid;
+	__s32 order;
+	__s32 no_progress_loops;
+	__u32 wmark_check;
+	__u32 pad;
+};
+
+/* oom:compact_retry: should_compact_retry() */
+struct compact_retry_event {
+	struct event_header hdr;
+	__s32 order;
+	__s32 priority;
+	__s32 result;
+	__s32 retries;
+	__s32 max_retries;
+	__u32 retry;
 };
 
 #endif /* TRACE_RECLAIM_EVENTS_H */

@@ -1,0 +1,252 @@
+"""The end of the allocator's slow path: compaction, retry decisions, OOM kills.
+
+Kernel side: ``bpf/oom.bpf.c`` on ``compaction:mm_compaction_begin/end``
+(compact_zone(), paired per thread in the kernel), ``oom:reclaim_retry_zone``
+(should_reclaim_retry(), per zone), ``oom:compact_retry``
+(should_compact_retry()) and ``oom:mark_victim`` (the OOM killer's choice).
+The oom events exist since Linux 4.10 (commit 5e4ad6dfd6a1 has
+reclaim_retry_zone and compact_retry; mark_victim since 4.7); mark_victim's
+rss fields since 6.2.  Read in that order they are the allocator's last
+steps before an OOM kill: reclaim made no progress, compaction gave up,
+then a victim was marked.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List
+
+from trace_reclaim import events
+from trace_reclaim.stats import LatencyStats
+from tracers import Aggregator, Tracer, Window
+
+__all__ = [
+    "EV_MARK_VICTIM", "EV_COMPACTION", "EV_RECLAIM_RETRY_ZONE", "EV_COMPACT_RETRY",
+    "MarkVictim", "Compaction", "ReclaimRetryZone", "CompactRetry",
+    "COMPACT_STATUS", "OomTracer", "OomAggregator", "TRACER",
+]
+
+EV_MARK_VICTIM = 48
+EV_COMPACTION = 49
+EV_RECLAIM_RETRY_ZONE = 50
+EV_COMPACT_RETRY = 51
+
+# enum compact_result, as mm_compaction_end's format file prints it.
+COMPACT_STATUS = {0: "not_suitable_zone", 1: "skipped", 2: "deferred",
+                  3: "no_suitable_page", 4: "continue", 5: "complete",
+                  6: "partial_skipped", 7: "contended", 8: "success"}
+# compact_retry's priority and result (enum compact_priority; its own mapping).
+COMPACT_PRIORITY = {0: "sync_full", 1: "sync_light", 2: "async"}
+COMPACT_RETRY_RESULT = {1: "failed", 2: "withdrawn", 3: "progress"}
+MAX_VICTIMS = 256
+
+
+@dataclass(slots=True)
+class MarkVictim(events.Event):
+    """The OOM killer marked ``victim_pid``; the header is the killing task."""
+
+    total_vm_kb: int
+    anon_rss_kb: int
+    file_rss_kb: int
+    shmem_rss_kb: int
+    pgtables_kb: int
+    victim_pid: int
+    uid: int
+    oom_score_adj: int
+    victim_comm: str
+
+
+@dataclass(slots=True)
+class Compaction(events.Event):
+    """One compact_zone() run; ``ts_ns`` is when it ended."""
+
+    delta_ns: int
+    zone_start_pfn: int
+    zone_end_pfn: int
+    migrate_pfn: int
+    free_pfn: int
+    status: int
+    sync: int
+
+    @property
+    def start_ns(self) -> int:
+        return self.ts_ns - self.delta_ns
+
+
+@dataclass(slots=True)
+class ReclaimRetryZone(events.Event):
+    reclaimable_pages: int
+    available_pages: int
+    min_wmark_pages: int
+    nid: int
+    zid: int
+    order: int
+    no_progress_loops: int
+    wmark_check: int
+
+
+@dataclass(slots=True)
+class CompactRetry(events.Event):
+    order: int
+    priority: int
+    result: int
+    retries: int
+    max_retries: int
+    retry: int
+
+
+_VICTIM = struct.Struct("<QIIII16sQQQQQIIiI16s")
+
+
+def _decode_mark_victim(payload: bytes) -> MarkVictim:
+    if len(payload) < _VICTIM.size:
+        raise events.DecodeError(f"MarkVictim: {len(payload)} bytes, need {_VICTIM.size}")
+    v = _VICTIM.unpack_from(payload)
+    return MarkVictim(v[0], v[1], v[2], v[3], v[4], events._comm(v[5]),
+                      v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13],
+                      events._comm(v[15]))
+
+
+_decode_mark_victim.size = _VICTIM.size  # type: ignore[attr-defined]
+
+events.register(EV_MARK_VICTIM, _decode_mark_victim)
+events.register(EV_COMPACTION, events.struct_decoder(Compaction, "QQQQQiI", 7))
+events.register(EV_RECLAIM_RETRY_ZONE,
+                events.struct_decoder(ReclaimRetryZone, "QQQiiiiII", 8))
+events.register(EV_COMPACT_RETRY, events.struct_decoder(CompactRetry, "iiiiiI", 6))
+
+
+def is_kcompactd(comm: str) -> bool:
+    return comm.startswith("kcompactd")
+
+
+class OomAggregator(Aggregator):
+    """Compaction runs by result, the allocator's retry decisions, OOM victims."""
+
+    section: ClassVar[str] = "oom"
+
+    def __init__(self, window: Window) -> None:
+        super().__init__(window)
+        self.victims: List[Dict[str, Any]] = []
+        self.victims_dropped = 0
+        self.compaction_lat = {"direct": LatencyStats(), "kcompactd": LatencyStats()}
+        self.compaction_status: Counter[str] = Counter()
+        self.reclaim_retries = 0
+        self.reclaim_retry_max_loops = 0
+        self.reclaim_retry_wmark_fail = 0
+        self.compact_retries = 0
+        self.compact_retry_gave_up = 0
+        self.compact_retry_results: Counter[str] = Counter()
+
+    def feed(self, ev: Any) -> None:
+        t = ev.type
+        if t == EV_COMPACTION:
+            who = "kcompactd" if is_kcompactd(ev.comm) else "direct"
+            self.compaction_lat[who].add(ev.delta_ns)
+            self.compaction_status[COMPACT_STATUS.get(ev.status, str(ev.status))] += 1
+        elif t == EV_RECLAIM_RETRY_ZONE:
+            self.reclaim_retries += 1
+            self.reclaim_retry_max_loops = max(self.reclaim_retry_max_loops,
+                                               ev.no_progress_loops)
+            if not ev.wmark_check:
+                self.reclaim_retry_wmark_fail += 1
+        elif t == EV_COMPACT_RETRY:
+            self.compact_retries += 1
+            if not ev.retry:
+                self.compact_retry_gave_up += 1
+            self.compact_retry_results[
+                COMPACT_RETRY_RESULT.get(ev.result, str(ev.result))] += 1
+        elif t == EV_MARK_VICTIM:
+            if len(self.victims) >= MAX_VICTIMS:
+                self.victims_dropped += 1
+                return
+            self.victims.append(victim_json(ev))
+
+    def report(self) -> Dict[str, Any]:
+        comp = {}
+        for who, lat in self.compaction_lat.items():
+            s = lat.summary()
+            comp[who] = {"runs": s["count"], "total_ns": s["total"], "p50_ns": s["p50"],
+                         "p99_ns": s["p99"], "max_ns": s["max"]}
+        return {
+            "compaction": {**comp, "status": dict(sorted(self.compaction_status.items()))},
+            "reclaim_retry_zone": {"calls": self.reclaim_retries,
+                                   "max_no_progress_loops": self.reclaim_retry_max_loops,
+                                   "wmark_check_failed": self.reclaim_retry_wmark_fail},
+            "compact_retry": {"calls": self.compact_retries,
+                              "gave_up": self.compact_retry_gave_up,
+                              "results": dict(sorted(self.compact_retry_results.items()))},
+            "victims": self.victims,
+            "victims_dropped": self.victims_dropped,
+        }
+
+    def totals(self, section: Dict[str, Any]) -> Dict[str, Any]:
+        c = section["compaction"]
+        return {
+            "oom_kills": len(section["victims"]) + section["victims_dropped"],
+            "compaction_runs_direct": c["direct"]["runs"],
+            "compaction_runs_kcompactd": c["kcompactd"]["runs"],
+            "compaction_ns_direct": c["direct"]["total_ns"],
+            "reclaim_retry_zone": section["reclaim_retry_zone"]["calls"],
+            "compact_retry": section["compact_retry"]["calls"],
+        }
+
+    def vmstat_rows(self, t: Dict[str, Any], vm: Dict[str, int]) -> List[List[Any]]:
+        return [["OOM kills", t.get("oom_kills", "-"),
+                 str(vm["oom_kill"]) if "oom_kill" in vm else "-", "oom_kill"]]
+
+    def render(self, section: Dict[str, Any]) -> List[str]:
+        from trace_reclaim.report import fmt_ns
+
+        c = section["compaction"]
+        out = []
+        for who in ("direct", "kcompactd"):
+            s = c[who]
+            out.append(f"Compaction ({who}): {s['runs']} runs, {fmt_ns(s['total_ns'])}, "
+                       f"p99 {fmt_ns(s['p99_ns'])}, max {fmt_ns(s['max_ns'])}")
+        if c["status"]:
+            out.append("  results: " + ", ".join(f"{k} x{v}" for k, v in c["status"].items()))
+        r, cr = section["reclaim_retry_zone"], section["compact_retry"]
+        out.append(f"Allocator retries: should_reclaim_retry {r['calls']} zone checks "
+                   f"(max {r['max_no_progress_loops']} no-progress loops), "
+                   f"should_compact_retry {cr['calls']} ({cr['gave_up']} gave up)")
+        if not section["victims"]:
+            out.append("OOM kills: none")
+        for v in section["victims"]:
+            out.append(f"OOM kill: pid {v['pid']} ({v['comm']}) anon-rss {v['anon_rss_kb']}kB "
+                       f"file-rss {v['file_rss_kb']}kB oom_score_adj {v['oom_score_adj']}, "
+                       f"chosen by pid {v['by_pid']} ({v['by_comm']})")
+        return out
+
+
+def victim_json(ev: MarkVictim) -> Dict[str, Any]:
+    return {"ts_ns": ev.ts_ns, "pid": ev.victim_pid, "comm": ev.victim_comm,
+            "total_vm_kb": ev.total_vm_kb, "anon_rss_kb": ev.anon_rss_kb,
+            "file_rss_kb": ev.file_rss_kb, "shmem_rss_kb": ev.shmem_rss_kb,
+            "pgtables_kb": ev.pgtables_kb, "uid": ev.uid,
+            "oom_score_adj": ev.oom_score_adj, "by_pid": ev.pid, "by_comm": ev.comm}
+
+
+class OomTracer(Tracer):
+    """Compaction runs, should_*_retry decisions and OOM victims."""
+
+    name: ClassVar[str] = "oom"
+    bpf_source: ClassVar[str] = "oom.bpf.c"
+    cflag: ClassVar[str] = "WITH_OOM"
+    tracepoints: ClassVar[Any] = (
+        ("oom", "mark_victim"),
+        ("oom", "reclaim_retry_zone"),
+        ("oom", "compact_retry"),
+        ("compaction", "mm_compaction_begin"),
+        ("compaction", "mm_compaction_end"),
+    )
+    event_types: ClassVar[Any] = (EV_MARK_VICTIM, EV_COMPACTION, EV_RECLAIM_RETRY_ZONE,
+                                  EV_COMPACT_RETRY)
+
+    def aggregator(self, window: Window) -> OomAggregator:
+        return OomAggregator(window)
+
+
+TRACER = OomTracer()

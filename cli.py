@@ -6,20 +6,20 @@ Subcommands: check, live (the default), record, report.  See --help.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NoReturn, Optional, TextIO
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, TextIO
 
 import trace_reclaim
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.probe import Probe
 from trace_reclaim.procfs import ProcFS
 from trace_reclaim.recording import Reader, RecordingError, Writer
-from trace_reclaim.report import interval_header, interval_line, render_json, render_text
+from trace_reclaim.report import render_json, render_text
 import tracers as tracers_pkg
 
 __all__ = ["ExitStatus", "Environment", "main", "UserError"]
@@ -61,6 +61,10 @@ class Environment:
                 raise UserError(str(e), e.hint) from e
         return self.bpf_factory
 
+    def stdout_tty(self) -> bool:
+        isatty = getattr(self.stdout, "isatty", None)
+        return bool(isatty and isatty())
+
     def warn(self, msg: str) -> None:
         print(f"warning: {msg}", file=self.stderr)
 
@@ -73,6 +77,7 @@ examples:
   trace-reclaim live -p 1234 -o run.trc  # only process 1234, recording too
   trace-reclaim live -j -d 5           # JSON lines, then the report as JSON
   trace-reclaim record -o run.trc -d 60  # record only
+  trace-reclaim live --delayacct -d 30   # with stalled tasks' delay accounting
   trace-reclaim report run.trc         # the report of a recording
   trace-reclaim report -j run.trc      # ... as one JSON document
 """
@@ -116,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trace direct reclaim of this process only")
         sp.add_argument("-o", "--output", metavar="FILE", required=record_only,
                         help="record to FILE (must not exist)")
+        sp.add_argument("--delayacct", action="store_true",
+                        help="turn on per-task delay accounting (kernel.task_delayacct) "
+                             "for the run and read stalled tasks' reclaim, thrashing and "
+                             "compaction delays; restored afterwards")
         sp.add_argument("--workload", metavar="JSON", help=argparse.SUPPRESS)
         sp.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
         if not record_only:
@@ -234,8 +243,7 @@ def _preflight(env: Environment) -> Probe:
 
 
 def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
-    from trace_reclaim.session import LiveSession, SessionError, bpf_cflags, \
-        bpf_source, build_header
+    from trace_reclaim.session import bpf_cflags, bpf_source, build_header
 
     workload = None
     if args.workload:
@@ -259,6 +267,56 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
     for m in plan.missing:
         env.warn(f"not tracing {m}")
     header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
+    with _delayacct(env, args.delayacct) as da:
+        header["delayacct"] = da
+        return _trace(args, env, live, plan, header, registry)
+
+
+@contextlib.contextmanager
+def _delayacct(env: Environment, want: bool) -> Iterator[Dict[str, Any]]:
+    """Turn kernel.task_delayacct on for the block if asked; put it back on every exit."""
+    from trace_reclaim.taskstats import delayacct_enabled, set_delayacct
+
+    before = delayacct_enabled(env.procfs)
+    state: Dict[str, Any] = {"before": before, "turned_on_for_run": False,
+                             "during": bool(before)}
+    if want and before is None:
+        raise UserError("--delayacct: /proc/sys/kernel/task_delayacct does not exist",
+                        "this kernel lacks CONFIG_TASK_DELAY_ACCT; run without --delayacct")
+    if want and not before:
+        try:
+            set_delayacct(env.procfs, True)
+        except OSError as e:
+            raise UserError(f"--delayacct: cannot enable delay accounting: {e.strerror}",
+                            "run as root, or without --delayacct") from None
+        state["turned_on_for_run"] = True
+        state["during"] = True
+    try:
+        yield state
+    finally:
+        if state["turned_on_for_run"]:
+            try:
+                set_delayacct(env.procfs, False)
+            except OSError as e:
+                env.warn(f"could not turn kernel.task_delayacct back off: {e}")
+
+
+def _taskstats_reader(env: Environment, on: bool) -> Any:
+    if not on:
+        return None
+    try:
+        from trace_reclaim.taskstats import TaskStatsReader
+        return TaskStatsReader()
+    except Exception as e:  # no pyroute2, or genetlink TASKSTATS missing
+        env.warn(f"per-task delay accounting unavailable: {e}")
+        return None
+
+
+def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
+           header: Dict[str, Any], registry: Dict[str, Any]) -> ExitStatus:
+    from trace_reclaim.session import LiveSession, SessionError
+    from trace_reclaim.view import LiveView
+
     f = None
     writer = None
     if args.output:
@@ -274,7 +332,8 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
 
     json_out = live and args.json
     out = env.stdout
-    clock0 = time.monotonic_ns()
+    view = LiveView(out, tty=env.stdout_tty())
+    session: Any = None
 
     def on_row(row: Dict[str, Any]) -> None:
         if not live:
@@ -282,13 +341,13 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
         if json_out:
             print(json.dumps({"type": "interval", **row}), file=out, flush=True)
         else:
-            clock = time.strftime("%H:%M:%S")
-            print(interval_line(row, clock), file=out, flush=True)
+            view.update(row, session.correlator.live_state())
 
+    taskstats = _taskstats_reader(env, header["delayacct"]["during"])
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
                           plan=plan, header=header, interval_s=args.interval,
                           duration_s=args.duration, tgid=args.pid, writer=writer,
-                          on_row=on_row)
+                          on_row=on_row, taskstats=taskstats)
     try:
         try:
             session.load()
@@ -304,19 +363,21 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
               + (f", recording to {args.output}" if args.output else "")
               + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr)
         if live and not json_out:
-            print(interval_header(), file=out, flush=True)
+            view.start()
         corr = session.run()
     finally:
         session.close()
+        if taskstats is not None:
+            taskstats.close()
         if writer is not None and f is not None:
             writer.close()
             f.close()
     doc = corr.report()
-    del clock0
     if live:
         if json_out:
             print(json.dumps({"type": "report", "report": doc}), file=out)
         else:
+            view.finish()
             print("", file=out)
             out.write(render_text(doc, corr.aggs))
     if writer is not None:

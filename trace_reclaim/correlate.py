@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional
 
 from trace_reclaim import events
+from trace_reclaim.episodes import EpisodeBuilder
+from trace_reclaim.findings import findings
 from trace_reclaim.procfs import VMSTAT_KEYS
 from tracers import Aggregator, Tracer, Window
 
@@ -18,6 +20,11 @@ __all__ = ["Correlator", "MAX_INTERVAL_ROWS"]
 
 # Interval rows kept for the report (the live view prints them as they come).
 MAX_INTERVAL_ROWS = 3600
+# /proc/meminfo fields the report keeps per snapshot (kB; HugePages_* counts).
+MEMINFO_KEYS = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached",
+                "Active(file)", "Inactive(file)", "AnonPages", "Shmem", "SReclaimable",
+                "SUnreclaim", "SwapTotal", "SwapFree", "Hugetlb", "HugePages_Total")
+MAX_MEMINFO_SNAPSHOTS = 64
 
 
 class Correlator:
@@ -35,6 +42,12 @@ class Correlator:
                 self._by_type[ty] = agg
         self.snapshots: Dict[str, Dict[str, Any]] = {}  # what -> when -> data
         self.zone_snapshots: List[Dict[str, Any]] = []
+        self.meminfo_snapshots: List[Dict[str, Any]] = []
+        # Every BPF event also goes to the episode builder; the slab tracer,
+        # when loaded, names shrinkers for it.
+        self.episodes = EpisodeBuilder(
+            self.window, namer=getattr(self.aggs.get("slab"), "shrinker_name", None))
+        self._ep_feed = self.episodes.feed
         self.lost: Dict[int, int] = {}
         self.rows: List[Dict[str, Any]] = []
         self.rows_dropped = 0
@@ -72,6 +85,7 @@ class Correlator:
                 return None
             self.events += 1
             agg.feed(ev)
+            self._ep_feed(ev)
             return None
         if isinstance(ev, events.Tick):
             return self._tick(ev)
@@ -88,6 +102,7 @@ class Correlator:
                 close = getattr(a, "close", None)
                 if close is not None:
                     close(ev.ts_ns)
+            self.episodes.close(ev.ts_ns)
         else:  # a BPF event of a tracer this session did not load
             t = getattr(ev, "type", -1)
             self.unknown_types[t] = self.unknown_types.get(t, 0) + 1
@@ -103,6 +118,14 @@ class Correlator:
                     {"ts_ns": snap.ts_ns, "when": snap.when, "zones": snap.data})
         else:
             self.snapshots.setdefault(snap.what, {})[snap.when] = snap.data
+        if snap.what == "meminfo" and isinstance(snap.data, dict):
+            m = {"ts_ns": snap.ts_ns, "when": snap.when,
+                 **{k: snap.data[k] for k in MEMINFO_KEYS if k in snap.data}}
+            if len(self.meminfo_snapshots) < MAX_MEMINFO_SNAPSHOTS:
+                self.meminfo_snapshots.append(m)
+            elif snap.when == "end":
+                self.meminfo_snapshots[-1] = m
+        self.episodes.on_snapshot(snap)
         for a in self.aggs.values():
             a.on_snapshot(snap)
 
@@ -164,7 +187,50 @@ class Correlator:
                 "undecodable_records": self.decode_errors,
             },
             "zones": self.zone_snapshots,
+            "meminfo": self.meminfo_snapshots,
+            "delayacct": self.delayacct_state(),
             "intervals": self.rows,
         }
         doc.update(sections)
+        eps = self.episodes.report()
+        doc["episodes"] = eps
+        doc["episode_summary"] = self.episodes.summary(eps)
+        doc["findings"] = findings(doc)
         return doc
+
+    def live_state(self) -> Dict[str, Any]:
+        """What the live view shows between reports (cheap: no report())."""
+        reclaim = self.aggs.get("reclaim")
+        oom = self.aggs.get("oom")
+        totals: Dict[str, Any] = {}
+        if reclaim is not None:
+            lat = getattr(reclaim, "all_lat", None)
+            totals["stalls"] = lat.count if lat is not None else 0
+            totals["stall_ns"] = lat.total if lat is not None else 0
+            totals["kswapd_wakes"] = sum(n.wakes for n in getattr(reclaim, "nodes", {}).values())
+        if oom is not None:
+            totals["compaction"] = sum(s.count for s in oom.compaction_lat.values())
+            totals["oom_kills"] = len(oom.victims) + oom.victims_dropped
+        zones = self.episodes.zoneinfo[-1][2] if self.episodes.zoneinfo else []
+        return {
+            "now_ns": self._last_tick_ns,
+            "elapsed_ns": max(0, self._last_tick_ns - self.window.start_ns),
+            "lost": sum(self.lost.values()),
+            "meminfo": self.meminfo_snapshots[-1] if self.meminfo_snapshots else {},
+            "psi": self.snapshots.get("psi", {}).get("tick")
+            or self.snapshots.get("psi", {}).get("start"),
+            "zones": zones,
+            "kswapd_awake": self.episodes.live()["kswapd_awake"],
+            "episodes": self.episodes.live(),
+            "totals": totals,
+        }
+
+    def delayacct_state(self) -> Dict[str, Any]:
+        """Whether per-task delay accounting was on, and who turned it on."""
+        h = self.header.get("delayacct") or {}
+        on = self.episodes.delayacct
+        if on is None:
+            on = h.get("during")
+        return {"on": bool(on), "before": h.get("before"),
+                "turned_on_for_run": bool(h.get("turned_on_for_run")),
+                "tasks_read": len(self.episodes.taskstats)}

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Sequence
 from tabulate import tabulate
 
 __all__ = ["fmt_ns", "fmt_bytes", "table", "render_text", "render_json",
-           "interval_line", "interval_header"]
+           "interval_line", "interval_header", "render_findings", "render_episodes"]
 
 
 def fmt_ns(ns: Any) -> str:
@@ -104,7 +104,14 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
     out += table(["", "TRACED", "KERNEL", "COUNTER"], rows)
     out.append("")
 
-    for name, agg in tracers.items():
+    if "findings" in doc:
+        out += render_findings(doc)
+        out.append("")
+    if "episodes" in doc:
+        out += render_episodes(doc)
+        out.append("")
+
+    for agg in tracers.values():
         section = doc.get(agg.section)
         if section is None:
             continue
@@ -147,3 +154,146 @@ def interval_line(row: Dict[str, Any], clock: str) -> str:
             f"{fmt_ns(awake):>8} {r.get('stalls', 0):>6} {fmt_ns(r.get('stall_ns', 0)):>8} "
             f"{fmt_ns(r.get('stall_max_ns', 0)):>8} {r.get('pages', 0):>7} "
             f"{row.get('lost_events', 0):>5}")
+
+
+SEVERITY_MARK = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
+
+
+def _wrap(text: str, indent: str, width: int = 79) -> List[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, initial_indent=indent,
+                         subsequent_indent=indent) or [indent]
+
+
+def _evidence(ev: Dict[str, Any]) -> str:
+    parts = []
+    for k, v in ev.items():
+        if isinstance(v, (list, dict)):
+            if not v:
+                continue
+            v = ", ".join(map(str, v)) if isinstance(v, list) else \
+                ", ".join(f"{a}:{b}" for a, b in v.items())
+        elif k.endswith("_ns") and isinstance(v, int):
+            v = fmt_ns(v)
+        parts.append(f"{k}={v}")
+    return "; ".join(parts)
+
+
+def render_findings(doc: Dict[str, Any]) -> List[str]:
+    fs = doc.get("findings") or []
+    out = [f"Findings: {len(fs)}" + ("" if fs else " (nothing unusual)")]
+    for i, f in enumerate(fs, 1):
+        out += _wrap(f"[{SEVERITY_MARK.get(f['severity'], '?')}] {f['title']}", f"{i:>2}. ")
+        out += _wrap("evidence: " + _evidence(f["evidence"]), "      ")
+        out += _wrap("meaning: " + f["meaning"], "      ")
+    return out
+
+
+def _zones_brief(ep: Dict[str, Any]) -> str:
+    wm = ep.get("watermarks") or {}
+    bad = [f"{z['zone']}:{z['state'].replace('below_', '<')}"
+           for z in wm.get("zones", []) if z["state"] != "ok"]
+    if not wm:
+        return "-"
+    return " ".join(bad) or "ok"
+
+
+def _psi_brief(ep: Dict[str, Any]) -> str:
+    p = ep.get("psi")
+    if not p:
+        return "-"
+    return f"{fmt_ns(p['some_us'] * 1000)}/{fmt_ns(p['full_us'] * 1000)}"
+
+
+def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> List[str]:
+    eps = doc.get("episodes") or []
+    s = doc.get("episode_summary") or {}
+    w0 = doc["window"]["start_ns"]
+    da = doc.get("delayacct") or {}
+    out = [f"Episodes: {s.get('count', len(eps))} ({s.get('kswapd', 0)} kswapd wake-to-sleep, "
+           f"{s.get('direct', 0)} direct-reclaim bursts; burst gap "
+           f"{fmt_ns(s.get('burst_gap_ns'))})"]
+    if not eps:
+        out.append("  no reclaim episodes")
+        return out
+    rows = []
+    for e in eps[:limit]:
+        flag = "<" if e["began_before_trace"] else ""
+        flag += ">" if e["open_at_end"] else ""
+        rows.append([e["id"], e["node"], e["kind"] + flag,
+                     "+" + fmt_ns(max(0, e["start_ns"] - w0)), fmt_ns(e["duration_ns"]),
+                     e["kswapd_wakes"], e["direct_reclaim_stalls"],
+                     fmt_ns(e["direct_reclaim_ns"]), e["pages_reclaimed"],
+                     _zones_brief(e), _psi_brief(e)])
+    out += table(["#", "NODE", "KIND", "START", "DUR", "RUNS", "STALLS", "STALLED",
+                  "PAGES", "ZONES", "PSI S/F"], rows)
+    if len(eps) > limit:
+        out.append(f"  ... {len(eps) - limit} more episodes (see -j)")
+    out.append("  (RUNS: kswapd balance_pgdat() runs; PAGES: reclaimed by direct reclaim;"
+               " <: began")
+    out.append("   before the trace, >: still open at its end; PSI: memory some/full)")
+    if not da.get("on"):
+        out.append("  per-task delay accounting: off (kernel.task_delayacct=0); "
+                   "--delayacct turns it on")
+    worst = sorted((e for e in eps if e["direct_reclaim_stalls"] or e["oom_kills"]
+                    or e["compaction"]["runs"]),
+                   key=lambda e: (-len(e["oom_kills"]), -e["direct_reclaim_ns"], e["id"]))
+    for e in worst[:detail]:
+        out.append("")
+        out += _episode_detail(e, w0)
+    return out
+
+
+def _episode_detail(e: Dict[str, Any], w0: int) -> List[str]:
+    out = [f"Episode {e['id']} (node {e['node']}, {e['kind']}, "
+           f"+{fmt_ns(max(0, e['start_ns'] - w0))} for {fmt_ns(e['duration_ns'])}):"]
+    seq = " -> ".join(f"{p}@+{fmt_ns(off)}" for p, off in e["sequence"])
+    out += _wrap("order: " + (seq or "-"), "  ")
+    wm = e.get("watermarks")
+    if wm:
+        where = "inside the episode" if wm["inside_episode"] else "before it"
+        out.append(f"  watermarks ({wm['when']} snapshot, {where}):")
+        out += ["  " + ln for ln in table(
+            ["ZONE", "FREE", "MIN", "LOW", "HIGH", "STATE"],
+            [[z["zone"], z["free"], z["min"], z["low"], z["high"], z["state"]]
+             for z in wm["zones"]])]
+    if e["stalls"]:
+        out.append(f"  direct-reclaim stalls: {e['direct_reclaim_stalls']} "
+                   f"({e['stalls_while_kswapd_awake']} while kswapd awake), "
+                   f"{fmt_ns(e['direct_reclaim_ns'])}, max {fmt_ns(e['direct_reclaim_max_ns'])}"
+                   f", {e['pages_reclaimed']} pages")
+        rows = []
+        for t in e["stalls"][:5]:
+            d = t.get("delays") or {}
+            rows.append([t["tid"], t["comm"], t["stalls"], fmt_ns(t["total_ns"]),
+                         fmt_ns(t["max_ns"]), t["pages_reclaimed"],
+                         fmt_ns(d.get("freepages_delay_total")) if d else "-",
+                         fmt_ns(d.get("thrashing_delay_total")) if d else "-",
+                         fmt_ns(d.get("compact_delay_total")) if d else "-"])
+        out += ["  " + ln for ln in table(
+            ["TID", "COMM", "STALLS", "TOTAL", "MAX", "PAGES", "D:RECLAIM", "D:THRASH",
+             "D:COMPACT"], rows)]
+    sh = e["shrinkers"]
+    if sh["calls"]:
+        out.append(f"  shrinkers: {sh['calls']} calls, {sh['scanned']} scanned, "
+                   f"{sh['freed']} freed, {fmt_ns(sh['time_ns'])}")
+        out += _wrap("by time: " + ", ".join(
+            f"{s['name']} {fmt_ns(s['time_ns'])}" for s in sh["top_by_time"]), "    ")
+        out += _wrap("by freed: " + ", ".join(
+            f"{s['name']} {s['freed']}" for s in sh["top_by_freed"]), "    ")
+    if e["vmalloc"]:
+        out += _wrap("vmalloc: " + ", ".join(
+            f"{k} x{v['count']} ({fmt_bytes(v['bytes'])}, {v['failed']} failed, "
+            f"{v['huge_attempts']} huge)" for k, v in e["vmalloc"].items()), "  ")
+    c = e["compaction"]
+    if c["runs"] or e["compact_retry"] or e["reclaim_retry_zone"]:
+        st = ", ".join(f"{k} x{v}" for k, v in c["status"].items())
+        out += _wrap(f"compaction: {c['runs']} runs ({c['direct_runs']} direct), "
+                     f"{fmt_ns(c['total_ns'])}" + (f": {st}" if st else "")
+                     + f"; should_reclaim_retry {e['reclaim_retry_zone']}, "
+                     f"should_compact_retry {e['compact_retry']}", "  ")
+    for v in e["oom_kills"]:
+        out.append(f"  OOM kill: pid {v['pid']} ({v['comm']}), anon-rss "
+                   f"{v['anon_rss_kb']}kB, by {v['by_pid']} ({v['by_comm']})")
+    return out

@@ -22,11 +22,15 @@ from trace_reclaim.correlate import Correlator
 from trace_reclaim.probe import Plan, Probe
 from trace_reclaim.procfs import ProcFS
 from trace_reclaim.recording import Writer
+from trace_reclaim.taskstats import DELAY_FIELDS
 
 __all__ = ["BPF_DIR", "LiveSession", "build_header", "bpf_source", "SessionError"]
 
 BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
 _TS = int.from_bytes
+EV_KSWAPD_WAKE = 2
+EV_DIRECT_RECLAIM = 4
+MAX_TASKSTATS_PER_TICK = 32
 
 
 class SessionError(Exception):
@@ -36,8 +40,8 @@ class SessionError(Exception):
 
 
 def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str]:
-    return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DTARG_TGID={tgid}",
-            *plan.cflags]
+    return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}",
+            f"-DTARG_TGID={tgid}", *plan.cflags]
 
 
 def bpf_source(tracers: Dict[str, Any]) -> str:
@@ -99,7 +103,8 @@ class LiveSession:
                  tgid: int = 0, writer: Optional[Writer] = None,
                  on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
-                 ringbuf_pages: int = 1024) -> None:
+                 ringbuf_pages: int = 1024,
+                 taskstats: Optional[Any] = None) -> None:
         self.bpf_factory = bpf_factory
         self.procfs = procfs
         self.tracers = {n: tracers[n] for n in plan.tracers}
@@ -116,9 +121,22 @@ class LiveSession:
         self._batch: List[bytes] = []
         self._stop: Optional[str] = None
         self.bpf: Any = None
+        # Read live between ticks, emitted as records at the tick: whether a
+        # kswapd woke (zoneinfo is re-read then), and which threads stalled in
+        # direct reclaim (their taskstats are read then).
+        self.taskstats = taskstats
+        self._kswapd_woke = False
+        self._stalled: Dict[int, str] = {}
 
     # -- records -----------------------------------------------------------
     def _emit(self, type_id: int, payload: bytes) -> None:
+        if type_id == EV_KSWAPD_WAKE:
+            self._kswapd_woke = True
+        elif type_id == EV_DIRECT_RECLAIM and len(self._stalled) < MAX_TASKSTATS_PER_TICK:
+            tid = _TS(payload[12:16], "little")
+            if tid not in self._stalled:
+                self._stalled[tid] = payload[24:40].split(b"\0", 1)[0].decode(
+                    "utf-8", "replace")
         if self.writer is not None:
             self.writer.write(type_id, payload)
         row = self.correlator.feed_record(type_id, payload)
@@ -160,6 +178,41 @@ class LiveSession:
         if psi is not None:
             self._emit_user(events.Snapshot(now, "psi", when, psi))
         return now
+
+    def _tick_snapshots(self, when: str) -> None:
+        """PSI every tick; zoneinfo and meminfo after kswapd woke; stalled tasks' delays."""
+        pf = self.procfs
+        now = self.clock()
+        if when == "tick":
+            psi = pf.psi_memory()
+            if psi is not None:
+                self._emit_user(events.Snapshot(now, "psi", "tick", psi))
+            if self._kswapd_woke:
+                # This VM grows the Normal zone's managed pages lazily: the
+                # watermarks at trace start can be stale by the first wake.
+                self._emit_user(events.Snapshot(now, "zoneinfo", "kswapd_wake",
+                                                pf.zoneinfo()))
+                self._emit_user(events.Snapshot(now, "meminfo", "kswapd_wake",
+                                                pf.meminfo()))
+        self._kswapd_woke = False
+        if self._stalled and self.taskstats is not None:
+            tasks = []
+            errors = 0
+            for tid, comm in sorted(self._stalled.items()):
+                try:
+                    st = self.taskstats.get(tid)["stats"]
+                except Exception:  # the task exited, or netlink refused
+                    errors += 1
+                    continue
+                row: Dict[str, Any] = {"tid": tid, "comm": comm,
+                                       "tgid": st.get("ac_tgid", st.get("ac_pid"))}
+                for k in DELAY_FIELDS:
+                    if k in st:
+                        row[k] = st[k]
+                tasks.append(row)
+            self._emit_user(events.Snapshot(self.clock(), "taskstats", when, {
+                "enabled": True, "tasks": tasks, "gone": errors}))
+        self._stalled = {}
 
     def _sample(self, when: str) -> None:
         now = self.clock()
@@ -231,6 +284,7 @@ class LiveSession:
             if now >= next_tick:
                 interval += 1
                 self._sample("tick")
+                self._tick_snapshots("tick")
                 self._emit_user(events.Tick(self.clock(), interval, self._lost()))
                 if self.writer is not None:
                     self.writer.flush()
@@ -243,6 +297,7 @@ class LiveSession:
         self._sample("end")
         b.ring_buffer_consume()
         self._flush_batch()
+        self._tick_snapshots("end")
         self._emit_user(events.Tick(self.clock(), interval + 1, self._lost()))
         self._emit_user(events.End(end_ts, self._stop or "stopped"))
 

@@ -1,0 +1,131 @@
+"""The live view: a top-like screen redrawn in place once per interval.
+
+Plain ANSI escapes only (cursor home, clear to end of line/screen), so it
+works over ssh and in tmux without curses or a terminfo entry.  When stdout
+is not a terminal it falls back to one plain row per interval, the same
+rows as before (pipes and logs stay greppable).  Every line fits in
+``width`` (80) columns.  The screen is rendered from the correlator's live
+state only, so what it shows is what the report will count.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Optional, TextIO
+
+from trace_reclaim.episodes import zone_state
+from trace_reclaim.report import fmt_ns, interval_header, interval_line
+
+__all__ = ["LiveView", "render_screen", "WIDTH"]
+
+WIDTH = 80
+HOME_CLEAR = "\x1b[H\x1b[2J"
+CLEAR_EOL = "\x1b[K"
+HISTORY = 8
+
+
+def _gib(kb: Optional[int]) -> str:
+    if kb is None:
+        return "-"
+    return f"{kb / (1 << 20):.1f}G"
+
+
+def _fit(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 1] + "~"
+
+
+def render_screen(state: Dict[str, Any], history: List[str], clock: str,
+                  width: int = WIDTH) -> List[str]:
+    """The lines of one screen (no escapes), each at most ``width`` columns."""
+    row = state.get("row") or {}
+    r = row.get("reclaim", {})
+    o = row.get("oom", {})
+    out = [f"trace-reclaim  {clock}  up {fmt_ns(state.get('elapsed_ns', 0))}  "
+           f"interval {row.get('interval', 0)}  lost {state.get('lost', 0)}  "
+           "(Ctrl-C ends)"]
+    m = state.get("meminfo") or {}
+    psi = state.get("psi") or {}
+    some, full = psi.get("some") or {}, psi.get("full") or {}
+    out.append(f"memory  free {_gib(m.get('MemFree'))}  available "
+               f"{_gib(m.get('MemAvailable'))}  cache {_gib(m.get('Cached'))}  "
+               f"hugetlb {_gib(m.get('Hugetlb'))}")
+    out.append(f"PSI     memory some avg10 {some.get('avg10', '-')}%  "
+               f"full avg10 {full.get('avg10', '-')}%")
+    zones = state.get("zones") or []
+    zparts = []
+    for z in zones:
+        st = zone_state(z)
+        zparts.append(f"N{z.get('node')}/{z.get('zone')} "
+                      + ("ok" if st == "ok" else st.replace("below_", "<")
+                         + f" {z.get('free')}/{z.get(st[6:], '')}"))
+    out.append("zones   " + ("  ".join(zparts) if zparts else "-"))
+    awake = state.get("kswapd_awake") or []
+    awake_ns = sum((r.get("kswapd_awake_ns") or {}).values())
+    out.append(f"kswapd  {'awake on node ' + ','.join(map(str, awake)) if awake else 'asleep'}"
+               f"; this interval: {r.get('kswapd_wakes', 0)} runs, awake "
+               f"{fmt_ns(awake_ns)}, {r.get('wakeup_requests', 0)} wake requests")
+    out.append(f"direct  this interval: {r.get('stalls', 0)} stalls, "
+               f"{fmt_ns(r.get('stall_ns', 0))} (max {fmt_ns(r.get('stall_max_ns', 0))}), "
+               f"{r.get('pages', 0)} pages")
+    t = state.get("totals") or {}
+    out.append(f"total   {t.get('stalls', 0)} stalls {fmt_ns(t.get('stall_ns', 0))}, "
+               f"{t.get('kswapd_wakes', 0)} kswapd runs, {t.get('compaction', 0)} "
+               f"compactions, {t.get('oom_kills', 0)} OOM kills" if t else "total   -")
+    if o:
+        out[-1] = _fit(out[-1], width)
+    eps = state.get("episodes") or {}
+    out.append("")
+    out.append(f"EPISODES ({eps.get('count', 0)} so far)")
+    out.append(f"{'#':>5} {'NODE':>4} {'KIND':<7} {'STATE':<6} {'DUR':>8} {'RUNS':>5} "
+               f"{'STALLS':>6} {'STALLED':>8} {'PAGES':>7} {'COMP':>5} {'OOM':>3}")
+    now = state.get("now_ns", 0)
+    for e in reversed(eps.get("recent") or []):
+        end = e["end_ns"] if not e["open"] and e["end_ns"] else now
+        out.append(f"{e['id']:>5} {e['node']:>4} {e['kind']:<7} "
+                   f"{'open' if e['open'] else 'done':<6} "
+                   f"{fmt_ns(max(0, end - e['start_ns'])):>8} {e['kswapd_wakes']:>5} "
+                   f"{e['stalls']:>6} {fmt_ns(e['stall_ns']):>8} {e['pages']:>7} "
+                   f"{e['compaction_runs']:>5} {e['oom_kills']:>3}")
+    out.append("")
+    out.append(interval_header())
+    out += history[-HISTORY:]
+    return [_fit(line, width) for line in out]
+
+
+class LiveView:
+    """Show each interval: redraw the screen on a terminal, else print a row."""
+
+    def __init__(self, out: TextIO, tty: Optional[bool] = None, width: int = WIDTH,
+                 clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S")) -> None:
+        self.out = out
+        if tty is None:
+            isatty = getattr(out, "isatty", None)
+            tty = bool(isatty and isatty())
+        self.tty = tty
+        self.width = width
+        self.clock = clock
+        self.history: List[str] = []
+        self.frames = 0
+
+    def start(self) -> None:
+        if not self.tty:
+            print(interval_header(), file=self.out, flush=True)
+
+    def update(self, row: Dict[str, Any], state: Dict[str, Any]) -> None:
+        clock = self.clock()
+        line = interval_line(row, clock)
+        if not self.tty:
+            print(line, file=self.out, flush=True)
+            return
+        self.history.append(line)
+        del self.history[:-HISTORY]
+        lines = render_screen({**state, "row": row}, self.history, clock, self.width)
+        self.out.write(HOME_CLEAR + "".join(ln + CLEAR_EOL + "\n" for ln in lines))
+        self.out.flush()
+        self.frames += 1
+
+    def finish(self) -> None:
+        """Leave the last frame on screen; the report follows below it."""
+        if self.tty:
+            self.out.write("\n")
+            self.out.flush()

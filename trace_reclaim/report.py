@@ -159,11 +159,23 @@ def interval_line(row: Dict[str, Any], clock: str) -> str:
 SEVERITY_MARK = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
 
 
-def _wrap(text: str, indent: str, width: int = 79) -> List[str]:
+def compact_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
+                  indent: str = "  ", gap: int = 2) -> List[str]:
+    """A table with two-space gaps (tabulate's plain format uses four)."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    out = []
+    for r in [list(headers)] + rows:
+        out.append((indent + (" " * gap).join(c.ljust(w) for c, w in zip(r, widths))).rstrip())
+    return out
+
+
+def _wrap(text: str, indent: str, width: int = 79, hang: str = "") -> List[str]:
     import textwrap
 
     return textwrap.wrap(text, width=width, initial_indent=indent,
-                         subsequent_indent=indent) or [indent]
+                         subsequent_indent=hang or " " * len(indent),
+                         break_on_hyphens=False) or [indent]
 
 
 def _evidence(ev: Dict[str, Any]) -> str:
@@ -221,18 +233,17 @@ def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> Li
     for e in eps[:limit]:
         flag = "<" if e["began_before_trace"] else ""
         flag += ">" if e["open_at_end"] else ""
-        rows.append([e["id"], e["node"], e["kind"] + flag,
+        rows.append([e["id"], e["node"], e["kind"][:6] + flag,
                      "+" + fmt_ns(max(0, e["start_ns"] - w0)), fmt_ns(e["duration_ns"]),
                      e["kswapd_wakes"], e["direct_reclaim_stalls"],
                      fmt_ns(e["direct_reclaim_ns"]), e["pages_reclaimed"],
                      _zones_brief(e), _psi_brief(e)])
-    out += table(["#", "NODE", "KIND", "START", "DUR", "RUNS", "STALLS", "STALLED",
-                  "PAGES", "ZONES", "PSI S/F"], rows)
+    out += compact_table(["#", "NODE", "KIND", "START", "DUR", "RUNS", "STALLS", "STALLED",
+                          "PAGES", "ZONES", "PSI S/F"], rows, gap=1)
     if len(eps) > limit:
         out.append(f"  ... {len(eps) - limit} more episodes (see -j)")
-    out.append("  (RUNS: kswapd balance_pgdat() runs; PAGES: reclaimed by direct reclaim;"
-               " <: began")
-    out.append("   before the trace, >: still open at its end; PSI: memory some/full)")
+    out.append("  (RUNS: kswapd balance_pgdat() runs; PAGES: reclaimed by direct reclaim;")
+    out.append("   <: began before the trace, >: open at its end; PSI: memory some/full)")
     if not da.get("on"):
         out.append("  per-task delay accounting: off (kernel.task_delayacct=0); "
                    "--delayacct turns it on")
@@ -248,21 +259,23 @@ def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> Li
 def _episode_detail(e: Dict[str, Any], w0: int) -> List[str]:
     out = [f"Episode {e['id']} (node {e['node']}, {e['kind']}, "
            f"+{fmt_ns(max(0, e['start_ns'] - w0))} for {fmt_ns(e['duration_ns'])}):"]
-    seq = " -> ".join(f"{p}@+{fmt_ns(off)}" for p, off in e["sequence"])
-    out += _wrap("order: " + (seq or "-"), "  ")
+    seq = " -> ".join(f"{p}@{'-' if off < 0 else '+'}{fmt_ns(abs(off))}"
+                      for p, off in e["sequence"])
+    out += _wrap("order: " + (seq or "-"), "  ", hang="    ")
     wm = e.get("watermarks")
     if wm:
         where = "inside the episode" if wm["inside_episode"] else "before it"
         out.append(f"  watermarks ({wm['when']} snapshot, {where}):")
-        out += ["  " + ln for ln in table(
+        out += ["  " + ln for ln in compact_table(
             ["ZONE", "FREE", "MIN", "LOW", "HIGH", "STATE"],
             [[z["zone"], z["free"], z["min"], z["low"], z["high"], z["state"]]
              for z in wm["zones"]])]
     if e["stalls"]:
-        out.append(f"  direct-reclaim stalls: {e['direct_reclaim_stalls']} "
-                   f"({e['stalls_while_kswapd_awake']} while kswapd awake), "
-                   f"{fmt_ns(e['direct_reclaim_ns'])}, max {fmt_ns(e['direct_reclaim_max_ns'])}"
-                   f", {e['pages_reclaimed']} pages")
+        out += _wrap(f"direct-reclaim stalls: {e['direct_reclaim_stalls']} "
+                     f"({e['stalls_while_kswapd_awake']} while kswapd awake), "
+                     f"{fmt_ns(e['direct_reclaim_ns'])}, max "
+                     f"{fmt_ns(e['direct_reclaim_max_ns'])}, {e['pages_reclaimed']} pages",
+                     "  ", hang="    ")
         rows = []
         for t in e["stalls"][:5]:
             d = t.get("delays") or {}
@@ -271,7 +284,7 @@ def _episode_detail(e: Dict[str, Any], w0: int) -> List[str]:
                          fmt_ns(d.get("freepages_delay_total")) if d else "-",
                          fmt_ns(d.get("thrashing_delay_total")) if d else "-",
                          fmt_ns(d.get("compact_delay_total")) if d else "-"])
-        out += ["  " + ln for ln in table(
+        out += ["  " + ln for ln in compact_table(
             ["TID", "COMM", "STALLS", "TOTAL", "MAX", "PAGES", "D:RECLAIM", "D:THRASH",
              "D:COMPACT"], rows)]
     sh = e["shrinkers"]

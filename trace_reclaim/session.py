@@ -127,6 +127,7 @@ class LiveSession:
         self.taskstats = taskstats
         self._kswapd_woke = False
         self._stalled: Dict[int, str] = {}
+        self._ts_read: Dict[int, int] = {}
 
     # -- records -----------------------------------------------------------
     def _emit(self, type_id: int, payload: bytes) -> None:
@@ -159,6 +160,10 @@ class LiveSession:
         batch.sort(key=lambda b: _TS(b[:8], "little"))
         for raw in batch:
             self._emit(_TS(raw[8:12], "little"), raw)
+        if self._stalled and self.taskstats is not None:
+            # Read stalled tasks' delays now, while they still exist; a
+            # short-lived allocator is gone by the next tick.
+            self._read_taskstats("stall")
 
     def _lost(self) -> Dict[int, int]:
         out: Dict[int, int] = {}
@@ -196,23 +201,43 @@ class LiveSession:
                                                 pf.meminfo()))
         self._kswapd_woke = False
         if self._stalled and self.taskstats is not None:
-            tasks = []
-            errors = 0
-            for tid, comm in sorted(self._stalled.items()):
-                try:
-                    st = self.taskstats.get(tid)["stats"]
-                except Exception:  # the task exited, or netlink refused
-                    errors += 1
-                    continue
-                row: Dict[str, Any] = {"tid": tid, "comm": comm,
-                                       "tgid": st.get("ac_tgid", st.get("ac_pid"))}
-                for k in DELAY_FIELDS:
-                    if k in st:
-                        row[k] = st[k]
-                tasks.append(row)
-            self._emit_user(events.Snapshot(self.clock(), "taskstats", when, {
-                "enabled": True, "tasks": tasks, "gone": errors}))
+            self._read_taskstats(when)
         self._stalled = {}
+
+    def _read_taskstats(self, when: str) -> None:
+        """Emit the delay accounting of the threads that stalled since the last read.
+
+        Between ticks ("stall") a thread is read at most every 200 ms; the
+        rest wait for the tick, so a long stall storm cannot flood the
+        recording.
+        """
+        now = self.clock()
+        due = {}
+        for tid, comm in self._stalled.items():
+            if when != "stall" or now - self._ts_read.get(tid, 0) >= 200_000_000:
+                due[tid] = comm
+        if not due:
+            return
+        tasks = []
+        errors = 0
+        for tid, comm in sorted(due.items()):
+            del self._stalled[tid]
+            self._ts_read[tid] = now
+            try:
+                st = self.taskstats.get(tid)["stats"]
+            except Exception:  # the task exited, or netlink refused
+                errors += 1
+                continue
+            row: Dict[str, Any] = {"tid": tid, "comm": comm,
+                                   "tgid": st.get("ac_tgid", st.get("ac_pid"))}
+            for k in DELAY_FIELDS:
+                if k in st:
+                    row[k] = st[k]
+            tasks.append(row)
+        if len(self._ts_read) > 4096:
+            self._ts_read.clear()
+        self._emit_user(events.Snapshot(self.clock(), "taskstats", when, {
+            "enabled": True, "tasks": tasks, "gone": errors}))
 
     def _sample(self, when: str) -> None:
         now = self.clock()

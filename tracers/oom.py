@@ -209,9 +209,9 @@ class OomAggregator(Aggregator):
         if c["status"]:
             out.append("  results: " + ", ".join(f"{k} x{v}" for k, v in c["status"].items()))
         r, cr = section["reclaim_retry_zone"], section["compact_retry"]
-        out.append(f"Allocator retries: should_reclaim_retry {r['calls']} zone checks "
-                   f"(max {r['max_no_progress_loops']} no-progress loops), "
-                   f"should_compact_retry {cr['calls']} ({cr['gave_up']} gave up)")
+        out.append(f"should_reclaim_retry: {r['calls']} zone checks "
+                   f"(max {r['max_no_progress_loops']} no-progress loops)")
+        out.append(f"should_compact_retry: {cr['calls']} ({cr['gave_up']} gave up)")
         if not section["victims"]:
             out.append("OOM kills: none")
         for v in section["victims"]:

@@ -215,7 +215,7 @@ def _psi_brief(ep: Dict[str, Any]) -> str:
     p = ep.get("psi")
     if not p:
         return "-"
-    return f"{fmt_ns(p['some_us'] * 1000)}/{fmt_ns(p['full_us'] * 1000)}"
+    return f"{p['some_us'] / 1000:.1f}/{p['full_us'] / 1000:.1f}ms"
 
 
 def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> List[str]:
@@ -245,8 +245,8 @@ def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> Li
     out.append("  (RUNS: kswapd balance_pgdat() runs; PAGES: reclaimed by direct reclaim;")
     out.append("   <: began before the trace, >: open at its end; PSI: memory some/full)")
     if not da.get("on"):
-        out.append("  per-task delay accounting: off (kernel.task_delayacct=0); "
-                   "--delayacct turns it on")
+        out.append("  per-task delay accounting: off (kernel.task_delayacct=0; "
+                   "--delayacct)")
     worst = sorted((e for e in eps if e["direct_reclaim_stalls"] or e["oom_kills"]
                     or e["compaction"]["runs"]),
                    key=lambda e: (-len(e["oom_kills"]), -e["direct_reclaim_ns"], e["id"]))

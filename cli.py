@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
+import gc
 import json
 import os
 import sys
@@ -412,8 +413,17 @@ def replay(path: str, env: Environment) -> Correlator:
             env.warn(f"{path} has events of tracers this version lacks: "
                      f"{', '.join(map(str, unknown))}; they are skipped")
         corr = Correlator(header, [registry[n] for n in names if n in registry])
-        for type_id, payload in reader.records():
-            corr.feed_record(type_id, payload)
+        # Millions of short-lived event objects and no cycles among them:
+        # the cyclic collector would only rescan the correlator's state.
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            feed = corr.feed_record
+            for type_id, payload in reader.records():
+                feed(type_id, payload)
+        finally:
+            if gc_was:
+                gc.enable()
     for w in reader.warnings:
         env.warn(f"{path}: {w}")
     if corr.unknown_types:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional
 
 from trace_reclaim import events
+from trace_reclaim.events import _DECODERS
 from trace_reclaim.episodes import EpisodeBuilder
 from trace_reclaim.findings import findings
 from trace_reclaim.procfs import VMSTAT_KEYS
@@ -48,6 +49,7 @@ class Correlator:
         self.episodes = EpisodeBuilder(
             self.window, namer=getattr(self.aggs.get("slab"), "shrinker_name", None))
         self._ep_feed = self.episodes.feed
+        self._hot: Dict[int, Any] = {}
         self.lost: Dict[int, int] = {}
         self.rows: List[Dict[str, Any]] = []
         self.rows_dropped = 0
@@ -63,6 +65,30 @@ class Correlator:
     # -- input -------------------------------------------------------------
     def feed_record(self, type_id: int, payload: bytes) -> Optional[Dict[str, Any]]:
         """Decode and feed one record; return an interval row at a tick."""
+        if type_id < events.USER_BASE:
+            # The hot path (every BPF record): decode and dispatch in one go;
+            # same checks, same order as feed().
+            hot = self._hot.get(type_id)
+            if hot is None:
+                hot = self._hot[type_id] = self._hot_path(type_id)
+            if hot:
+                dec, agg_feed, ep_feed = hot
+                try:
+                    ev = dec(payload)
+                except events.DecodeError:
+                    self.decode_errors += 1
+                    return None
+                w = self.window
+                ts = ev.ts_ns
+                if w.end_ns and ts > w.end_ns:
+                    self.after_window += 1
+                elif ts < w.start_ns:
+                    self.before_window += 1
+                else:
+                    self.events += 1
+                    agg_feed(ev)
+                    ep_feed(ev)
+                return None
         try:
             ev = events.decode(type_id, payload)
         except events.DecodeError:
@@ -72,6 +98,13 @@ class Correlator:
             self.unknown_types[type_id] = self.unknown_types.get(type_id, 0) + 1
             return None
         return self.feed(ev)
+
+    def _hot_path(self, type_id: int) -> Any:
+        agg = self._by_type.get(type_id)
+        dec = _DECODERS.get(type_id)
+        if agg is None or dec is None:
+            return ()
+        return (dec, agg.feed, self.episodes.handler(type_id))
 
     def feed(self, ev: Any) -> Optional[Dict[str, Any]]:
         agg = self._by_type.get(getattr(ev, "type", -1))

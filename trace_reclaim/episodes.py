@@ -50,6 +50,9 @@ __all__ = [
 
 BURST_GAP_NS = 100_000_000
 MAX_EPISODES = 20_000
+# Episodes the report details; the rest are counted in the summary.  The
+# ones kept are those with OOM kills, then the most direct-reclaim time.
+MAX_REPORTED = 500
 MAX_TASKS = 64            # per episode; later tasks fold into one row
 TOP = 5
 
@@ -250,6 +253,10 @@ class EpisodeBuilder:
         return min(self.nodes_seen) if self.nodes_seen else 0
 
     # -- BPF events --------------------------------------------------------
+    def handler(self, type_id: int) -> Callable[[Any], None]:
+        """The function ``feed`` calls for events of ``type_id`` (for callers that cache it)."""
+        return self._dispatch.get(type_id, self.feed)
+
     def feed(self, ev: Any) -> None:
         h = self._dispatch.get(ev.type)
         if h is not None:
@@ -562,10 +569,18 @@ class EpisodeBuilder:
             pick = readings[-1][1]
         return {k: pick.get(k) for k in TASKSTATS_FIELDS if k in pick}
 
+    def _reported(self) -> List[_Episode]:
+        eps = self.episodes
+        if len(eps) <= MAX_REPORTED:
+            return eps
+        keep = sorted(eps, key=lambda e: (-len(e.victims), -e.stall_ns, -e.kswapd_wakes,
+                                          e.id))[:MAX_REPORTED]
+        return sorted(keep, key=lambda e: e.id)
+
     def report(self) -> List[Dict[str, Any]]:
         out = []
         w_end = self.window.end_ns
-        for ep in self.episodes:
+        for ep in self._reported():
             end = ep.end_ns or (ep.last_ns if ep.kind == "direct" else w_end) or ep.last_ns
             open_at_end = ep.open and ep.kind == "kswapd"
             tasks = sorted(ep.tasks.values(), key=lambda t: (-t.total_ns, t.tid))
@@ -624,14 +639,19 @@ class EpisodeBuilder:
         return out
 
     def summary(self, episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Counts over every episode, including those the report leaves out."""
+        eps = self.episodes
         return {
-            "count": len(episodes) + self.dropped,
-            "kswapd": sum(1 for e in episodes if e["kind"] == "kswapd"),
-            "direct": sum(1 for e in episodes if e["kind"] == "direct"),
+            "count": len(eps) + self.dropped,
+            "kswapd": sum(1 for e in eps if e.kind == "kswapd"),
+            "direct": sum(1 for e in eps if e.kind == "direct"),
+            "reported": len(episodes),
             "dropped": self.dropped,
             "dropped_stalls": self.dropped_stalls,
             "burst_gap_ns": self.gap,
-            "direct_reclaim_stalls": sum(e["direct_reclaim_stalls"] for e in episodes),
+            "direct_reclaim_stalls": sum(e.stalls for e in eps),
+            "stalls_while_kswapd_awake": sum(e.stalls_kswapd_awake for e in eps),
+            "kswapd_wakes": sum(e.kswapd_wakes for e in eps),
             "stalls_begun_before_window": self.stalls_before_window,
             "outside_episodes": dict(self.outside),
             "delayacct": self.delayacct,

@@ -131,12 +131,17 @@ def struct_decoder(cls: type, fmt: str, nfields: int) -> Decoder:
     layout = struct.Struct("<QIIII16s" + fmt.lstrip("<"))
     size = layout.size
     unpack = layout.unpack_from
+    end = 6 + nfields
 
     def decode_struct(payload: bytes) -> Any:
         if len(payload) < size:
             raise DecodeError(f"{cls.__name__}: {len(payload)} bytes, need {size}")
         v = unpack(payload)
-        return cls(v[0], v[1], v[2], v[3], v[4], _comm(v[5]), *v[6 : 6 + nfields])
+        raw = v[5]
+        comm = _comm_cache.get(raw)
+        if comm is None:
+            comm = _comm(raw)
+        return cls(v[0], v[1], v[2], v[3], v[4], comm, *v[6:end])
 
     decode_struct.size = size  # type: ignore[attr-defined]
     return decode_struct

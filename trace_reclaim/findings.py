@@ -120,11 +120,14 @@ def _zone_below_min(doc: Dict[str, Any], eps: List[Dict[str, Any]]) -> List[Dict
     return out
 
 
-def _direct_reclaim(eps: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def _direct_reclaim(eps: List[Dict[str, Any]], summary: Dict[str, Any]
+                    ) -> List[Dict[str, Any]]:
     out = []
     awake = [e for e in eps if e["stalls_while_kswapd_awake"]]
     if awake:
-        n = sum(e["stalls_while_kswapd_awake"] for e in awake)
+        # The summary counts every episode, the list only those reported.
+        n = summary.get("stalls_while_kswapd_awake") or \
+            sum(e["stalls_while_kswapd_awake"] for e in awake)
         ns = sum(e["direct_reclaim_ns"] for e in awake)
         mx = max(e["direct_reclaim_max_ns"] for e in awake)
         pages = sum(e["pages_reclaimed"] for e in awake)
@@ -301,7 +304,7 @@ def findings(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
     out += _oom(doc, eps)
     out += _zone_below_min(doc, eps)
-    out += _direct_reclaim(eps)
+    out += _direct_reclaim(eps, doc.get("episode_summary") or {})
     out += _re_wakes(doc, eps)
     out += _slab(doc)
     out += _vmalloc(doc)

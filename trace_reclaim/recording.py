@@ -198,7 +198,6 @@ def _parse_block(payload: bytes, nrec: int) -> List[Tuple[int, bytes]] | None:
     off = 0
     end = len(payload)
     unpack = _REC.unpack_from
-    mv = memoryview(payload)
     while off < end:
         if off + 4 > end:
             return None
@@ -211,7 +210,7 @@ def _parse_block(payload: bytes, nrec: int) -> List[Tuple[int, bytes]] | None:
             off += 4
         if off + n > end:
             return None
-        out.append((t, bytes(mv[off:off + n])))
+        out.append((t, payload[off:off + n]))
         off += n
     if len(out) != nrec:
         return None

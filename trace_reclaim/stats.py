@@ -51,14 +51,20 @@ class LatencyStats:
             self.max = v
         self.count += 1
         self.total += v
-        b = _bucket(v)
-        self._hist[b] = self._hist.get(b, 0) + 1
         ex = self._exact
         if ex is not None:
             if len(ex) < EXACT_CAP:
                 ex.append(v)
-            else:
-                self._exact = None
+                return
+            # Leaving exact mode: the histogram starts from every value so far
+            # (while exact it is not needed, so it is not kept).
+            self._exact = None
+            hist = self._hist
+            for x in ex:
+                b = _bucket(x)
+                hist[b] = hist.get(b, 0) + 1
+        b = _bucket(v)
+        self._hist[b] = self._hist.get(b, 0) + 1
 
     @property
     def exact(self) -> bool:

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Time ``trace-reclaim report`` on a recording of one million events.
+
+Builds the recording with the real Writer from synthetic records shaped like
+a pressure run (kswapd wake requests and wakes, sleeps, direct-reclaim
+stalls, compaction runs, the allocator's retry decisions; a tick with PSI,
+zoneinfo and LRU samples every 10,000 events), then runs the report the
+way a user does, as a subprocess, and prints the wall time.
+
+    .venv/bin/python bench/report_speed.py [--events 1000000] [--keep FILE] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from trace_reclaim import events  # noqa: E402
+from trace_reclaim.recording import Writer  # noqa: E402
+
+HDR = "<QIIII16s"
+LAYOUTS = {
+    1: struct.Struct(HDR + "QiiiI"), 2: struct.Struct(HDR + "iiiI"),
+    3: struct.Struct(HDR + "iiiI"), 4: struct.Struct(HDR + "QQQiI"),
+    49: struct.Struct(HDR + "QQQQQiI"), 50: struct.Struct(HDR + "QQQiiiiII"),
+    51: struct.Struct(HDR + "iiiiiI"),
+}
+MIX = [(1, 0.33), (2, 0.30), (3, 0.04), (4, 0.16), (49, 0.12), (50, 0.03), (51, 0.02)]
+ZONES = [{"node": 0, "zone": "Normal", "free": 20000, "min": 14769, "low": 20163,
+          "high": 25557, "boost": 0, "managed": 5394266}]
+
+
+def build(path: str, n: int, seed: int = 1) -> int:
+    rnd = random.Random(seed)
+    types = [t for t, _ in MIX]
+    weights = [w for _, w in MIX]
+    header = {"tool": "trace-reclaim", "tool_version": "bench", "kernel_release": "bench",
+              "plan": {"tracers": ["reclaim", "oom"]}, "interval_s": 1.0}
+    ts = 1_000_000_000_000
+    lru = {"kswapd": {"calls": 0, "nr_scanned": 0, "nr_reclaimed": 0},
+           "direct": {"calls": 0, "nr_scanned": 0, "nr_reclaimed": 0},
+           "khugepaged": {"calls": 0, "nr_scanned": 0, "nr_reclaimed": 0}}
+    written = 0
+    with open(path, "wb") as f:
+        w = Writer(f, header)
+
+        def user(obj):
+            w.write(events.user_type(obj), events.encode_user(obj))
+
+        user(events.Snapshot(ts, "vmstat", "start", {"pageoutrun": 0}))
+        user(events.Snapshot(ts, "zoneinfo", "start", ZONES))
+        user(events.Snapshot(ts, "psi", "start", {"some": {"total": 0}, "full": {"total": 0}}))
+        tick = 0
+        comms = [b"dd", b"python", b"kswapd0", b"kcompactd0", b"java"]
+        for t in rnd.choices(types, weights, k=n):
+            ts += rnd.randint(1_000, 20_000)
+            comm = comms[rnd.randrange(5)]
+            pid = 1000 + rnd.randrange(200)
+            lay = LAYOUTS[t]
+            if t == 1:
+                rec = lay.pack(ts, t, pid, pid, 0, comm, 0x140cca, 0, 2, rnd.choice((0, 9)), 0)
+            elif t in (2, 3):
+                rec = lay.pack(ts, t, 90, 90, 0, b"kswapd0", 0, 2 if t == 2 else -1,
+                               rnd.choice((0, 9)), 0)
+            elif t == 4:
+                rec = lay.pack(ts, t, pid, pid, 1, comm, rnd.randint(10_000, 2_000_000),
+                               0x140cca, rnd.randint(0, 64), rnd.choice((0, 9)), 0)
+            elif t == 49:
+                rec = lay.pack(ts, t, pid, pid, 1, comm, rnd.randint(1_000, 5_000_000),
+                               0x100000, 0x580000, 0x200000, 0x400000, rnd.randint(0, 8), 1)
+            elif t == 50:
+                rec = lay.pack(ts, t, pid, pid, 1, comm, 1000, 2000, 14769, 0, 2, 0,
+                               rnd.randint(0, 16), 1, 0)
+            else:
+                rec = lay.pack(ts, t, pid, pid, 1, comm, 9, 1, 3, 1, 16, 1)
+            w.write(t, rec)
+            written += 1
+            if written % 10_000 == 0:
+                tick += 1
+                for who in lru.values():
+                    who["calls"] += 100
+                    who["nr_scanned"] += 3200
+                    who["nr_reclaimed"] += 3000
+                user(events.Sample(ts, "reclaim", {"lru": json.loads(json.dumps(lru))}))
+                user(events.Snapshot(ts, "psi", "tick", {"some": {"total": tick * 900,
+                                                                  "avg10": 1.0},
+                                                         "full": {"total": tick * 500,
+                                                                  "avg10": 0.5}}))
+                if tick % 5 == 0:
+                    user(events.Snapshot(ts, "zoneinfo", "kswapd_wake", ZONES))
+                user(events.Tick(ts, tick, {}))
+        user(events.Snapshot(ts, "vmstat", "end", {"pageoutrun": 0}))
+        user(events.Tick(ts, tick + 1, {}))
+        user(events.End(ts, "duration"))
+        w.close()
+    return written
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--keep", metavar="FILE", help="write the recording here and keep it")
+    p.add_argument("--json", action="store_true", help="time 'report -j' too")
+    a = p.parse_args()
+    path = a.keep or os.path.join(tempfile.mkdtemp(prefix="trace-reclaim-bench-"), "b.trc")
+    t0 = time.monotonic()
+    n = build(path, a.events)
+    t_build = time.monotonic() - t0
+    size = os.path.getsize(path)
+    results = {}
+    cpu = {}
+    for mode in (["report"], ["report", "-j"]) if a.json else (["report"],):
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *mode, path],
+                           capture_output=True, text=True)
+        dt = time.monotonic() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu[" ".join(mode)] = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        if r.returncode:
+            print(r.stderr, file=sys.stderr)
+            return 1
+        results[" ".join(mode)] = dt
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
+          "(other work on the machine slows the wall time)")
+    print(f"recording: {n} events, {size / 1e6:.1f} MB, built in {t_build:.1f} s ({path})")
+    for mode, dt in results.items():
+        print(f"trace-reclaim {mode}: {dt:.2f} s wall ({cpu[mode]:.2f} s CPU) for {n} events "
+              f"({n / dt / 1e6:.2f} M events/s) -> {'OK' if dt < 5 else 'SLOW'} (< 5 s)")
+    if not a.keep:
+        os.unlink(path)
+        os.rmdir(os.path.dirname(path))
+    return 0 if all(dt < 5 for dt in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -70,7 +70,7 @@ examples:
   trace-reclaim check                  # what this kernel offers, the attach plan
   trace-reclaim                        # live: one row per second until Ctrl-C
   trace-reclaim live -d 10 -i 2        # live for 10 s, rows every 2 s
-  trace-reclaim live -p 1234 -o run.trc  # only process 1234, recording too
+  trace-reclaim live -p 1 -o pid1.trc   # only process 1 (init), recording too
   trace-reclaim live -j -d 5           # JSON lines, then the report as JSON
   trace-reclaim record -o run.trc -d 60  # record only
   trace-reclaim report run.trc         # the report of a recording

@@ -70,7 +70,7 @@ class Trace:
         self.stderr = ""
         self.report: Dict[str, Any] = {}
 
-    def __enter__(self) -> "Trace":
+    def __enter__(self) -> Trace:
         cmd = [sys.executable, os.path.join(ROOT, "cli.py"),
                "live" if self.live else "record", "-o", self.path, *self.args]
         self._err = tempfile.TemporaryFile(mode="w+")

@@ -36,8 +36,8 @@ class SessionError(Exception):
 
 
 def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str]:
-    return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DTARG_TGID={tgid}",
-            *plan.cflags]
+    return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}",
+            f"-DTARG_TGID={tgid}", *plan.cflags]
 
 
 def bpf_source(tracers: Dict[str, Any]) -> str:

@@ -578,8 +578,9 @@ class VmallocAggregator(Aggregator):
         v = section["by_verdict"]
         c = section["counts"]
         out = [f"vmalloc areas: {sum(x['areas'] for x in v.values())} allocated, "
-               f"{c['frees']} frees ({c['frees_untracked']} of areas from before the "
-               f"trace), {c['purges']} lazy purges; plan: {section['plan']}"]
+               f"{c['frees']} frees ({c['frees_untracked']} of untracked areas), "
+               f"{c['purges']} lazy purges",
+               f"plan: {section['plan']}"]
         rows = []
         for name in VERDICTS:
             x = v[name]
@@ -590,9 +591,9 @@ class VmallocAggregator(Aggregator):
         out += table(["VERDICT", "AREAS", "MAPPED", "HUGE PAGES", "WASTE"], rows)
         out.append("")
         out.append("By caller:")
-        crow = [[x["caller"][:46], x["areas"], x["huge"], x["fallback"], x["not_eligible"],
-                 x["unknown"]] for x in section["by_caller"][:12]]
-        out += table(["CALLER", "AREAS", "HUGE", "FALLBK", "NOT_EL", "UNKN"], crow)
+        crow = [[_short(x["caller"], 46), x["areas"],
+                 "/".join(str(x[k]) for k in VERDICTS)] for x in section["by_caller"][:12]]
+        out += table(["CALLER", "AREAS", "HUGE/FB/NE/UNK"], crow)
         notable = [a for a in section["areas"] if a["verdict"] != "not_eligible"]
         if notable:
             out.append("")
@@ -601,11 +602,14 @@ class VmallocAggregator(Aggregator):
                 req = fmt_bytes(a["requested"]) if a["requested"] is not None else "?"
                 waste = fmt_bytes(a["waste"]) if a["waste"] is not None \
                     else a["waste_bound"]
+                align = fmt_bytes(a["align"])
+                if a.get("attempt"):
+                    align += f" (attempt {fmt_bytes(a['attempt']['align'])})"
                 out.append(f"  {a['verdict']:<8} {fmt_bytes(a['size']):>9} "
-                           f"req {req:>9} align {fmt_bytes(a['align'])} "
-                           f"{a['pid']}/{a['comm']}")
-                out.append(f"           {a['why']}; waste {waste}")
-                out.append(f"           {a['caller']}")
+                           f"req {req:>9} align {align} {a['pid']}/{a['comm']}"[:80])
+                out.append(f"           {a['why']}")
+                out.append(f"           waste {waste}")
+                out.append(f"           {_short(a['caller'], 68)}")
             if len(notable) > 20:
                 out.append(f"  ... {len(notable) - 20} more (see -j)")
         live = [a for a in section["areas"] if a["live"]]
@@ -614,7 +618,7 @@ class VmallocAggregator(Aggregator):
                    f"{fmt_bytes(sum(a['size'] for a in live))}")
         for a in live[:8]:
             out.append(f"  {a['addr']} {fmt_bytes(a['size']):>9} {a['verdict']:<12} "
-                       f"{a['caller'][:40]}")
+                       f"{_short(a['caller'], 36)}")
         if len(live) > 8:
             out.append(f"  ... {len(live) - 8} more (see -j)")
         lost = [f"{k} {c[k]}" for k in ("areas_dropped", "areas_not_listed",
@@ -623,19 +627,26 @@ class VmallocAggregator(Aggregator):
             out.append("Bounded state: " + ", ".join(lost))
         k = section["kernel"]
         if k:
-            out.append(f"In-kernel: {k.get('armed', 0)} huge attempts armed; disarmed "
-                       f"{k.get('disarm_done', 0)} complete, {k.get('disarm_failed', 0)} "
-                       f"failed, {k.get('disarm_free', 0)} freed, "
-                       f"{k.get('disarm_timeout', 0) + k.get('disarm_misses', 0)} "
-                       f"timed out; {k.get('arm_full', 0)} not armed (table full)")
+            out.append(f"In-kernel: {k.get('armed', 0)} huge attempts armed, "
+                       f"{k.get('arm_full', 0)} not (table full); disarmed: "
+                       f"{k.get('disarm_done', 0)} complete,")
+            out.append(f"  {k.get('disarm_failed', 0)} failed, {k.get('disarm_free', 0)} "
+                       f"freed, {k.get('disarm_timeout', 0)} timed out, "
+                       f"{k.get('disarm_misses', 0)} after {k.get('page_misses', 0)} "
+                       f"other page allocs; {k.get('stale_armed', 0)} stale")
         vi = section["vmallocinfo"]
         if "start" in vi and "end" in vi:
             s, e = vi["start"], vi["end"]
             out.append(f"/proc/vmallocinfo: {s['areas']} -> {e['areas']} vmalloc'd areas "
                        f"({e['areas'] - s['areas']:+d}); traced allocs - frees "
                        f"{c['allocs'] - c['frees']:+d}")
-        out.append("Note: " + section["note"] + ".")
+        out.append("Note: /proc/vmallocinfo cannot show huge mappings: its pages=")
+        out.append("  counts 4 KiB pages for a 2 MiB-mapped area too (addresses hashed).")
         return out
+
+
+def _short(s: str, n: int) -> str:
+    return s if len(s) <= n else s[:n - 1] + "~"
 
 
 def _round_up(n: int, unit: int) -> int:

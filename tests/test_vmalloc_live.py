@@ -52,7 +52,7 @@ class _Poller:
         while not self._stop.is_set():
             self.seen.update(e for e in _vmallocinfo() if e[0] >= 2 * MiB)
 
-    def __enter__(self) -> "_Poller":
+    def __enter__(self) -> _Poller:
         self._t.start()
         return self
 

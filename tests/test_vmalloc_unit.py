@@ -321,7 +321,7 @@ def test_events_h_structs_match_decoders():
     for name, ty in (("alloc_vmap_area_event", 16), ("free_vmap_area_event", 17),
                      ("purge_vmap_area_event", 18), ("vmalloc_page_alloc_event", 19),
                      ("kmalloc_large_event", 20)):
-        body = re.search(r"struct %s \{(.*?)\};" % name, text, re.S).group(1)
+        body = re.search(rf"struct {name} \{{(.*?)\}};", text, re.S).group(1)
         size = 40 + sum({"__u64": 8, "__s64": 8, "__u32": 4, "__s32": 4}[m]
                         for m in re.findall(r"^\s*(__[us]\d\d) ", body, re.M))
         dec = events._DECODERS[ty]

@@ -168,17 +168,21 @@ static __always_inline int vmalloc_request_enter(__u64 size, __u64 vm_flags)
 }
 #endif
 
+/*
+ * prot is a pgprot_t: a one-word struct, passed like an unsigned long; BPF_PROG
+ * casts each context word to the parameter type, which a struct cannot take.
+ */
 #if defined(VMALLOC_FENTRY_NOPROF)
 /* Since 6.10 (commit 88ae5fb755b0, "mm: vmalloc: enable memory allocation profiling") */
 KFUNC_PROBE(__vmalloc_node_range_noprof, unsigned long size, unsigned long align,
-	    unsigned long start, unsigned long end, gfp_t gfp_mask, pgprot_t prot,
+	    unsigned long start, unsigned long end, gfp_t gfp_mask, unsigned long prot,
 	    unsigned long vm_flags)
 {
 	return vmalloc_request_enter(size, vm_flags);
 }
 #elif defined(VMALLOC_FENTRY)
 KFUNC_PROBE(__vmalloc_node_range, unsigned long size, unsigned long align,
-	    unsigned long start, unsigned long end, gfp_t gfp_mask, pgprot_t prot,
+	    unsigned long start, unsigned long end, gfp_t gfp_mask, unsigned long prot,
 	    unsigned long vm_flags)
 {
 	return vmalloc_request_enter(size, vm_flags);

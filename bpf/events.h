@@ -23,11 +23,11 @@ enum event_type {
 	EV_KSWAPD_SLEEP = 3,		/* vmscan:mm_vmscan_kswapd_sleep */
 	EV_DIRECT_RECLAIM = 4,		/* direct_reclaim_begin .. _end, one record */
 	/* vmalloc (tracers/vmalloc.py) */
-	EV_ALLOC_VMAP_AREA = 16,
-	EV_FREE_VMAP_AREA = 17,
-	EV_PURGE_VMAP_AREA = 18,
-	EV_VMALLOC_PAGE_ALLOC = 19,
-	EV_KMALLOC_LARGE = 20,
+	EV_ALLOC_VMAP_AREA = 16,	/* vmalloc:alloc_vmap_area (+ fentry request) */
+	EV_FREE_VMAP_AREA = 17,		/* vmalloc:free_vmap_area_noflush */
+	EV_PURGE_VMAP_AREA = 18,	/* vmalloc:purge_vmap_area_lazy */
+	EV_VMALLOC_PAGE_ALLOC = 19,	/* kmem:mm_page_alloc, huge order, armed task */
+	EV_KMALLOC_LARGE = 20,		/* kmem:kmalloc failed (ptr 0): kvmalloc size */
 	/* slab (tracers/slab.py) */
 	EV_SHRINK_SLAB = 32,		/* mm_shrink_slab_start .. _end, one record */
 	/* oom and compaction */
@@ -68,6 +68,62 @@ struct direct_reclaim_event {
 	__u64 nr_reclaimed_pages;
 	__s32 order;
 	__u32 retries;			/* do_try_to_free_pages() passes restarted */
+};
+
+/* vmalloc: flags of struct alloc_vmap_area_event */
+#define VMAP_EV_ARMED		1	/* huge attempt: its page allocs are watched */
+#define VMAP_EV_EXACT		2	/* requested_bytes/vm_flags from fentry/kprobe */
+#define VMAP_EV_ARM_FULL	4	/* huge attempt, but the arm table was full */
+
+struct alloc_vmap_area_event {
+	struct event_header hdr;
+	__u64 addr;			/* va_start */
+	__u64 size_bytes;		/* mapped size, guard page included */
+	__u64 align_bytes;
+	__u64 vstart;
+	__u64 vend;
+	__u64 requested_bytes;		/* VMAP_EV_EXACT only, else 0 */
+	__u64 vm_flags;			/* VMAP_EV_EXACT only, else 0 */
+	__s32 stack_id;			/* kernel stack; < 0: -errno, not recorded */
+	__s32 failed;
+	__u32 flags;			/* VMAP_EV_* */
+	__u32 pad;
+};
+
+struct free_vmap_area_event {
+	struct event_header hdr;
+	__u64 addr;			/* va_start */
+	__u64 nr_lazy_pages;
+	__u64 nr_lazy_max_pages;
+};
+
+struct purge_vmap_area_event {
+	struct event_header hdr;
+	__u64 start;
+	__u64 end;
+	__u32 nr_purged;
+	__u32 pad;
+};
+
+/* One huge-order page allocation by a task while its huge vmalloc is armed. */
+struct vmalloc_page_alloc_event {
+	struct event_header hdr;
+	__u64 area_addr;		/* va_start of the armed area */
+	__u64 gfp_flags;
+	__u32 order;
+	__s32 failed;			/* 1: no page (pfn -1) */
+	__u32 index;			/* huge pages seen before this one */
+	__u32 expected;			/* huge pages the area needs */
+};
+
+/* kmalloc that returned NULL for a large size: kvmalloc's first try. */
+struct kmalloc_large_event {
+	struct event_header hdr;
+	__u64 bytes_req;
+	__u64 bytes_alloc;
+	__u64 gfp_flags;
+	__s32 node;
+	__u32 pad;
 };
 
 #endif /* TRACE_RECLAIM_EVENTS_H */

@@ -262,6 +262,14 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
         print(bpf_source({n: registry[n] for n in plan.tracers}), file=env.stdout)
         print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid)) + " */", file=env.stdout)
         return ExitStatus.OK
+    if args.output:  # before any slow step: bad input fails fast
+        if os.path.lexists(args.output):
+            raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
+                            "recordings", "choose another file name")
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write {args.output}: {parent} is not writable",
+                            "choose a writable path")
     probe = _preflight(env)
     plan = probe.plan(registry)
     if "reclaim" not in plan.tracers:

@@ -1,0 +1,248 @@
+#!/usr/bin/python3
+"""Make global memory pressure: a hugetlb ballast, then page cache streaming.
+
+Take most memory out of the buddy allocator with persistent hugetlb pages
+(/proc/sys/vm/nr_hugepages), then read a large sparse file in 1 MiB reads so
+the page cache needs more than what is left.  kswapd wakes
+(``mm_vmscan_kswapd_wake``), the reading task enters direct reclaim
+(``mm_vmscan_direct_reclaim_begin``, ``allocstall_*``) and shrinkers run
+(``mm_shrink_slab_start``).  Only clean page cache is reclaimed, so this is
+safe without swap; the ballast is sized from MemAvailable so at least
+``margin`` bytes stay available, and nr_hugepages is restored on every exit path.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    __package__ = "examples"  # noqa: A001 -- lets relative imports work as a script
+
+from . import _proc, _restore  # noqa: E402
+from ._proc import GiB, MiB  # noqa: E402
+
+__all__ = ["safe_margin_bytes", "ballast_pages_for", "ballast", "sparse_file",
+           "stream", "run", "main"]
+
+#: How much must stay available (free or reclaimable) outside the ballast.
+MIN_MARGIN = 2 * GiB
+MARGIN_FRACTION = 0.10
+#: Free memory beyond the margin left for the page cache to fill before reclaim.
+DEFAULT_WORKING_MIB = 512
+SPARSE_SIZE = 30 * GiB
+READ_SIZE = 1 * MiB
+
+
+def safe_margin_bytes(mem_total=None):
+    """Return the memory to keep available: max(2 GiB, 10% of MemTotal)."""
+    if mem_total is None:
+        mem_total = _proc.meminfo()["MemTotal"]
+    return max(MIN_MARGIN, int(mem_total * MARGIN_FRACTION))
+
+
+def ballast_pages_for(working_bytes, margin=None, info=None):
+    """Return how many hugetlb pages leave ``margin + working_bytes`` available.
+
+    Sized from MemAvailable (free + reclaimable), so existing anonymous memory
+    of other processes is never counted as takeable.
+    """
+    info = info or _proc.meminfo()
+    margin = safe_margin_bytes(info["MemTotal"]) if margin is None else margin
+    hp = info.get("Hugepagesize", 2 * MiB)
+    spare = info["MemAvailable"] - margin - working_bytes
+    return max(0, spare // hp)
+
+
+@contextlib.contextmanager
+def ballast(pages=None, working_bytes=DEFAULT_WORKING_MIB * MiB, margin=None, log=print):
+    """Hold a hugetlb ballast for the block; yield a dict describing it.
+
+    ``pages`` None sizes it from MemAvailable.  After allocation MemAvailable
+    is measured again (this VM initialises memory lazily, so the kernel's
+    figures before allocation can be optimistic); if it fell below ``margin``,
+    the ballast is shrunk until it does not.  Restores nr_hugepages at exit.
+    """
+    with _restore.machine_lock(), _restore.Restorer() as r:
+        before = _proc.meminfo()
+        margin = safe_margin_bytes(before["MemTotal"]) if margin is None else margin
+        hp = before.get("Hugepagesize", 2 * MiB)
+        old = _proc.nr_hugepages()
+        want = ballast_pages_for(working_bytes, margin, before) if pages is None else int(pages)
+        # Pages already in the pool (someone else's) do not count toward ours.
+        got = r.hugetlb_ballast(old + want) - old
+        after = _proc.meminfo()
+        shrunk = 0
+        while got > 0 and after["MemAvailable"] < margin:
+            cut = max(1, (margin - after["MemAvailable"]) // hp + 1)
+            got = r.hugetlb_ballast(old + max(0, got - cut)) - old
+            shrunk += cut
+            after = _proc.meminfo()
+        desc = {
+            "pages_requested": want, "pages": got, "page_bytes": hp,
+            "ballast_bytes": got * hp, "old_nr_hugepages": old,
+            "margin_bytes": margin, "shrunk_pages": shrunk,
+            "mem_available_before": before["MemAvailable"],
+            "mem_available_after": after["MemAvailable"],
+            "mem_free_after": after["MemFree"],
+        }
+        if log:
+            log("ballast: %d of %d hugetlb pages (%.1f GiB); MemAvailable %.1f -> %.1f GiB"
+                % (got, want, got * hp / GiB, before["MemAvailable"] / GiB,
+                   after["MemAvailable"] / GiB))
+        yield desc
+
+
+@contextlib.contextmanager
+def sparse_file(size=SPARSE_SIZE, directory=None):
+    """Create a sparse file of ``size`` bytes in a temp dir; yield its path, then delete it.
+
+    The default directory is /var/tmp (a real disk filesystem; /tmp may be tmpfs,
+    whose pages are shmem, not reclaimable page cache without swap).
+    """
+    directory = directory or ("/var/tmp" if os.path.isdir("/var/tmp") else None)
+    tmpdir = tempfile.mkdtemp(prefix="trace-reclaim-pressure-", dir=directory)
+    path = os.path.join(tmpdir, "sparse")
+    try:
+        with open(path, "wb") as f:
+            f.truncate(size)
+        if os.stat(path).st_blocks * 512 > size // 100:
+            raise _restore.WorkloadError("%s is not sparse" % path,
+                                         "use --dir on a filesystem with holes (ext4, xfs, btrfs)")
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(tmpdir)
+
+
+def stream(path, mib, seconds=None, offset=0, until_direct_reclaim=False):
+    """Read ``mib`` MiB from ``path`` in 1 MiB reads starting at ``offset``.
+
+    Stops early after ``seconds`` or, with ``until_direct_reclaim``, once
+    allocstall_* rose (checked every 64 MiB).  Wraps at end of file.
+    Returns {"mib", "elapsed_s", "next_offset"}.
+    """
+    size = os.stat(path).st_size
+    stall0 = _allocstall() if until_direct_reclaim else 0
+    fd = os.open(path, os.O_RDONLY)
+    t0 = time.monotonic()
+    done = 0
+    try:
+        while done < mib:
+            if offset + READ_SIZE > size:
+                offset = 0
+            n = len(os.pread(fd, READ_SIZE, offset))
+            offset += n
+            done += 1
+            if done % 64 == 0:
+                if seconds is not None and time.monotonic() - t0 >= seconds:
+                    break
+                if until_direct_reclaim and _allocstall() > stall0:
+                    break
+    finally:
+        os.close(fd)
+    return {"mib": done, "elapsed_s": time.monotonic() - t0, "next_offset": offset}
+
+
+def _allocstall():
+    v = _proc.vmstat()
+    return sum(val for name, val in v.items() if name.startswith("allocstall_"))
+
+
+def run(mib=None, seconds=10.0, ballast_mib=None, working_mib=DEFAULT_WORKING_MIB,
+        repeat=1, directory=None, until_direct_reclaim=False, log=print):
+    """Run the whole workload; return a result dict with /proc/vmstat deltas.
+
+    ``mib`` None streams 3x the memory left outside the ballast (bounded by
+    ``seconds``).  Result: {"ballast": {...}, "passes": [{"mib", "elapsed_s",
+    "vmstat": {...}}], "vmstat": {total deltas}, "direct_reclaims",
+    "nr_hugepages_before", "nr_hugepages_after", "pid"}.
+    """
+    _restore.require_root()
+    hp_before = _proc.nr_hugepages()
+    pages = None if ballast_mib is None else ballast_mib * MiB // _proc.hugepage_size_bytes()
+    passes = []
+    with _restore.signals_to_exceptions():
+        with ballast(pages, working_mib * MiB, log=log) as b, \
+                sparse_file(directory=directory) as path:
+            left = b["mem_available_after"]
+            todo = mib if mib is not None else 3 * left // MiB
+            offset = 0
+            v_first = _proc.vmstat()
+            for i in range(repeat):
+                v0 = _proc.vmstat()
+                s = stream(path, todo, seconds, offset, until_direct_reclaim)
+                v1 = _proc.vmstat()
+                offset = s["next_offset"]
+                s["vmstat"] = _proc.vmstat_delta(v0, v1)
+                del s["next_offset"]
+                passes.append(s)
+                if log:
+                    log("pass %d: %s" % (i + 1, _summary(s["mib"], s["elapsed_s"], s["vmstat"])))
+            v_last = _proc.vmstat()
+    total = _proc.vmstat_delta(v_first, v_last)
+    return {
+        "ballast": b, "passes": passes, "vmstat": total,
+        "direct_reclaims": sum(v for k, v in total.items() if k.startswith("allocstall_")),
+        "nr_hugepages_before": hp_before, "nr_hugepages_after": _proc.nr_hugepages(),
+        "pid": os.getpid(),
+    }
+
+
+def _summary(mib, elapsed, d):
+    return ("%d MiB in %.1f s: allocstall %d (normal %d movable %d), pgsteal direct %d "
+            "kswapd %d, pageoutrun %d, slabs_scanned %d"
+            % (mib, elapsed, sum(v for k, v in d.items() if k.startswith("allocstall_")),
+               d.get("allocstall_normal", 0), d.get("allocstall_movable", 0),
+               d.get("pgsteal_direct", 0), d.get("pgsteal_kswapd", 0),
+               d.get("pageoutrun", 0), d.get("slabs_scanned", 0)))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description="Global memory pressure: hugetlb ballast + page cache streaming.",
+        epilog="examples:\n"
+               "  pressure.py                     # auto ballast, up to 10 s of streaming\n"
+               "  pressure.py --mib 6000 --ballast-mib 20000\n"
+               "  pressure.py --seconds 5 --repeat 3\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="stop each pass after this many seconds (default %(default)s)")
+    p.add_argument("--mib", type=int, default=None,
+                   help="MiB to stream per pass (default: 3x memory left outside the ballast)")
+    p.add_argument("--ballast-mib", type=int, default=None,
+                   help="hugetlb ballast size (default: MemAvailable - margin - working)")
+    p.add_argument("--working-mib", type=int, default=DEFAULT_WORKING_MIB,
+                   help="free memory to leave beyond the safety margin (default %(default)s)")
+    p.add_argument("--repeat", type=int, default=1, help="number of streaming passes")
+    p.add_argument("--dir", default=None, help="directory for the sparse file (default /var/tmp)")
+    p.add_argument("--until-direct-reclaim", action="store_true",
+                   help="end a pass as soon as direct reclaim happened")
+    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    def body():
+        log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        res = run(args.mib, args.seconds, args.ballast_mib, args.working_mib, args.repeat,
+                  args.dir, args.until_direct_reclaim, log=log)
+        if args.json:
+            print(json.dumps(res))
+            return None
+        p_total = sum(s["mib"] for s in res["passes"])
+        t_total = sum(s["elapsed_s"] for s in res["passes"])
+        print("total: " + _summary(p_total, t_total, res["vmstat"]))
+        print("nr_hugepages restored: %d -> %d" % (res["nr_hugepages_before"],
+                                                  res["nr_hugepages_after"]))
+        return None
+    return _restore.run_cli(body, args.traceback)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+#!/usr/bin/python3
+"""Fill the dentry and inode caches with objects a shrinker can or cannot free.
+
+``pinned``: create N files and hold every one open, so each dentry and
+inode has a reference and ``super_cache_scan`` (the per-superblock shrinker
+run by ``echo 2 > /proc/sys/vm/drop_caches``) must skip them.  ``negative``:
+``stat`` N missing names, leaving N unreferenced negative dentries that the
+shrinker frees.  Counts come from /proc/slabinfo (``dentry`` and the
+filesystem's inode cache, e.g. ``ext4_inode_cache``).  A system-wide
+``drop_caches(2)`` runs first so other unused dentries do not blur the result.
+RLIMIT_NOFILE is raised for the pinned mode and put back afterwards.
+"""
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    __package__ = "examples"  # noqa: A001 -- lets relative imports work as a script
+
+from . import _proc, _restore  # noqa: E402
+
+__all__ = ["fs_type", "inode_cache_for", "raised_nofile", "pinned_dentries",
+           "negative_dentries", "snapshot", "run", "DEFAULT_FILES", "main"]
+
+DEFAULT_FILES = 50_000
+#: Inode slab cache of common filesystems (the name passed to kmem_cache_create).
+_INODE_CACHE = {
+    "ext4": "ext4_inode_cache", "ext3": "ext4_inode_cache", "ext2": "ext2_inode_cache",
+    "xfs": "xfs_inode", "btrfs": "btrfs_inode", "tmpfs": "shmem_inode_cache",
+    "f2fs": "f2fs_inode_cache", "nfs": "nfs_inode_cache", "overlay": "ovl_inode",
+}
+
+
+def fs_type(path):
+    """Return the filesystem type of the mount holding ``path`` (from mountinfo)."""
+    path = os.path.realpath(path)
+    best, best_type = "", None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mnt = left.split()[4]
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, best_type = mnt, right.split()[0]
+    return best_type
+
+
+def inode_cache_for(path):
+    """Return the inode slab cache name for the filesystem holding ``path``."""
+    return _INODE_CACHE.get(fs_type(path), "inode_cache")
+
+
+def snapshot(caches, settle=False):
+    """Return {cache: active_objs} from /proc/slabinfo.
+
+    ``settle`` polls (up to 2 s) until the counts stop falling: dentries are
+    freed after an RCU grace period, so right after drop_caches part of them
+    still count as active.
+    """
+    snap = _proc.slab_active_objs(caches)
+    deadline = time.monotonic() + (2.0 if settle else 0)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        nxt = _proc.slab_active_objs(caches)
+        if all(nxt[c] is None or snap[c] is None or nxt[c] >= snap[c] * 0.995 for c in caches):
+            return nxt
+        snap = nxt
+    return snap
+
+
+@contextlib.contextmanager
+def raised_nofile(need):
+    """Raise the RLIMIT_NOFILE soft limit toward ``need`` (at most the hard limit).
+
+    Yields the soft limit in force; restores the old limits at exit.  Raising
+    the hard limit needs CAP_SYS_RESOURCE, which this VM's root lacks, so the
+    callers spread open files over several processes instead.
+    """
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = old
+    want = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if want <= soft:
+        yield soft
+        return
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    try:
+        yield want
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _holder(path, first, count, ready_w, release_r):
+    """Child: create+open files ``first..first+count-1``, report, wait for release."""
+    status = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:
+            os._exit(1)
+        fds = [os.open(os.path.join(path, "f%07d" % i),
+                       os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+               for i in range(first, first + count)]
+        os.write(ready_w, b"%d\n" % len(fds))
+        os.read(release_r, 1)  # EOF when the parent closes its end (or dies)
+        status = 0
+    except BaseException:  # noqa: B036 -- never return into the parent's code
+        pass
+    finally:
+        os._exit(status)
+
+
+def _release(children, release_w):
+    if release_w is not None:
+        os.close(release_w)
+    for pid in children:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def _tempdir(directory, prefix):
+    directory = directory or ("/var/tmp" if os.path.isdir("/var/tmp") else None)
+    return tempfile.mkdtemp(prefix=prefix, dir=directory)
+
+
+@contextlib.contextmanager
+def pinned_dentries(n=DEFAULT_FILES, directory=None):
+    """Create ``n`` files and hold them all open for the block.
+
+    The files are opened by holder processes, each up to its RLIMIT_NOFILE
+    (root here cannot raise the hard limit: no CAP_SYS_RESOURCE).  Holders
+    die with the parent (PR_SET_PDEATHSIG).  Yields {"dir", "n", "fds",
+    "holders", "holder_pids", "inode_cache"}; on exit releases every fd,
+    deletes the directory and restores RLIMIT_NOFILE.
+    """
+    path = _tempdir(directory, "trace-reclaim-pinned-")
+    children, release_w = [], None
+    try:
+        with raised_nofile(n + 64) as soft:
+            per = max(1, soft - 64)
+            ready_r, ready_w = os.pipe()
+            release_r, release_w = os.pipe()
+            opened = 0
+            try:
+                for first in range(0, n, per):
+                    pid = os.fork()
+                    if pid == 0:
+                        os.close(ready_r)
+                        os.close(release_w)
+                        _holder(path, first, min(per, n - first), ready_w, release_r)
+                    children.append(pid)
+                os.close(ready_w)
+                os.close(release_r)
+                with os.fdopen(ready_r, "rb") as ready:
+                    for _ in children:
+                        line = ready.readline()
+                        if not line:
+                            break
+                        opened += int(line)
+                if opened != n:
+                    raise _restore.WorkloadError("holders opened %d of %d files" % (opened, n),
+                                                 "check free inodes and fs.file-max")
+                yield {"dir": path, "n": n, "fds": opened, "holders": len(children),
+                       "holder_pids": list(children), "inode_cache": inode_cache_for(path)}
+            finally:
+                _release(children, release_w)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def negative_dentries(n=DEFAULT_FILES, directory=None):
+    """``stat`` ``n`` missing names in a fresh directory; yield, then remove the directory.
+
+    Yields {"dir", "n", "misses", "inode_cache"}.  Each miss leaves one
+    negative dentry (d_inode == NULL) that nothing references.
+    """
+    path = _tempdir(directory, "trace-reclaim-negative-")
+    try:
+        misses = 0
+        for i in range(n):
+            try:
+                os.stat(os.path.join(path, "missing%06d" % i))
+            except FileNotFoundError:
+                misses += 1
+        yield {"dir": path, "n": n, "misses": misses, "inode_cache": inode_cache_for(path)}
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run(mode="pinned", n=DEFAULT_FILES, drop=True, directory=None, log=print):
+    """Run one mode; return {"mode", "n", "caches", "baseline", "held", "after_drop",
+    "after_release", "dentry_drop", "inode_drop"} with slabinfo active_objs.
+
+    ``dentry_drop`` = held - after_drop for ``dentry`` (None without ``drop``).
+    """
+    _restore.require_root()
+    if mode not in ("pinned", "negative"):
+        raise ValueError("mode must be pinned or negative")
+    directory = directory or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
+    caches = ["dentry", inode_cache_for(directory)]
+    with _restore.signals_to_exceptions():
+        _proc.drop_caches(2)
+        baseline = snapshot(caches, settle=True)
+        cm = pinned_dentries if mode == "pinned" else negative_dentries
+        with cm(n, directory):
+            held = snapshot(caches)
+            after_drop = None
+            if drop:
+                _proc.drop_caches(2)
+                after_drop = snapshot(caches, settle=True)
+        after_release = snapshot(caches)
+    res = {"mode": mode, "n": n, "caches": caches, "baseline": baseline, "held": held,
+           "after_drop": after_drop, "after_release": after_release,
+           "dentry_drop": (held["dentry"] - after_drop["dentry"]) if drop else None,
+           "inode_drop": (held[caches[1]] - after_drop[caches[1]]) if drop else None}
+    if log:
+        for c in caches:
+            log("%-18s baseline %7d  held %7d  after drop_caches %7s  after release %7d"
+                % (c, baseline[c], held[c], after_drop[c] if drop else "-", after_release[c]))
+    return res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        description="Pinned vs. negative dentries: what drop_caches can and cannot free.",
+        epilog="examples:\n"
+               "  slab_dentries.py --mode pinned --drop-caches\n"
+               "  slab_dentries.py --mode negative -n 100000 --drop-caches\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("pinned", "negative"), default="pinned")
+    p.add_argument("-n", "--files", type=int, default=DEFAULT_FILES,
+                   help="files to hold open / names to stat (default %(default)d)")
+    p.add_argument("--drop-caches", action="store_true",
+                   help="echo 2 > drop_caches while the objects are held")
+    p.add_argument("--dir", default=None, help="where to make the temp dir (default /var/tmp)")
+    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    def body():
+        log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        res = run(args.mode, args.files, args.drop_caches, args.dir, log)
+        if args.json:
+            print(json.dumps(res))
+    return _restore.run_cli(body, args.traceback)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Live tests of the workloads in examples/: real runs, checked against the kernel's counters.
+
+They change machine-wide state (hugetlb pages, zram, swap, drop_caches), so
+they need root; without it they skip, unless TRACE_RECLAIM_REQUIRE_LIVE=1,
+which turns the skip into a failure so CI cannot pass by skipping.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from examples import (_proc, anon_pressure, pressure, slab_churn, slab_dentries,  # noqa: E402
+                      vmalloc_fallback, vmalloc_huge, zram_lifecycle)
+
+PY = "/usr/bin/python3"
+
+
+def _live_or_skip():
+    if os.geteuid() == 0:
+        return
+    reason = "live workload tests need root"
+    if os.environ.get("TRACE_RECLAIM_REQUIRE_LIVE") == "1":
+        pytest.fail(reason + " (TRACE_RECLAIM_REQUIRE_LIVE=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def machine_state():
+    """Require root; check every test leaves hugetlb, zram and swap as it found them."""
+    _live_or_skip()
+    before = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
+    yield before
+    after = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
+    assert after == before
+
+
+def test_pressure_makes_direct_reclaim():
+    res = pressure.run(seconds=10, until_direct_reclaim=True, log=None)
+    assert res["ballast"]["pages"] > 0
+    assert res["direct_reclaims"] > 0, res["vmstat"]
+    assert res["vmstat"]["pgsteal_kswapd"] > 0
+    assert res["nr_hugepages_after"] == res["nr_hugepages_before"]
+
+
+def test_vmalloc_huge_loads_and_reports_task():
+    res = vmalloc_huge.trigger(count=2)
+    assert res["loaded"] == 2, res["loads"][0]["error"]
+    assert res["pid"] == os.getpid()
+    assert all(r["tid"] == res["tid"] for r in res["loads"])
+    assert "processed 300001 insns" in res["loads"][0]["verifier_log"]
+
+
+def test_vmalloc_huge_reports_verifier_error():
+    # A program that does not end in exit is rejected; the verifier log says why.
+    r = vmalloc_huge.load_program(program=vmalloc_huge._MOV64_IMM_R0_0 * 3)
+    assert not r["loaded"] and r["fd"] < 0
+    assert r["errno"] != 0 and r["error"]
+    assert r["verifier_log"], "no verifier log on failure"
+
+
+def test_vmalloc_fallback_exhausts_order9_and_restores():
+    res = vmalloc_fallback.run(log=None)
+    assert res["hugepages_obtained"] > 0
+    assert res["trigger"]["loaded"] == 1
+    # The kvcalloc needs 3 order-9 pages; fewer free ones force the fallback.
+    assert res["order9_free_normal_during"] < 3, res["buddyinfo_during"]
+    assert res["mem_free_during"] >= vmalloc_fallback.DEFAULT_MIN_FREE_MIB * _proc.MiB or \
+        res["shrunk_pages"] == 0
+    assert res["nr_hugepages_after"] == res["nr_hugepages_before"]
+
+
+def test_pinned_dentries_survive_drop_caches():
+    n = 30_000
+    _proc.drop_caches(2)
+    base = slab_dentries.snapshot(["dentry"], settle=True)["dentry"]
+    with slab_dentries.pinned_dentries(n) as held:
+        assert held["fds"] == n
+        cache = held["inode_cache"]
+        with_files = slab_dentries.snapshot(["dentry", cache])
+        _proc.drop_caches(2)
+        after = slab_dentries.snapshot(["dentry", cache], settle=True)
+        assert after["dentry"] - base >= 0.9 * n
+        assert after[cache] >= with_files[cache] - 0.1 * n
+    assert not os.path.exists(held["dir"])
+
+
+def test_negative_dentries_freed_by_drop_caches():
+    n = 30_000
+    with slab_dentries.negative_dentries(n) as neg:
+        assert neg["misses"] == n
+        held = slab_dentries.snapshot(["dentry"])["dentry"]
+        _proc.drop_caches(2)
+        after = slab_dentries.snapshot(["dentry"], settle=True)["dentry"]
+    assert held - after >= 0.9 * n
+
+
+def test_zram_caches_created_and_device_removed():
+    with zram_lifecycle.zram_device() as z:
+        n, names = z["n"], z["caches"]
+        assert os.path.exists("/sys/block/zram%d" % n)
+        # Aliases of earlier devices with the same number may linger (see
+        # KERNEL-FACTS: alias symlinks outlive kmem_cache_destroy), so check
+        # that after disksize each name is a live cache or resolves to one.
+        zram_lifecycle.set_disksize(n, "64M")
+        during = zram_lifecycle.slab_entries(names)
+        assert all(v is not None and "dangling" not in v for v in during.values()), during
+        assert all(os.path.isdir(os.path.join("/sys/kernel/slab", c)) for c in names)
+        stat = zram_lifecycle.write_data(n, 4)
+        assert stat["compr_data_size"] > 0
+    assert not os.path.exists("/sys/block/zram%d" % n)
+
+
+def test_anon_pressure_swaps_to_zram():
+    res = anon_pressure.run(over_mib=768, log=None)
+    assert res["child_status"] == 0
+    assert res["vmstat"]["pswpout"] > 0
+    assert res["vmstat"]["oom_kill"] == 0
+    assert res["swaps_after"] == res["swaps_before"]
+
+
+def test_slab_churn_and_loop():
+    res = slab_churn.churn(seconds=0.5, batch=500)
+    assert res["created"] >= 500 and res["missing_stats"] == res["created"]
+    loop = slab_churn.syscall_loop(20_000)
+    assert loop["iterations"] == 20_000 and loop["elapsed_s"] > 0
+
+
+def _spawn(script, *args):
+    return subprocess.Popen([PY, os.path.join(ROOT, "examples", script), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(cond, timeout=20.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_pressure_restores_on_signal(machine_state, sig):
+    hp0 = machine_state[0]
+    p = _spawn("pressure.py", "--seconds", "30", "--mib", "1000000")
+    try:
+        assert _wait_for(lambda: _proc.nr_hugepages() > hp0), "ballast never appeared"
+        time.sleep(0.5)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == (130 if sig == signal.SIGINT else 128 + sig), err
+    assert "Traceback" not in err and err.startswith("error:")
+    assert _proc.nr_hugepages() == hp0
+
+
+def test_anon_pressure_restores_on_sigterm(machine_state):
+    hp0, zram0, swaps0 = machine_state
+    p = _spawn("anon_pressure.py")
+    try:
+        assert _wait_for(lambda: len(anon_pressure.swaps()) > len(swaps0)), "swap never appeared"
+        time.sleep(1.0)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert _proc.nr_hugepages() == hp0
+    assert zram_lifecycle.zram_devices() == zram0
+    assert anon_pressure.swaps() == swaps0
+
+
+def test_pinned_dentries_restores_on_sigint(machine_state):
+    p = _spawn("slab_dentries.py", "--mode", "pinned", "-n", "200000")
+    try:
+        assert _wait_for(lambda: any(d.startswith("trace-reclaim-pinned-")
+                                     for d in os.listdir("/var/tmp")))
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    assert not any(d.startswith("trace-reclaim-pinned-") for d in os.listdir("/var/tmp"))
+
+
+def test_cli_error_format():
+    p = subprocess.run([PY, os.path.join(ROOT, "examples", "slab_churn.py"),
+                        "--dir", "/nonexistent/dir"], capture_output=True, text=True)
+    assert p.returncode == 1
+    assert p.stdout == ""
+    assert p.stderr.startswith("error: ") and "\nhint: " in p.stderr
+    assert "Traceback" not in p.stderr

@@ -227,14 +227,16 @@ def never_drains(series: List[Tuple[int, int]], pressure: List[Tuple[int, int]],
     if not before:
         return None
     b = before[-1]
+    # The first sample after the pressure settled (RCU frees done) judges
+    # it; later falls have other causes (the holder let go).
     settled = [a for t, a in series if t >= last + SETTLE_NS]
-    after = settled or [a for t, a in series if t > last]
+    after = settled[:1] or [a for t, a in series if t > last][-1:]
     if not after:
         return None
-    a_min = min(after)
-    fell = b - a_min
+    a_after = after[0]
+    fell = b - a_after
     growth = b - min(before)
-    ev = {"before": b, "after": after[-1], "after_min": a_min, "fell": fell,
+    ev = {"before": b, "after": a_after, "fell": fell,
           "growth_before": growth, "settled": bool(settled)}
     if fell >= DRAIN_FRACTION * b:
         return None          # it drained: never flag it
@@ -480,6 +482,13 @@ class SlabAggregator(Aggregator):
             elif not self.exact_lifecycle:
                 for ev in diff_lifecycle(self.sys_slab, sysfs, ts, self.sys_ts,
                                          self.slabinfo_names, self.destroyed_aliases):
+                    if ev["event"] == "destroy" and not ev["alias_of"]:
+                        # kmem_cache_destroy() removes the sysfs directory only
+                        # after __kmem_cache_shutdown() found the cache empty;
+                        # with objects left it warns and keeps the cache.
+                        row = self.slabinfo_last.get(ev["name"])
+                        ev["objects_last_seen"] = row[0] if row else ev["objects_at_destroy"]
+                        ev["objects_at_destroy"] = 0
                     self._add_lifecycle(ev)
             self._merge_attrs(sysfs)
             self.sys_slab = sysfs
@@ -628,6 +637,10 @@ class SlabAggregator(Aggregator):
                 "net_minus_slabinfo": (net - slab_delta) if (
                     slab_delta is not None and c.seen_counts) else None,
                 "tolerance": tol,
+                # kfree(), kfree_rcu() and kmem_cache_free_bulk() free without
+                # the kmem_cache_free tracepoint: the net then overstates
+                "frees_untraced": bool(slab_delta is not None and c.seen_counts and
+                                       net - slab_delta > max(tol or 0, MIN_GROWTH)),
                 "reclaimable": bool(info),
                 "aliases": info.get("aliases"),
                 "never_drains": nd, "reason": reason, "reason_detail": detail,
@@ -741,6 +754,10 @@ class SlabAggregator(Aggregator):
                     for c in grew]
             out += table(["CACHE", "ALLOCS", "FREES", "NET", "ACT START", "ACT END",
                           "SLAB DELTA"], rows)
+        untraced = [c["name"] for c in section["caches"] if c.get("frees_untraced")]
+        if untraced:
+            out.append("  net above the slabinfo change (frees by kfree/kfree_rcu/bulk, "
+                       "not traced): " + ", ".join(untraced[:6]))
         if section["caches_not_counted_map_full"]:
             out.append(f"  {section['caches_not_counted_map_full']} events not counted "
                        "(per-cache map full)")
@@ -756,8 +773,9 @@ class SlabAggregator(Aggregator):
                              f"shared by {ev['shared_by']})")
             elif ev.get("merged_dir"):
                 extra.append(f"merged dir {ev['merged_dir']}")
-            if ev.get("objects_at_destroy") is not None:
-                extra.append(f"{ev['objects_at_destroy']} objects at last sample")
+            if ev.get("objects_last_seen"):
+                extra.append(f"{ev['objects_last_seen']} objects at the last sample, "
+                             f"{ev['objects_at_destroy']} at destroy")
             if ev.get("note"):
                 extra.append(ev["note"])
             out.append(f"  {what:<7} {ev['name']}: " + "; ".join(extra))

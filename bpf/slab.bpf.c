@@ -181,7 +181,18 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_end)
 }
 
 #ifdef SLAB_CACHE_ACCOUNTING
+#ifndef SLAB_SLOTS_SHIFT
+#define SLAB_SLOTS_SHIFT 10
+#endif
+#define SLAB_SLOTS (1 << SLAB_SLOTS_SHIFT)
+
 struct slab_cache_counts {
+	__u64 allocs;
+	__u64 frees;
+};
+
+struct slab_cache_slot {
+	__u64 cache;			/* struct kmem_cache *, 0: free slot */
 	__u64 allocs;
 	__u64 frees;
 };
@@ -190,7 +201,16 @@ struct slab_cache_name {
 	char name[SLAB_NAME_LEN];
 };
 
-/* Cumulative since attach, per CPU; user space sums and takes deltas. */
+/*
+ * Counts live in a direct-mapped per-CPU array indexed by a hash of the
+ * cache pointer: an array lookup the verifier inlines, where a hash map
+ * lookup is a helper call and a jhash (measured: ~45 ns vs ~10 ns marginal
+ * per event).  A slot taken by another cache is evicted into the per-CPU
+ * hash, so nothing is lost; user space adds both.  Counts are cumulative
+ * since attach; programs on one CPU never nest (bpf_prog->active), so
+ * plain increments are safe.
+ */
+BPF_PERCPU_ARRAY(slab_cache_slots, struct slab_cache_slot, SLAB_SLOTS);
 BPF_PERCPU_HASH(slab_cache_counts, __u64, struct slab_cache_counts, MAX_SLAB_CACHES);
 BPF_HASH(slab_cache_names, __u64, struct slab_cache_name, MAX_SLAB_CACHES);
 /* [0]: events not counted because slab_cache_counts was full */
@@ -214,31 +234,53 @@ static __always_inline void slab_cache_name_once(__u64 s)
 	slab_cache_names.insert(&s, &n);
 }
 
-static __always_inline void slab_cache_count(__u64 s, int is_free)
+/* Move a slot's counts into the hash (rare: first use or a collision). */
+static __always_inline void slab_cache_evict(__u64 s, __u64 allocs, __u64 frees)
 {
 	struct slab_cache_counts zero = {}, *c;
 	__u32 k = 0;
 	__u64 *over;
 
-	if (!s)
-		return;
 	c = slab_cache_counts.lookup(&s);
 	if (!c) {
-		/* first event of this cache on this CPU: rare */
 		slab_cache_counts.insert(&s, &zero);
 		c = slab_cache_counts.lookup(&s);
 		if (!c) {
 			over = slab_cache_overflow.lookup(&k);
 			if (over)
-				(*over)++;
+				*over += allocs + frees;
 			return;
 		}
+	}
+	c->allocs += allocs;
+	c->frees += frees;
+}
+
+static __always_inline void slab_cache_count(__u64 s, int is_free)
+{
+	__u32 slot = (__u32)((s * 0x9E3779B97F4A7C15ULL) >> (64 - SLAB_SLOTS_SHIFT));
+	struct slab_cache_slot *e = slab_cache_slots.lookup(&slot);
+	__u64 old, allocs, frees;
+
+	if (!e || !s)
+		return;
+	if (e->cache != s) {
+		/* reset the slot first: a concurrent reader may then
+		 * undercount for a moment, never count twice */
+		old = e->cache;
+		allocs = e->allocs;
+		frees = e->frees;
+		e->cache = s;
+		e->allocs = 0;
+		e->frees = 0;
+		if (old)
+			slab_cache_evict(old, allocs, frees);
 		slab_cache_name_once(s);
 	}
 	if (is_free)
-		c->frees++;
+		e->frees++;
 	else
-		c->allocs++;
+		e->allocs++;
 }
 
 /* kmem_cache_alloc(call_site, ptr, s, gfp_flags, node) */

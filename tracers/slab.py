@@ -847,7 +847,7 @@ class SlabTracer(Tracer):
                      if f["name_off"] is not None else "no names: kmem_cache.name not in BTF")
             attaches.append(Attach(
                 family="kmem:kmem_cache_alloc/free per cache",
-                chosen=f"raw tracepoints, per-CPU hash by struct kmem_cache * "
+                chosen=f"raw tracepoints, per-CPU slots by struct kmem_cache * "
                        f"(args[{f['alloc_arg']}]/args[{f['free_arg']}]); {names}",
                 rejected=[("tracepoint kmem:kmem_cache_alloc name string",
                            "string-keyed counting costs ~9x the pointer key")]))
@@ -914,11 +914,20 @@ class SlabTracer(Tracer):
         if counts_map is not None:
             names = {k.value: bytes(v.name).split(b"\0", 1)[0].decode("utf-8", "replace")
                      for k, v in names_map.items()}
-            caches: Dict[str, List[int]] = {}
+            by_ptr: Dict[int, List[int]] = {}
             for k, per_cpu in counts_map.items():
-                name = names.get(k.value) or f"cache@{k.value:x}"
-                a = sum(x.allocs for x in per_cpu)
-                f = sum(x.frees for x in per_cpu)
+                c = by_ptr.setdefault(k.value, [0, 0])
+                c[0] += sum(x.allocs for x in per_cpu)
+                c[1] += sum(x.frees for x in per_cpu)
+            for per_cpu in bpf["slab_cache_slots"].values():
+                for x in per_cpu:
+                    if x.cache:
+                        c = by_ptr.setdefault(x.cache, [0, 0])
+                        c[0] += x.allocs
+                        c[1] += x.frees
+            caches: Dict[str, List[int]] = {}
+            for ptr, (a, f) in by_ptr.items():
+                name = names.get(ptr) or f"cache@{ptr:x}"
                 prev = caches.get(name)
                 if prev:  # two live caches with one name: add them up
                     a, f = a + prev[0], f + prev[1]

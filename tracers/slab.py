@@ -572,6 +572,11 @@ class SlabAggregator(Aggregator):
                                             name in ("dentry",) or "inode" in name):
             return ("rcu", "objects waiting for an RCU grace period: no sample came "
                     "%.1fs after the last shrink" % (SETTLE_NS / 1e9))
+        if name == "buffer_head":
+            # try_to_free_buffers() runs when the page cache page goes; no
+            # shrinker frees buffer heads, so drop_caches=2 leaves them
+            return ("page_cache", "buffer heads are freed with the page-cache pages "
+                    "they map (drop_caches 1, LRU reclaim), not by any shrinker")
         if aliases > 0:
             return ("merged", f"merged cache shared with {aliases} other caches: their "
                     "objects keep it from draining")

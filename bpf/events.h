@@ -30,6 +30,8 @@ enum event_type {
 	EV_KMALLOC_LARGE = 20,		/* kmem:kmalloc failed (ptr 0): kvmalloc size */
 	/* slab (tracers/slab.py) */
 	EV_SHRINK_SLAB = 32,		/* mm_shrink_slab_start .. _end, one record */
+	EV_KMEM_CACHE_CREATE = 33,	/* fexit __kmem_cache_create_args (SLAB_LIFECYCLE_FENTRY) */
+	EV_KMEM_CACHE_DESTROY = 34,	/* fentry kmem_cache_destroy (SLAB_LIFECYCLE_FENTRY) */
 	/* oom and compaction */
 	EV_MARK_VICTIM = 48,
 	EV_COMPACT_STALL = 49,
@@ -124,6 +126,41 @@ struct kmalloc_large_event {
 	__u64 gfp_flags;
 	__s32 node;
 	__u32 pad;
+};
+
+/* Which reclaim ran a shrinker (shrink_slab_event.context). */
+enum slab_reclaim_context {
+	SLAB_CTX_OTHER = 0,		/* kswapd (by comm), drop_caches, ... */
+	SLAB_CTX_DIRECT = 1,		/* inside mm_vmscan_direct_reclaim_begin/end */
+	SLAB_CTX_MEMCG = 2,		/* inside mm_vmscan_memcg_reclaim_begin/end */
+	SLAB_CTX_NODE = 3,		/* inside mm_vmscan_node_reclaim_begin/end */
+};
+
+#define SLAB_NAME_LEN 40
+
+struct shrink_slab_event {
+	struct event_header hdr;	/* hdr.ts_ns is the end; start = end - delta */
+	__u64 delta_ns;
+	__u64 shr;			/* struct shrinker * */
+	__u64 shrink;			/* its scan_objects callback */
+	__u64 cache_items;		/* freeable: count_objects() at start */
+	__u64 delta;			/* new scan work from this call */
+	__u64 total_scan;		/* asked to scan, at start */
+	__s64 unscanned;		/* total_scan left at end */
+	__s64 nr_deferred;		/* deferred work taken at start */
+	__s64 new_deferred;		/* deferred work left at end */
+	__u64 gfp_flags;
+	__s32 freed;			/* retval: objects freed */
+	__s32 nid;
+	__s32 priority;
+	__u32 context;			/* enum slab_reclaim_context */
+	__u64 reclaim_start_ns;		/* when that reclaim began (0: unknown) */
+};
+
+struct kmem_cache_event {
+	struct event_header hdr;
+	__u64 cache;			/* struct kmem_cache * */
+	char name[SLAB_NAME_LEN];
 };
 
 #endif /* TRACE_RECLAIM_EVENTS_H */

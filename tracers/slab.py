@@ -99,6 +99,13 @@ class KmemCacheEvent(events.Event):
         return self.raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+# The C struct behind each record type (tests/test_events_h.py compares sizes).
+C_STRUCTS = {
+    EV_SHRINK_SLAB: "shrink_slab_event",
+    EV_KMEM_CACHE_CREATE: "kmem_cache_event",
+    EV_KMEM_CACHE_DESTROY: "kmem_cache_event",
+}
+
 events.register(EV_SHRINK_SLAB,
                 events.struct_decoder(ShrinkSlab, "QQQQQQqqqQiiiIQ", 15))
 events.register(EV_KMEM_CACHE_CREATE, events.struct_decoder(KmemCacheEvent, "Q40s", 2))

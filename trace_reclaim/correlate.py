@@ -46,8 +46,11 @@ class Correlator:
         self.meminfo_snapshots: List[Dict[str, Any]] = []
         # Every BPF event also goes to the episode builder; the slab tracer,
         # when loaded, names shrinkers for it.
+        slab = self.aggs.get("slab")
+        symbols = getattr(slab, "symbols", None)
         self.episodes = EpisodeBuilder(
-            self.window, namer=getattr(self.aggs.get("slab"), "shrinker_name", None))
+            self.window, namer=getattr(slab, "shrinker_name", None),
+            symbolize=symbols.get if isinstance(symbols, dict) else None)
         self._ep_feed = self.episodes.feed
         self._hot: Dict[int, Any] = {}
         self.lost: Dict[int, int] = {}

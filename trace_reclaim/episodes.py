@@ -123,7 +123,7 @@ def fact_of(ev: Any, namer: Optional[Callable[[Any], Optional[str]]] = None
             "time_ns": int(_first(ev, ("delta_ns", "time_ns"), 0))})
     if t in VMALLOC_TYPES:
         size = int(_first(ev, ("size", "bytes", "size_bytes", "bytes_alloc"), 0) or 0)
-        align = int(_first(ev, ("align",), 0) or 0)
+        align = int(_first(ev, ("align", "align_bytes"), 0) or 0)
         failed = _first(ev, ("failed",), 0)
         return EpisodeFact("vmalloc", VMALLOC_KINDS.get(t, f"type{t}"),
                            _first(ev, ("nid", "node")), {
@@ -199,9 +199,13 @@ class EpisodeBuilder:
     """Feed every BPF event (in time order) and every snapshot; ``report()``."""
 
     def __init__(self, window: Any, namer: Optional[Callable[[Any], Optional[str]]] = None,
-                 burst_gap_ns: int = BURST_GAP_NS) -> None:
+                 burst_gap_ns: int = BURST_GAP_NS,
+                 symbolize: Optional[Callable[[int], Optional[str]]] = None) -> None:
         self.window = window
         self.namer = namer
+        # Names shrinker callbacks known only by address when their events
+        # arrived (the slab tracer symbolizes them in later samples).
+        self.symbolize = symbolize
         self.gap = burst_gap_ns
         self.episodes: List[_Episode] = []
         self.dropped = 0
@@ -569,6 +573,14 @@ class EpisodeBuilder:
             pick = readings[-1][1]
         return {k: pick.get(k) for k in TASKSTATS_FIELDS if k in pick}
 
+    def _shrinker_name(self, key: str) -> str:
+        if self.symbolize is not None and key.startswith("0x"):
+            try:
+                return self.symbolize(int(key, 16)) or key
+            except ValueError:
+                return key
+        return key
+
     def _reported(self) -> List[_Episode]:
         eps = self.episodes
         if len(eps) <= MAX_REPORTED:
@@ -592,8 +604,8 @@ class EpisodeBuilder:
                 if self.taskstats:
                     row["delays"] = self._delays(t.tid, end)
                 stalls.append(row)
-            shr = [{"name": k, "calls": v[0], "scanned": v[1], "freed": v[2],
-                    "time_ns": v[3]} for k, v in ep.shrinkers.items()]
+            shr = [{"name": self._shrinker_name(k), "calls": v[0], "scanned": v[1],
+                    "freed": v[2], "time_ns": v[3]} for k, v in ep.shrinkers.items()]
             seq = sorted(ep.sequence.items(), key=lambda kv: (kv[1], kv[0]))
             doc: Dict[str, Any] = {
                 "id": ep.id, "node": ep.node, "kind": ep.kind,

@@ -114,6 +114,6 @@ class Tracer:
 
 def registry() -> Dict[str, Tracer]:
     """Every tracer this version has, by name, in report order."""
-    from tracers import oom, reclaim
+    from tracers import oom, reclaim, slab, vmalloc
 
-    return {t.name: t for t in (reclaim.TRACER, oom.TRACER)}
+    return {t.name: t for t in (reclaim.TRACER, vmalloc.TRACER, slab.TRACER, oom.TRACER)}

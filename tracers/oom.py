@@ -118,6 +118,15 @@ events.register(EV_RECLAIM_RETRY_ZONE,
 events.register(EV_COMPACT_RETRY, events.struct_decoder(CompactRetry, "iiiiiI", 6))
 
 
+# bpf/events.h struct per record type (tests/test_events_h.py checks sizes).
+C_STRUCTS = {
+    EV_MARK_VICTIM: "mark_victim_event",
+    EV_COMPACTION: "compaction_event",
+    EV_RECLAIM_RETRY_ZONE: "reclaim_retry_zone_event",
+    EV_COMPACT_RETRY: "compact_retry_event",
+}
+
+
 def is_kcompactd(comm: str) -> bool:
     return comm.startswith("kcompactd")
 

@@ -2,8 +2,9 @@
 
     .venv/bin/python tests/record_fixture.py NAME [--delayacct] -- pressure --seconds 3
 
-Holds the machine lock for the whole run (the recorder and the workload),
-so no other workload on this machine mixes into the recording.
+The workload runs as its own process, started after the recorder turned
+delay accounting on (only tasks forked while it is on are accounted); it
+takes the workloads' machine lock itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.livetools import Trace, machine_lock  # noqa: E402
+from tests.livetools import Trace  # noqa: E402
 
 
 def main() -> int:
@@ -33,16 +34,15 @@ def main() -> int:
     a = p.parse_args()
     out = os.path.join(a.dir, a.name + ".trc")
     args = ["-i", a.interval] + (["--delayacct"] if a.delayacct else [])
-    with machine_lock():
-        t = Trace(a.dir, args=args)
-        with t:
-            # A separate process started after the recorder: delay accounting
-            # only covers tasks forked while it is on.
-            cmd = [sys.executable, os.path.join(ROOT, "examples", "pressure.py"), "-j",
-                   "--seconds", str(a.seconds)] + (["--mib", str(a.mib)] if a.mib else [])
-            r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            res = json.loads(r.stdout)
-            time.sleep(a.settle)  # let kswapd go back to sleep inside the trace
+    t = Trace(a.dir, args=args)
+    with t:
+        # A separate process started after the recorder: delay accounting
+        # only covers tasks forked while it is on.
+        cmd = [sys.executable, os.path.join(ROOT, "examples", "pressure.py"), "-j",
+               "--seconds", str(a.seconds)] + (["--mib", str(a.mib)] if a.mib else [])
+        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        res = json.loads(r.stdout)
+        time.sleep(a.settle)  # let kswapd go back to sleep inside the trace
     os.replace(t.path, out)
     print(json.dumps({"recording": out, "bytes": os.path.getsize(out),
                       "workload_vmstat": {k: v for k, v in res["vmstat"].items()

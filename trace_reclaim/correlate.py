@@ -237,7 +237,7 @@ class Correlator:
     def live_state(self) -> Dict[str, Any]:
         """What the live view shows between reports (cheap: no report())."""
         reclaim = self.aggs.get("reclaim")
-        oom = self.aggs.get("oom")
+        oom: Any = self.aggs.get("oom")
         totals: Dict[str, Any] = {}
         if reclaim is not None:
             lat = getattr(reclaim, "all_lat", None)

@@ -604,8 +604,9 @@ class EpisodeBuilder:
                 if self.taskstats:
                     row["delays"] = self._delays(t.tid, end)
                 stalls.append(row)
-            shr = [{"name": self._shrinker_name(k), "calls": v[0], "scanned": v[1],
-                    "freed": v[2], "time_ns": v[3]} for k, v in ep.shrinkers.items()]
+            shr: List[Dict[str, Any]] = [
+                {"name": self._shrinker_name(k), "calls": v[0], "scanned": v[1],
+                 "freed": v[2], "time_ns": v[3]} for k, v in ep.shrinkers.items()]
             seq = sorted(ep.sequence.items(), key=lambda kv: (kv[1], kv[0]))
             doc: Dict[str, Any] = {
                 "id": ep.id, "node": ep.node, "kind": ep.kind,

@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands that live in their own modules: each has add_parser(sub), which
 # registers its parser with set_defaults(func=run), and run(args, env) -> int.
-COMMAND_MODULES: List[str] = []
+COMMAND_MODULES: List[str] = ["trace_reclaim.runner", "trace_reclaim.diff"]
 
 
 def _command_modules() -> List[Any]:

@@ -379,7 +379,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("-n", "--runs", type=int, default=5, metavar="N",
                    help="repetitions (default 5)")
     p.add_argument("-o", "--output", metavar="DIR",
-                   help="directory for the recordings (created; must not hold them already)")
+                   help="directory for the recordings (created if needed; runs already "
+                        "there are kept and numbering continues after them)")
     p.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE",
                    help="set for all runs, restored afterwards (repeatable)")
     p.add_argument("--no-settle", action="store_true",
@@ -408,23 +409,29 @@ def run(args: argparse.Namespace, env: Any) -> int:
     if not env.is_root():
         raise cli.UserError("run changes kernel settings and loads BPF: it needs root",
                             "run it as root, e.g. sudo trace-reclaim run ...")
-    os.makedirs(args.output, exist_ok=True)
-    paths = [os.path.join(args.output, f"{w.name}-{i}.trc") for i in range(1, args.runs + 1)]
-    clash = [p for p in paths if os.path.exists(p)]
-    if clash:
-        raise cli.UserError(f"{clash[0]} exists; run does not overwrite recordings",
-                            "choose another -o DIR or remove the old runs")
+    try:
+        os.makedirs(args.output, exist_ok=True)
+        first = next_index(args.output, w.name)
+    except OSError as e:
+        raise cli.UserError(f"cannot use {args.output}: {e.strerror or e}",
+                            "choose a writable directory") from None
+    # Numbering continues after the runs already there, so sides can be
+    # interleaved (run -n 1 -o base; run -n 1 -o new; ...) and nothing is
+    # ever overwritten.
+    paths = [os.path.join(args.output, f"{w.name}-{i}.trc")
+             for i in range(first, first + args.runs)]
 
     def log(msg: str) -> None:
         print(f"run: {msg}", file=env.stderr, flush=True)
 
     lock = contextlib.nullcontext() if args.no_machine_lock else _machine_lock(log)
     with lock:
-        return _run_all(args, env, w, params, sysctls, paths, log)
+        return _run_all(args, env, w, params, sysctls, paths, first, log)
 
 
 def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, Any],
-             sysctls: Dict[str, str], paths: List[str], log: Callable[[str], None]) -> int:
+             sysctls: Dict[str, str], paths: List[str], first: int,
+             log: Callable[[str], None]) -> int:
     cli = _cli()
     _examples_on_path()
     from examples import _restore
@@ -443,13 +450,13 @@ def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, 
             for i, path in enumerate(paths, 1):
                 settled = None if args.no_settle else settle(log)
                 desc = {
-                    "name": w.name, "params": params, "repetition": i,
-                    "repetitions": len(paths), "sysctls": sysctls, "sysctls_before": was,
+                    "name": w.name, "params": params, "repetition": first + i - 1,
+                    "sysctls": sysctls, "sysctls_before": was,
                     "vm": read_sysctls(), "machine": machine_description(),
                     "settle": settled, "runner": "trace-reclaim run",
                 }
                 rec = Recorder(path, desc)
-                log(f"{w.name} {i}/{len(paths)}: recording to {path}")
+                log(f"{w.name} run {i} of {len(paths)}: recording to {path}")
                 rec.start()
                 try:
                     t0 = time.monotonic()
@@ -464,7 +471,7 @@ def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, 
                         f"the recorder of run {i} exited with {rc}: {_last(rec.stderr)}",
                         "run 'trace-reclaim check'; the workload's settings were restored")
                 done.append(path)
-                log(f"{w.name} {i}/{len(paths)}: done in {took:.1f} s"
+                log(f"{w.name} run {i} of {len(paths)}: done in {took:.1f} s"
                     + _result_summary(result))
     except _restore.WorkloadError as e:
         raise cli.UserError(f"workload {w.name}: {e}", e.hint or "") from None
@@ -483,6 +490,15 @@ def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, 
     for p in done:
         print(p, file=env.stdout)
     return int(cli.ExitStatus.OK)
+
+
+def next_index(directory: str, name: str) -> int:
+    """The repetition number after the highest WORKLOAD-<i>.trc[.incomplete] in DIR."""
+    import re
+
+    pat = re.compile(re.escape(name) + r"-(\d+)\.trc(\.incomplete)?$")
+    seen = [int(m.group(1)) for f in os.listdir(directory) if (m := pat.match(f))]
+    return max(seen, default=0) + 1
 
 
 def _set_aside(path: str, log: Callable[[str], None]) -> None:

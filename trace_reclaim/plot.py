@@ -52,7 +52,13 @@ def latency_plot(base: Sequence[Any], new: Sequence[Any], path: str) -> None:
                         label=f"{side}: {len(pooled)} stalls in {nruns} of {len(runs)} runs, "
                               f"median {_us(x[len(x) // 2])}")
         if any_stalls:
+            from matplotlib.ticker import FuncFormatter
+
             ax.set_xscale("log")
+            plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(
+                FuncFormatter(lambda v, _pos: f"{v:g}" if str(int(v))[0] in "25" else ""))
             ax.legend(loc="lower right", fontsize=8)
         else:
             ax.text(0.5, 0.5, "no direct-reclaim stalls on either side",

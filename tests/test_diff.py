@@ -478,3 +478,13 @@ def test_truncated_recording_still_diffs_with_a_warning(tmp_path, recordings):
     rc, out, err = main(["diff", *base, "--", str(cut), *new[1:]])
     assert rc == 0
     assert "ends early" in err
+
+
+def test_missing_scipy_is_an_error_with_a_hint(recordings, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy now fails
+    base, new = recordings
+    rc, out, err = main(["diff", *base, "--", *new])
+    assert rc == cli.ExitStatus.ERROR
+    assert "need scipy" in err and "trace-reclaim[diff]" in err and "Traceback" not in err

@@ -658,10 +658,26 @@ def _late_options(args: argparse.Namespace) -> List[str]:
     return left + (["--"] + right if right is not None else [])
 
 
+def _require(module: str, what: str) -> None:
+    import importlib
+
+    import cli
+
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise cli.UserError(f"{what} need {module}, which is not importable: {e}",
+                            "install the diff extra: pip install 'trace-reclaim[diff]' "
+                            "(./bootstrap.sh does)") from None
+
+
 def run(args: argparse.Namespace, env: Any) -> int:
     import cli
 
     tokens = _late_options(args)
+    _require("scipy", "the significance tests")
+    if args.plot:
+        _require("matplotlib", "--plot")
     alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
     if not 0 < alpha < 1:
         raise cli.UserError(f"--alpha must be between 0 and 1, not {alpha}",

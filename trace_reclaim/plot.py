@@ -70,7 +70,7 @@ def latency_plot(base: Sequence[Any], new: Sequence[Any], path: str) -> None:
         ax.set_title("Direct-reclaim stall latency: thin = one run, thick = pooled",
                      fontsize=10)
 
-        for i, (side, runs, color) in enumerate((("base", base, BASE_COLOR),
+        for i, (_side, runs, color) in enumerate((("base", base, BASE_COLOR),
                                                  ("new", new, NEW_COLOR))):
             counts = [len(r.latencies_ns) for r in runs]
             xs = [i + (j - (len(counts) - 1) / 2) * 0.06 for j in range(len(counts))]

@@ -488,3 +488,17 @@ def test_missing_scipy_is_an_error_with_a_hint(recordings, monkeypatch):
     rc, out, err = main(["diff", *base, "--", *new])
     assert rc == cli.ExitStatus.ERROR
     assert "need scipy" in err and "trace-reclaim[diff]" in err and "Traceback" not in err
+
+
+def test_errors_when_cli_py_runs_as_a_script(recordings):
+    # ./trace-reclaim runs cli.py as __main__: errors must still be error:/hint:.
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base, _ = recordings
+    r = subprocess.run([sys.executable, os.path.join(root, "cli.py"), "diff", *base, "--",
+                        "/nonexistent/x.trc"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("error: cannot read /nonexistent/x.trc") and "hint:" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -103,3 +103,16 @@ def test_help_lists_the_workloads():
     text = [a for a in parser._actions if a.dest == "command"][0].choices["run"].format_help()
     for name in runner.WORKLOADS:
         assert name in text
+
+
+def test_errors_when_cli_py_runs_as_a_script():
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, "cli.py"), "run", "pressure",
+                        "-o", "/nonexistent", "--param", "nosuch=1"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: workload pressure has no parameter 'nosuch'")
+    assert "Traceback" not in r.stderr

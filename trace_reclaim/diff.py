@@ -40,6 +40,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from trace_reclaim.runner import cli_module
+
 __all__ = ["Run", "Item", "Comparison", "load_run", "run_metrics", "compare",
            "holm", "header_differences", "render_table", "render_json",
            "add_parser", "run", "split_sides", "MWU", "BOOTSTRAP"]
@@ -456,7 +458,7 @@ def header_differences(base: Sequence[Run], new: Sequence[Run]) -> Tuple[List[st
 # -- loading -----------------------------------------------------------------
 def load_run(path: str, env: Any) -> Run:
     """Replay a recording: its report document and its per-stall latencies."""
-    import cli
+    cli = cli_module()
     from trace_reclaim import events
     from trace_reclaim.recording import Reader, RecordingError
     from tracers import reclaim
@@ -486,7 +488,7 @@ def load_run(path: str, env: Any) -> Run:
 
 def split_sides(tokens: List[str]) -> Tuple[List[str], List[str]]:
     """Split ``BASE... -- NEW...``; raise UserError when a side is missing."""
-    import cli
+    cli = cli_module()
 
     if "--" not in tokens:
         raise cli.UserError("diff needs '--' between the base and the new recordings",
@@ -636,7 +638,7 @@ def add_parser(sub: Any) -> None:
 
 def _late_options(args: argparse.Namespace) -> List[str]:
     """Options given after the first recording land in the remainder: parse them."""
-    import cli
+    cli = cli_module()
 
     late = cli._Parser(prog="trace-reclaim diff", add_help=False)
     _add_options(late)
@@ -661,7 +663,7 @@ def _late_options(args: argparse.Namespace) -> List[str]:
 def _require(module: str, what: str) -> None:
     import importlib
 
-    import cli
+    cli = cli_module()
 
     try:
         importlib.import_module(module)
@@ -672,7 +674,7 @@ def _require(module: str, what: str) -> None:
 
 
 def run(args: argparse.Namespace, env: Any) -> int:
-    import cli
+    cli = cli_module()
 
     tokens = _late_options(args)
     _require("scipy", "the significance tests")

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["WORKLOADS", "Workload", "add_parser", "run", "parse_params",
-           "parse_sysctls", "MACHINE_LOCK", "REPORTED_SYSCTLS"]
+           "parse_sysctls", "MACHINE_LOCK", "REPORTED_SYSCTLS", "cli_module"]
 
 #: The machine-wide lock the live tests hold (tests/livetools.py): one
 #: workload at a time on a machine, across processes and engineers.
@@ -116,10 +116,22 @@ def _examples_on_path() -> None:
         sys.path.insert(0, root)
 
 
-def _cli():  # type: ignore[no-untyped-def]
+def cli_module() -> Any:
+    """The cli module whose main() is running, for UserError and ExitStatus.
+
+    ``./trace-reclaim`` runs cli.py as ``__main__``; ``import cli`` would then
+    load a second copy whose UserError main() does not catch (a traceback
+    instead of error:/hint:).  Use the running one when it is cli.py.
+    """
+    main = sys.modules.get("__main__")
+    if main is not None and hasattr(main, "UserError") and hasattr(main, "COMMAND_MODULES"):
+        return main
     import cli
 
     return cli
+
+
+_cli = cli_module
 
 
 def _convert(name: str, text: str, default: Any) -> Any:

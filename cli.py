@@ -70,7 +70,7 @@ examples:
   trace-reclaim check                  # what this kernel offers, the attach plan
   trace-reclaim                        # live: one row per second until Ctrl-C
   trace-reclaim live -d 10 -i 2        # live for 10 s, rows every 2 s
-  trace-reclaim live -p 1234 -o run.trc  # only process 1234, recording too
+  trace-reclaim live -p 1 -o pid1.trc   # only process 1 (init), recording too
   trace-reclaim live -j -d 5           # JSON lines, then the report as JSON
   trace-reclaim record -o run.trc -d 60  # record only
   trace-reclaim report run.trc         # the report of a recording
@@ -95,6 +95,13 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _power_of_two(s: str) -> int:
+    v = _positive(int)(s)
+    if v & (v - 1):
+        raise argparse.ArgumentTypeError(f"must be a power of two: {s!r}")
+    return int(v)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="trace-reclaim", description=__doc__.splitlines()[0],
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-o", "--output", metavar="FILE", required=record_only,
                         help="record to FILE (must not exist)")
         sp.add_argument("--workload", metavar="JSON", help=argparse.SUPPRESS)
+        # Developer knobs: tests use them to force ring-buffer loss for real.
+        sp.add_argument("--ringbuf-pages", type=_power_of_two, default=1024,
+                        help=argparse.SUPPRESS)
+        sp.add_argument("--slow-consumer-ms", type=_positive(int), default=0,
+                        help=argparse.SUPPRESS)
         sp.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
         if not record_only:
             sp.add_argument("-j", "--json", action="store_true",
@@ -250,6 +262,14 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
         print(bpf_source({n: registry[n] for n in plan.tracers}), file=env.stdout)
         print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid)) + " */", file=env.stdout)
         return ExitStatus.OK
+    if args.output:  # before any slow step: bad input fails fast
+        if os.path.lexists(args.output):
+            raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
+                            "recordings", "choose another file name")
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write {args.output}: {parent} is not writable",
+                            "choose a writable path")
     probe = _preflight(env)
     plan = probe.plan(registry)
     if "reclaim" not in plan.tracers:
@@ -288,7 +308,8 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
                           plan=plan, header=header, interval_s=args.interval,
                           duration_s=args.duration, tgid=args.pid, writer=writer,
-                          on_row=on_row)
+                          on_row=on_row, ringbuf_pages=args.ringbuf_pages,
+                          slow_consumer_ms=args.slow_consumer_ms)
     try:
         try:
             session.load()

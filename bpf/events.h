@@ -23,13 +23,15 @@ enum event_type {
 	EV_KSWAPD_SLEEP = 3,		/* vmscan:mm_vmscan_kswapd_sleep */
 	EV_DIRECT_RECLAIM = 4,		/* direct_reclaim_begin .. _end, one record */
 	/* vmalloc (tracers/vmalloc.py) */
-	EV_ALLOC_VMAP_AREA = 16,
-	EV_FREE_VMAP_AREA = 17,
-	EV_PURGE_VMAP_AREA = 18,
-	EV_VMALLOC_PAGE_ALLOC = 19,
-	EV_KMALLOC_LARGE = 20,
+	EV_ALLOC_VMAP_AREA = 16,	/* vmalloc:alloc_vmap_area (+ fentry request) */
+	EV_FREE_VMAP_AREA = 17,		/* vmalloc:free_vmap_area_noflush */
+	EV_PURGE_VMAP_AREA = 18,	/* vmalloc:purge_vmap_area_lazy */
+	EV_VMALLOC_PAGE_ALLOC = 19,	/* kmem:mm_page_alloc, huge order, armed task */
+	EV_KMALLOC_LARGE = 20,		/* kmem:kmalloc failed (ptr 0): kvmalloc size */
 	/* slab (tracers/slab.py) */
 	EV_SHRINK_SLAB = 32,		/* mm_shrink_slab_start .. _end, one record */
+	EV_KMEM_CACHE_CREATE = 33,	/* fexit __kmem_cache_create_args (SLAB_LIFECYCLE_FENTRY) */
+	EV_KMEM_CACHE_DESTROY = 34,	/* fentry kmem_cache_destroy (SLAB_LIFECYCLE_FENTRY) */
 	/* oom and compaction */
 	EV_MARK_VICTIM = 48,
 	EV_COMPACT_STALL = 49,
@@ -68,6 +70,97 @@ struct direct_reclaim_event {
 	__u64 nr_reclaimed_pages;
 	__s32 order;
 	__u32 retries;			/* do_try_to_free_pages() passes restarted */
+};
+
+/* vmalloc: flags of struct alloc_vmap_area_event */
+#define VMAP_EV_ARMED		1	/* huge attempt: its page allocs are watched */
+#define VMAP_EV_EXACT		2	/* requested_bytes/vm_flags from fentry/kprobe */
+#define VMAP_EV_ARM_FULL	4	/* huge attempt, but the arm table was full */
+
+struct alloc_vmap_area_event {
+	struct event_header hdr;
+	__u64 addr;			/* va_start */
+	__u64 size_bytes;		/* mapped size, guard page included */
+	__u64 align_bytes;
+	__u64 vstart;
+	__u64 vend;
+	__u64 requested_bytes;		/* VMAP_EV_EXACT only, else 0 */
+	__u64 vm_flags;			/* VMAP_EV_EXACT only, else 0 */
+	__s32 stack_id;			/* kernel stack; < 0: -errno, not recorded */
+	__s32 failed;
+	__u32 flags;			/* VMAP_EV_* */
+	__u32 pad;
+};
+
+struct free_vmap_area_event {
+	struct event_header hdr;
+	__u64 addr;			/* va_start */
+	__u64 nr_lazy_pages;
+	__u64 nr_lazy_max_pages;
+};
+
+struct purge_vmap_area_event {
+	struct event_header hdr;
+	__u64 start;
+	__u64 end;
+	__u32 nr_purged;
+	__u32 pad;
+};
+
+/* One huge-order page allocation by a task while its huge vmalloc is armed. */
+struct vmalloc_page_alloc_event {
+	struct event_header hdr;
+	__u64 area_addr;		/* va_start of the armed area */
+	__u64 gfp_flags;
+	__u32 order;
+	__s32 failed;			/* 1: no page (pfn -1) */
+	__u32 index;			/* huge pages seen before this one */
+	__u32 expected;			/* huge pages the area needs */
+};
+
+/* kmalloc that returned NULL for a large size: kvmalloc's first try. */
+struct kmalloc_large_event {
+	struct event_header hdr;
+	__u64 bytes_req;
+	__u64 bytes_alloc;
+	__u64 gfp_flags;
+	__s32 node;
+	__u32 pad;
+};
+
+/* Which reclaim ran a shrinker (shrink_slab_event.context). */
+enum slab_reclaim_context {
+	SLAB_CTX_OTHER = 0,		/* kswapd (by comm), drop_caches, ... */
+	SLAB_CTX_DIRECT = 1,		/* inside mm_vmscan_direct_reclaim_begin/end */
+	SLAB_CTX_MEMCG = 2,		/* inside mm_vmscan_memcg_reclaim_begin/end */
+	SLAB_CTX_NODE = 3,		/* inside mm_vmscan_node_reclaim_begin/end */
+};
+
+#define SLAB_NAME_LEN 40
+
+struct shrink_slab_event {
+	struct event_header hdr;	/* hdr.ts_ns is the end; start = end - delta */
+	__u64 delta_ns;
+	__u64 shr;			/* struct shrinker * */
+	__u64 shrink;			/* its scan_objects callback */
+	__u64 cache_items;		/* freeable: count_objects() at start */
+	__u64 delta;			/* new scan work from this call */
+	__u64 total_scan;		/* asked to scan, at start */
+	__s64 unscanned;		/* total_scan left at end */
+	__s64 nr_deferred;		/* deferred work taken at start */
+	__s64 new_deferred;		/* deferred work left at end */
+	__u64 gfp_flags;
+	__s32 freed;			/* retval: objects freed */
+	__s32 nid;
+	__s32 priority;
+	__u32 context;			/* enum slab_reclaim_context */
+	__u64 reclaim_start_ns;		/* when that reclaim began (0: unknown) */
+};
+
+struct kmem_cache_event {
+	struct event_header hdr;
+	__u64 cache;			/* struct kmem_cache * */
+	char name[SLAB_NAME_LEN];
 };
 
 #endif /* TRACE_RECLAIM_EVENTS_H */

@@ -218,7 +218,8 @@ def machine_lock(timeout=120.0, path=_LOCK_PATH):
                 if time.monotonic() > deadline:
                     raise WorkloadError(
                         "another workload holds %s" % path,
-                        "wait for it to finish, or check for a stuck process with fuser %s" % path)
+                        "wait for it to finish, or check for a stuck process with fuser %s" % path
+                    ) from None
                 time.sleep(0.1)
         _lock_state.depth = 1
         try:

@@ -188,7 +188,8 @@ def main(argv=None):
 
     def body():
         log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-        res = run(args.mib, args.ballast_mib, args.disksize_mib * MiB, log=log, timeout=args.timeout)
+        res = run(args.mib, args.ballast_mib, args.disksize_mib * MiB, log=log,
+                  timeout=args.timeout)
         if args.json:
             print(json.dumps(res))
         if res["child_status"] != 0:

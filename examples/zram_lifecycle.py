@@ -167,7 +167,8 @@ def run(disksize="64M", mib=16, log=print):
         for phase, entries in phases.items():
             log("%-10s " % phase + "  ".join("%s %s" % (k, v) for k, v in entries.items()))
         for k, (t, alive) in res["merged_targets_after_reset"].items():
-            log("after reset: %s's merged cache %s %s" % (k, t, "still exists" if alive else "is gone"))
+            state = "still exists" if alive else "is gone"
+            log("after reset: %s's merged cache %s %s" % (k, t, state))
         log("zram devices before %s, after %s" % (before, res["devices_after"]))
     return res
 

@@ -8,7 +8,6 @@ workload, then stops it with SIGINT and replays the recording.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import os
@@ -20,7 +19,6 @@ import time
 from typing import Any, Dict, Iterator, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCK_PATH = "/run/lock/trace-reclaim-machine.lock"
 
 
 def live_unavailable_reason() -> Optional[str]:
@@ -35,14 +33,15 @@ def live_unavailable_reason() -> Optional[str]:
 
 @contextlib.contextmanager
 def machine_lock() -> Iterator[None]:
-    """One workload at a time on this machine, across processes."""
-    os.makedirs(os.path.dirname(LOCK_PATH), exist_ok=True)
-    with open(LOCK_PATH, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """One workload at a time on this machine, across processes.
+
+    The same lock the examples/ workloads take, re-entrant within a thread,
+    so a test holding it can run a workload in-process.
+    """
+    from examples._restore import machine_lock as workload_lock
+
+    with workload_lock(timeout=1800):
+        yield
 
 
 def run_cli(args: List[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -70,7 +69,7 @@ class Trace:
         self.stderr = ""
         self.report: Dict[str, Any] = {}
 
-    def __enter__(self) -> "Trace":
+    def __enter__(self) -> Trace:
         cmd = [sys.executable, os.path.join(ROOT, "cli.py"),
                "live" if self.live else "record", "-o", self.path, *self.args]
         self._err = tempfile.TemporaryFile(mode="w+")

@@ -104,7 +104,7 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
     out += table(["", "TRACED", "KERNEL", "COUNTER"], rows)
     out.append("")
 
-    for name, agg in tracers.items():
+    for agg in tracers.values():
         section = doc.get(agg.section)
         if section is None:
             continue

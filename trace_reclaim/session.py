@@ -36,8 +36,8 @@ class SessionError(Exception):
 
 
 def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str]:
-    return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}", f"-DTARG_TGID={tgid}",
-            *plan.cflags]
+    return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}",
+            f"-DTARG_TGID={tgid}", *plan.cflags]
 
 
 def bpf_source(tracers: Dict[str, Any]) -> str:
@@ -99,7 +99,7 @@ class LiveSession:
                  tgid: int = 0, writer: Optional[Writer] = None,
                  on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
-                 ringbuf_pages: int = 1024) -> None:
+                 ringbuf_pages: int = 1024, slow_consumer_ms: int = 0) -> None:
         self.bpf_factory = bpf_factory
         self.procfs = procfs
         self.tracers = {n: tracers[n] for n in plan.tracers}
@@ -112,6 +112,8 @@ class LiveSession:
         self.on_row = on_row
         self.clock = clock
         self.ringbuf_pages = ringbuf_pages
+        # Tests only: drain the ring buffer this rarely, to make real losses.
+        self.slow_consumer_ms = slow_consumer_ms
         self.correlator = Correlator(header, self.tracers.values())
         self._batch: List[bytes] = []
         self._stop: Optional[str] = None
@@ -218,11 +220,18 @@ class LiveSession:
         next_tick = start + self.interval_ns
         end = start + self.duration_ns if self.duration_ns else None
         interval = 0
+        last_consume = start
         while self._stop is None:
             now = self.clock()
             deadline = next_tick if end is None else min(next_tick, end)
             timeout_ms = max(0, min(100, (deadline - now) // 1_000_000))
-            b.ring_buffer_poll(int(timeout_ms))
+            if self.slow_consumer_ms:
+                time.sleep(timeout_ms / 1000)
+                if now - last_consume >= self.slow_consumer_ms * 1_000_000:
+                    b.ring_buffer_consume()
+                    last_consume = now
+            else:
+                b.ring_buffer_poll(int(timeout_ms))
             self._flush_batch()
             now = self.clock()
             if end is not None and now >= end:

@@ -114,6 +114,6 @@ class Tracer:
 
 def registry() -> Dict[str, Tracer]:
     """Every tracer this version has, by name, in report order."""
-    from tracers import reclaim
+    from tracers import reclaim, slab, vmalloc
 
-    return {t.name: t for t in (reclaim.TRACER,)}
+    return {t.name: t for t in (reclaim.TRACER, vmalloc.TRACER, slab.TRACER)}

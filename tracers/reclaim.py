@@ -71,6 +71,14 @@ class DirectReclaim(events.Event):
         return self.ts_ns - self.delta_ns
 
 
+# The C struct behind each record type (tests/test_events_h.py compares sizes).
+C_STRUCTS = {
+    EV_WAKEUP_KSWAPD: "wakeup_kswapd_event",
+    EV_KSWAPD_WAKE: "kswapd_wake_event",
+    EV_KSWAPD_SLEEP: "kswapd_wake_event",
+    EV_DIRECT_RECLAIM: "direct_reclaim_event",
+}
+
 events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "QiiiI", 4))
 events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "iiiI", 3))
 events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "iiiI", 3))

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Install what trace-reclaim needs on a Debian machine, then run it.
+#
+#   sudo ./bootstrap.sh trace [ARGS...]   install what is missing, trace live
+#   sudo ./bootstrap.sh test  [PYTEST ARGS...]   install what is missing, run
+#                                         lint, type checks and every test
+#
+# Idempotent: every step checks before it acts, so a second run only checks.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+
+say() { echo "bootstrap: $*" >&2; }
+die() { echo "error: $1" >&2; echo "hint: $2" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "bootstrap.sh installs packages and loads BPF programs: it needs root" \
+                           "run it as root: sudo ./bootstrap.sh ${1:-trace}"
+command -v apt-get >/dev/null || die "no apt-get: this script sets up Debian (12 or later)" \
+                                     "install python3-bpfcc and kernel headers by hand, then run ./trace-reclaim"
+
+release=$(uname -r)
+arch=$(dpkg --print-architecture)
+apt_updated=""
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ -z "$apt_updated" ]; then
+        say "apt-get update"
+        apt-get update -qq >&2
+        apt_updated=1
+    fi
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# bcc's Python bindings come from Debian (PyPI's "bcc" is another project);
+# bpftool reads per-program BPF run time for the benchmarks; util-linux has
+# mkswap/swapon for the zram workloads.
+apt_install python3-bpfcc python3-venv bpftool util-linux
+
+# Kernel headers: bcc compiles every program against them.  Prefer the
+# running kernel's; else the nearest version the archive has, linked where
+# bcc looks.  Tracepoint programs stay correct with other headers: their
+# argument structs come from the live tracefs format files.
+headers_ok() { [ -e "/lib/modules/$release/build/include/generated/autoconf.h" ] ||
+               [ -e "/lib/modules/$release/build/include/config/auto.conf" ]; }
+if ! headers_ok; then
+    if apt-cache show "linux-headers-$release" >/dev/null 2>&1 ||
+       { [ -z "$apt_updated" ] && apt-get update -qq >&2 && apt_updated=1 &&
+         apt-cache show "linux-headers-$release" >/dev/null 2>&1; }; then
+        apt_install "linux-headers-$release"
+    else
+        want=$(echo "$release" | sed -E 's/^([0-9]+)\.([0-9]+).*/\1 \2/')
+        flavour=cloud-$arch
+        # Nearest major.minor by distance, newest build of it; cloud flavour first.
+        best=$(apt-cache pkgnames linux-headers- |
+               grep -E "^linux-headers-[0-9]+\.[0-9]+\.[0-9]+.*-($flavour|$arch)\$" |
+               awk -v want="$want" -v fl="$flavour" '{
+                   split(want, w, " "); v = $0; sub(/^linux-headers-/, "", v)
+                   split(v, p, /[.+-]/); d = (w[1]-p[1])*1000 + (w[2]-p[2]); if (d < 0) d = -d
+                   pref = index($0, fl) ? 0 : 1
+                   printf "%08d %d %s\n", d, pref, $0 }' |
+               sort -k1,1n -k2,2n -k3,3Vr | head -n1 | cut -d" " -f3)
+        [ -n "$best" ] || die "no linux-headers package in the configured archives" \
+                              "add Debian's bookworm-updates or backports to apt sources"
+        apt_install "$best"
+        ver=${best#linux-headers-}
+        common=/usr/src/linux-headers-${ver%-*-*}-common
+        [ -d "$common" ] || common=/usr/src/linux-headers-${ver%-*}-common
+        mkdir -p "/lib/modules/$release"
+        ln -sfn "/usr/src/$best" "/lib/modules/$release/build"
+        [ -d "$common" ] && ln -sfn "$common" "/lib/modules/$release/source"
+        say "no headers for $release in the archive: using $best (nearest; see 'trace-reclaim check')"
+    fi
+fi
+
+# tracefs (bcc reads tracepoint formats there) and debugfs.
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug || true
+
+# The venv: Debian's interpreter with system site packages, so bcc imports.
+stamp=.venv/.trace-reclaim-installed
+want_stamp=$(cat setup.cfg pyproject.toml | sha256sum | cut -d" " -f1)
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv from /usr/bin/python3"
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
+    say "installing Python dependencies into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff]' >&2
+    echo "$want_stamp" > "$stamp"
+fi
+
+cmd=${1:-trace}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+trace)
+    exec ./trace-reclaim "$@" ;;
+test)
+    say "ruff"
+    .venv/bin/ruff check .
+    say "mypy (pure modules)"
+    .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
+        trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
+        $(ls trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/diff.py 2>/dev/null) \
+        tracers/
+    say "pytest"
+    exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
+*)
+    die "unknown command: $cmd" "use: sudo ./bootstrap.sh trace [ARGS] | test [PYTEST ARGS]" ;;
+esac

@@ -1,0 +1,235 @@
+"""Unit tests of the slab tracer: lifecycle from synthetic /sys/kernel/slab
+snapshots, the never-drains decision, shrinker aggregation, the report."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from trace_reclaim import events
+from tracers import Window
+from tracers.slab import (EV_SHRINK_SLAB, SETTLE_NS, SlabAggregator, ShrinkSlab,
+                          diff_lifecycle, never_drains, slabinfo_tolerance)
+
+S = 1_000_000_000
+
+
+def sysfs(caches, links):
+    return {"caches": {d: dict({"ino": 1, "aliases": 0}, **a) for d, a in caches.items()},
+            "links": {n: list(v) for n, v in links.items()}, "readable": True}
+
+
+BASE = sysfs({":0000056": {"ino": 10, "aliases": 6}, "dentry": {"ino": 11}},
+             {"ftrace_event_field": (":0000056", 20), "Acpi-Parse": (":0000056", 21)})
+
+
+def test_alias_create_is_merged_into_existing_cache():
+    cur = sysfs({":0000056": {"ino": 10, "aliases": 7}, "dentry": {"ino": 11}},
+                {"ftrace_event_field": (":0000056", 20), "Acpi-Parse": (":0000056", 21),
+                 "zspage-zram1": (":0000056", 30)})
+    out = diff_lifecycle(BASE, cur, 2, 1, {"ftrace_event_field", "dentry"}, set())
+    assert len(out) == 1
+    e = out[0]
+    assert (e["name"], e["event"], e["alias_of"], e["merged_dir"], e["shared_by"]) == \
+        ("zspage-zram1", "create", "ftrace_event_field", ":0000056", 8)
+
+
+def test_alias_destroy_is_inferred_and_link_left_stale():
+    cur = sysfs({":0000056": {"ino": 10, "aliases": 7}, "dentry": {"ino": 11}},
+                {"ftrace_event_field": (":0000056", 20), "Acpi-Parse": (":0000056", 21),
+                 "zspage-zram1": (":0000056", 30)})
+    after = sysfs({":0000056": {"ino": 10, "aliases": 6}, "dentry": {"ino": 11}},
+                  cur["links"])
+    gone = set()
+    out = diff_lifecycle(cur, after, 3, 2, {"ftrace_event_field"}, gone)
+    assert [(e["name"], e["event"], e["stale_link"]) for e in out] == \
+        [("zspage-zram1", "destroy", True)]
+    assert ("zspage-zram1", 30) in gone
+    # the same link is not blamed twice
+    after2 = sysfs({":0000056": {"ino": 10, "aliases": 5}, "dentry": {"ino": 11}},
+                   cur["links"])
+    out2 = diff_lifecycle(after, after2, 4, 3, {"ftrace_event_field"}, gone)
+    assert out2[0]["name"] == "Acpi-Parse"
+
+
+def test_new_mergeable_cache_then_destroy_leaves_dangling_link():
+    cur = sysfs({":0000056": {"ino": 10, "aliases": 6}, "dentry": {"ino": 11},
+                 ":0000008": {"ino": 40, "objects": 1024}},
+                dict(BASE["links"], **{"zs_handle-zram1": (":0000008", 41)}))
+    out = diff_lifecycle(BASE, cur, 2, 1, set(), set())
+    assert [(e["name"], e["event"], e["merged_dir"]) for e in out] == \
+        [("zs_handle-zram1", "create", ":0000008")]
+    after = sysfs({":0000056": {"ino": 10, "aliases": 6}, "dentry": {"ino": 11}},
+                  cur["links"])
+    out = diff_lifecycle(cur, after, 3, 2, {"zs_handle-zram1"}, set())
+    assert len(out) == 1
+    e = out[0]
+    assert (e["name"], e["event"], e["stale_link"], e["objects_at_destroy"]) == \
+        ("zs_handle-zram1", "destroy", True, 1024)
+
+
+def test_recreated_link_with_same_target_is_a_create():
+    before = sysfs({":0000008": {"ino": 40}}, {"x": (":0000008", 41)})
+    # directory re-created (new inode) and link re-created
+    after = sysfs({":0000008": {"ino": 50}}, {"x": (":0000008", 51)})
+    out = diff_lifecycle(before, after, 2, 1, {"x"}, set())
+    assert sorted(e["event"] for e in out) == ["create", "destroy"]
+
+
+def test_unmerged_cache_create_destroy():
+    before = sysfs({"dentry": {"ino": 11}}, {})
+    after = sysfs({"dentry": {"ino": 11}, "my_cache": {"ino": 12}}, {})
+    assert [(e["name"], e["event"], e["alias_of"]) for e in
+            diff_lifecycle(before, after, 2, 1, set(), set())] == [("my_cache", "create", None)]
+    assert [(e["name"], e["event"]) for e in
+            diff_lifecycle(after, before, 3, 2, set(), set())] == [("my_cache", "destroy")]
+
+
+def test_no_change_no_events():
+    assert diff_lifecycle(BASE, BASE, 2, 1, set(), set()) == []
+
+
+# -- never drains -------------------------------------------------------------
+
+PRESSURE = [(10 * S, 10 * S + 1000)]
+
+
+def test_pinned_growth_not_freed_is_flagged():
+    series = [(0, 5000), (5 * S, 55000), (10 * S + 1000 + SETTLE_NS, 54500), (12 * S, 54000)]
+    ev = never_drains(series, PRESSURE)
+    assert ev is not None and ev["before"] == 55000 and ev["after"] == 54500
+    assert ev["growth_before"] == 50000 and ev["settled"]
+
+
+def test_drained_cache_is_never_flagged():
+    series = [(0, 5000), (5 * S, 55000), (10 * S + SETTLE_NS + 1, 6000)]
+    assert never_drains(series, PRESSURE) is None
+
+
+def test_rcu_delay_judged_on_settled_sample():
+    # right after the shrink nothing fell yet (RCU); the settled sample fell
+    series = [(0, 5000), (5 * S, 55000), (10 * S + 10, 55000), (10 * S + SETTLE_NS, 6000)]
+    assert never_drains(series, PRESSURE) is None
+
+
+def test_static_cache_without_growth_not_flagged():
+    series = [(0, 20000), (5 * S, 20100), (12 * S, 20050)]
+    assert never_drains(series, PRESSURE) is None
+
+
+def test_no_pressure_no_finding():
+    assert never_drains([(0, 5000), (5 * S, 55000)], []) is None
+
+
+def test_later_release_does_not_hide_the_finding():
+    series = [(0, 5000), (5 * S, 55000), (11 * S, 54900), (13 * S, 4000)]
+    assert never_drains(series, PRESSURE) is not None
+
+
+@pytest.mark.parametrize("opc,cpu_partial,ncpus,want", [
+    (21, 120, 2, 2 * 21 * (1 + 12)), (73, 0, 4, 4 * 73), (1, 2, 1, 5)])
+def test_slabinfo_tolerance(opc, cpu_partial, ncpus, want):
+    assert slabinfo_tolerance({"objs_per_slab": opc, "cpu_partial": cpu_partial}, ncpus) == want
+
+
+# -- shrinker aggregation -------------------------------------------------------
+
+def shrink(ts, comm="kswapd0", shr=0x100, shrink_fn=0xffffffff81000000, scanned=128,
+           freed=64, total=128, prio=12, ctx=0, delta_ns=5, items=500, pid=77):
+    return ShrinkSlab(ts, EV_SHRINK_SLAB, pid, pid, 0, comm, delta_ns, shr, shrink_fn, items,
+                      10, total, total - scanned, 0, 0, 0xcc0, freed, 0, prio, ctx, 0)
+
+
+def agg():
+    a = SlabAggregator(Window(start_ns=1, header={"tracers": {"slab": {"ncpus": 2}}}))
+    return a
+
+
+def test_shrinker_aggregation_and_contexts():
+    a = agg()
+    a.feed(shrink(10))
+    a.feed(shrink(20, comm="python3", ctx=1, pid=42))
+    a.feed(shrink(30, comm="sh", prio=0, pid=43))
+    a.feed(shrink(40, comm="sh", prio=0, pid=43, shr=0x200))
+    a.on_sample(events.Sample(50, "slab", {"when": "tick",
+                                           "symbols": {"ffffffff81000000": "super_cache_scan"}}))
+    r = a.report()
+    names = sorted(s["name"] for s in r["shrinkers"])
+    assert names == ["super_cache_scan#1", "super_cache_scan#2"]
+    s1 = [s for s in r["shrinkers"] if s["shr"] == "0x100"][0]
+    assert (s1["calls"], s1["scanned"], s1["freed"], s1["time_ns"]) == (3, 384, 192, 15)
+    assert s1["contexts"] == {"kswapd": 1, "direct": 1, "drop_caches": 1}
+    assert s1["direct_reclaim_by"] == {"42 (python3)": 1}
+    assert r["drop_caches_runs"] == 1
+    t = a.totals(r)
+    assert t["shrink_slab_calls"] == 4 and t["shrink_slab_scanned"] == 512
+    rows = a.vmstat_rows(t, {"slabs_scanned": 512, "drop_slab": 1})
+    assert rows[0] == ["shrinker objects scanned", 512, 512, "slabs_scanned"]
+
+
+def test_futile_shrinker_flagged():
+    a = agg()
+    for i in range(12):
+        a.feed(shrink(10 + i, freed=0))
+    r = a.report()
+    assert r["shrinkers"][0]["frees_nothing"]
+    assert any("freed nothing" in line for line in a.render(r))
+
+
+def test_shrink_before_window_not_counted():
+    a = SlabAggregator(Window(start_ns=10_000))
+    a.feed(shrink(10_500, delta_ns=1000))
+    assert a.report()["shrinks_begun_before_window"] == 1
+
+
+def test_decoder_round_trip():
+    payload = struct.pack("<QIIII16s", 5, EV_SHRINK_SLAB, 1, 1, 0, b"kswapd0") + struct.pack(
+        "<QQQQQQqqqQiiiIQ", 9, 1, 2, 3, 4, 128, 0, 0, 0, 0xcc0, 64, 0, 12, 0, 0)
+    ev = events.decode(EV_SHRINK_SLAB, payload)
+    assert isinstance(ev, ShrinkSlab) and ev.scanned == 128 and ev.freed == 64
+
+
+# -- samples to findings ------------------------------------------------------------
+
+def _sample(ts, when, dentry_active, state, shrink_dir=None):
+    d = {"when": when, "caches": {"dentry": [dentry_active, 0]},
+         "slabinfo": {"dentry": [dentry_active, dentry_active + 100, 192, 21]},
+         "slabinfo_full": True, "dentry_state": state}
+    if when != "tick" or shrink_dir:
+        d["sys_slab"] = sysfs({"dentry": {"ino": 11, "reclaim_account": 1,
+                                          "objs_per_slab": 21, "cpu_partial": 120}}, {})
+    return events.Sample(ts, "slab", d)
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_findings_from_samples(pinned):
+    a = agg()
+    a.on_sample(_sample(0, "start", 5000, {"nr_dentry": 5000, "nr_unused": 1000}))
+    a.on_sample(_sample(2 * S, "tick", 55000, {"nr_dentry": 55000, "nr_unused": 1000}))
+    a.feed(shrink(3 * S, comm="sh", prio=0, freed=100 if pinned else 50000))
+    after = 54900 if pinned else 5100
+    a.on_sample(_sample(4 * S, "tick", after, {"nr_dentry": after, "nr_unused": 10}))
+    a.on_sample(_sample(5 * S, "end", after, {"nr_dentry": after, "nr_unused": 10}))
+    r = a.report()
+    dentry = [c for c in r["caches"] if c["name"] == "dentry"][0]
+    assert dentry["never_drains"] is pinned
+    assert (dentry["active_start"], dentry["active_end"]) == (5000, after)
+    if pinned:
+        assert dentry["reason"] == "pinned" and "in use" in dentry["reason_detail"]
+    for key in ("name", "allocs", "frees", "active_start", "active_end", "never_drains",
+                "reason"):
+        assert key in dentry
+    text = "\n".join(a.render(r))
+    assert ("! dentry" in text) is pinned
+
+
+def test_kmsg_warning_flags_destroyed_cache():
+    a = agg()
+    a.on_sample(events.Sample(1, "slab", {
+        "when": "tick", "caches": {"leaky": [10, 2]},
+        "kmsg": ["kmem_cache_destroy leaky: Slab cache still has objects when called "
+                 "from foo+0x10"]}))
+    r = a.report()
+    leaky = [c for c in r["caches"] if c["name"] == "leaky"][0]
+    assert leaky["never_drains"] and leaky["reason"] == "destroyed_with_objects"

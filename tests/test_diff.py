@@ -126,9 +126,19 @@ def test_slab_and_vmalloc_sections_when_present():
     assert (m["vmalloc.huge"], m["vmalloc.fallback"], m["vmalloc.huge_pages"]) == (2, 1, 5)
 
 
+def test_vmalloc_counts_prefer_by_verdict_over_the_capped_area_list():
+    vm = dict(VMALLOC, by_verdict={
+        "huge": {"areas": 40, "huge_pages": 120}, "fallback": {"areas": 7, "huge_pages": 0},
+        "not_eligible": {"areas": 900, "huge_pages": 0}})
+    m = diff.run_metrics(make_doc(vmalloc=vm))
+    assert (m["vmalloc.huge"], m["vmalloc.fallback"], m["vmalloc.huge_pages"]) == (40, 7, 120)
+
+
 @pytest.mark.parametrize("bad", [
     {"slab": "nonsense"}, {"slab": {"shrinkers": [None, {"name": ""}, 3]}},
     {"vmalloc": {"areas": "x"}}, {"vmalloc": {"areas": [None, {"verdict": 1}]}},
+    {"vmalloc": {"by_verdict": {"huge": None}, "areas": []}},
+    {"vmalloc": {"by_verdict": {"huge": {"areas": "x"}, "fallback": {}}}},
     {"slab": {"shrinkers": [{"name": "s", "freed": "many", "time_ns": True}]}},
 ])
 def test_malformed_optional_sections_are_skipped(bad):

@@ -136,7 +136,13 @@ def run_metrics(doc: Dict[str, Any]) -> Dict[str, Optional[float]]:
         if isinstance(caches, list):
             out["slab.never_drain_caches"] = float(len(never_drain_caches(doc)))
     vm = doc.get("vmalloc")
-    if isinstance(vm, dict) and isinstance(vm.get("areas"), list):
+    by = vm.get("by_verdict") if isinstance(vm, dict) else None
+    if isinstance(by, dict) and all(isinstance(by.get(v), dict) for v in ("huge", "fallback")):
+        # Every area counted, including those the (capped) areas list leaves out.
+        out["vmalloc.huge"] = _num(by["huge"].get("areas"))
+        out["vmalloc.fallback"] = _num(by["fallback"].get("areas"))
+        out["vmalloc.huge_pages"] = _num(by["huge"].get("huge_pages"))
+    elif isinstance(vm, dict) and isinstance(vm.get("areas"), list):
         areas = [a for a in vm["areas"] if isinstance(a, dict)]
         out["vmalloc.huge"] = float(sum(1 for a in areas if a.get("verdict") == "huge"))
         out["vmalloc.fallback"] = float(sum(1 for a in areas if a.get("verdict") == "fallback"))

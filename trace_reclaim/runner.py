@@ -48,11 +48,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["WORKLOADS", "Workload", "add_parser", "run", "parse_params",
-           "parse_sysctls", "MACHINE_LOCK", "REPORTED_SYSCTLS", "cli_module"]
+           "parse_sysctls", "REPORTED_SYSCTLS", "cli_module"]
 
-#: The machine-wide lock the live tests hold (tests/livetools.py): one
-#: workload at a time on a machine, across processes and engineers.
-MACHINE_LOCK = "/run/lock/trace-reclaim-machine.lock"
+#: How long to wait for another workload to finish before giving up.
+LOCK_TIMEOUT = 1800.0
 
 #: Reclaim tunables whose values every run records, set or not.
 REPORTED_SYSCTLS = ("vm.watermark_scale_factor", "vm.min_free_kbytes",
@@ -363,18 +362,27 @@ def _last(text: str) -> str:
 
 
 @contextlib.contextmanager
-def _machine_lock(log: Callable[[str], None], path: str = MACHINE_LOCK) -> Iterator[None]:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for {path}: another workload is running on this machine")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _machine_lock(log: Callable[[str], None]) -> Iterator[None]:
+    """Hold the lock every workload and live test takes (examples/_restore.py).
+
+    Taken before the recorder starts and the sysctls change, so a run never
+    records another workload, nor waits for the lock while recording.
+    Re-entrant within a thread: a live test holding it can run this in-process.
+    """
+    _examples_on_path()
+    from examples import _restore
+
+    path = _restore._LOCK_PATH
+    with contextlib.suppress(OSError):
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+            except BlockingIOError:
+                if not getattr(_restore._lock_state, "depth", 0):
+                    log(f"waiting for {path}: another workload is running here")
+    with _restore.machine_lock(timeout=LOCK_TIMEOUT):
+        yield
 
 
 # -- the subcommand ----------------------------------------------------------
@@ -437,8 +445,14 @@ def run(args: argparse.Namespace, env: Any) -> int:
         print(f"run: {msg}", file=env.stderr, flush=True)
 
     lock = contextlib.nullcontext() if args.no_machine_lock else _machine_lock(log)
-    with lock:
-        return _run_all(args, env, w, params, sysctls, paths, first, log)
+    _examples_on_path()
+    from examples import _restore
+
+    try:
+        with lock:
+            return _run_all(args, env, w, params, sysctls, paths, first, log)
+    except _restore.WorkloadError as e:  # the lock timed out
+        raise cli.UserError(str(e), e.hint or "") from None
 
 
 def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, Any],

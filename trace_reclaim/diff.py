@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -126,7 +127,10 @@ def run_metrics(doc: Dict[str, Any]) -> Dict[str, Optional[float]]:
             for s in shrinkers:
                 if not isinstance(s, dict) or not s.get("name"):
                     continue
-                n = str(s["name"])
+                # "super_cache_scan#3": the third superblock seen in that run;
+                # instance numbers are not stable across runs, so compare the
+                # shrinker function, all its instances together.
+                n = re.sub(r"#\d+$", "", str(s["name"]))
                 for k in ("time_ns", "freed"):
                     v = _num(s.get(k))
                     if v is not None:
@@ -200,6 +204,7 @@ class Item:
     verdict: str = "n/a"
     note: str = ""
     pooled: bool = False                     # pooled stalls, not per-run values
+    in_family: bool = True                   # counted in the Holm correction
 
     def as_json(self) -> Dict[str, Any]:
         return {
@@ -345,20 +350,23 @@ def compare(base: Sequence[Run], new: Sequence[Run], alpha: float = DEFAULT_ALPH
         pooled = _pooled_latency(base, new)
         if pooled is not None:
             items.insert(4, pooled)
-    family = [it for it in items if it.p_value is not None]
+    tested = [it for it in items if it.p_value is not None]
+    for it in tested:
+        if not it.pooled and len(set(it.base_values) | set(it.new_values)) == 1:
+            it.verdict, it.in_family = "same", False
+        elif it.min_p is not None and it.min_p >= alpha:
+            it.verdict, it.in_family = "no: few runs", False
+            it.note = (f"{len(it.base_values)}+{len(it.new_values)} runs cannot give "
+                       f"p < {alpha:g} (smallest possible p {it.min_p:.3g})")
+    # Tarone (1990): a test that cannot reach alpha whatever the labels (every
+    # value equal, or too few runs) cannot give a false positive, so it does
+    # not enlarge the family.  Which tests those are depends only on the run
+    # counts and the pooled values, never on which side a value came from.
+    family = [it for it in tested if it.in_family]
     for it, adj in zip(family, holm([it.p_value for it in family])):  # type: ignore[misc]
         it.p_adjusted = adj
         it.significant = adj < alpha
-        if not it.pooled and len(set(it.base_values) | set(it.new_values)) == 1:
-            it.verdict = "same"
-        elif it.significant:
-            it.verdict = "yes"
-        elif it.min_p is not None and it.min_p * 1.0 >= alpha:
-            it.verdict = "no: few runs"
-            it.note = (f"{len(it.base_values)}+{len(it.new_values)} runs cannot give "
-                       f"p < {alpha:g} (smallest possible p {it.min_p:.3g})")
-        else:
-            it.verdict = "no"
+        it.verdict = "yes" if it.significant else "no"
     warnings, notes = header_differences(base, new)
     for r in list(base) + list(new):
         lost = _get(r.doc, "totals", "lost_events")
@@ -542,8 +550,19 @@ def _fmt_change(it: Item) -> str:
     return "+" + _fmt(it.change, it.unit) if it.change > 0 else _fmt(it.change, it.unit)
 
 
+def _fmt_p(p: Optional[float]) -> str:
+    if p is None:
+        return "-"
+    return "<.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _short(name: str, width: int) -> str:
-    return name if len(name) <= width else name[:width - 2] + ".."
+    """Shorten the middle of a metric name; the last part says what it counts."""
+    if len(name) <= width:
+        return name
+    head, _, last = name.rpartition(".")
+    keep = width - len(last) - 3
+    return f"{head[:keep]}...{last}" if keep > 4 else name[:width - 2] + ".."
 
 
 def _wrap(text: str, indent: str = "  ") -> List[str]:
@@ -559,14 +578,16 @@ def render_table(c: Comparison) -> str:
     w = 28
     out.append(f"{'METRIC':<{w}} {'BASE':>9} {'NEW':>9} {'CHANGE':>7} {'P':>6}  SIGNIF")
     for it in c.items:
-        p = it.p_adjusted
-        ptxt = "-" if p is None else ("<.001" if p < 0.001 else f"{p:.3f}")
+        ptxt = _fmt_p(it.p_adjusted)
+        if it.p_adjusted is None and it.p_value is not None:
+            ptxt = f"({_fmt_p(it.p_value).lstrip('0')})"
         out.append(f"{_short(it.name, w):<{w}} {_fmt(it.base, it.unit):>9} "
                    f"{_fmt(it.new, it.unit):>9} {_fmt_change(it):>7} {ptxt:>6}  {it.verdict}")
     out.append("")
     out += _wrap(f"test: {MWU}, exact for small run counts; P is Holm-adjusted over the "
-                 f"{c.family} comparisons made (family-wise alpha {c.alpha:g}); -j has "
-                 "the raw p.", "")
+                 f"{c.family} comparisons that could reach p < {c.alpha:g} (family-wise "
+                 "alpha); (P) in parentheses: raw p of a comparison that could not. "
+                 "-j has both.", "")
     few = [it for it in c.items if it.verdict == "no: few runs"]
     if few:
         out += _wrap(f"no: few runs = {few[0].note}; use >= 6 runs per side.")

@@ -576,13 +576,13 @@ def render_table(c: Comparison) -> str:
     out = [f"base: {c.n_base} run(s), new: {c.n_new} run(s); BASE and NEW are each "
            "side's median run", ""]
     w = 28
-    out.append(f"{'METRIC':<{w}} {'BASE':>9} {'NEW':>9} {'CHANGE':>7} {'P':>6}  SIGNIF")
+    out.append(f"{'METRIC':<{w}} {'BASE':>9} {'NEW':>9} {'CHANGE':>7} {'P':>7} SIGNIF")
     for it in c.items:
         ptxt = _fmt_p(it.p_adjusted)
         if it.p_adjusted is None and it.p_value is not None:
             ptxt = f"({_fmt_p(it.p_value).lstrip('0')})"
         out.append(f"{_short(it.name, w):<{w}} {_fmt(it.base, it.unit):>9} "
-                   f"{_fmt(it.new, it.unit):>9} {_fmt_change(it):>7} {ptxt:>6}  {it.verdict}")
+                   f"{_fmt(it.new, it.unit):>9} {_fmt_change(it):>7} {ptxt:>7} {it.verdict}")
     out.append("")
     out += _wrap(f"test: {MWU}, exact for small run counts; P is Holm-adjusted over the "
                  f"{c.family} comparisons that could reach p < {c.alpha:g} (family-wise "

@@ -200,3 +200,22 @@ def test_per_process_state_is_capped():
     assert d["stalls"] == MAX_PROCESSES + 50
     other = [p for p in d["processes"] if p["pid"] == -1][0]
     assert other["stalls"] == 50
+
+
+# -- rendering ------------------------------------------------------------------
+@pytest.mark.parametrize("ns,text", [(0, "0ns"), (999, "999ns"), (1500, "1.5us"),
+                                     (999_999, "1.0ms"), (999_999_999, "1.00s")])
+def test_fmt_ns(ns, text):
+    from trace_reclaim.report import fmt_ns
+    assert fmt_ns(ns) == text
+
+
+def test_live_rows_fit_80_columns_at_extreme_values():
+    from trace_reclaim.report import interval_header, interval_line
+    big = {"reclaim": {"wakeup_requests": 999999, "kswapd_wakes": 99999,
+                       "kswapd_awake_ns": {0: 10**12, 1: 10**12}, "stalls": 999999,
+                       "stall_ns": 10**12, "stall_max_ns": 10**11, "pages": 9999999},
+           "vmalloc": {"huge_areas": 9999, "fallbacks": 99}, "lost_events": 99999}
+    assert len(interval_header()) <= 80
+    assert len(interval_line(big, "23:59:59")) <= 80
+    assert len(interval_line({"reclaim": {}}, "23:59:59")) <= 80

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trace direct reclaim of this process only")
         sp.add_argument("-o", "--output", metavar="FILE", required=record_only,
                         help="record to FILE (must not exist)")
+        sp.add_argument("--no-slab-accounting", action="store_true",
+                        help="don't count kmem_cache allocations per cache in the kernel "
+                             "(the costliest probe: every slab allocation pays for it)")
         sp.add_argument("--workload", metavar="JSON", help=argparse.SUPPRESS)
         # Developer knobs: tests use them to force ring-buffer loss for real.
         sp.add_argument("--ringbuf-pages", type=_power_of_two, default=1024,
@@ -269,6 +272,11 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
         except json.JSONDecodeError as e:
             raise UserError(f"--workload is not JSON: {e}", "pass a JSON object") from e
     registry = tracers_pkg.registry()
+    if args.no_slab_accounting and "slab" in registry:
+        import copy
+
+        registry["slab"] = copy.copy(registry["slab"])  # not the shared instance
+        registry["slab"].cache_accounting = False  # type: ignore[attr-defined]
     if args.ebpf:
         probe = Probe(env.procfs, None)
         plan = probe.plan(registry)

@@ -219,3 +219,26 @@ def test_live_rows_fit_80_columns_at_extreme_values():
     assert len(interval_header()) <= 80
     assert len(interval_line(big, "23:59:59")) <= 80
     assert len(interval_line({"reclaim": {}}, "23:59:59")) <= 80
+
+
+# -- BTF --------------------------------------------------------------------------
+@pytest.mark.skipif(not __import__("os").path.exists("/sys/kernel/btf/vmlinux"),
+                    reason="this kernel has no BTF")
+def test_btf_prototypes_and_offsets_of_the_running_kernel():
+    from trace_reclaim.btf import load_btf
+    btf = load_btf()
+    assert btf is not None
+    alloc = btf.raw_tp_params("kmem_cache_alloc")
+    assert alloc is not None and "struct kmem_cache *" in alloc
+    assert btf.raw_tp_arg("kmem_cache_alloc", "kmem_cache") == alloc.index("struct kmem_cache *")
+    assert btf.raw_tp_params("mm_vmscan_kswapd_wake")[0] == "int"
+    assert btf.raw_tp_params("no_such_tracepoint_xyz") is None
+    assert btf.func_params("no_such_function_xyz") is None
+    off = btf.member_offset("kmem_cache", "name")
+    assert isinstance(off, int) and 0 < off < 4096
+
+
+def test_btf_rejects_garbage():
+    from trace_reclaim.btf import BTF
+    with pytest.raises(ValueError):
+        BTF(b"\x00" * 64)

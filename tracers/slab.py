@@ -831,9 +831,8 @@ class SlabTracer(Tracer):
     def btf_facts(self, probe: Any) -> Dict[str, Any]:
         """kmem_cache.name offset and raw tracepoint argument indexes, from BTF."""
         if self._btf_facts is None:
-            from tracers.slab_btf import load_btf
 
-            btf = load_btf(probe.procfs.path("/sys/kernel/btf/vmlinux"))
+            btf = probe.btf_types
             self._btf_facts = {
                 "name_off": btf.member_offset("kmem_cache", "name") if btf else None,
                 "alloc_arg": btf.raw_tp_arg("kmem_cache_alloc", "kmem_cache") if btf else None,

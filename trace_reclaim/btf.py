@@ -1,10 +1,12 @@
-"""Read the two facts the slab BPF program needs from the running kernel's BTF.
+"""Read struct layouts and prototypes from the running kernel's BTF.
 
-The offset of ``name`` in ``struct kmem_cache`` and the position of the
-``struct kmem_cache *`` argument in the ``kmem_cache_alloc``/``free`` raw
-tracepoints.  Kernel headers on the machine may belong to another kernel
-(6.12 headers on 6.18), so they are never trusted for struct layouts; BTF
-(/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF) describes this kernel.
+What the tracers need: member offsets (``kmem_cache.name`` for the slab
+tracer), raw tracepoint prototypes (``btf_trace_<event>`` typedefs: raw
+tracepoint args[] follow TP_PROTO, which changes between versions), and
+whether a function exists out of line (what fentry and kprobes need).
+Kernel headers on the machine may belong to another kernel (6.12 headers on
+6.18), so they are never trusted for layouts; BTF (/sys/kernel/btf/vmlinux,
+CONFIG_DEBUG_INFO_BTF) describes this kernel.
 
 A deliberately small parser of the BTF format (Documentation/bpf/btf.rst):
 types only, no validation beyond bounds.
@@ -18,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 __all__ = ["BTF", "load_btf"]
 
 _KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION = 1, 2, 3, 4, 5
-_KIND_ENUM, _KIND_TYPEDEF, _KIND_FUNC_PROTO = 6, 8, 13
+_KIND_ENUM, _KIND_TYPEDEF, _KIND_FUNC, _KIND_FUNC_PROTO = 6, 8, 12, 13
 _KIND_VAR, _KIND_DATASEC, _KIND_DECL_TAG, _KIND_ENUM64 = 14, 15, 17, 19
 _MODIFIERS = (9, 10, 11, 18)  # volatile, const, restrict, type_tag
 
@@ -113,6 +115,47 @@ class BTF:
             if self.types[target][0] == _KIND_STRUCT and self.types[target][1] == struct_name:
                 return i
         return None
+
+
+    def type_name(self, tid: int, depth: int = 0) -> str:
+        """C spelling of a type as BTF names it: ``const void *``, ``gfp_t``."""
+        if tid == 0:
+            return "void"
+        if depth > 16 or tid >= len(self.types):
+            return "?"
+        kind, name, _info, ref, _m = self.types[tid]
+        if kind == _KIND_PTR:
+            return self.type_name(ref, depth + 1) + " *"
+        if kind in (_KIND_STRUCT, _KIND_UNION):
+            return f"{'struct' if kind == _KIND_STRUCT else 'union'} {name}"
+        if kind in (9, 10, 11):
+            return f"{('volatile', 'const', 'restrict')[kind - 9]} " + \
+                self.type_name(ref, depth + 1)
+        return name or "?"
+
+    def _proto_params(self, proto: int) -> Optional[List[str]]:
+        proto = self._strip(proto)
+        if self.types[proto][0] != _KIND_FUNC_PROTO:
+            return None
+        return [self.type_name(ptype) for _n, ptype, _o in self.types[proto][4]]
+
+    def raw_tp_params(self, tracepoint: str) -> Optional[List[str]]:
+        """TP_PROTO of a tracepoint (the raw tracepoint's args[]), or None."""
+        tid = self.find(_KIND_TYPEDEF, f"btf_trace_{tracepoint}")
+        if tid is None:
+            return None
+        ptr = self._strip(self.types[tid][3])
+        if self.types[ptr][0] != _KIND_PTR:
+            return None
+        params = self._proto_params(self.types[ptr][3])
+        return params[1:] if params else None  # drop the probe's void *__data
+
+    def func_params(self, name: str) -> Optional[List[str]]:
+        """Parameter types of an out-of-line kernel function, or None."""
+        tid = self.find(_KIND_FUNC, name)
+        if tid is None:
+            return None
+        return self._proto_params(self.types[tid][3])
 
 
 def load_btf(path: str = "/sys/kernel/btf/vmlinux") -> Optional[BTF]:

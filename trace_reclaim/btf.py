@@ -8,14 +8,17 @@ Kernel headers on the machine may belong to another kernel (6.12 headers on
 6.18), so they are never trusted for layouts; BTF (/sys/kernel/btf/vmlinux,
 CONFIG_DEBUG_INFO_BTF) describes this kernel.
 
-A deliberately small parser of the BTF format (Documentation/bpf/btf.rst):
-types only, no validation beyond bounds.
+A deliberately small parser of the BTF format (Documentation/bpf/btf.rst).
+It keeps the blob (a few MiB) and one offset per type, and decodes names
+and members only when asked: the tracer runs during memory incidents, and
+materialising vmlinux's ~130k types as Python objects would cost ~65 MiB.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Optional, Tuple
+from array import array
+from typing import List, Optional, Tuple
 
 __all__ = ["BTF", "load_btf"]
 
@@ -23,139 +26,167 @@ _KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION = 1, 2, 3, 4, 5
 _KIND_ENUM, _KIND_TYPEDEF, _KIND_FUNC, _KIND_FUNC_PROTO = 6, 8, 12, 13
 _KIND_VAR, _KIND_DATASEC, _KIND_DECL_TAG, _KIND_ENUM64 = 14, 15, 17, 19
 _MODIFIERS = (9, 10, 11, 18)  # volatile, const, restrict, type_tag
+_TYPE = struct.Struct("<III")
 
 
 class BTF:
-    """Types of one BTF blob: (kind, name, info, size_or_type, members)."""
+    """One BTF blob, indexed by type id (1-based; 0 is void)."""
 
     def __init__(self, data: bytes) -> None:
+        if len(data) < 24:
+            raise ValueError("not BTF (too short)")
         magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
         if magic != 0xEB9F:
             raise ValueError("not BTF (bad magic)")
         type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
-        self._strs = data[hdr_len + str_off: hdr_len + str_off + str_len]
-        self.types: List[Tuple[int, str, int, int, List[Tuple[str, int, int]]]] = [
-            (0, "", 0, 0, [])]
-        self._by_name: Dict[Tuple[int, str], int] = {}
+        self._data = data
+        self._str0 = hdr_len + str_off
+        self._str_end = self._str0 + str_len
+        self._off = array("I", [0])       # byte offset of each type's header
+        self._name = array("I", [0])      # its name offset in the string table
         pos, end = hdr_len + type_off, hdr_len + type_off + type_len
+        unpack = _TYPE.unpack_from
         while pos < end:
-            name_off, info, st = struct.unpack_from("<III", data, pos)
+            name_off, info, _st = unpack(data, pos)
+            self._off.append(pos)
+            self._name.append(name_off)
             pos += 12
             kind = (info >> 24) & 0x1F
             vlen = info & 0xFFFF
-            kflag = info >> 31
-            members: List[Tuple[str, int, int]] = []
             if kind == _KIND_INT or kind in (_KIND_VAR, _KIND_DECL_TAG):
                 pos += 4
             elif kind == _KIND_ARRAY:
                 pos += 12
-            elif kind in (_KIND_STRUCT, _KIND_UNION):
-                for _ in range(vlen):
-                    m_name, m_type, m_off = struct.unpack_from("<III", data, pos)
-                    pos += 12
-                    bits = m_off & 0xFFFFFF if kflag else m_off
-                    members.append((self._str(m_name), m_type, bits))
-            elif kind == _KIND_ENUM:
-                pos += 8 * vlen
-            elif kind == _KIND_FUNC_PROTO:
-                for _ in range(vlen):
-                    p_name, p_type = struct.unpack_from("<II", data, pos)
-                    pos += 8
-                    members.append((self._str(p_name), p_type, 0))
-            elif kind in (_KIND_DATASEC, _KIND_ENUM64):
+            elif kind in (_KIND_STRUCT, _KIND_UNION, _KIND_DATASEC, _KIND_ENUM64):
                 pos += 12 * vlen
-            name = self._str(name_off)
-            tid = len(self.types)
-            self.types.append((kind, name, info, st, members))
-            if name:
-                self._by_name.setdefault((kind, name), tid)
+            elif kind in (_KIND_ENUM, _KIND_FUNC_PROTO):
+                pos += 8 * vlen
+
+    # -- raw access -------------------------------------------------------
+    def _type(self, tid: int) -> Tuple[int, int, int, int]:
+        """(kind, vlen, kflag, size_or_type) of type ``tid``."""
+        _n, info, st = _TYPE.unpack_from(self._data, self._off[tid])
+        return (info >> 24) & 0x1F, info & 0xFFFF, info >> 31, st
 
     def _str(self, off: int) -> str:
-        end = self._strs.find(b"\0", off)
-        return self._strs[off:end].decode("ascii", "replace")
+        start = self._str0 + off
+        end = self._data.find(b"\0", start, self._str_end)
+        return self._data[start:end].decode("ascii", "replace")
+
+    def name_of(self, tid: int) -> str:
+        return self._str(self._name[tid]) if tid else ""
 
     def find(self, kind: int, name: str) -> Optional[int]:
-        return self._by_name.get((kind, name))
+        """The first type of ``kind`` named ``name``, or None."""
+        needle = b"\0" + name.encode() + b"\0"
+        strs = self._data
+        pos = strs.find(needle, self._str0, self._str_end)
+        while pos >= 0:
+            off = pos + 1 - self._str0
+            start = 1
+            while True:
+                try:
+                    tid = self._name.index(off, start)
+                except ValueError:
+                    break
+                if self._type(tid)[0] == kind:
+                    return tid
+                start = tid + 1
+            pos = strs.find(needle, pos + 1, self._str_end)
+        return None
 
+    def _strip(self, tid: int) -> int:
+        for _ in range(32):
+            kind, _v, _k, ref = self._type(tid) if tid else (0, 0, 0, 0)
+            if not tid or kind not in _MODIFIERS + (_KIND_TYPEDEF,):
+                return tid
+            tid = ref
+        return tid
+
+    def _members(self, tid: int) -> List[Tuple[str, int, int]]:
+        """(name, type, bit offset) of a struct/union, (name, type, 0) of a prototype."""
+        kind, vlen, kflag, _st = self._type(tid)
+        pos = self._off[tid] + 12
+        out = []
+        if kind in (_KIND_STRUCT, _KIND_UNION):
+            for i in range(vlen):
+                m_name, m_type, m_off = _TYPE.unpack_from(self._data, pos + 12 * i)
+                out.append((self._str(m_name), m_type, m_off & 0xFFFFFF if kflag else m_off))
+        elif kind == _KIND_FUNC_PROTO:
+            for i in range(vlen):
+                p_name, p_type = struct.unpack_from("<II", self._data, pos + 8 * i)
+                out.append((self._str(p_name), p_type, 0))
+        return out
+
+    # -- questions the tracers ask -----------------------------------------
     def member_offset(self, struct_name: str, member: str) -> Optional[int]:
         """Byte offset of ``member`` in ``struct struct_name`` (None: unknown)."""
         tid = self.find(_KIND_STRUCT, struct_name)
         if tid is None:
             return None
-        for m_name, _t, bits in self.types[tid][4]:
+        for m_name, _t, bits in self._members(tid):
             if m_name == member and bits % 8 == 0:
                 return bits // 8
         return None
-
-    def _strip(self, tid: int) -> int:
-        while tid and self.types[tid][0] in _MODIFIERS + (_KIND_TYPEDEF,):
-            tid = self.types[tid][3]
-        return tid
-
-    def raw_tp_arg(self, tracepoint: str, struct_name: str) -> Optional[int]:
-        """Index in a raw tracepoint's args[] of the first ``struct NAME *``.
-
-        ``btf_trace_NAME`` is a pointer to a prototype whose first parameter
-        is the probe's ``void *__data``; raw tracepoint args[] start after it.
-        """
-        tid = self.find(_KIND_TYPEDEF, f"btf_trace_{tracepoint}")
-        if tid is None:
-            return None
-        ptr = self._strip(self.types[tid][3])
-        if self.types[ptr][0] != _KIND_PTR:
-            return None
-        proto = self._strip(self.types[ptr][3])
-        if self.types[proto][0] != _KIND_FUNC_PROTO:
-            return None
-        for i, (_n, ptype, _o) in enumerate(self.types[proto][4][1:]):
-            t = self._strip(ptype)
-            if self.types[t][0] != _KIND_PTR:
-                continue
-            target = self._strip(self.types[t][3])
-            if self.types[target][0] == _KIND_STRUCT and self.types[target][1] == struct_name:
-                return i
-        return None
-
 
     def type_name(self, tid: int, depth: int = 0) -> str:
         """C spelling of a type as BTF names it: ``const void *``, ``gfp_t``."""
         if tid == 0:
             return "void"
-        if depth > 16 or tid >= len(self.types):
+        if depth > 16 or tid >= len(self._off):
             return "?"
-        kind, name, _info, ref, _m = self.types[tid]
+        kind, _v, _k, ref = self._type(tid)
         if kind == _KIND_PTR:
             return self.type_name(ref, depth + 1) + " *"
         if kind in (_KIND_STRUCT, _KIND_UNION):
-            return f"{'struct' if kind == _KIND_STRUCT else 'union'} {name}"
+            return f"{'struct' if kind == _KIND_STRUCT else 'union'} {self.name_of(tid)}"
         if kind in (9, 10, 11):
             return f"{('volatile', 'const', 'restrict')[kind - 9]} " + \
                 self.type_name(ref, depth + 1)
-        return name or "?"
+        return self.name_of(tid) or "?"
 
-    def _proto_params(self, proto: int) -> Optional[List[str]]:
-        proto = self._strip(proto)
-        if self.types[proto][0] != _KIND_FUNC_PROTO:
+    def _proto(self, tid: int) -> Optional[List[Tuple[str, int, int]]]:
+        tid = self._strip(tid)
+        if not tid or self._type(tid)[0] != _KIND_FUNC_PROTO:
             return None
-        return [self.type_name(ptype) for _n, ptype, _o in self.types[proto][4]]
+        return self._members(tid)
 
-    def raw_tp_params(self, tracepoint: str) -> Optional[List[str]]:
-        """TP_PROTO of a tracepoint (the raw tracepoint's args[]), or None."""
+    def _raw_tp_proto(self, tracepoint: str) -> Optional[List[Tuple[str, int, int]]]:
+        # btf_trace_NAME: a pointer to a prototype whose first parameter is
+        # the probe's void *__data; raw tracepoint args[] start after it.
         tid = self.find(_KIND_TYPEDEF, f"btf_trace_{tracepoint}")
         if tid is None:
             return None
-        ptr = self._strip(self.types[tid][3])
-        if self.types[ptr][0] != _KIND_PTR:
+        ptr = self._strip(self._type(tid)[3])
+        if not ptr or self._type(ptr)[0] != _KIND_PTR:
             return None
-        params = self._proto_params(self.types[ptr][3])
-        return params[1:] if params else None  # drop the probe's void *__data
+        params = self._proto(self._type(ptr)[3])
+        return params[1:] if params else None
+
+    def raw_tp_params(self, tracepoint: str) -> Optional[List[str]]:
+        """TP_PROTO of a tracepoint (the raw tracepoint's args[]), or None."""
+        params = self._raw_tp_proto(tracepoint)
+        return None if params is None else [self.type_name(t) for _n, t, _o in params]
+
+    def raw_tp_arg(self, tracepoint: str, struct_name: str) -> Optional[int]:
+        """Index in a raw tracepoint's args[] of the first ``struct NAME *``."""
+        for i, (_n, ptype, _o) in enumerate(self._raw_tp_proto(tracepoint) or []):
+            t = self._strip(ptype)
+            if not t or self._type(t)[0] != _KIND_PTR:
+                continue
+            target = self._strip(self._type(t)[3])
+            if target and self._type(target)[0] == _KIND_STRUCT and \
+                    self.name_of(target) == struct_name:
+                return i
+        return None
 
     def func_params(self, name: str) -> Optional[List[str]]:
         """Parameter types of an out-of-line kernel function, or None."""
         tid = self.find(_KIND_FUNC, name)
         if tid is None:
             return None
-        return self._proto_params(self.types[tid][3])
+        params = self._proto(self._type(tid)[3])
+        return None if params is None else [self.type_name(t) for _n, t, _o in params]
 
 
 def load_btf(path: str = "/sys/kernel/btf/vmlinux") -> Optional[BTF]:

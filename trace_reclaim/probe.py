@@ -158,13 +158,14 @@ class Probe:
             return False, "no kernel BTF (/sys/kernel/btf/vmlinux)"
         if self._bpf_factory is None:
             return False, "not tried (no BPF)"
-        from trace_reclaim.quiet import captured_stderr
+        from trace_reclaim.quiet import captured_stderr, trim_heap
 
         try:
             with captured_stderr() as err:
                 b = self._bpf_factory(text="KFUNC_PROBE(kmem_cache_destroy) { return 0; }",
                                       cflags=["-Wno-ignored-attributes"])
         except Exception as e:  # bcc raises plain Exception on load failure
+            trim_heap()
             text = f"{e} {err.text}"
             msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             # bcc turns EPERM into "Need super-user privileges to run".
@@ -176,6 +177,7 @@ class Probe:
             b.cleanup()
         except Exception:
             pass
+        trim_heap()
         return True, "loads"
 
     # -- kernel BTF: function and raw-tracepoint prototypes ----------------

@@ -174,7 +174,7 @@ class LiveSession:
 
     # -- the run -----------------------------------------------------------
     def load(self) -> None:
-        from trace_reclaim.quiet import captured_stderr
+        from trace_reclaim.quiet import captured_stderr, trim_heap
 
         try:
             with captured_stderr() as err:
@@ -191,6 +191,7 @@ class LiveSession:
                                "run 'trace-reclaim check' to see what this kernel "
                                "offers; --traceback shows the compiler output") from e
         self.bpf["events"].open_ring_buffer(self._on_event)
+        trim_heap()
 
     def run(self) -> Correlator:
         """Trace until the duration passes or ``stop()``; return the correlator."""

@@ -114,6 +114,13 @@ def test_parse_zoneinfo_keeps_managed_zones_with_watermarks():
         (5285263, 17329, 22723, 28117, 2560, 5394266)
 
 
+def test_zone_names_follow_zone_index_order():
+    from trace_reclaim.procfs import zone_names
+    assert zone_names(ZONEINFO) == ["DMA", "Normal", "Movable"]
+    assert zone_names(ZONEINFO + ZONEINFO.replace("Node 0", "Node 1")) == \
+        ["DMA", "Normal", "Movable"]
+
+
 def test_parse_vmstat_meminfo_psi_slabinfo():
     assert parse_vmstat("allocstall_normal 3\npgsteal_direct 40\nbad line\n") == \
         {"allocstall_normal": 3, "pgsteal_direct": 40}

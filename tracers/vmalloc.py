@@ -124,6 +124,15 @@ class KmallocLarge(events.Event):
     node: int
 
 
+# The C struct behind each record type (tests/test_events_h.py compares sizes).
+C_STRUCTS = {
+    EV_ALLOC_VMAP_AREA: "alloc_vmap_area_event",
+    EV_FREE_VMAP_AREA: "free_vmap_area_event",
+    EV_PURGE_VMAP_AREA: "purge_vmap_area_event",
+    EV_VMALLOC_PAGE_ALLOC: "vmalloc_page_alloc_event",
+    EV_KMALLOC_LARGE: "kmalloc_large_event",
+}
+
 events.register(EV_ALLOC_VMAP_AREA, events.struct_decoder(AllocVmapArea, "QQQQQQQiiII", 10))
 events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "QQQ", 3))
 events.register(EV_PURGE_VMAP_AREA, events.struct_decoder(PurgeVmapArea, "QQII", 3))
@@ -728,7 +737,7 @@ class VmallocTracer(Tracer):
         for ev, want in self.RAW_PROTOS.items():
             got = probe.raw_tracepoint_params(ev)
             if got is None:
-                raw_ok, raw_why = False, "no BTF prototype to check (bpftool or BTF missing)"
+                raw_ok, raw_why = False, "no BTF prototype to check (kernel BTF missing)"
             elif got[:len(want)] != want:
                 raw_ok, raw_why = False, f"TP_PROTO of {ev} is ({', '.join(got)})"
         if raw_ok:

@@ -24,6 +24,12 @@ import tracers as tracers_pkg
 
 __all__ = ["ExitStatus", "Environment", "main", "UserError"]
 
+# ./trace-reclaim runs this file as __main__: make `import cli` in subcommand
+# modules find this module rather than load a second copy, whose UserError
+# main() would not catch (a traceback instead of error:/hint:).
+if __name__ == "__main__":
+    sys.modules.setdefault("cli", sys.modules[__name__])
+
 
 class ExitStatus(enum.IntEnum):
     OK = 0

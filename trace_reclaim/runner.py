@@ -116,15 +116,11 @@ def _examples_on_path() -> None:
 
 
 def cli_module() -> Any:
-    """The cli module whose main() is running, for UserError and ExitStatus.
+    """The cli module, for UserError and ExitStatus (imported late: cli imports us).
 
-    ``./trace-reclaim`` runs cli.py as ``__main__``; ``import cli`` would then
-    load a second copy whose UserError main() does not catch (a traceback
-    instead of error:/hint:).  Use the running one when it is cli.py.
+    When cli.py runs as __main__ it registers itself as ``cli`` first, so this
+    is the running module, not a second copy.
     """
-    main = sys.modules.get("__main__")
-    if main is not None and hasattr(main, "UserError") and hasattr(main, "COMMAND_MODULES"):
-        return main
     import cli
 
     return cli

@@ -25,6 +25,12 @@ import tracers as tracers_pkg
 
 __all__ = ["ExitStatus", "Environment", "main", "UserError"]
 
+# ./trace-reclaim runs this file as __main__: make `import cli` in subcommand
+# modules find this module rather than load a second copy, whose UserError
+# main() would not catch (a traceback instead of error:/hint:).
+if __name__ == "__main__":
+    sys.modules.setdefault("cli", sys.modules[__name__])
+
 
 class ExitStatus(enum.IntEnum):
     OK = 0
@@ -133,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="turn on per-task delay accounting (kernel.task_delayacct) "
                              "for the run and read stalled tasks' reclaim, thrashing and "
                              "compaction delays; restored afterwards")
+        sp.add_argument("--no-slab-accounting", action="store_true",
+                        help="don't count kmem_cache allocations per cache in the kernel "
+                             "(the costliest probe: every slab allocation pays for it)")
         sp.add_argument("--workload", metavar="JSON", help=argparse.SUPPRESS)
         # Developer knobs: tests use them to force ring-buffer loss for real.
         sp.add_argument("--ringbuf-pages", type=_power_of_two, default=1024,
@@ -160,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands that live in their own modules: each has add_parser(sub), which
 # registers its parser with set_defaults(func=run), and run(args, env) -> int.
-COMMAND_MODULES: List[str] = []
+COMMAND_MODULES: List[str] = ["trace_reclaim.runner", "trace_reclaim.diff"]
 
 
 def _command_modules() -> List[Any]:
@@ -170,14 +179,23 @@ def _command_modules() -> List[Any]:
 
 
 # -- check -------------------------------------------------------------------
+def _wrapped(out: TextIO, text: str, indent: str, later: Optional[str] = None) -> None:
+    import textwrap
+
+    for line in textwrap.wrap(text, 79, initial_indent=indent,
+                              subsequent_indent=later or indent, break_on_hyphens=False):
+        print(line, file=out)
+
+
+
 def cmd_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
     probe = Probe(env.procfs, env.bpf_factory)
     out = env.stdout
     ok = True
     problems: List[str] = []
     root = env.is_root()
-    print(f"kernel        {probe.release}", file=out)
-    print(f"root          {'yes' if root else 'no: BPF needs root'}", file=out)
+    _wrapped(out, f"kernel        {probe.release}", "", " " * 14)
+    _wrapped(out, f"root          {'yes' if root else 'no: BPF needs root'}", "", " " * 14)
     ok &= root
     tfs, how = probe.mount_tracefs() if root else (probe.tracefs(), "")
     print(f"tracefs       {tfs or 'missing'}" + (f" ({how})" if how and how != "mounted"
@@ -192,9 +210,11 @@ def cmd_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
         ok = False
     else:
         match = "match the running kernel" if h["matches"] else \
-            f"from {h['release']}, NOT the running {probe.release}: nearest available; " \
-            "tracepoint programs are still correct (fields come from tracefs formats)"
-        print(f"headers       {h['path']}\n              {match}", file=out)
+            f"from {h['release']}, NOT the running {probe.release}: the nearest " \
+            "available; tracepoint programs are still correct (their fields come " \
+            "from the live tracefs formats)"
+        print(f"headers       {h['path']}", file=out)
+        _wrapped(out, match, "              ")
     bcc_ok = True
     if root:
         try:
@@ -203,31 +223,33 @@ def cmd_check(args: argparse.Namespace, env: Environment) -> ExitStatus:
         except UserError as e:
             bcc_ok = False
             problems.append(str(e))
-    print(f"bcc           {'importable' if bcc_ok else 'missing'}", file=out)
+    _wrapped(out, f"bcc           {'importable' if bcc_ok else 'missing'}", "", " " * 14)
     ok &= bcc_ok
-    print(f"BTF           {'yes' if probe.btf else 'no'}", file=out)
+    _wrapped(out, f"BTF           {'yes' if probe.btf else 'no'}", "", " " * 14)
     kp = probe.kprobes
-    print(f"kprobes       {'yes' if kp[0] else 'no'}: {kp[1]}", file=out)
+    _wrapped(out, f"kprobes       {'yes' if kp[0] else 'no'}: {kp[1]}", "", " " * 14)
     fe = probe.fentry if root and bcc_ok else (False, "not tried (needs root and bcc)")
-    print(f"fentry        {'yes' if fe[0] else 'no'}: {fe[1]}", file=out)
+    _wrapped(out, f"fentry        {'yes' if fe[0] else 'no'}: {fe[1]}", "", " " * 14)
     psi = probe.psi
-    print(f"PSI           {'yes' if psi[0] else 'no'}: {psi[1]}", file=out)
+    _wrapped(out, f"PSI           {'yes' if psi[0] else 'no'}: {psi[1]}", "", " " * 14)
     da = probe.delayacct
-    print(f"delayacct     {da[1]}", file=out)
+    _wrapped(out, f"delayacct     {da[1]}", "", " " * 14)
     hv = probe.huge_vmalloc
-    print(f"huge vmalloc  {'possible' if hv[0] else 'no'}: {hv[1]}", file=out)
+    _wrapped(out, f"huge vmalloc  {'possible' if hv[0] else 'no'}: {hv[1]}", "", " " * 14)
     if tfs:
         plan = probe.plan(tracers_pkg.registry())
         print("\nattach plan:", file=out)
         for a in plan.attaches:
-            print(f"  {a.family:<40} {a.chosen}", file=out)
+            print(f"  {a.family}", file=out)
+            _wrapped(out, f"-> {a.chosen}", "      ")
             for opt, why in a.rejected:
-                print(f"  {'':<40}   not {opt}: {why}", file=out)
-        print(f"tracers       {', '.join(plan.tracers) or 'none'}", file=out)
+                _wrapped(out, f"not {opt}: {why}", "      ", "        ")
+        _wrapped(out, f"tracers       {', '.join(plan.tracers) or 'none'}", "", " " * 14)
         if "reclaim" not in plan.tracers:
             ok = False
             problems.append("the vmscan tracepoints are missing")
-    print(f"\nready         {'yes' if ok else 'no'}", file=out)
+    print(file=out)
+    _wrapped(out, f"ready         {'yes' if ok else 'no'}", "", " " * 14)
     if not ok:
         raise UserError("tracing cannot run here: " + "; ".join(problems) if problems
                         else "tracing cannot run here",
@@ -265,6 +287,11 @@ def cmd_trace(args: argparse.Namespace, env: Environment, live: bool) -> ExitSta
         except json.JSONDecodeError as e:
             raise UserError(f"--workload is not JSON: {e}", "pass a JSON object") from e
     registry = tracers_pkg.registry()
+    if args.no_slab_accounting and "slab" in registry:
+        import copy
+
+        registry["slab"] = copy.copy(registry["slab"])  # not the shared instance
+        registry["slab"].cache_accounting = False  # type: ignore[attr-defined]
     if args.ebpf:
         probe = Probe(env.procfs, None)
         plan = probe.plan(registry)

@@ -34,33 +34,28 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_wakeup_kswapd)
 	return 0;
 }
 
-TRACEPOINT_PROBE(vmscan, mm_vmscan_kswapd_wake)
+static __always_inline void emit_kswapd(__u32 type, int nid, int zid, int order)
 {
-	struct kswapd_wake_event *e;
+	struct kswapd_wake_event *e = reserve_event(sizeof(*e), type);
 
-	e = reserve_event(sizeof(*e), EV_KSWAPD_WAKE);
 	if (!e)
-		return 0;
-	e->nid = args->nid;
-	e->zid = args->zid;
-	e->order = args->order;
+		return;
+	e->nid = nid;
+	e->zid = zid;
+	e->order = order;
 	e->pad = 0;
 	events.ringbuf_submit(e, 0);
+}
+
+TRACEPOINT_PROBE(vmscan, mm_vmscan_kswapd_wake)
+{
+	emit_kswapd(EV_KSWAPD_WAKE, args->nid, args->zid, args->order);
 	return 0;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_kswapd_sleep)
 {
-	struct kswapd_wake_event *e;
-
-	e = reserve_event(sizeof(*e), EV_KSWAPD_SLEEP);
-	if (!e)
-		return 0;
-	e->nid = args->nid;
-	e->zid = -1;
-	e->order = -1;
-	e->pad = 0;
-	events.ringbuf_submit(e, 0);
+	emit_kswapd(EV_KSWAPD_SLEEP, args->nid, -1, -1);
 	return 0;
 }
 

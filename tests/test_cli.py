@@ -198,3 +198,14 @@ def test_no_root_needed_to_report(tmp_path):
     rc, out, _ = run(["report", str(f)], is_root=lambda: False)
     assert rc == 0 and out
     assert os.path.exists(f)
+
+
+def test_no_slab_accounting_drops_only_the_per_cache_probes():
+    rc, with_acct, _ = run(["live", "--ebpf"])
+    rc2, without, _ = run(["live", "--ebpf", "--no-slab-accounting"])
+    assert rc == rc2 == 0
+    assert "-DSLAB_CACHE_ACCOUNTING" in with_acct
+    assert "-DSLAB_CACHE_ACCOUNTING" not in without
+    assert "-DWITH_SLAB" in without
+    rc3, again, _ = run(["live", "--ebpf"])  # the shared tracer was not changed
+    assert "-DSLAB_CACHE_ACCOUNTING" in again

@@ -114,6 +114,13 @@ def test_parse_zoneinfo_keeps_managed_zones_with_watermarks():
         (5285263, 17329, 22723, 28117, 2560, 5394266)
 
 
+def test_zone_names_follow_zone_index_order():
+    from trace_reclaim.procfs import zone_names
+    assert zone_names(ZONEINFO) == ["DMA", "Normal", "Movable"]
+    assert zone_names(ZONEINFO + ZONEINFO.replace("Node 0", "Node 1")) == \
+        ["DMA", "Normal", "Movable"]
+
+
 def test_parse_vmstat_meminfo_psi_slabinfo():
     assert parse_vmstat("allocstall_normal 3\npgsteal_direct 40\nbad line\n") == \
         {"allocstall_normal": 3, "pgsteal_direct": 40}
@@ -200,3 +207,45 @@ def test_per_process_state_is_capped():
     assert d["stalls"] == MAX_PROCESSES + 50
     other = [p for p in d["processes"] if p["pid"] == -1][0]
     assert other["stalls"] == 50
+
+
+# -- rendering ------------------------------------------------------------------
+@pytest.mark.parametrize("ns,text", [(0, "0ns"), (999, "999ns"), (1500, "1.5us"),
+                                     (999_999, "1.0ms"), (999_999_999, "1.00s")])
+def test_fmt_ns(ns, text):
+    from trace_reclaim.report import fmt_ns
+    assert fmt_ns(ns) == text
+
+
+def test_live_rows_fit_80_columns_at_extreme_values():
+    from trace_reclaim.report import interval_header, interval_line
+    big = {"reclaim": {"wakeup_requests": 999999, "kswapd_wakes": 99999,
+                       "kswapd_awake_ns": {0: 10**12, 1: 10**12}, "stalls": 999999,
+                       "stall_ns": 10**12, "stall_max_ns": 10**11, "pages": 9999999},
+           "vmalloc": {"huge_areas": 9999, "fallbacks": 99}, "lost_events": 99999}
+    assert len(interval_header()) <= 80
+    assert len(interval_line(big, "23:59:59")) <= 80
+    assert len(interval_line({"reclaim": {}}, "23:59:59")) <= 80
+
+
+# -- BTF --------------------------------------------------------------------------
+@pytest.mark.skipif(not __import__("os").path.exists("/sys/kernel/btf/vmlinux"),
+                    reason="this kernel has no BTF")
+def test_btf_prototypes_and_offsets_of_the_running_kernel():
+    from trace_reclaim.btf import load_btf
+    btf = load_btf()
+    assert btf is not None
+    alloc = btf.raw_tp_params("kmem_cache_alloc")
+    assert alloc is not None and "struct kmem_cache *" in alloc
+    assert btf.raw_tp_arg("kmem_cache_alloc", "kmem_cache") == alloc.index("struct kmem_cache *")
+    assert btf.raw_tp_params("mm_vmscan_kswapd_wake")[0] == "int"
+    assert btf.raw_tp_params("no_such_tracepoint_xyz") is None
+    assert btf.func_params("no_such_function_xyz") is None
+    off = btf.member_offset("kmem_cache", "name")
+    assert isinstance(off, int) and 0 < off < 4096
+
+
+def test_btf_rejects_garbage():
+    from trace_reclaim.btf import BTF
+    with pytest.raises(ValueError):
+        BTF(b"\x00" * 64)

@@ -158,13 +158,14 @@ class Probe:
             return False, "no kernel BTF (/sys/kernel/btf/vmlinux)"
         if self._bpf_factory is None:
             return False, "not tried (no BPF)"
-        from trace_reclaim.quiet import captured_stderr
+        from trace_reclaim.quiet import captured_stderr, trim_heap
 
         try:
             with captured_stderr() as err:
                 b = self._bpf_factory(text="KFUNC_PROBE(kmem_cache_destroy) { return 0; }",
                                       cflags=["-Wno-ignored-attributes"])
         except Exception as e:  # bcc raises plain Exception on load failure
+            trim_heap()
             text = f"{e} {err.text}"
             msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             # bcc turns EPERM into "Need super-user privileges to run".
@@ -176,63 +177,16 @@ class Probe:
             b.cleanup()
         except Exception:
             pass
+        trim_heap()
         return True, "loads"
 
     # -- kernel BTF: function and raw-tracepoint prototypes ----------------
     @functools.cached_property
-    def _btf_raw(self) -> Optional[Tuple[str, Dict[int, int]]]:
-        """``bpftool btf dump ... format raw`` of vmlinux, with an id index."""
-        import re
-        import shutil
-        import subprocess
+    def btf_types(self) -> Any:
+        """The running kernel's BTF (trace_reclaim.btf.BTF), or None."""
+        from trace_reclaim.btf import load_btf
 
-        path = self.procfs.path("/sys/kernel/btf/vmlinux")
-        tool = shutil.which("bpftool") or next(
-            (p for p in ("/usr/sbin/bpftool", "/sbin/bpftool") if os.path.exists(p)), None)
-        if tool is None or not os.path.exists(path):
-            return None
-        try:
-            text = subprocess.run([tool, "btf", "dump", "file", path, "format", "raw"],
-                                  capture_output=True, text=True, timeout=30,
-                                  check=True).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        index = {int(m.group(1)): m.start() for m in re.finditer(r"^\[(\d+)\] ", text, re.M)}
-        return text, index
-
-    def _btf_type_name(self, tid: int, depth: int = 0) -> str:
-        raw = self._btf_raw
-        if tid == 0:
-            return "void"
-        if raw is None or depth > 16 or tid not in raw[1]:
-            return "?"
-        text, index = raw
-        line = text[index[tid]:text.find("\n", index[tid])]
-        parts = line.split()
-        kind = parts[1]
-        q = line.split("'")
-        name = q[1] if len(q) > 2 else ""
-        ref = next((int(p[8:]) for p in parts if p.startswith("type_id=")), 0)
-        if kind in ("INT", "TYPEDEF", "FLOAT", "ENUM", "ENUM64"):
-            return name
-        if kind in ("STRUCT", "UNION"):
-            return f"{kind.lower()} {name}"
-        if kind == "PTR":
-            return self._btf_type_name(ref, depth + 1) + " *"
-        if kind in ("CONST", "VOLATILE", "RESTRICT"):
-            return f"{kind.lower()} " + self._btf_type_name(ref, depth + 1)
-        return kind.lower()
-
-    def _btf_proto(self, tid: int) -> Optional[List[str]]:
-        raw = self._btf_raw
-        if raw is None or tid not in raw[1]:
-            return None
-        text, index = raw
-        head, *members = text[index[tid]:].split("\n[", 1)[0].splitlines()
-        if " FUNC_PROTO " not in head:
-            return None
-        return [self._btf_type_name(int(m.split("type_id=")[1].split()[0]))
-                for m in members if "type_id=" in m]
+        return load_btf(self.procfs.path("/sys/kernel/btf/vmlinux"))
 
     def btf_func_params(self, name: str) -> Optional[List[str]]:
         """Parameter types of kernel function ``name`` from BTF, or None.
@@ -240,14 +194,7 @@ class Probe:
         A function is in BTF only when it exists out of line, which is what
         fentry and kprobes need.
         """
-        raw = self._btf_raw
-        if raw is None:
-            return None
-        pos = raw[0].find(f"] FUNC '{name}' ")
-        if pos < 0:
-            return None
-        line = raw[0][pos:raw[0].find("\n", pos)]
-        return self._btf_proto(int(line.split("type_id=")[1].split()[0]))
+        return self.btf_types.func_params(name) if self.btf_types else None
 
     def raw_tracepoint_params(self, event: str) -> Optional[List[str]]:
         """TP_PROTO of ``event`` from the ``btf_trace_<event>`` typedef, without __data.
@@ -255,19 +202,7 @@ class Probe:
         Raw tracepoint arguments follow TP_PROTO, which changes between kernel
         versions; this is the running kernel's, not the headers'.
         """
-        raw = self._btf_raw
-        if raw is None:
-            return None
-        pos = raw[0].find(f"] TYPEDEF 'btf_trace_{event}' ")
-        if pos < 0:
-            return None
-        line = raw[0][pos:raw[0].find("\n", pos)]
-        ptr = int(line.split("type_id=")[1].split()[0])
-        pline = raw[0][raw[1][ptr]:raw[0].find("\n", raw[1][ptr])]
-        if " PTR " not in pline:
-            return None
-        params = self._btf_proto(int(pline.split("type_id=")[1].split()[0]))
-        return params[1:] if params else None
+        return self.btf_types.raw_tp_params(event) if self.btf_types else None
 
     # -- headers, BTF, PSI, delay accounting --------------------------------
     @functools.cached_property

@@ -17,6 +17,7 @@ __all__ = [
     "parse_meminfo",
     "parse_psi",
     "parse_slabinfo",
+    "zone_names",
     "VMSTAT_KEYS",
 ]
 
@@ -86,6 +87,25 @@ def parse_zoneinfo(text: str) -> List[Dict[str, Any]]:
         elif parts[0] == "boost" and len(parts) == 2:
             cur["boost"] = int(parts[1])
     return [z for z in zones if z.get("managed", 0) > 0]
+
+
+def zone_names(text: str) -> List[str]:
+    """Zone names of the first node in zone-index order (empty zones included).
+
+    /proc/zoneinfo lists every zone of a node in node_zones[] order, so the
+    position is the ``zid`` tracepoints report.
+    """
+    names: List[str] = []
+    first = None
+    for line in text.splitlines():
+        if line.startswith("Node "):
+            head, _, zone = line.partition(", zone")
+            node = head.split()[1]
+            if first is None:
+                first = node
+            if node == first:
+                names.append(zone.strip())
+    return names
 
 
 def parse_psi(text: str) -> Dict[str, Dict[str, float]]:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-__all__ = ["Captured", "captured_stderr"]
+__all__ = ["Captured", "captured_stderr", "trim_heap"]
 
 
 class Captured:
@@ -35,3 +35,17 @@ def captured_stderr() -> Iterator[Captured]:
             os.close(saved)
             tmp.seek(0)
             cap.text = tmp.read().decode("utf-8", "replace")
+
+
+def trim_heap() -> None:
+    """Give freed heap back to the kernel (glibc malloc_trim).
+
+    A bcc compile leaves ~100 MiB of freed LLVM memory in the allocator; the
+    tracer runs during memory incidents, so it returns it at once.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc

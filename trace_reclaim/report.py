@@ -21,9 +21,9 @@ def fmt_ns(ns: Any) -> str:
     ns = int(ns)
     if ns < 1_000:
         return f"{ns}ns"
-    if ns < 1_000_000:
+    if ns < 999_950:  # so that rounding never prints 1000.0us
         return f"{ns / 1e3:.1f}us"
-    if ns < 1_000_000_000:
+    if ns < 999_950_000:
         return f"{ns / 1e6:.1f}ms"
     return f"{ns / 1e9:.2f}s"
 
@@ -144,15 +144,18 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
 
 def interval_header() -> str:
     return (f"{'TIME':>8} {'WKREQ':>6} {'WAKES':>5} {'AWAKE':>8} {'STALLS':>6} "
-            f"{'STALL':>8} {'MAX':>8} {'PAGES':>7} {'LOST':>5}")
+            f"{'STALL':>8} {'MAX':>8} {'PAGES':>7} {'HUGE':>4} {'FB':>2} {'LOST':>5}")
 
 
 def interval_line(row: Dict[str, Any], clock: str) -> str:
+    """One live row: reclaim, then huge vmalloc areas and fallbacks (FB)."""
     r = row.get("reclaim", {})
+    v = row.get("vmalloc")
     awake = sum(r.get("kswapd_awake_ns", {}).values())
+    huge = f"{v.get('huge_areas', 0):>4} {v.get('fallbacks', 0):>2}" if v else f"{'-':>4} {'-':>2}"
     return (f"{clock:>8} {r.get('wakeup_requests', 0):>6} {r.get('kswapd_wakes', 0):>5} "
             f"{fmt_ns(awake):>8} {r.get('stalls', 0):>6} {fmt_ns(r.get('stall_ns', 0)):>8} "
-            f"{fmt_ns(r.get('stall_max_ns', 0)):>8} {r.get('pages', 0):>7} "
+            f"{fmt_ns(r.get('stall_max_ns', 0)):>8} {r.get('pages', 0):>7} {huge} "
             f"{row.get('lost_events', 0):>5}")
 
 

@@ -20,7 +20,7 @@ import trace_reclaim
 from trace_reclaim import events, gfp
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.probe import Plan, Probe
-from trace_reclaim.procfs import ProcFS
+from trace_reclaim.procfs import ProcFS, zone_names
 from trace_reclaim.recording import Writer
 from trace_reclaim.taskstats import DELAY_FIELDS
 
@@ -85,6 +85,7 @@ def build_header(probe: Probe, plan: Plan, argv: List[str], interval_s: float,
         "headers": probe.headers,
         "gfp_bits": gfp.parse_format_bits(fmt) or gfp.DEFAULT_BITS,
         "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "zone_names": zone_names(probe.procfs.try_read("/proc/zoneinfo") or ""),
         "workload": workload,
     }
     for name, t in tracers.items():
@@ -252,7 +253,7 @@ class LiveSession:
 
     # -- the run -----------------------------------------------------------
     def load(self) -> None:
-        from trace_reclaim.quiet import captured_stderr
+        from trace_reclaim.quiet import captured_stderr, trim_heap
 
         try:
             with captured_stderr() as err:
@@ -269,6 +270,7 @@ class LiveSession:
                                "run 'trace-reclaim check' to see what this kernel "
                                "offers; --traceback shows the compiler output") from e
         self.bpf["events"].open_ring_buffer(self._on_event)
+        trim_heap()
 
     def run(self) -> Correlator:
         """Trace until the duration passes or ``stop()``; return the correlator."""

@@ -31,6 +31,7 @@ EV_DIRECT_RECLAIM = 4
 MAX_PROCESSES = 512
 OTHER = "[other processes]"
 RECLAIMERS = ("kswapd", "direct", "khugepaged")  # lru_reclaim map index order
+# x86-64's node_zones[] order, for recordings without the header's zone_names.
 ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable", "Device")
 
 
@@ -130,6 +131,7 @@ class ReclaimAggregator(Aggregator):
         self._iv = self._new_interval()
         self._tick_ns = 0
         self.gfp_bits = window.header.get("gfp_bits") or gfp.DEFAULT_BITS
+        self.zone_names = window.header.get("zone_names") or ZONE_NAMES
 
     @staticmethod
     def _new_interval() -> Dict[str, int]:
@@ -275,7 +277,7 @@ class ReclaimAggregator(Aggregator):
         for n in sorted(self.nodes.values(), key=lambda n: n.nid):
             nodes.append({
                 "nid": n.nid, "wakeup_requests": sum(n.requests.values()),
-                "requests": [{"zone": _zone(z), "order": o, "count": c}
+                "requests": [{"zone": _zone(z, self.zone_names), "order": o, "count": c}
                              for (z, o), c in sorted(n.requests.items())],
                 "kswapd_wakes": n.wakes, "kswapd_sleeps": n.sleeps,
                 "re_wakes": n.re_wakes, "awake_ns": n.awake_ns,
@@ -355,8 +357,8 @@ class ReclaimAggregator(Aggregator):
         return out
 
 
-def _zone(zid: int) -> str:
-    return ZONE_NAMES[zid] if 0 <= zid < len(ZONE_NAMES) else str(zid)
+def _zone(zid: int, names: Any = ZONE_NAMES) -> str:
+    return str(names[zid]) if 0 <= zid < len(names) else str(zid)
 
 
 class ReclaimTracer(Tracer):

@@ -831,9 +831,8 @@ class SlabTracer(Tracer):
     def btf_facts(self, probe: Any) -> Dict[str, Any]:
         """kmem_cache.name offset and raw tracepoint argument indexes, from BTF."""
         if self._btf_facts is None:
-            from tracers.slab_btf import load_btf
 
-            btf = load_btf(probe.procfs.path("/sys/kernel/btf/vmlinux"))
+            btf = probe.btf_types
             self._btf_facts = {
                 "name_off": btf.member_offset("kmem_cache", "name") if btf else None,
                 "alloc_arg": btf.raw_tp_arg("kmem_cache_alloc", "kmem_cache") if btf else None,
@@ -842,12 +841,20 @@ class SlabTracer(Tracer):
             }
         return self._btf_facts
 
+    # Per-cache alloc/free counting; --no-slab-accounting turns it off.
+    cache_accounting: bool = True
+
     def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
         attaches, cflags = super().plan(probe)
         f = self.btf_facts(probe)
         acct = f["alloc_arg"] is not None and f["free_arg"] is not None and all(
             probe.tracepoint_exists("kmem", e) for e in ("kmem_cache_alloc", "kmem_cache_free"))
-        if acct:
+        if acct and not self.cache_accounting:
+            attaches.append(Attach(
+                family="kmem:kmem_cache_alloc/free per cache", chosen="off (--no-slab-accounting)",
+                rejected=[("raw tracepoints", "turned off: every allocation would pay the "
+                           "kernel's BPF dispatch; /proc/slabinfo deltas remain")]))
+        elif acct:
             name_off = -1 if f["name_off"] is None else f["name_off"]
             cflags += ["-DSLAB_CACHE_ACCOUNTING",
                        f"-DKMEM_CACHE_ALLOC_ARG={f['alloc_arg']}",

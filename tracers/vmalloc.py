@@ -737,7 +737,7 @@ class VmallocTracer(Tracer):
         for ev, want in self.RAW_PROTOS.items():
             got = probe.raw_tracepoint_params(ev)
             if got is None:
-                raw_ok, raw_why = False, "no BTF prototype to check (bpftool or BTF missing)"
+                raw_ok, raw_why = False, "no BTF prototype to check (kernel BTF missing)"
             elif got[:len(want)] != want:
                 raw_ok, raw_why = False, f"TP_PROTO of {ev} is ({', '.join(got)})"
         if raw_ok:

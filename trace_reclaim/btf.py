@@ -1,0 +1,197 @@
+"""Read struct layouts and prototypes from the running kernel's BTF.
+
+What the tracers need: member offsets (``kmem_cache.name`` for the slab
+tracer), raw tracepoint prototypes (``btf_trace_<event>`` typedefs: raw
+tracepoint args[] follow TP_PROTO, which changes between versions), and
+whether a function exists out of line (what fentry and kprobes need).
+Kernel headers on the machine may belong to another kernel (6.12 headers on
+6.18), so they are never trusted for layouts; BTF (/sys/kernel/btf/vmlinux,
+CONFIG_DEBUG_INFO_BTF) describes this kernel.
+
+A deliberately small parser of the BTF format (Documentation/bpf/btf.rst).
+It keeps the blob (a few MiB) and one offset per type, and decodes names
+and members only when asked: the tracer runs during memory incidents, and
+materialising vmlinux's ~130k types as Python objects would cost ~65 MiB.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from typing import List, Optional, Tuple
+
+__all__ = ["BTF", "load_btf"]
+
+_KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION = 1, 2, 3, 4, 5
+_KIND_ENUM, _KIND_TYPEDEF, _KIND_FUNC, _KIND_FUNC_PROTO = 6, 8, 12, 13
+_KIND_VAR, _KIND_DATASEC, _KIND_DECL_TAG, _KIND_ENUM64 = 14, 15, 17, 19
+_MODIFIERS = (9, 10, 11, 18)  # volatile, const, restrict, type_tag
+_TYPE = struct.Struct("<III")
+
+
+class BTF:
+    """One BTF blob, indexed by type id (1-based; 0 is void)."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 24:
+            raise ValueError("not BTF (too short)")
+        magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+        if magic != 0xEB9F:
+            raise ValueError("not BTF (bad magic)")
+        type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
+        self._data = data
+        self._str0 = hdr_len + str_off
+        self._str_end = self._str0 + str_len
+        self._off = array("I", [0])       # byte offset of each type's header
+        self._name = array("I", [0])      # its name offset in the string table
+        pos, end = hdr_len + type_off, hdr_len + type_off + type_len
+        unpack = _TYPE.unpack_from
+        while pos < end:
+            name_off, info, _st = unpack(data, pos)
+            self._off.append(pos)
+            self._name.append(name_off)
+            pos += 12
+            kind = (info >> 24) & 0x1F
+            vlen = info & 0xFFFF
+            if kind == _KIND_INT or kind in (_KIND_VAR, _KIND_DECL_TAG):
+                pos += 4
+            elif kind == _KIND_ARRAY:
+                pos += 12
+            elif kind in (_KIND_STRUCT, _KIND_UNION, _KIND_DATASEC, _KIND_ENUM64):
+                pos += 12 * vlen
+            elif kind in (_KIND_ENUM, _KIND_FUNC_PROTO):
+                pos += 8 * vlen
+
+    # -- raw access -------------------------------------------------------
+    def _type(self, tid: int) -> Tuple[int, int, int, int]:
+        """(kind, vlen, kflag, size_or_type) of type ``tid``."""
+        _n, info, st = _TYPE.unpack_from(self._data, self._off[tid])
+        return (info >> 24) & 0x1F, info & 0xFFFF, info >> 31, st
+
+    def _str(self, off: int) -> str:
+        start = self._str0 + off
+        end = self._data.find(b"\0", start, self._str_end)
+        return self._data[start:end].decode("ascii", "replace")
+
+    def name_of(self, tid: int) -> str:
+        return self._str(self._name[tid]) if tid else ""
+
+    def find(self, kind: int, name: str) -> Optional[int]:
+        """The first type of ``kind`` named ``name``, or None."""
+        needle = b"\0" + name.encode() + b"\0"
+        strs = self._data
+        pos = strs.find(needle, self._str0, self._str_end)
+        while pos >= 0:
+            off = pos + 1 - self._str0
+            start = 1
+            while True:
+                try:
+                    tid = self._name.index(off, start)
+                except ValueError:
+                    break
+                if self._type(tid)[0] == kind:
+                    return tid
+                start = tid + 1
+            pos = strs.find(needle, pos + 1, self._str_end)
+        return None
+
+    def _strip(self, tid: int) -> int:
+        for _ in range(32):
+            kind, _v, _k, ref = self._type(tid) if tid else (0, 0, 0, 0)
+            if not tid or kind not in _MODIFIERS + (_KIND_TYPEDEF,):
+                return tid
+            tid = ref
+        return tid
+
+    def _members(self, tid: int) -> List[Tuple[str, int, int]]:
+        """(name, type, bit offset) of a struct/union, (name, type, 0) of a prototype."""
+        kind, vlen, kflag, _st = self._type(tid)
+        pos = self._off[tid] + 12
+        out = []
+        if kind in (_KIND_STRUCT, _KIND_UNION):
+            for i in range(vlen):
+                m_name, m_type, m_off = _TYPE.unpack_from(self._data, pos + 12 * i)
+                out.append((self._str(m_name), m_type, m_off & 0xFFFFFF if kflag else m_off))
+        elif kind == _KIND_FUNC_PROTO:
+            for i in range(vlen):
+                p_name, p_type = struct.unpack_from("<II", self._data, pos + 8 * i)
+                out.append((self._str(p_name), p_type, 0))
+        return out
+
+    # -- questions the tracers ask -----------------------------------------
+    def member_offset(self, struct_name: str, member: str) -> Optional[int]:
+        """Byte offset of ``member`` in ``struct struct_name`` (None: unknown)."""
+        tid = self.find(_KIND_STRUCT, struct_name)
+        if tid is None:
+            return None
+        for m_name, _t, bits in self._members(tid):
+            if m_name == member and bits % 8 == 0:
+                return bits // 8
+        return None
+
+    def type_name(self, tid: int, depth: int = 0) -> str:
+        """C spelling of a type as BTF names it: ``const void *``, ``gfp_t``."""
+        if tid == 0:
+            return "void"
+        if depth > 16 or tid >= len(self._off):
+            return "?"
+        kind, _v, _k, ref = self._type(tid)
+        if kind == _KIND_PTR:
+            return self.type_name(ref, depth + 1) + " *"
+        if kind in (_KIND_STRUCT, _KIND_UNION):
+            return f"{'struct' if kind == _KIND_STRUCT else 'union'} {self.name_of(tid)}"
+        if kind in (9, 10, 11):
+            return f"{('volatile', 'const', 'restrict')[kind - 9]} " + \
+                self.type_name(ref, depth + 1)
+        return self.name_of(tid) or "?"
+
+    def _proto(self, tid: int) -> Optional[List[Tuple[str, int, int]]]:
+        tid = self._strip(tid)
+        if not tid or self._type(tid)[0] != _KIND_FUNC_PROTO:
+            return None
+        return self._members(tid)
+
+    def _raw_tp_proto(self, tracepoint: str) -> Optional[List[Tuple[str, int, int]]]:
+        # btf_trace_NAME: a pointer to a prototype whose first parameter is
+        # the probe's void *__data; raw tracepoint args[] start after it.
+        tid = self.find(_KIND_TYPEDEF, f"btf_trace_{tracepoint}")
+        if tid is None:
+            return None
+        ptr = self._strip(self._type(tid)[3])
+        if not ptr or self._type(ptr)[0] != _KIND_PTR:
+            return None
+        params = self._proto(self._type(ptr)[3])
+        return params[1:] if params else None
+
+    def raw_tp_params(self, tracepoint: str) -> Optional[List[str]]:
+        """TP_PROTO of a tracepoint (the raw tracepoint's args[]), or None."""
+        params = self._raw_tp_proto(tracepoint)
+        return None if params is None else [self.type_name(t) for _n, t, _o in params]
+
+    def raw_tp_arg(self, tracepoint: str, struct_name: str) -> Optional[int]:
+        """Index in a raw tracepoint's args[] of the first ``struct NAME *``."""
+        for i, (_n, ptype, _o) in enumerate(self._raw_tp_proto(tracepoint) or []):
+            t = self._strip(ptype)
+            if not t or self._type(t)[0] != _KIND_PTR:
+                continue
+            target = self._strip(self._type(t)[3])
+            if target and self._type(target)[0] == _KIND_STRUCT and \
+                    self.name_of(target) == struct_name:
+                return i
+        return None
+
+    def func_params(self, name: str) -> Optional[List[str]]:
+        """Parameter types of an out-of-line kernel function, or None."""
+        tid = self.find(_KIND_FUNC, name)
+        if tid is None:
+            return None
+        params = self._proto(self._type(tid)[3])
+        return None if params is None else [self.type_name(t) for _n, t, _o in params]
+
+
+def load_btf(path: str = "/sys/kernel/btf/vmlinux") -> Optional[BTF]:
+    try:
+        with open(path, "rb") as f:
+            return BTF(f.read())
+    except (OSError, ValueError, struct.error):
+        return None

@@ -466,9 +466,7 @@ def replay(path: str, env: Environment) -> Correlator:
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            feed = corr.feed_record
-            for type_id, payload in reader.records():
-                feed(type_id, payload)
+            corr.feed_records(reader.records())
         finally:
             if gc_was:
                 gc.enable()

@@ -249,3 +249,25 @@ def test_btf_rejects_garbage():
     from trace_reclaim.btf import BTF
     with pytest.raises(ValueError):
         BTF(b"\x00" * 64)
+
+
+@given(st.lists(st.lists(st.integers(0, 10**9), max_size=3000), max_size=6))
+def test_merged_stats_equal_stats_of_all_values(parts):
+    singles = []
+    for values in parts:
+        s = LatencyStats()
+        for v in values:
+            s.add(v)
+        singles.append(s)
+    merged = LatencyStats.merged(singles)
+    direct = LatencyStats()
+    for values in parts:
+        for v in values:
+            direct.add(v)
+    assert (merged.count, merged.total, merged.max, merged.min) == \
+        (direct.count, direct.total, direct.max, direct.min)
+    if merged.exact:
+        assert direct.exact
+    for p in (50, 99):
+        a, b = merged.percentile(p), direct.percentile(p)
+        assert abs(a - b) <= 0.0313 * b + 1

@@ -8,7 +8,7 @@ they produce the same report byte for byte.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from trace_reclaim import events
 from trace_reclaim.events import _DECODERS
@@ -107,7 +107,40 @@ class Correlator:
         dec = _DECODERS.get(type_id)
         if agg is None or dec is None:
             return ()
-        return (dec, agg.feed, self.episodes.handler(type_id))
+        handlers = getattr(agg, "handlers", None)
+        agg_feed = (handlers() if handlers else {}).get(type_id, agg.feed)
+        return (dec, agg_feed, self.episodes.handler(type_id))
+
+    def feed_records(self, records: Iterable[Tuple[int, bytes]]) -> None:
+        """``feed_record`` for each record (replay's loop, with the hot path inlined)."""
+        hot_of = self._hot
+        w = self.window
+        user_base = events.USER_BASE
+        for type_id, payload in records:
+            hot = hot_of.get(type_id) if type_id < user_base else None
+            if hot is None:
+                if type_id < user_base:
+                    hot_of[type_id] = self._hot_path(type_id)
+                self.feed_record(type_id, payload)
+                continue
+            if not hot:
+                self.feed_record(type_id, payload)
+                continue
+            dec, agg_feed, ep_feed = hot
+            try:
+                ev = dec(payload)
+            except events.DecodeError:
+                self.decode_errors += 1
+                continue
+            ts = ev.ts_ns
+            if w.end_ns and ts > w.end_ns:
+                self.after_window += 1
+            elif ts < w.start_ns:
+                self.before_window += 1
+            else:
+                self.events += 1
+                agg_feed(ev)
+                ep_feed(ev)
 
     def feed(self, ev: Any) -> Optional[Dict[str, Any]]:
         agg = self._by_type.get(getattr(ev, "type", -1))

@@ -491,6 +491,8 @@ def load_run(path: str, env: Any) -> Run:
                     ev = events.decode(type_id, payload)
                 except events.DecodeError:
                     continue
+                if ev is None:
+                    continue
                 # The same window the correlator applied.
                 if ev.ts_ns - ev.delta_ns < start or (end and ev.ts_ns > end):
                     continue

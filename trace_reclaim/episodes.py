@@ -381,10 +381,9 @@ class EpisodeBuilder:
         task.pages += ev.nr_reclaimed_pages
         if d > task.max_ns:
             task.max_ns = d
-        lg = ep.longest
-        if len(lg) < TOP or d > lg[-1][0]:
-            lg.append((d, start, ev.pid, ev.comm, ev.nr_reclaimed_pages, ev.order))
-            lg.sort(key=lambda x: (-x[0], x[1]))
+        lg = ep.longest  # (-delta, start, ...): ascending is longest first
+        if len(lg) < TOP or -d < lg[-1][0]:
+            bisect.insort(lg, (-d, start, ev.pid, ev.comm, ev.nr_reclaimed_pages, ev.order))
             del lg[TOP:]
 
     def _target(self, nid: Optional[int], ts: int, tid: int) -> Optional[_Episode]:
@@ -622,7 +621,7 @@ class EpisodeBuilder:
                 "pages_reclaimed": ep.pages,
                 "stalls": stalls,
                 "longest_stalls": [{"tid": x[2], "comm": x[3], "start_ns": x[1],
-                                    "delta_ns": x[0], "pages_reclaimed": x[4],
+                                    "delta_ns": -x[0], "pages_reclaimed": x[4],
                                     "order": x[5]} for x in ep.longest],
                 "shrinkers": {
                     "calls": sum(s["calls"] for s in shr),

@@ -134,9 +134,10 @@ def struct_decoder(cls: type, fmt: str, nfields: int) -> Decoder:
     end = 6 + nfields
 
     def decode_struct(payload: bytes) -> Any:
-        if len(payload) < size:
-            raise DecodeError(f"{cls.__name__}: {len(payload)} bytes, need {size}")
-        v = unpack(payload)
+        try:
+            v = unpack(payload)
+        except struct.error:
+            raise DecodeError(f"{cls.__name__}: {len(payload)} bytes, need {size}") from None
         raw = v[5]
         comm = _comm_cache.get(raw)
         if comm is None:

@@ -223,11 +223,17 @@ class LiveSession:
             return
         tasks = []
         errors = 0
+        client = self.taskstats
+        if client is None:
+            return
         for tid, comm in sorted(due.items()):
             del self._stalled[tid]
             self._ts_read[tid] = now
             try:
-                st = self.taskstats.get(tid)["stats"]
+                reply = client.get(tid)
+                if reply is None:
+                    raise LookupError(tid)
+                st = reply["stats"]
             except Exception:  # the task exited, or netlink refused
                 errors += 1
                 continue

@@ -63,8 +63,45 @@ class LatencyStats:
             for x in ex:
                 b = _bucket(x)
                 hist[b] = hist.get(b, 0) + 1
-        b = _bucket(v)
-        self._hist[b] = self._hist.get(b, 0) + 1
+        if v < _SUB:
+            b = v
+        else:
+            shift = v.bit_length() - 6
+            b = (shift << 5) + (v >> shift)
+        hist = self._hist
+        hist[b] = hist.get(b, 0) + 1
+
+    @classmethod
+    def merged(cls, parts: List[LatencyStats]) -> LatencyStats:
+        """One LatencyStats of all values in ``parts`` (exact while they fit)."""
+        out = cls()
+        for s in parts:
+            if not s.count:
+                continue
+            out.min = s.min if not out.count else min(out.min, s.min)
+            out.max = max(out.max, s.max)
+            out.count += s.count
+            out.total += s.total
+        exact: Optional[List[int]] = []
+        for s in parts:
+            if s._exact is None or exact is None:
+                exact = None
+            else:
+                exact.extend(s._exact)
+        if exact is not None and len(exact) <= EXACT_CAP:
+            out._exact = exact
+            return out
+        out._exact = None
+        hist = out._hist
+        for s in parts:
+            if s._exact is not None:
+                for x in s._exact:
+                    b = _bucket(x)
+                    hist[b] = hist.get(b, 0) + 1
+            else:
+                for b, n in s._hist.items():
+                    hist[b] = hist.get(b, 0) + n
+        return out
 
     @property
     def exact(self) -> bool:

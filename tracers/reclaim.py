@@ -94,8 +94,8 @@ class _Proc:
         self.comm = comm
         self.lat = LatencyStats()
         self.pages = 0
-        self.orders: Counter[int] = Counter()
-        self.gfp: Counter[int] = Counter()
+        self.orders: Dict[int, int] = {}  # plain dicts: this is the per-event path
+        self.gfp: Dict[int, int] = {}
 
 
 class _Node:
@@ -104,7 +104,7 @@ class _Node:
 
     def __init__(self, nid: int) -> None:
         self.nid = nid
-        self.requests: Counter[Tuple[int, int]] = Counter()  # (zid, order)
+        self.requests: Dict[Tuple[int, int], int] = {}  # (zid, order)
         self.wakes = 0
         self.sleeps = 0
         self.re_wakes = 0
@@ -123,7 +123,6 @@ class ReclaimAggregator(Aggregator):
         super().__init__(window)
         self.procs: Dict[int, _Proc] = {}
         self.nodes: Dict[int, _Node] = {}
-        self.all_lat = LatencyStats()
         self.stalls_before_window = 0
         self.retries = 0
         self.lru_first: Optional[Dict[str, Dict[str, int]]] = None
@@ -159,63 +158,76 @@ class ReclaimAggregator(Aggregator):
             p = self.procs[tgid] = _Proc(tgid, comm)
         return p
 
+    def handlers(self) -> Dict[int, Any]:
+        """The function for each record type (the correlator calls them directly)."""
+        return {EV_WAKEUP_KSWAPD: self._wakeup_kswapd, EV_DIRECT_RECLAIM: self._direct_reclaim,
+                EV_KSWAPD_WAKE: self._kswapd_wake, EV_KSWAPD_SLEEP: self._kswapd_sleep}
+
     def feed(self, ev: Any) -> None:
-        t = ev.type
-        if t == EV_WAKEUP_KSWAPD:
-            # The most frequent record: a fast path with the same effect.
-            n = self.nodes.get(ev.nid) or self._node(ev.nid)
-            req = n.requests
-            key = (ev.zid, ev.order)
-            if key in req:
-                req[key] += 1
-            elif len(req) < 256:
-                req[key] = 1
-            self._iv["wakeup_requests"] += 1
-        elif t == EV_DIRECT_RECLAIM:
-            if ev.ts_ns - ev.delta_ns < self.window.start_ns:
-                self.stalls_before_window += 1
-                return
-            p = self._proc(ev.tgid, ev.comm)
-            p.lat.add(ev.delta_ns)
-            p.pages += ev.nr_reclaimed_pages
-            p.orders[ev.order] += 1
-            if len(p.gfp) < 64:
-                p.gfp[ev.gfp_flags] += 1
-            self.all_lat.add(ev.delta_ns)
-            self.retries += ev.retries
-            iv = self._iv
-            iv["stalls"] += 1
-            iv["stall_ns"] += ev.delta_ns
-            iv["pages"] += ev.nr_reclaimed_pages
-            if ev.delta_ns > iv["stall_max_ns"]:
-                iv["stall_max_ns"] = ev.delta_ns
-        elif t == EV_WAKEUP_KSWAPD:
-            n = self._node(ev.nid)
-            if len(n.requests) < 256:
-                n.requests[(ev.zid, ev.order)] += 1
-            self._iv["wakeup_requests"] += 1
-        elif t == EV_KSWAPD_WAKE:
-            n = self._node(ev.nid)
-            n.wakes += 1
-            n.max_order = max(n.max_order, ev.order)
-            self._iv["kswapd_wakes"] += 1
-            if n.awake_since is not None:
-                # Woken again without sleeping in between: balance_pgdat()
-                # returned and kswapd went round its loop again.
-                n.re_wakes += 1
-            else:
-                n.awake_since = ev.ts_ns
-        elif t == EV_KSWAPD_SLEEP:
-            n = self._node(ev.nid)
-            n.sleeps += 1
-            since = n.awake_since
-            if since is None:
-                # Awake when the trace began: count from the window start.
-                since = max(self.window.start_ns, self._tick_ns)
-                if n.wakes:
-                    since = ev.ts_ns
-            self._add_awake(n, since, ev.ts_ns)
-            n.awake_since = None
+        h = self.handlers().get(ev.type)
+        if h is not None:
+            h(ev)
+
+    def _wakeup_kswapd(self, ev: Any) -> None:
+        # The most frequent record under pressure.
+        n = self.nodes.get(ev.nid) or self._node(ev.nid)
+        req = n.requests
+        key = (ev.zid, ev.order)
+        if key in req:
+            req[key] += 1
+        elif len(req) < 256:
+            req[key] = 1
+        self._iv["wakeup_requests"] += 1
+
+    def _direct_reclaim(self, ev: Any) -> None:
+        d = ev.delta_ns
+        if ev.ts_ns - d < self.window.start_ns:
+            self.stalls_before_window += 1
+            return
+        p = self.procs.get(ev.tgid) or self._proc(ev.tgid, ev.comm)
+        p.lat.add(d)
+        pages = ev.nr_reclaimed_pages
+        p.pages += pages
+        orders = p.orders
+        orders[ev.order] = orders.get(ev.order, 0) + 1
+        g = p.gfp
+        flags = ev.gfp_flags
+        if flags in g:
+            g[flags] += 1
+        elif len(g) < 64:
+            g[flags] = 1
+        self.retries += ev.retries
+        iv = self._iv
+        iv["stalls"] += 1
+        iv["stall_ns"] += d
+        iv["pages"] += pages
+        if d > iv["stall_max_ns"]:
+            iv["stall_max_ns"] = d
+
+    def _kswapd_wake(self, ev: Any) -> None:
+        n = self._node(ev.nid)
+        n.wakes += 1
+        if ev.order > n.max_order:
+            n.max_order = ev.order
+        self._iv["kswapd_wakes"] += 1
+        if n.awake_since is not None:
+            # Woken again without sleeping in between: balance_pgdat()
+            # returned and kswapd went round its loop again.
+            n.re_wakes += 1
+        else:
+            n.awake_since = ev.ts_ns
+
+    def _kswapd_sleep(self, ev: Any) -> None:
+        n = self._node(ev.nid)
+        n.sleeps += 1
+        since = n.awake_since
+        if since is None:
+            # Awake when the trace began: count from the window start.
+            since = max(self.window.start_ns, self._tick_ns)
+            if n.wakes:
+                since = ev.ts_ns
+        self._add_awake(n, since, ev.ts_ns)
+        n.awake_since = None
 
     def on_sample(self, sample: Any) -> None:
         lru = sample.data.get("lru") if isinstance(sample.data, dict) else None
@@ -283,7 +295,8 @@ class ReclaimAggregator(Aggregator):
                 "re_wakes": n.re_wakes, "awake_ns": n.awake_ns,
                 "max_order": n.max_order,
             })
-        s = self.all_lat.summary()
+        # All stalls: merged from the per-process statistics (one add per stall).
+        s = LatencyStats.merged([p.lat for p in self.procs.values()]).summary()
         return {
             "direct_reclaim": {
                 "stalls": s["count"], "total_ns": s["total"], "p50_ns": s["p50"],

@@ -32,7 +32,7 @@ def status(pid: int) -> dict:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[k] = int(v.split()[0])
     return out
 
@@ -68,7 +68,8 @@ def main() -> int:
         print(f"error: recorder did not start: {line}{proc.stderr.read()}", file=sys.stderr)
         return 1
     time.sleep(1)
-    samples = [(0.0, status(proc.pid)["VmRSS"])]
+    first = status(proc.pid)
+    samples = [(0.0, first["VmRSS"], first["RssAnon"])]
     stop = threading.Event()
     counts = {"pressure": 0, "churn": 0, "vmalloc": 0}
     t = threading.Thread(target=workloads, args=(stop, counts))
@@ -77,11 +78,13 @@ def main() -> int:
     try:
         while time.monotonic() - t0 < args.seconds:
             time.sleep(2)
-            samples.append((time.monotonic() - t0, status(proc.pid)["VmRSS"]))
+            st = status(proc.pid)
+            samples.append((time.monotonic() - t0, st["VmRSS"], st["RssAnon"]))
     finally:
         stop.set()
         t.join()
-        hwm = status(proc.pid)["VmHWM"]
+        last = status(proc.pid)
+        hwm = last["VmHWM"]
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=120)[1]
     size = os.path.getsize(rec)
@@ -98,9 +101,12 @@ def main() -> int:
     print(f"traced: {tot['direct_reclaim_stalls']} direct-reclaim stalls, "
           f"{tot['kswapd_wakes']} kswapd wakes, {tot.get('shrink_slab_calls', '-')} "
           f"shrink_slab calls, {tot.get('vmalloc_areas', '-')} vmalloc areas")
-    q = [samples[i][1] for i in (0, n // 4, n // 2, 3 * n // 4, -1)]
-    print(f"RSS (KiB) after attach {q[0]}, at 25% {q[1]}, 50% {q[2]}, 75% {q[3]}, "
-          f"end {q[4]}; peak VmHWM {hwm}")
+    for col, label in ((1, "VmRSS"), (2, "RssAnon")):
+        q = [samples[i][col] for i in (0, n // 4, n // 2, 3 * n // 4, -1)]
+        print(f"{label} (KiB) after attach {q[0]}, at 25% {q[1]}, 50% {q[2]}, "
+              f"75% {q[3]}, end {q[4]}")
+    print(f"RssFile (KiB) at the end {last['RssFile']} (shared, clean library pages: "
+          f"libbcc/LLVM); peak VmHWM {hwm} (the BPF compile at start)")
     print(err.strip().splitlines()[-1] if err.strip() else "")
     os.unlink(rec)
     return 0

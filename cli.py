@@ -466,7 +466,8 @@ def replay(path: str, env: Environment) -> Correlator:
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            corr.feed_records(reader.records())
+            for block in reader.blocks_of_records():
+                corr.feed_records(block)
         finally:
             if gc_was:
                 gc.enable()

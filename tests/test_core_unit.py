@@ -271,3 +271,14 @@ def test_merged_stats_equal_stats_of_all_values(parts):
     for p in (50, 99):
         a, b = merged.percentile(p), direct.percentile(p)
         assert abs(a - b) <= 0.0313 * b + 1
+
+
+def test_fast_decoder_builds_the_same_event_as_the_dataclass():
+    from tracers.reclaim import DirectReclaim
+    raw = synth.direct_reclaim(123, 45, pages=6, order=2, gfp=0xCC0, retries=1,
+                               pid=7, comm="kworker/0:1")[1]
+    ev = events.decode(4, raw)
+    assert ev == DirectReclaim(123, 4, 7, 7, 0, "kworker/0:1", 45, 0xCC0, 6, 2, 1)
+    assert ev.start_ns == 78
+    with pytest.raises(events.DecodeError):
+        events.decode(4, raw[:-1])

@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 BURST_GAP_NS = 100_000_000
-MAX_EPISODES = 20_000
+MAX_EPISODES = 2_000      # kept in memory; later ones are counted, not kept
 # Episodes the report details; the rest are counted in the summary.  The
 # ones kept are those with OOM kills, then the most direct-reclaim time.
 MAX_REPORTED = 500

@@ -166,6 +166,11 @@ class Reader:
 
     def records(self) -> Iterator[Tuple[int, bytes]]:
         """Yield ``(type, payload)`` for every record in every good block."""
+        for block in self.blocks_of_records():
+            yield from block
+
+    def blocks_of_records(self) -> Iterator[List[Tuple[int, bytes]]]:
+        """Yield each good block's records as a list (replay's fast path)."""
         read = self.f.read
         while True:
             head = read(_BLOCK_HEAD.size)
@@ -190,7 +195,7 @@ class Reader:
                 self._stop("a block's records do not add up")
                 return
             self.blocks += 1
-            yield from parsed
+            yield parsed
 
 
 def _parse_block(payload: bytes, nrec: int) -> List[Tuple[int, bytes]] | None:

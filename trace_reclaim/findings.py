@@ -112,7 +112,8 @@ def _zone_below_min(doc: Dict[str, Any], eps: List[Dict[str, Any]]) -> List[Dict
             f"Node {node} zone {zone}: {w['free']} free pages, below min {w['min']}",
             {"node": node, "zone": zone, **w},
             "Below the min watermark only allocations allowed to dig into the "
-            "reserves (ALLOC_HARDER/ALLOC_OOM, atomic and PF_MEMALLOC) succeed; every "
+            "reserves succeed (ALLOC_MIN_RESERVE for __GFP_HIGH, ALLOC_NON_BLOCK for "
+            "atomic, ALLOC_OOM and PF_MEMALLOC reclaimers; before 6.3 ALLOC_HARDER); every "
             "other allocation that reaches __alloc_pages_slowpath() reclaims directly "
             "and stalls. kswapd was woken at the low watermark and keeps reclaiming "
             "until the high one.",

@@ -350,8 +350,12 @@ class ReclaimAggregator(Aggregator):
             flags = Counter[str]()
             for p in d["processes"]:
                 flags.update(p["gfp_flags"])
-            out.append("  gfp flags: " + ", ".join(
-                f"{k} x{v}" for k, v in flags.most_common(4)))
+            import textwrap
+
+            out += textwrap.wrap(", ".join(f"{k} x{v}" for k, v in flags.most_common(4)),
+                                 78, initial_indent="  gfp flags: ",
+                                 subsequent_indent="    ", break_on_hyphens=False,
+                                 break_long_words=False)
         out.append("")
         out.append("kswapd:")
         if not section["kswapd"]:

@@ -69,29 +69,12 @@ class Correlator:
     def feed_record(self, type_id: int, payload: bytes) -> Optional[Dict[str, Any]]:
         """Decode and feed one record; return an interval row at a tick."""
         if type_id < events.USER_BASE:
-            # The hot path (every BPF record): decode and dispatch in one go;
-            # same checks, same order as feed().
-            hot = self._hot.get(type_id)
-            if hot is None:
-                hot = self._hot[type_id] = self._hot_path(type_id)
-            if hot:
-                dec, agg_feed, ep_feed = hot
-                try:
-                    ev = dec(payload)
-                except events.DecodeError:
-                    self.decode_errors += 1
-                    return None
-                w = self.window
-                ts = ev.ts_ns
-                if w.end_ns and ts > w.end_ns:
-                    self.after_window += 1
-                elif ts < w.start_ns:
-                    self.before_window += 1
-                else:
-                    self.events += 1
-                    agg_feed(ev)
-                    ep_feed(ev)
-                return None
+            self.feed_records(((type_id, payload),))
+            return None
+        return self._decode_and_feed(type_id, payload)
+
+    def _decode_and_feed(self, type_id: int, payload: bytes) -> Optional[Dict[str, Any]]:
+        """The general path: user records, and types without a hot path."""
         try:
             ev = events.decode(type_id, payload)
         except events.DecodeError:
@@ -112,19 +95,20 @@ class Correlator:
         return (dec, agg_feed, self.episodes.handler(type_id))
 
     def feed_records(self, records: Iterable[Tuple[int, bytes]]) -> None:
-        """``feed_record`` for each record (replay's loop, with the hot path inlined)."""
+        """Feed each record: BPF records of a loaded tracer take the hot path
+        (decode and dispatch in one go; same checks, same order as ``feed``)."""
         hot_of = self._hot
         w = self.window
         user_base = events.USER_BASE
         for type_id, payload in records:
-            hot = hot_of.get(type_id) if type_id < user_base else None
-            if hot is None:
-                if type_id < user_base:
-                    hot_of[type_id] = self._hot_path(type_id)
-                self.feed_record(type_id, payload)
+            if type_id >= user_base:
+                self._decode_and_feed(type_id, payload)
                 continue
-            if not hot:
-                self.feed_record(type_id, payload)
+            hot = hot_of.get(type_id)
+            if hot is None:
+                hot = hot_of[type_id] = self._hot_path(type_id)
+            if not hot:  # decodes and counts as unknown or not-this-session
+                self._decode_and_feed(type_id, payload)
                 continue
             dec, agg_feed, ep_feed = hot
             try:

@@ -133,7 +133,8 @@ class LiveSession:
         self._ts_read: Dict[int, int] = {}
 
     # -- records -----------------------------------------------------------
-    def _emit(self, type_id: int, payload: bytes) -> None:
+    def _note(self, type_id: int, payload: bytes) -> None:
+        """What the session itself reacts to: kswapd wakes (zoneinfo), stalls (taskstats)."""
         if type_id == EV_KSWAPD_WAKE:
             self._kswapd_woke = True
         elif type_id == EV_DIRECT_RECLAIM and len(self._stalled) < MAX_TASKSTATS_PER_TICK:
@@ -141,6 +142,9 @@ class LiveSession:
             if tid not in self._stalled:
                 self._stalled[tid] = payload[24:40].split(b"\0", 1)[0].decode(
                     "utf-8", "replace")
+
+    def _emit(self, type_id: int, payload: bytes) -> None:
+        self._note(type_id, payload)
         if self.writer is not None:
             self.writer.write(type_id, payload)
         row = self.correlator.feed_record(type_id, payload)
@@ -161,8 +165,14 @@ class LiveSession:
         self._batch = []
         # One ring buffer, many CPUs: commit order is nearly time order.
         batch.sort(key=lambda b: _TS(b[:8], "little"))
-        for raw in batch:
-            self._emit(_TS(raw[8:12], "little"), raw)
+        records = [(_TS(raw[8:12], "little"), raw) for raw in batch]
+        write = self.writer.write if self.writer is not None else None
+        for type_id, raw in records:
+            self._note(type_id, raw)
+            if write is not None:
+                write(type_id, raw)
+        # Same order as recorded; BPF records never end an interval (no rows).
+        self.correlator.feed_records(records)
         if self._stalled and self.taskstats is not None:
             # Read stalled tasks' delays now, while they still exist; a
             # short-lived allocator is gone by the next tick.

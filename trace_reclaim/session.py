@@ -346,9 +346,11 @@ class LiveSession:
         # Close the window: kernel counters first, then everything the ring
         # buffer still holds; the End record excludes events after the counters.
         end_ts = self._snapshots("end")
-        self._sample("end")
+        # Drain before the tracers' last sample, so it covers every record
+        # (the vmalloc tracer symbolizes the stacks of the areas it saw).
         b.ring_buffer_consume()
         self._flush_batch()
+        self._sample("end")
         self._tick_snapshots("end")
         self._emit_user(events.Tick(self.clock(), interval + 1, self._lost()))
         self._emit_user(events.End(end_ts, self._stop or "stopped"))

@@ -61,3 +61,18 @@ def test_tty_redraws_in_place_and_pipe_prints_rows():
     lines = pipe.getvalue().splitlines()
     assert len(lines) == 1 + len(frames) and "\x1b" not in pipe.getvalue()
     assert all(len(ln) <= 80 for ln in lines)
+
+
+def test_slab_and_vmalloc_lines_show_when_those_tracers_ran():
+    row = {"interval": 3, "reclaim": {},
+           "slab": {"shrink_calls": 12, "scanned": 900, "freed": 450,
+                    "top_net": {"dentry": 5000, "ext4_inode_cache": -20}},
+           "vmalloc": {"areas": 4, "huge_areas": 1, "huge_pages": 3, "fallbacks": 1}}
+    lines = render_screen({"row": row}, [], "12:00:00")
+    slab = [ln for ln in lines if ln.startswith("slab ")]
+    vm = [ln for ln in lines if ln.startswith("vmalloc ")]
+    assert slab and "450 freed" in slab[0] and "dentry +5000" in slab[0]
+    assert vm and "1 huge (3 x 2 MiB), 1 fell back" in vm[0]
+    assert all(len(ln) <= 80 for ln in lines)
+    plain = render_screen({"row": {"interval": 1, "reclaim": {}}}, [], "12:00:00")
+    assert not any(ln.startswith(("slab ", "vmalloc ")) for ln in plain)

@@ -67,6 +67,15 @@ def render_screen(state: Dict[str, Any], history: List[str], clock: str,
     out.append(f"direct  this interval: {r.get('stalls', 0)} stalls, "
                f"{fmt_ns(r.get('stall_ns', 0))} (max {fmt_ns(r.get('stall_max_ns', 0))}), "
                f"{r.get('pages', 0)} pages")
+    s, v = row.get("slab"), row.get("vmalloc")
+    if s is not None:
+        net = ", ".join(f"{k} {n:+d}" for k, n in list((s.get("top_net") or {}).items())[:2])
+        out.append(f"slab    this interval: {s.get('shrink_calls', 0)} shrinks, "
+                   f"{s.get('scanned', 0)} scanned, {s.get('freed', 0)} freed"
+                   + (f"; net {net}" if net else ""))
+    if v is not None:
+        out.append(f"vmalloc this interval: {v.get('areas', 0)} areas, {v.get('huge_areas', 0)} "
+                   f"huge ({v.get('huge_pages', 0)} x 2 MiB), {v.get('fallbacks', 0)} fell back")
     t = state.get("totals") or {}
     out.append(f"total   {t.get('stalls', 0)} stalls {fmt_ns(t.get('stall_ns', 0))}, "
                f"{t.get('kswapd_wakes', 0)} kswapd runs, {t.get('compaction', 0)} "

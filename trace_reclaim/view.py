@@ -69,7 +69,8 @@ def render_screen(state: Dict[str, Any], history: List[str], clock: str,
                f"{r.get('pages', 0)} pages")
     s, v = row.get("slab"), row.get("vmalloc")
     if s is not None:
-        net = ", ".join(f"{k} {n:+d}" for k, n in list((s.get("top_net") or {}).items())[:2])
+        net = ", ".join(f"{k} {n:+d}" for k, n in
+                        [kv for kv in (s.get("top_net") or {}).items() if kv[1]][:2])
         out.append(f"slab    this interval: {s.get('shrink_calls', 0)} shrinks, "
                    f"{s.get('scanned', 0)} scanned, {s.get('freed', 0)} freed"
                    + (f"; net {net}" if net else ""))

@@ -137,14 +137,9 @@ def test_live_areas_at_end_match_vmallocinfo(live, tmp_path):
             os.close(fd)
 
 
-def test_real_fallback_is_fallback(live, tmp_path):
-    # run() restores nr_hugepages on every path (signals too) and reads it
-    # back under the examples' workload lock, where nothing else changes it.
-    with Trace(str(tmp_path)) as t:
-        res = vmalloc_fallback.run(log=None)
-    assert res["nr_hugepages_after"] == res["nr_hugepages_before"]
+def _check_fallback(t, res):
+    """The kvmalloc area of one fallback run, every claim verified."""
     trig = res["trigger"]
-    assert trig["loaded"] == 1, trig["loads"][0]["error"]
     mine = _mine(t.report, trig["tid"])
     kv = [a for a in mine if a["caller"] == KV_CALLER]
     assert len(kv) == 1, ([(a["caller"], a["size"], a["verdict"]) for a in mine],
@@ -164,3 +159,30 @@ def test_real_fallback_is_fallback(live, tmp_path):
     assert t.report["totals"]["vmalloc_fallbacks"] >= 1
     k = t.report["vmalloc"]["kernel"]
     assert k["disarm_failed"] >= 1
+
+
+def _kernel_found_huge_pages(t, res):
+    """True when this run's kvmalloc really got 3 x 2 MiB: the kernel found
+    order-9 blocks despite the workload (hidden on per-CPU lists), so there was
+    no fallback to see.  All three order-9 allocations must have succeeded."""
+    kv = [a for a in _mine(t.report, res["trigger"]["tid"]) if a["caller"] == KV_CALLER]
+    return (len(kv) == 1 and kv[0]["verdict"] == "huge" and kv[0]["huge_pages"] == 3
+            and t.report["vmalloc"]["kernel"]["disarm_failed"] == 0)
+
+
+def test_real_fallback_is_fallback(live, tmp_path):
+    # The workload leaves no free order-9 block about 7 runs in 8; a run in
+    # which the kernel still found them is a correct `huge`, verified as such,
+    # and the workload is tried again (up to three times).
+    for attempt in range(3):
+        # run() restores nr_hugepages on every path (signals too) and reads it
+        # back under the examples' workload lock, where nothing else changes it.
+        with Trace(str(tmp_path)) as t:
+            res = vmalloc_fallback.run(log=None)
+        assert res["nr_hugepages_after"] == res["nr_hugepages_before"]
+        trig = res["trigger"]
+        assert trig["loaded"] == 1, trig["loads"][0]["error"]
+        if attempt < 2 and _kernel_found_huge_pages(t, res):
+            continue
+        _check_fallback(t, res)
+        return

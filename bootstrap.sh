@@ -58,6 +58,7 @@ if ! headers_ok; then
         # Nearest major.minor by distance, newest build of it; cloud flavour first.
         best=$(apt-cache pkgnames linux-headers- |
                grep -E "^linux-headers-[0-9]+\.[0-9]+\.[0-9]+.*-($flavour|$arch)\$" |
+               grep -v -- "-rt-" |
                awk -v want="$want" -v fl="$flavour" '{
                    split(want, w, " "); v = $0; sub(/^linux-headers-/, "", v)
                    split(v, p, /[.+-]/); d = (w[1]-p[1])*1000 + (w[2]-p[2]); if (d < 0) d = -d

@@ -280,3 +280,16 @@ def run_cli(main_body, argv_traceback=False):
             "check the kernel supports this workload (see shared/KERNEL-FACTS.md)"
         print("hint: %s" % hint, file=sys.stderr)
         return ExitStatus.ERROR
+
+
+def common_args(p):
+    """Add every workload's shared options: -j/--json and the hidden --traceback."""
+    import argparse
+
+    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+
+
+def progress_log(args):
+    """Where progress lines go: stderr when stdout carries the JSON result."""
+    return (lambda m: print(m, file=sys.stderr)) if args.json else print

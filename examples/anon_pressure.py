@@ -182,12 +182,11 @@ def main(argv=None):
     p.add_argument("--disksize-mib", type=int, default=DEFAULT_DISKSIZE // MiB,
                    help="zram swap size (default %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    _restore.common_args(p)
     args = p.parse_args(argv)
 
     def body():
-        log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        log = _restore.progress_log(args)
         res = run(args.mib, args.ballast_mib, args.disksize_mib * MiB, log=log,
                   timeout=args.timeout)
         if args.json:

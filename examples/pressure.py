@@ -224,12 +224,11 @@ def main(argv=None):
     p.add_argument("--dir", default=None, help="directory for the sparse file (default /var/tmp)")
     p.add_argument("--until-direct-reclaim", action="store_true",
                    help="end a pass as soon as direct reclaim happened")
-    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    _restore.common_args(p)
     args = p.parse_args(argv)
 
     def body():
-        log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        log = _restore.progress_log(args)
         res = run(args.mib, args.seconds, args.ballast_mib, args.working_mib, args.repeat,
                   args.dir, args.until_direct_reclaim, log=log)
         if args.json:

@@ -102,8 +102,7 @@ def main(argv=None):
     p.add_argument("--loop", type=int, metavar="K", default=None,
                    help="run the open/close/stat loop K times instead of churning")
     p.add_argument("--dir", default=None, help="where to make the temp dir (default /var/tmp)")
-    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    _restore.common_args(p)
     args = p.parse_args(argv)
 
     def body():

@@ -250,12 +250,11 @@ def main(argv=None):
     p.add_argument("--drop-caches", action="store_true",
                    help="echo 2 > drop_caches while the objects are held")
     p.add_argument("--dir", default=None, help="where to make the temp dir (default /var/tmp)")
-    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    _restore.common_args(p)
     args = p.parse_args(argv)
 
     def body():
-        log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        log = _restore.progress_log(args)
         res = run(args.mode, args.files, args.drop_caches, args.dir, log)
         if args.json:
             print(json.dumps(res))

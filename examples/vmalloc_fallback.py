@@ -154,12 +154,11 @@ def main(argv=None):
                    help="shrink the ballast if MemFree falls below this (default %(default)s)")
     p.add_argument("--no-drop-caches", dest="drop", action="store_false",
                    help="skip echo 3 > drop_caches first")
-    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    _restore.common_args(p)
     args = p.parse_args(argv)
 
     def body():
-        log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        log = _restore.progress_log(args)
         res = run(args.pages, args.insns, args.count, args.min_free_mib, args.drop, log)
         if args.json:
             print(json.dumps(res))

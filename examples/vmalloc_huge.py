@@ -169,8 +169,7 @@ def main(argv=None):
                    help="number of mov instructions (default %(default)d)")
     p.add_argument("--count", type=int, default=1, help="number of loads (default 1)")
     p.add_argument("--pause", type=float, default=0.0, help="seconds between loads")
-    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    _restore.common_args(p)
     args = p.parse_args(argv)
     if not 1 <= args.insns < BPF_COMPLEXITY_LIMIT_INSNS:
         p.error("--insns must be in 1..%d" % (BPF_COMPLEXITY_LIMIT_INSNS - 1))

@@ -180,12 +180,11 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--disksize", default="64M", help="zram disksize (default %(default)s)")
     p.add_argument("--mib", type=int, default=16, help="MiB to write (default %(default)s)")
-    p.add_argument("-j", "--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    _restore.common_args(p)
     args = p.parse_args(argv)
 
     def body():
-        log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+        log = _restore.progress_log(args)
         res = run(args.disksize, args.mib, log)
         if args.json:
             print(json.dumps(res))

@@ -224,12 +224,17 @@ def _slab(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
                 "cache_never_drains", "warning",
                 f"Slab cache {c.get('name')} never drains"
                 + (f": {c['reason']}" if c.get("reason") else ""),
-                {k: v for k, v in c.items() if isinstance(v, (int, float, str, bool))},
+                _scalars(c),
                 "Objects in this kmem_cache are not given back under pressure: "
                 "either no shrinker covers it, or its objects stay referenced. Its "
                 "slab pages count as SUnreclaim (or stay in SReclaimable without "
                 "being freed); reclaim cannot help, only freeing the owners can."))
     return out
+
+
+def _scalars(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A section item's plain fields, as a finding's evidence."""
+    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool))}
 
 
 def _vmalloc(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -240,12 +245,12 @@ def _vmalloc(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     for a in vm.get("areas", []) or []:
         if a.get("verdict") != "fallback":
             continue
-        size = a.get("size") or a.get("size_bytes") or a.get("bytes") or 0
+        size = a.get("size") or 0
         who = a.get("comm") or a.get("caller") or "?"
         out.append(_f(
             "vmalloc_huge_fallback", "warning",
             f"Huge vmalloc of {size} bytes by {who} fell back to 4 KiB pages",
-            {k: v for k, v in a.items() if isinstance(v, (int, float, str, bool))},
+            _scalars(a),
             "__vmalloc_node_range() tried a PMD (2 MiB, order-9) mapping for a "
             "VM_ALLOW_HUGE_VMAP request, could not get the order-9 pages, freed the "
             "area and mapped it again with order-0 pages: more TLB misses for the "

@@ -131,6 +131,7 @@ class ReclaimAggregator(Aggregator):
         self._tick_ns = 0
         self.gfp_bits = window.header.get("gfp_bits") or gfp.DEFAULT_BITS
         self.zone_names = window.header.get("zone_names") or ZONE_NAMES
+        self._handlers = self.handlers()
 
     @staticmethod
     def _new_interval() -> Dict[str, int]:
@@ -164,7 +165,7 @@ class ReclaimAggregator(Aggregator):
                 EV_KSWAPD_WAKE: self._kswapd_wake, EV_KSWAPD_SLEEP: self._kswapd_sleep}
 
     def feed(self, ev: Any) -> None:
-        h = self.handlers().get(ev.type)
+        h = self._handlers.get(ev.type)
         if h is not None:
             h(ev)
 

@@ -106,8 +106,8 @@ test)
     say "mypy (pure modules)"
     .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
         trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
-        $(ls trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/diff.py 2>/dev/null) \
-        tracers/
+        trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/compare.py \
+        trace_reclaim/tracers/
     say "pytest"
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
 *)

@@ -20,13 +20,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from trace_reclaim.probe import Plan, Probe  # noqa: E402
-from trace_reclaim.recording import Reader, Writer  # noqa: E402
-from trace_reclaim.session import LiveSession, build_header, default_bpf_factory  # noqa: E402
-from tracers import reclaim  # noqa: E402
+from trace_reclaim.probe import Plan, Probe
+from trace_reclaim.recording import Reader, Writer
+from trace_reclaim.session import LiveSession, build_header, default_bpf_factory
+from trace_reclaim.tracers import reclaim
 
 
 class EmitTracer(reclaim.ReclaimTracer):

@@ -23,11 +23,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from trace_reclaim import events  # noqa: E402
-from trace_reclaim.recording import Writer  # noqa: E402
+from trace_reclaim import events
+from trace_reclaim.recording import Writer
 
 HDR = "<QIIII16s"
 LAYOUTS = {
@@ -123,7 +120,7 @@ def main() -> int:
     for mode in (["report"], ["report", "-j"]) if a.json else (["report"],):
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *mode, path],
+        r = subprocess.run([sys.executable, "-m", "trace_reclaim", *mode, path],
                            capture_output=True, text=True)
         dt = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -21,10 +21,7 @@ import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from examples import pressure, slab_churn, vmalloc_huge  # noqa: E402
+from trace_reclaim.examples import pressure, slab_churn, vmalloc_huge
 
 
 def status(pid: int) -> dict:
@@ -61,7 +58,7 @@ def main() -> int:
         return 1
     d = tempfile.mkdtemp()
     rec = os.path.join(d, "soak.trc")
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py"), "record",
+    proc = subprocess.Popen([sys.executable, "-m", "trace_reclaim", "record",
                              "-o", rec], stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     if "Tracing reclaim" not in line:
@@ -88,7 +85,7 @@ def main() -> int:
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=120)[1]
     size = os.path.getsize(rec)
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), "report", "-j", rec],
+    r = subprocess.run([sys.executable, "-m", "trace_reclaim", "report", "-j", rec],
                        capture_output=True, text=True)
     import json
 

@@ -22,21 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 from typing import Any, Dict, List
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from examples import slab_churn  # noqa: E402
-from tests.livetools import machine_lock  # noqa: E402
-from trace_reclaim.probe import Probe  # noqa: E402
-from trace_reclaim.quiet import captured_stderr  # noqa: E402
-from trace_reclaim.session import bpf_cflags, bpf_source  # noqa: E402
-from tracers.slab import TRACER  # noqa: E402
+from trace_reclaim.examples import slab_churn
+from trace_reclaim.examples._restore import machine_lock
+from trace_reclaim.probe import Probe
+from trace_reclaim.quiet import captured_stderr
+from trace_reclaim.session import bpf_cflags, bpf_source
+from trace_reclaim.tracers.slab import TRACER
 
 STATS = "/proc/sys/kernel/bpf_stats_enabled"
 ACCOUNTING = ("kmem_cache_alloc", "kmem_cache_free")

@@ -32,14 +32,11 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from tests.livetools import machine_lock  # noqa: E402
-from trace_reclaim.probe import Probe  # noqa: E402
-from trace_reclaim.quiet import captured_stderr  # noqa: E402
-from trace_reclaim.session import bpf_cflags, bpf_source  # noqa: E402
-from tracers import vmalloc  # noqa: E402
+from trace_reclaim.examples._restore import machine_lock
+from trace_reclaim.probe import Probe
+from trace_reclaim.quiet import captured_stderr
+from trace_reclaim.session import bpf_cflags, bpf_source
+from trace_reclaim.tracers import vmalloc
 
 STATS = "/proc/sys/kernel/bpf_stats_enabled"
 EMPTY = {

@@ -9,15 +9,10 @@ skipping.
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from tests.livetools import live_unavailable_reason, machine_lock  # noqa: E402
+from tests.livetools import live_unavailable_reason, machine_lock
 
 REQUIRE_LIVE = os.environ.get("TRACE_RECLAIM_REQUIRE_LIVE") == "1"
 

@@ -38,14 +38,14 @@ def machine_lock() -> Iterator[None]:
     The same lock the examples/ workloads take, re-entrant within a thread,
     so a test holding it can run a workload in-process.
     """
-    from examples._restore import machine_lock as workload_lock
+    from trace_reclaim.examples._restore import machine_lock as workload_lock
 
     with workload_lock(timeout=1800):
         yield
 
 
 def run_cli(args: List[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), *args],
+    return subprocess.run([sys.executable, "-m", "trace_reclaim", *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -70,7 +70,7 @@ class Trace:
         self.report: Dict[str, Any] = {}
 
     def __enter__(self) -> Trace:
-        cmd = [sys.executable, os.path.join(ROOT, "cli.py"),
+        cmd = [sys.executable, "-m", "trace_reclaim",
                "live" if self.live else "record", "-o", self.path, *self.args]
         self._err = tempfile.TemporaryFile(mode="w+")
         self._out = tempfile.TemporaryFile(mode="w+")

@@ -16,10 +16,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from tests.livetools import Trace
 
-from tests.livetools import Trace  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> int:
@@ -38,7 +37,7 @@ def main() -> int:
     with t:
         # A separate process started after the recorder: delay accounting
         # only covers tasks forked while it is on.
-        cmd = [sys.executable, os.path.join(ROOT, "examples", "pressure.py"), "-j",
+        cmd = [sys.executable, "-m", "trace_reclaim.examples.pressure", "-j",
                "--seconds", str(a.seconds)] + (["--mib", str(a.mib)] if a.mib else [])
         r = subprocess.run(cmd, capture_output=True, text=True, check=True)
         res = json.loads(r.stdout)

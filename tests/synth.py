@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from trace_reclaim import events
 from trace_reclaim.recording import Writer
-from tracers import reclaim as R
+from trace_reclaim.tracers import reclaim as R
 
 _HDR = struct.Struct("<QIIII16s")
 

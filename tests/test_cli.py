@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cli
+from trace_reclaim import cli
+from trace_reclaim.env import Environment, ExitStatus
 from trace_reclaim.procfs import ProcFS
 from trace_reclaim.recording import VERSION
 from tests import synth
@@ -19,7 +20,7 @@ from tests import synth
 
 def run(argv, **env_kw):
     out, err = io.StringIO(), io.StringIO()
-    env = cli.Environment(stdout=out, stderr=err, **env_kw)
+    env = Environment(stdout=out, stderr=err, **env_kw)
     rc = cli.main(argv, env)
     return rc, out.getvalue(), err.getvalue()
 
@@ -38,7 +39,7 @@ def assert_user_error(rc, out, err, status=1):
     ["record"], ["report"], ["nonsense-command"], ["live", "-p", "0"],
 ])
 def test_bad_flags_are_usage_errors(argv):
-    assert_user_error(*run(argv), status=cli.ExitStatus.USAGE)
+    assert_user_error(*run(argv), status=ExitStatus.USAGE)
 
 
 def test_not_root_refuses_to_trace():

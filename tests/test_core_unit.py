@@ -15,7 +15,7 @@ from trace_reclaim.procfs import (
 )
 from trace_reclaim.stats import EXACT_CAP, LatencyStats
 from tests import synth
-import tracers
+from trace_reclaim import tracers
 
 
 # -- stats --------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_unknown_and_malformed_records_are_counted_not_fatal():
 
 
 def test_per_process_state_is_capped():
-    from tracers.reclaim import MAX_PROCESSES
+    from trace_reclaim.tracers.reclaim import MAX_PROCESSES
     recs = [synth.vmstat_snapshot(0, "start")]
     recs += [synth.direct_reclaim(10 + i, 1, pid=1000 + i) for i in range(MAX_PROCESSES + 50)]
     corr, _ = correlate(recs)
@@ -274,7 +274,7 @@ def test_merged_stats_equal_stats_of_all_values(parts):
 
 
 def test_fast_decoder_builds_the_same_event_as_the_dataclass():
-    from tracers.reclaim import DirectReclaim
+    from trace_reclaim.tracers.reclaim import DirectReclaim
     raw = synth.direct_reclaim(123, 45, pages=6, order=2, gfp=0xCC0, retries=1,
                                pid=7, comm="kworker/0:1")[1]
     ev = events.decode(4, raw)

@@ -17,10 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cli
-from trace_reclaim import diff, events
+from trace_reclaim import cli
+from trace_reclaim.env import Environment, ExitStatus
+from trace_reclaim import compare as diff
+from trace_reclaim import events
 from trace_reclaim.recording import Writer
-from tracers import reclaim
+from trace_reclaim.tracers import reclaim, registry
 
 
 # -- synthetic documents -------------------------------------------------------
@@ -355,7 +357,7 @@ def write_recording(path: str, latencies: List[int], header: Optional[Dict] = No
 
 
 def main(argv: List[str]) -> tuple:
-    env = cli.Environment(stdout=io.StringIO(), stderr=io.StringIO(),
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO(),
                           is_root=lambda: False)
     rc = cli.main(argv, env)
     return rc, env.stdout.getvalue(), env.stderr.getvalue()
@@ -375,8 +377,8 @@ def recordings(tmp_path):
 
 
 def test_load_run_replays_latencies_inside_the_window(recordings):
-    env = cli.Environment(stdout=io.StringIO(), stderr=io.StringIO())
-    r = diff.load_run(recordings[0][1], env)
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    r = diff.load_run(recordings[0][1], env, registry())
     assert sorted(r.latencies_ns) == [101_000, 150_000, 200_001]
     assert r.doc["totals"]["direct_reclaim_stalls"] == 3
     assert r.header["workload"]["name"] == "pressure"
@@ -443,7 +445,7 @@ def test_cli_warns_about_different_kernels(tmp_path, recordings):
 ])
 def test_cli_usage_errors(argv, words):
     rc, out, err = main(argv)
-    assert rc == cli.ExitStatus.USAGE
+    assert rc == ExitStatus.USAGE
     assert out == ""
     assert err.startswith("error:") and words in err and "\nhint: " in err
     assert "Traceback" not in err
@@ -454,7 +456,7 @@ def test_cli_broken_recording(tmp_path, recordings):
     bad = tmp_path / "broken.trc"
     bad.write_bytes(b"not a recording at all")
     rc, out, err = main(["diff", *base, "--", str(bad), *new])
-    assert rc == cli.ExitStatus.ERROR
+    assert rc == ExitStatus.ERROR
     assert "error: " in err and "broken.trc" in err and "hint: " in err
     assert "Traceback" not in err and out == ""
 
@@ -462,22 +464,22 @@ def test_cli_broken_recording(tmp_path, recordings):
 def test_cli_missing_recording(recordings):
     base, _ = recordings
     rc, out, err = main(["diff", *base, "--", "/nonexistent/x.trc"])
-    assert rc == cli.ExitStatus.ERROR
+    assert rc == ExitStatus.ERROR
     assert "cannot read /nonexistent/x.trc" in err and "hint:" in err
 
 
 def test_cli_bad_plot_name_and_alpha(recordings):
     base, new = recordings
     rc, _, err = main(["diff", "--plot", "x.pdf", *base, "--", *new])
-    assert rc == cli.ExitStatus.USAGE and ".png or .svg" in err
+    assert rc == ExitStatus.USAGE and ".png or .svg" in err
     rc, _, err = main(["diff", "--alpha", "2", *base, "--", *new])
-    assert rc == cli.ExitStatus.USAGE and "--alpha" in err
+    assert rc == ExitStatus.USAGE and "--alpha" in err
 
 
 def test_cli_unwritable_plot(recordings):
     base, new = recordings
     rc, _, err = main(["diff", "--plot", "/nonexistent/dir/x.png", *base, "--", *new])
-    assert rc == cli.ExitStatus.ERROR and "cannot write" in err
+    assert rc == ExitStatus.ERROR and "cannot write" in err
 
 
 def test_truncated_recording_still_diffs_with_a_warning(tmp_path, recordings):
@@ -496,7 +498,7 @@ def test_missing_scipy_is_an_error_with_a_hint(recordings, monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy now fails
     base, new = recordings
     rc, out, err = main(["diff", *base, "--", *new])
-    assert rc == cli.ExitStatus.ERROR
+    assert rc == ExitStatus.ERROR
     assert "need scipy" in err and "trace-reclaim[diff]" in err and "Traceback" not in err
 
 

@@ -26,7 +26,8 @@ import time
 
 import pytest
 
-import cli
+from trace_reclaim import cli
+from trace_reclaim.env import Environment, ExitStatus
 from tests.conftest import REQUIRE_LIVE
 from tests.livetools import ROOT, live_unavailable_reason, machine_lock
 
@@ -55,7 +56,7 @@ def _params():
 
 
 def _main(argv):
-    env = cli.Environment(stdout=io.StringIO(), stderr=io.StringIO())
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
     rc = cli.main(argv, env)
     return rc, env.stdout.getvalue(), env.stderr.getvalue()
 
@@ -189,7 +190,7 @@ def test_ctrl_c_restores_and_sets_the_run_aside(tmp_path):
             if p.poll() is None:
                 p.kill()
         # Checked under the lock, before anyone else can change them.
-        assert p.returncode == cli.ExitStatus.INTERRUPTED, err
+        assert p.returncode == ExitStatus.INTERRUPTED, err
         assert "interrupted after 0 of 3 runs" in err
         assert _read("/proc/sys/vm/watermark_scale_factor") == wsf
     assert sorted(os.listdir(out)) == ["slab-churn-1.trc.incomplete"]

@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 from trace_reclaim import events
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.episodes import BURST_GAP_NS, EpisodeBuilder, EpisodeFact, fact_of
-from tracers import Window, registry
-from tracers.oom import Compaction, MarkVictim
-from tracers.reclaim import DirectReclaim, KswapdSleep, KswapdWake, WakeupKswapd
+from trace_reclaim.tracer import Window
+from trace_reclaim.tracers import registry
+from trace_reclaim.tracers.oom import Compaction, MarkVictim
+from trace_reclaim.tracers.reclaim import DirectReclaim, KswapdSleep, KswapdWake, WakeupKswapd
 
 MS = 1_000_000
 

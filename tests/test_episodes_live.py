@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import time
 
-from examples import pressure
+from trace_reclaim.examples import pressure
 from tests.livetools import Trace
 from tests.test_episodes_replay import replay
 
 
 def wake_sleep_pairs(path):
     """Count kswapd wake->sleep pairs straight from the recorded kernel events."""
-    import tracers
+    from trace_reclaim import tracers
     from trace_reclaim import events
     from trace_reclaim.recording import Reader
 

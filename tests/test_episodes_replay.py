@@ -13,8 +13,9 @@ import os
 
 import pytest
 
-import cli
-import tracers
+from trace_reclaim import cli
+from trace_reclaim.env import Environment
+from trace_reclaim import tracers
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.recording import Reader
 
@@ -61,7 +62,7 @@ def test_fixture_findings(path):
 @pytest.mark.parametrize("path", RECORDINGS, ids=os.path.basename)
 def test_fixture_text_report_fits_and_has_sections(path):
     out = io.StringIO()
-    assert cli.main(["report", path], cli.Environment(stdout=out, stderr=io.StringIO())) == 0
+    assert cli.main(["report", path], Environment(stdout=out, stderr=io.StringIO())) == 0
     text = out.getvalue()
     for head in ("Findings:", "Episodes:", "== reclaim ==", "== oom ==", "Lost events:"):
         assert head in text

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from trace_reclaim import events
-import tracers
+from trace_reclaim import tracers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVENTS_H = os.path.join(ROOT, "bpf", "events.h")

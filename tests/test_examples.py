@@ -8,15 +8,11 @@ which turns the skip into a failure so CI cannot pass by skipping.
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from examples import (_proc, anon_pressure, pressure, slab_churn, slab_dentries,  # noqa: E402
+from trace_reclaim.examples import (_proc, anon_pressure, pressure, slab_churn, slab_dentries,
                       vmalloc_fallback, vmalloc_huge, zram_lifecycle)
 
 PY = "/usr/bin/python3"
@@ -133,7 +129,7 @@ def test_slab_churn_and_loop():
 
 
 def _spawn(script, *args):
-    return subprocess.Popen([PY, os.path.join(ROOT, "examples", script), *args],
+    return subprocess.Popen([PY, "-m", f"trace_reclaim.examples.{script[:-3]}", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -199,7 +195,7 @@ def test_pinned_dentries_restores_on_sigint(machine_state):
 
 
 def test_cli_error_format():
-    p = subprocess.run([PY, os.path.join(ROOT, "examples", "slab_churn.py"),
+    p = subprocess.run([PY, "-m", "trace_reclaim.examples.slab_churn",
                         "--dir", "/nonexistent/dir"], capture_output=True, text=True)
     assert p.returncode == 1
     assert p.stdout == ""

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import cli
+from trace_reclaim import cli
 from tests.livetools import ROOT
 
 pytestmark = pytest.mark.live

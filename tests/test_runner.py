@@ -7,12 +7,13 @@ import os
 
 import pytest
 
-import cli
-from trace_reclaim import runner
+from trace_reclaim import cli
+from trace_reclaim.env import Environment, ExitStatus, UserError
+from trace_reclaim.commands import run as runner
 
 
 def main(argv, root=False):
-    env = cli.Environment(stdout=io.StringIO(), stderr=io.StringIO(),
+    env = Environment(stdout=io.StringIO(), stderr=io.StringIO(),
                           is_root=lambda: root)
     rc = cli.main(argv, env)
     return rc, env.stdout.getvalue(), env.stderr.getvalue()
@@ -42,7 +43,7 @@ def test_params_are_typed_from_the_defaults():
     ("until_direct_reclaim=maybe", "true or false"),
 ])
 def test_bad_params(item, words):
-    with pytest.raises(cli.UserError) as e:
+    with pytest.raises(UserError) as e:
         runner.parse_params(runner.WORKLOADS["pressure"], [item])
     assert words in str(e.value) and e.value.hint
 
@@ -51,7 +52,7 @@ def test_sysctls_must_exist():
     assert runner.parse_sysctls(["vm.swappiness=60"]) == {"vm.swappiness": "60"}
     assert runner.parse_sysctls(["vm/min_free_kbytes=1"]) == {"vm.min_free_kbytes": "1"}
     for bad in ("vm.no_such_knob=1", "vm.swappiness", "vm..x=1", "=3"):
-        with pytest.raises(cli.UserError):
+        with pytest.raises(UserError):
             runner.parse_sysctls([bad])
 
 
@@ -74,7 +75,7 @@ def test_reported_sysctls_and_machine():
 
 def test_cli_needs_root(tmp_path):
     rc, out, err = main(["run", "slab-churn", "-n", "1", "-o", str(tmp_path / "x")])
-    assert rc == cli.ExitStatus.ERROR
+    assert rc == ExitStatus.ERROR
     assert err.startswith("error: run changes kernel settings") and "hint:" in err
     assert not (tmp_path / "x").exists()
 
@@ -88,7 +89,7 @@ def test_cli_needs_root(tmp_path):
 ])
 def test_cli_usage_errors(argv, words):
     rc, out, err = main(argv, root=True)
-    assert rc == cli.ExitStatus.USAGE, err
+    assert rc == ExitStatus.USAGE, err
     assert words in err and "hint:" in err and "Traceback" not in err
 
 

@@ -11,7 +11,7 @@ import contextlib
 import time
 from typing import Iterator
 
-from examples import _proc, slab_dentries, zram_lifecycle
+from trace_reclaim.examples import _proc, slab_dentries, zram_lifecycle
 from tests.livetools import Trace, run_cli
 
 N_FILES = 50_000

@@ -8,8 +8,8 @@ import struct
 import pytest
 
 from trace_reclaim import events
-from tracers import Window
-from tracers.slab import (EV_SHRINK_SLAB, SETTLE_NS, SlabAggregator, ShrinkSlab,
+from trace_reclaim.tracer import Window
+from trace_reclaim.tracers.slab import (EV_SHRINK_SLAB, SETTLE_NS, SlabAggregator, ShrinkSlab,
                           diff_lifecycle, never_drains, slabinfo_tolerance)
 
 S = 1_000_000_000

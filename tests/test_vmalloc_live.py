@@ -15,7 +15,7 @@ import os
 import threading
 from typing import Any, Dict, List, Tuple
 
-from examples import vmalloc_fallback, vmalloc_huge
+from trace_reclaim.examples import vmalloc_fallback, vmalloc_huge
 from tests.livetools import Trace
 
 MiB = 1 << 20

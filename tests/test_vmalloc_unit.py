@@ -13,9 +13,10 @@ import pytest
 
 from trace_reclaim import events
 from trace_reclaim.correlate import Correlator
-from tracers import Window, registry
-from tracers import vmalloc as vm
-from tracers.vmalloc import (AllocVmapArea, FreeVmapArea, KmallocLarge, PurgeVmapArea,
+from trace_reclaim.tracer import Window
+from trace_reclaim.tracers import registry
+from trace_reclaim.tracers import vmalloc as vm
+from trace_reclaim.tracers.vmalloc import (AllocVmapArea, FreeVmapArea, KmallocLarge, PurgeVmapArea,
                              VmallocAggregator, VmallocPageAlloc, caller_of)
 
 MiB = 1 << 20

@@ -15,7 +15,7 @@ from trace_reclaim.events import _DECODERS
 from trace_reclaim.episodes import EpisodeBuilder
 from trace_reclaim.findings import findings
 from trace_reclaim.procfs import VMSTAT_KEYS
-from tracers import Aggregator, Tracer, Window
+from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = ["Correlator", "MAX_INTERVAL_ROWS"]
 

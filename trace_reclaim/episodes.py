@@ -41,7 +41,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from tracers.oom import COMPACT_STATUS, victim_json
+from trace_reclaim.mmenums import COMPACT_STATUS
 
 __all__ = [
     "BURST_GAP_NS", "MAX_EPISODES", "EpisodeFact", "EpisodeBuilder", "fact_of",
@@ -440,7 +440,7 @@ class EpisodeBuilder:
             assert ep is not None
             ep.end_ns = ev.ts_ns
             ep.open = False
-        ep.victims.append(victim_json(ev))
+        ep.victims.append(ev.as_json())
         ep.mark("oom_kill", ev.ts_ns)
 
     def _fact(self, ev: Any, fact: EpisodeFact) -> None:

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from importlib import resources
 from typing import Any, Callable, Dict, List, Optional
 
 import trace_reclaim
@@ -26,7 +27,8 @@ from trace_reclaim.taskstats import DELAY_FIELDS
 
 __all__ = ["BPF_DIR", "LiveSession", "build_header", "bpf_source", "SessionError"]
 
-BPF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+# The BPF sources ship inside the package; bcc needs a directory for -I.
+BPF_DIR = str(resources.files("trace_reclaim").joinpath("bpf"))
 _TS = int.from_bytes
 EV_KSWAPD_WAKE = 2
 EV_DIRECT_RECLAIM = 4

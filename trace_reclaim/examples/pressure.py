@@ -19,12 +19,8 @@ import sys
 import tempfile
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    __package__ = "examples"  # noqa: A001 -- lets relative imports work as a script
-
-from . import _proc, _restore  # noqa: E402
-from ._proc import GiB, MiB  # noqa: E402
+from trace_reclaim.examples import _proc, _restore
+from trace_reclaim.examples._proc import GiB, MiB
 
 __all__ = ["safe_margin_bytes", "ballast_pages_for", "ballast", "sparse_file",
            "stream", "run", "main"]

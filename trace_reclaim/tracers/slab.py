@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Set, Tuple
 
 from trace_reclaim import events
 from trace_reclaim.stats import LatencyStats
-from tracers import Aggregator, Attach, Tracer, Window
+from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window
 
 __all__ = [
     "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
@@ -901,7 +901,7 @@ class SlabTracer(Tracer):
 
     # -- live reading -----------------------------------------------------
     def sample(self, bpf: Any, procfs: Any, ts_ns: int, when: str) -> List[Any]:
-        from tracers import slabfs
+        from trace_reclaim.tracers import slabfs
 
         st = self._state
         if when == "start" or st.get("bpf") is not bpf:

@@ -23,11 +23,7 @@ import sys
 import threading
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    __package__ = "examples"  # noqa: A001 -- lets relative imports work as a script
-
-from . import _restore  # noqa: E402
+from trace_reclaim.examples import _restore
 
 __all__ = ["load_program", "trigger", "DEFAULT_INSNS", "main"]
 

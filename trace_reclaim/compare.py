@@ -1,6 +1,7 @@
 """Compare two sets of recordings: what changed, and is it more than noise.
 
-``trace-reclaim diff BASE... -- NEW...``
+The core of ``trace-reclaim diff BASE... -- NEW...`` (the command is
+``trace_reclaim.commands.diff``).
 
 Each recording is replayed through the correlator (the same code ``report``
 runs) and reduced to one value per metric per run.  For every metric the
@@ -33,7 +34,6 @@ skipped when not.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
@@ -41,11 +41,13 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from trace_reclaim.runner import cli_module
+from trace_reclaim import abi
+from trace_reclaim.env import Environment, ExitStatus, UserError
+from trace_reclaim.tracer import Tracer
 
 __all__ = ["Run", "Item", "Comparison", "load_run", "run_metrics", "compare",
            "holm", "header_differences", "render_table", "render_json",
-           "add_parser", "run", "split_sides", "MWU", "BOOTSTRAP"]
+           "split_sides", "MWU", "BOOTSTRAP", "DEFAULT_ALPHA"]
 
 MWU = "Mann-Whitney U (two-sided, per-run values)"
 BOOTSTRAP = "cluster bootstrap 95% CI of the median (runs, then stalls)"
@@ -470,14 +472,13 @@ def header_differences(base: Sequence[Run], new: Sequence[Run]) -> Tuple[List[st
 
 
 # -- loading -----------------------------------------------------------------
-def load_run(path: str, env: Any) -> Run:
+def load_run(path: str, env: Environment, registry: Dict[str, Tracer]) -> Run:
     """Replay a recording: its report document and its per-stall latencies."""
-    cli = cli_module()
     from trace_reclaim import events
     from trace_reclaim.recording import Reader, RecordingError
-    from tracers import reclaim
+    from trace_reclaim.replay import replay
 
-    corr = cli.replay(path, env)
+    corr = replay(path, env, registry)
     doc = corr.report()
     start, end = corr.window.start_ns, corr.window.end_ns
     lat: List[int] = []
@@ -485,7 +486,7 @@ def load_run(path: str, env: Any) -> Run:
         with open(path, "rb") as f:
             reader = Reader(f)
             for type_id, payload in reader.records():
-                if type_id != reclaim.EV_DIRECT_RECLAIM:
+                if type_id != abi.EV_DIRECT_RECLAIM:
                     continue
                 try:
                     ev = events.decode(type_id, payload)
@@ -498,25 +499,23 @@ def load_run(path: str, env: Any) -> Run:
                     continue
                 lat.append(int(ev.delta_ns))
     except (OSError, RecordingError) as e:  # it replayed a moment ago
-        raise cli.UserError(f"{path}: {e}", "the file changed while it was read") from None
+        raise UserError(f"{path}: {e}", "the file changed while it was read") from None
     return Run(path, corr.header, doc, lat)
 
 
 def split_sides(tokens: List[str]) -> Tuple[List[str], List[str]]:
     """Split ``BASE... -- NEW...``; raise UserError when a side is missing."""
-    cli = cli_module()
-
     if "--" not in tokens:
-        raise cli.UserError("diff needs '--' between the base and the new recordings",
+        raise UserError("diff needs '--' between the base and the new recordings",
                             "e.g. trace-reclaim diff base/*.trc -- new/*.trc",
-                            cli.ExitStatus.USAGE)
+                            ExitStatus.USAGE)
     i = tokens.index("--")
     base, new = tokens[:i], tokens[i + 1:]
     if not base or not new:
         side = "base (before --)" if not base else "new (after --)"
-        raise cli.UserError(f"diff has no {side} recordings",
+        raise UserError(f"diff has no {side} recordings",
                             "give one or more recordings on each side of '--'",
-                            cli.ExitStatus.USAGE)
+                            ExitStatus.USAGE)
     return base, new
 
 
@@ -631,108 +630,3 @@ def render_json(c: Comparison) -> str:
 
 
 # -- the subcommand ----------------------------------------------------------
-EPILOG = """\
-examples:
-  trace-reclaim diff base/*.trc -- new/*.trc
-  trace-reclaim diff -j base/*.trc -- new/*.trc      # JSON
-  trace-reclaim diff --plot lat.png base/*.trc -- new/*.trc
-
-A change is significant when the Holm-adjusted p of a two-sided Mann-Whitney
-U test on the per-run values is below --alpha.  Use >= 6 runs per side:
-with 3+3 runs no change can reach p < 0.05.
-"""
-
-
-def _add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-j", "--json", action="store_true", help="one JSON document")
-    p.add_argument("--plot", metavar="FILE",
-                   help="write the latency distributions, base vs new (.png or .svg)")
-    p.add_argument("--alpha", type=float, default=None,
-                   help=f"family-wise significance level (default {DEFAULT_ALPHA})")
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "diff", help="compare two sets of recordings, with significance",
-        description="Compare recordings BASE... against NEW...: every metric's median "
-                    "run, the change, and whether it is significant across runs.",
-        usage="trace-reclaim diff [-j] [--plot FILE] [--alpha A] BASE... -- NEW...",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_options(p)
-    # REMAINDER keeps the "--" that splits the sides (other nargs drop it).
-    p.add_argument("recordings", nargs=argparse.REMAINDER, metavar="BASE... -- NEW...",
-                   help="recordings made with 'trace-reclaim run' or 'record'")
-    p.set_defaults(func=run)
-
-
-def _late_options(args: argparse.Namespace) -> List[str]:
-    """Options given after the first recording land in the remainder: parse them."""
-    cli = cli_module()
-
-    late = cli._Parser(prog="trace-reclaim diff", add_help=False)
-    _add_options(late)
-    tokens = list(args.recordings)
-    if "--" in tokens:
-        i = tokens.index("--")
-        left, right = tokens[:i], tokens[i + 1:]
-    else:
-        left, right = tokens, None
-    ns, left = late.parse_known_args(left)
-    if right is not None:
-        ns2, right = late.parse_known_args(right)
-        for k in ("json", "plot", "alpha"):
-            if getattr(ns2, k) not in (None, False):
-                setattr(ns, k, getattr(ns2, k))
-    for k in ("json", "plot", "alpha"):
-        if getattr(ns, k) not in (None, False) and getattr(args, k) in (None, False):
-            setattr(args, k, getattr(ns, k))
-    return left + (["--"] + right if right is not None else [])
-
-
-def _require(module: str, what: str) -> None:
-    import importlib
-
-    cli = cli_module()
-
-    try:
-        importlib.import_module(module)
-    except ImportError as e:
-        raise cli.UserError(f"{what} need {module}, which is not importable: {e}",
-                            "install the diff extra: pip install 'trace-reclaim[diff]' "
-                            "(./bootstrap.sh does)") from None
-
-
-def run(args: argparse.Namespace, env: Any) -> int:
-    cli = cli_module()
-
-    tokens = _late_options(args)
-    _require("scipy", "the significance tests")
-    if args.plot:
-        _require("matplotlib", "--plot")
-    alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
-    if not 0 < alpha < 1:
-        raise cli.UserError(f"--alpha must be between 0 and 1, not {alpha}",
-                            "e.g. --alpha 0.05", cli.ExitStatus.USAGE)
-    base_paths, new_paths = split_sides(tokens)
-    if args.plot and not args.plot.lower().endswith((".png", ".svg")):
-        raise cli.UserError(f"--plot {args.plot}: the file name must end in .png or .svg",
-                            "e.g. --plot latency.png", cli.ExitStatus.USAGE)
-    base = [load_run(p, env) for p in base_paths]
-    new = [load_run(p, env) for p in new_paths]
-    c = compare(base, new, alpha)
-    for w in c.warnings:
-        env.warn(w)
-    if min(len(base), len(new)) < 2:
-        env.warn("fewer than 2 runs on a side: nothing can be called significant; "
-                 "record more with 'trace-reclaim run -n N'")
-    if args.plot:
-        from trace_reclaim import plot
-
-        try:
-            plot.latency_plot(base, new, args.plot)
-        except OSError as e:
-            raise cli.UserError(f"cannot write {args.plot}: {e.strerror or e}",
-                                "choose a writable path") from None
-        print(f"plot written to {args.plot}", file=env.stderr)
-    env.stdout.write(render_json(c) if args.json else render_table(c))
-    return int(cli.ExitStatus.OK)

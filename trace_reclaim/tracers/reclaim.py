@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from trace_reclaim import events, gfp
 from trace_reclaim.stats import LatencyStats
-from tracers import Aggregator, Tracer, Window
+from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = [
     "EV_WAKEUP_KSWAPD", "EV_KSWAPD_WAKE", "EV_KSWAPD_SLEEP", "EV_DIRECT_RECLAIM",

@@ -22,12 +22,8 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    __package__ = "examples"  # noqa: A001 -- lets relative imports work as a script
-
-from . import _proc, _restore, vmalloc_huge  # noqa: E402
-from ._proc import MiB  # noqa: E402
+from trace_reclaim.examples import _proc, _restore, vmalloc_huge
+from trace_reclaim.examples._proc import MiB
 
 __all__ = ["run", "DEFAULT_PAGES", "DEFAULT_MIN_FREE_MIB", "main"]
 

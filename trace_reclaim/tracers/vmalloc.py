@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from trace_reclaim import events
-from tracers import Aggregator, Attach, Tracer, Window
+from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window
 
 __all__ = [
     "EV_ALLOC_VMAP_AREA", "EV_FREE_VMAP_AREA", "EV_PURGE_VMAP_AREA",

@@ -19,12 +19,8 @@ import os
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    __package__ = "examples"  # noqa: A001 -- lets relative imports work as a script
-
-from . import _proc, _restore  # noqa: E402
-from ._proc import MiB  # noqa: E402
+from trace_reclaim.examples import _proc, _restore
+from trace_reclaim.examples._proc import MiB
 
 __all__ = ["zram_device", "hot_add", "hot_remove", "set_disksize", "reset",
            "write_data", "cache_names", "slab_entries", "zram_devices", "run", "main"]

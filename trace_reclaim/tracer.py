@@ -1,10 +1,11 @@
-"""One module per kernel area: its BPF program, its events, its report section.
+"""The core's tracer API: what a kernel area's tracer gives the core.
 
-A tracer module defines a ``Tracer`` subclass that names its BPF source under
+A tracer (``trace_reclaim.tracers.NAME``) names its BPF source under
 ``bpf/``, the tracepoints it needs, its record decoders and an
 ``Aggregator`` (pure: events in, a report section out).  Only ``sample()``
 touches the live kernel (BPF maps, /proc), and only in a live session; what it
-returns is recorded, so replay needs no kernel.
+returns is recorded, so replay needs no kernel.  The correlator, episode
+builder, live view and report call tracers only through what is declared here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Sequence, Tuple
 
-__all__ = ["Tracer", "Aggregator", "Window", "Attach", "registry"]
+__all__ = ["Tracer", "Aggregator", "Window", "Attach"]
 
 
 @dataclass
@@ -110,10 +111,3 @@ class Tracer:
     def header(self, probe: Any) -> Dict[str, Any]:
         """Context this tracer stores in the recording header."""
         return {}
-
-
-def registry() -> Dict[str, Tracer]:
-    """Every tracer this version has, by name, in report order."""
-    from tracers import oom, reclaim, slab, vmalloc
-
-    return {t.name: t for t in (reclaim.TRACER, vmalloc.TRACER, slab.TRACER, oom.TRACER)}

@@ -22,12 +22,8 @@ import subprocess
 import sys
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    __package__ = "examples"  # noqa: A001 -- lets relative imports work as a script
-
-from . import _proc, _restore, pressure, zram_lifecycle  # noqa: E402
-from ._proc import GiB, MiB  # noqa: E402
+from trace_reclaim.examples import _proc, _restore, pressure, zram_lifecycle
+from trace_reclaim.examples._proc import GiB, MiB
 
 __all__ = ["run", "swaps", "main"]
 

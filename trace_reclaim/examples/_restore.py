@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from . import _proc
+from trace_reclaim.examples import _proc
 
 __all__ = [
     "Terminated", "WorkloadError", "Restorer", "signals_to_exceptions",

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List
 
 from trace_reclaim import events
+from trace_reclaim.mmenums import COMPACT_RETRY_RESULT, COMPACT_STATUS
 from trace_reclaim.stats import LatencyStats
-from tracers import Aggregator, Tracer, Window
+from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = [
     "EV_MARK_VICTIM", "EV_COMPACTION", "EV_RECLAIM_RETRY_ZONE", "EV_COMPACT_RETRY",
     "MarkVictim", "Compaction", "ReclaimRetryZone", "CompactRetry",
-    "COMPACT_STATUS", "OomTracer", "OomAggregator", "TRACER",
+    "OomTracer", "OomAggregator", "TRACER",
 ]
 
 EV_MARK_VICTIM = 48
@@ -33,13 +34,6 @@ EV_COMPACTION = 49
 EV_RECLAIM_RETRY_ZONE = 50
 EV_COMPACT_RETRY = 51
 
-# enum compact_result, as mm_compaction_end's format file prints it.
-COMPACT_STATUS = {0: "not_suitable_zone", 1: "skipped", 2: "deferred",
-                  3: "no_suitable_page", 4: "continue", 5: "complete",
-                  6: "partial_skipped", 7: "contended", 8: "success"}
-# compact_retry's priority and result (enum compact_priority; its own mapping).
-COMPACT_PRIORITY = {0: "sync_full", 1: "sync_light", 2: "async"}
-COMPACT_RETRY_RESULT = {1: "failed", 2: "withdrawn", 3: "progress"}
 MAX_VICTIMS = 256
 
 
@@ -56,6 +50,14 @@ class MarkVictim(events.Event):
     uid: int
     oom_score_adj: int
     victim_comm: str
+
+    def as_json(self) -> Dict[str, Any]:
+        """The victim as the report and the episodes list it."""
+        return {"ts_ns": self.ts_ns, "pid": self.victim_pid, "comm": self.victim_comm,
+                "total_vm_kb": self.total_vm_kb, "anon_rss_kb": self.anon_rss_kb,
+                "file_rss_kb": self.file_rss_kb, "shmem_rss_kb": self.shmem_rss_kb,
+                "pgtables_kb": self.pgtables_kb, "uid": self.uid,
+                "oom_score_adj": self.oom_score_adj, "by_pid": self.pid, "by_comm": self.comm}
 
 
 @dataclass(slots=True)
@@ -171,7 +173,7 @@ class OomAggregator(Aggregator):
             if len(self.victims) >= MAX_VICTIMS:
                 self.victims_dropped += 1
                 return
-            self.victims.append(victim_json(ev))
+            self.victims.append(ev.as_json())
 
     def report(self) -> Dict[str, Any]:
         comp = {}
@@ -228,14 +230,6 @@ class OomAggregator(Aggregator):
                        f"file-rss {v['file_rss_kb']}kB oom_score_adj {v['oom_score_adj']}, "
                        f"chosen by pid {v['by_pid']} ({v['by_comm']})")
         return out
-
-
-def victim_json(ev: MarkVictim) -> Dict[str, Any]:
-    return {"ts_ns": ev.ts_ns, "pid": ev.victim_pid, "comm": ev.victim_comm,
-            "total_vm_kb": ev.total_vm_kb, "anon_rss_kb": ev.anon_rss_kb,
-            "file_rss_kb": ev.file_rss_kb, "shmem_rss_kb": ev.shmem_rss_kb,
-            "pgtables_kb": ev.pgtables_kb, "uid": ev.uid,
-            "oom_score_adj": ev.oom_score_adj, "by_pid": ev.pid, "by_comm": ev.comm}
 
 
 class OomTracer(Tracer):

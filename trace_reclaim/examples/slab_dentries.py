@@ -23,11 +23,7 @@ import sys
 import tempfile
 import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    __package__ = "examples"  # noqa: A001 -- lets relative imports work as a script
-
-from . import _proc, _restore  # noqa: E402
+from trace_reclaim.examples import _proc, _restore
 
 __all__ = ["fs_type", "inode_cache_for", "raised_nofile", "pinned_dentries",
            "negative_dentries", "snapshot", "run", "DEFAULT_FILES", "main"]

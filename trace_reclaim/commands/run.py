@@ -47,8 +47,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from trace_reclaim.env import ExitStatus, UserError
+
 __all__ = ["WORKLOADS", "Workload", "add_parser", "run", "parse_params",
-           "parse_sysctls", "REPORTED_SYSCTLS", "cli_module"]
+           "parse_sysctls", "REPORTED_SYSCTLS"]
 
 #: How long to wait for another workload to finish before giving up.
 LOCK_TIMEOUT = 1800.0
@@ -74,8 +76,7 @@ class Workload:
     def entry(self) -> Callable[..., Any]:
         import importlib
 
-        _examples_on_path()
-        mod = importlib.import_module(f"examples.{self.module}")
+        mod = importlib.import_module(f"trace_reclaim.examples.{self.module}")
         return getattr(mod, self.function)  # type: ignore[no-any-return]
 
     def params(self) -> Dict[str, Any]:
@@ -109,26 +110,6 @@ examples:
 """
 
 
-def _examples_on_path() -> None:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-
-
-def cli_module() -> Any:
-    """The cli module, for UserError and ExitStatus (imported late: cli imports us).
-
-    When cli.py runs as __main__ it registers itself as ``cli`` first, so this
-    is the running module, not a second copy.
-    """
-    import cli
-
-    return cli
-
-
-_cli = cli_module
-
-
 def _convert(name: str, text: str, default: Any) -> Any:
     """Parse ``text`` as the type of ``default`` (None: int, float or string)."""
     if isinstance(default, bool):
@@ -155,43 +136,41 @@ def _convert(name: str, text: str, default: Any) -> Any:
 
 def parse_params(workload: Workload, items: List[str]) -> Dict[str, Any]:
     """Turn ``k=v`` strings into typed keyword arguments for the workload."""
-    cli = _cli()
     known = workload.params()
     out: Dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise cli.UserError(f"--param {item!r} is not KEY=VALUE",
-                                "e.g. --param seconds=5", cli.ExitStatus.USAGE)
+            raise UserError(f"--param {item!r} is not KEY=VALUE",
+                                "e.g. --param seconds=5", ExitStatus.USAGE)
         if key not in known:
-            raise cli.UserError(
+            raise UserError(
                 f"workload {workload.name} has no parameter {key!r}",
-                f"its parameters: {', '.join(known) or 'none'}", cli.ExitStatus.USAGE)
+                f"its parameters: {', '.join(known) or 'none'}", ExitStatus.USAGE)
         try:
             out[key] = _convert(key, value.strip(), known[key])
         except ValueError as e:
-            raise cli.UserError(f"--param {item!r}: {e}",
+            raise UserError(f"--param {item!r}: {e}",
                                 f"the default of {key} is {known[key]!r}",
-                                cli.ExitStatus.USAGE) from None
+                                ExitStatus.USAGE) from None
     return out
 
 
 def parse_sysctls(items: List[str]) -> Dict[str, str]:
     """Turn ``vm.x=y`` strings into {dotted name: value}; the sysctl must exist."""
-    cli = _cli()
     out: Dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().replace("/", ".").strip(".")
         if not sep or not key or not value.strip():
-            raise cli.UserError(f"--sysctl {item!r} is not NAME=VALUE",
+            raise UserError(f"--sysctl {item!r} is not NAME=VALUE",
                                 "e.g. --sysctl vm.watermark_scale_factor=1000",
-                                cli.ExitStatus.USAGE)
+                                ExitStatus.USAGE)
         if ".." in key or not os.path.exists(_sysctl_path(key)):
-            raise cli.UserError(f"no sysctl {key} on this kernel ({_sysctl_path(key)})",
+            raise UserError(f"no sysctl {key} on this kernel ({_sysctl_path(key)})",
                                 "see 'sysctl -a' for the names this kernel has",
-                                cli.ExitStatus.USAGE)
+                                ExitStatus.USAGE)
         out[key] = value.strip()
     return out
 
@@ -295,8 +274,7 @@ class Recorder:
         self.stderr = ""
 
     def start(self) -> None:
-        cli = _cli()
-        cmd = [sys.executable, os.path.abspath(cli.__file__), "record", "-o", self.path,
+        cmd = [sys.executable, "-m", "trace_reclaim", "record", "-o", self.path,
                "-i", str(self.interval), "--workload", json.dumps(self.workload)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._err,
@@ -312,7 +290,7 @@ class Recorder:
             time.sleep(0.05)
         self.kill()
         text = self._read().strip()
-        raise cli.UserError(f"the recorder did not start: {_last(text) or 'no output'}",
+        raise UserError(f"the recorder did not start: {_last(text) or 'no output'}",
                             "run 'trace-reclaim check'; try 'trace-reclaim record -o x.trc "
                             "-d 1' by hand")
 
@@ -365,8 +343,7 @@ def _machine_lock(log: Callable[[str], None]) -> Iterator[None]:
     records another workload, nor waits for the lock while recording.
     Re-entrant within a thread: a live test holding it can run this in-process.
     """
-    _examples_on_path()
-    from examples import _restore
+    from trace_reclaim.examples import _restore
 
     path = _restore._LOCK_PATH
     with contextlib.suppress(OSError):
@@ -404,32 +381,30 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--list-params", action="store_true",
                    help="print the workload's parameters and defaults, then exit")
     p.add_argument("--no-machine-lock", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, env: Any) -> int:
-    cli = _cli()
     w = WORKLOADS[args.workload]
     if args.list_params:
         for k, v in w.params().items():
             print(f"{k:<22}{v!r}", file=env.stdout)
-        return int(cli.ExitStatus.OK)
+        return int(ExitStatus.OK)
     if args.runs < 1:
-        raise cli.UserError(f"-n must be at least 1, not {args.runs}",
+        raise UserError(f"-n must be at least 1, not {args.runs}",
                             "a diff needs >= 2 runs per side to test; 5 or more is better",
-                            cli.ExitStatus.USAGE)
+                            ExitStatus.USAGE)
     if not args.output:
-        raise cli.UserError("run needs -o DIR", "e.g. -o base", cli.ExitStatus.USAGE)
+        raise UserError("run needs -o DIR", "e.g. -o base", ExitStatus.USAGE)
     params = parse_params(w, args.param)
     sysctls = parse_sysctls(args.sysctl)
     if not env.is_root():
-        raise cli.UserError("run changes kernel settings and loads BPF: it needs root",
+        raise UserError("run changes kernel settings and loads BPF: it needs root",
                             "run it as root, e.g. sudo trace-reclaim run ...")
     try:
         os.makedirs(args.output, exist_ok=True)
         first = next_index(args.output, w.name)
     except OSError as e:
-        raise cli.UserError(f"cannot use {args.output}: {e.strerror or e}",
+        raise UserError(f"cannot use {args.output}: {e.strerror or e}",
                             "choose a writable directory") from None
     # Numbering continues after the runs already there, so sides can be
     # interleaved (run -n 1 -o base; run -n 1 -o new; ...) and nothing is
@@ -441,22 +416,19 @@ def run(args: argparse.Namespace, env: Any) -> int:
         print(f"run: {msg}", file=env.stderr, flush=True)
 
     lock = contextlib.nullcontext() if args.no_machine_lock else _machine_lock(log)
-    _examples_on_path()
-    from examples import _restore
+    from trace_reclaim.examples import _restore
 
     try:
         with lock:
             return _run_all(args, env, w, params, sysctls, paths, first, log)
     except _restore.WorkloadError as e:  # the lock timed out
-        raise cli.UserError(str(e), e.hint or "") from None
+        raise UserError(str(e), e.hint or "") from None
 
 
 def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, Any],
              sysctls: Dict[str, str], paths: List[str], first: int,
              log: Callable[[str], None]) -> int:
-    cli = _cli()
-    _examples_on_path()
-    from examples import _restore
+    from trace_reclaim.examples import _restore
 
     entry = w.entry()
     kwargs = {**params, **dict(w.fixed)}
@@ -489,29 +461,29 @@ def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, 
                     if rc != 0:
                         _set_aside(path, log)
                 if rc != 0:
-                    raise cli.UserError(
+                    raise UserError(
                         f"the recorder of run {i} exited with {rc}: {_last(rec.stderr)}",
                         "run 'trace-reclaim check'; the workload's settings were restored")
                 done.append(path)
                 log(f"{w.name} run {i} of {len(paths)}: done in {took:.1f} s"
                     + _result_summary(result))
     except _restore.WorkloadError as e:
-        raise cli.UserError(f"workload {w.name}: {e}", e.hint or "") from None
+        raise UserError(f"workload {w.name}: {e}", e.hint or "") from None
     except (KeyboardInterrupt, _restore.Terminated) as e:
         _set_aside_unfinished(paths, done, log)
         print(f"error: interrupted after {len(done)} of {len(paths)} runs; kernel settings "
               "were restored", file=env.stderr)
-        return int(cli.ExitStatus.INTERRUPTED if isinstance(e, KeyboardInterrupt)
+        return int(ExitStatus.INTERRUPTED if isinstance(e, KeyboardInterrupt)
                    else 128 + e.signum)
     except OSError as e:
         _set_aside_unfinished(paths, done, log)
-        raise cli.UserError(f"workload {w.name}: {e}",
+        raise UserError(f"workload {w.name}: {e}",
                             "check the kernel supports this workload "
                             "(shared/KERNEL-FACTS.md); settings were restored") from None
     print(f"recorded {len(done)} runs of {w.name} in {args.output}", file=env.stderr)
     for p in done:
         print(p, file=env.stdout)
-    return int(cli.ExitStatus.OK)
+    return int(ExitStatus.OK)
 
 
 def next_index(directory: str, name: str) -> int:

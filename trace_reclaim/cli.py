@@ -1,0 +1,165 @@
+"""trace-reclaim: trace Linux memory reclaim live, record it, report on it.
+
+Subcommands: check, live (the default), record, report.  See --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, List, NoReturn, Optional
+
+import trace_reclaim
+from trace_reclaim.commands import check, diff, report, run, trace
+from trace_reclaim.env import Environment, ExitStatus, UserError
+
+__all__ = ["main", "build_parser", "EPILOG"]
+
+
+EPILOG = """\
+examples:
+  trace-reclaim check                  # what this kernel offers, the attach plan
+  trace-reclaim                        # live: one row per second until Ctrl-C
+  trace-reclaim live -d 10 -i 2        # live for 10 s, rows every 2 s
+  trace-reclaim live -p 1 -o pid1.trc   # only process 1 (init), recording too
+  trace-reclaim live -j -d 5           # JSON lines, then the report as JSON
+  trace-reclaim record -o run.trc -d 60  # record only
+  trace-reclaim live --delayacct -d 30   # with stalled tasks' delay accounting
+  trace-reclaim report run.trc         # the report of a recording
+  trace-reclaim report -j run.trc      # ... as one JSON document
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UserError(message, f"see '{self.prog} --help'", ExitStatus.USAGE)
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(s: str) -> Any:
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {s!r}")
+        return v
+    return parse
+
+
+def _power_of_two(s: str) -> int:
+    v = _positive(int)(s)
+    if v & (v - 1):
+        raise argparse.ArgumentTypeError(f"must be a power of two: {s!r}")
+    return int(v)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="trace-reclaim", description=__doc__.splitlines()[0],
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version",
+                   version=f"trace-reclaim {trace_reclaim.__version__}")
+    p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    sub.add_parser("check", help="what this kernel offers and the attach plan",
+                   description="Print what this kernel offers and the plan trace-reclaim "
+                               "will use; exit 0 when tracing can run.")
+
+    def trace_opts(sp: argparse.ArgumentParser, record_only: bool) -> None:
+        sp.add_argument("-d", "--duration", type=_positive(float), metavar="SECONDS",
+                        help="stop after this many seconds (default: until Ctrl-C)")
+        sp.add_argument("-i", "--interval", type=_positive(float), default=1.0,
+                        metavar="SECONDS", help="interval between rows (default 1)")
+        sp.add_argument("-p", "--pid", type=_positive(int), default=0,
+                        help="trace direct reclaim of this process only")
+        sp.add_argument("-o", "--output", metavar="FILE", required=record_only,
+                        help="record to FILE (must not exist)")
+        sp.add_argument("--delayacct", action="store_true",
+                        help="turn on per-task delay accounting (kernel.task_delayacct) "
+                             "for the run and read stalled tasks' reclaim, thrashing and "
+                             "compaction delays; restored afterwards")
+        sp.add_argument("--no-slab-accounting", action="store_true",
+                        help="don't count kmem_cache allocations per cache in the kernel "
+                             "(the costliest probe: every slab allocation pays for it)")
+        sp.add_argument("--workload", metavar="JSON", help=argparse.SUPPRESS)
+        # Developer knobs: tests use them to force ring-buffer loss for real.
+        sp.add_argument("--ringbuf-pages", type=_power_of_two, default=1024,
+                        help=argparse.SUPPRESS)
+        sp.add_argument("--slow-consumer-ms", type=_positive(int), default=0,
+                        help=argparse.SUPPRESS)
+        sp.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+        if not record_only:
+            sp.add_argument("-j", "--json", action="store_true",
+                            help="JSON lines: one per interval, then the report")
+
+    trace_opts(sub.add_parser("live", help="trace live, one row per interval (default)",
+                              epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter),
+               record_only=False)
+    trace_opts(sub.add_parser("record", help="record to a file without the live table"),
+               record_only=True)
+    rp = sub.add_parser("report", help="the report of a recording")
+    rp.add_argument("file", help="a recording made with -o")
+    rp.add_argument("-j", "--json", action="store_true", help="one JSON document")
+    for mod in (run, diff):
+        mod.add_parser(sub)
+    return p
+
+
+def parser_commands(parser: argparse.ArgumentParser) -> List[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
+
+
+def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) -> int:
+    env = env or Environment()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    traceback = "--traceback" in argv
+    argv = [a for a in argv if a != "--traceback"]
+    try:
+        commands = {"check", "live", "record", "report"} | set(parser_commands(parser))
+        if not any(a in commands for a in argv) and \
+                not any(a in ("-h", "--help", "--version") for a in argv):
+            argv = ["live"] + argv
+        args = parser.parse_args(argv)
+        args.traceback = traceback
+        if args.command == "check":
+            return check.run(args, env)
+        if args.command in ("live", "record"):
+            return trace.run(args, env, live=args.command == "live")
+        if args.command == "report":
+            return report.run(args, env)
+        if args.command == "run":
+            return int(run.run(args, env))
+        if args.command == "diff":
+            return int(diff.run(args, env))
+        parser.print_help(env.stdout)
+        return ExitStatus.USAGE
+    except UserError as e:
+        if traceback:
+            raise
+        print(f"error: {e}", file=env.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=env.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        if traceback:
+            raise
+        print("error: interrupted before tracing began", file=env.stderr)
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # `trace-reclaim ... | head`: the reader left; not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return ExitStatus.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

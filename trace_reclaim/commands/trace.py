@@ -1,0 +1,196 @@
+"""``trace-reclaim live`` and ``record``: attach, trace, record, report at the end."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from typing import Any, Dict, Iterator
+
+from trace_reclaim import tracers
+from trace_reclaim.env import Environment, ExitStatus, UserError
+from trace_reclaim.probe import Probe
+from trace_reclaim.recording import Writer
+from trace_reclaim.report import render_text
+
+__all__ = ["run"]
+
+
+def _preflight(env: Environment) -> Probe:
+    if not env.is_root():
+        raise UserError("trace-reclaim needs root to load BPF programs",
+                        "run it as root, e.g. sudo ./trace-reclaim")
+    probe = Probe(env.procfs, None)
+    tfs, how = probe.mount_tracefs()
+    if tfs is None:
+        raise UserError(f"tracefs is not available ({how})",
+                        "mount it: mount -t tracefs nodev /sys/kernel/tracing")
+    if probe.headers["path"] is None:
+        raise UserError(f"no kernel headers at /lib/modules/{probe.release}/build "
+                        "(bcc compiles every program against them)",
+                        "run ./bootstrap.sh: it installs the nearest linux-headers and "
+                        "links them there")
+    probe._bpf_factory = env.bpf()
+    return probe
+
+
+def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
+    from trace_reclaim.session import bpf_cflags, bpf_source, build_header
+
+    workload = None
+    if args.workload:
+        try:
+            workload = json.loads(args.workload)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--workload is not JSON: {e}", "pass a JSON object") from e
+    registry = tracers.registry()
+    if args.no_slab_accounting and "slab" in registry:
+        import copy
+
+        registry["slab"] = copy.copy(registry["slab"])  # not the shared instance
+        registry["slab"].cache_accounting = False  # type: ignore[attr-defined]
+    if args.ebpf:
+        probe = Probe(env.procfs, None)
+        plan = probe.plan(registry)
+        print(bpf_source({n: registry[n] for n in plan.tracers}), file=env.stdout)
+        print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid)) + " */", file=env.stdout)
+        return ExitStatus.OK
+    if args.output:  # before any slow step: bad input fails fast
+        if os.path.lexists(args.output):
+            raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
+                            "recordings", "choose another file name")
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write {args.output}: {parent} is not writable",
+                            "choose a writable path")
+    probe = _preflight(env)
+    plan = probe.plan(registry)
+    if "reclaim" not in plan.tracers:
+        raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan.missing),
+                        "run 'trace-reclaim check'; this kernel lacks CONFIG_TRACEPOINTS "
+                        "or the vmscan events")
+    for m in plan.missing:
+        env.warn(f"not tracing {m}")
+    header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
+    with _delayacct(env, args.delayacct) as da:
+        header["delayacct"] = da
+        return _trace(args, env, live, plan, header, registry)
+
+
+@contextlib.contextmanager
+def _delayacct(env: Environment, want: bool) -> Iterator[Dict[str, Any]]:
+    """Turn kernel.task_delayacct on for the block if asked; put it back on every exit."""
+    from trace_reclaim.taskstats import delayacct_enabled, set_delayacct
+
+    before = delayacct_enabled(env.procfs)
+    state: Dict[str, Any] = {"before": before, "turned_on_for_run": False,
+                             "during": bool(before)}
+    if want and before is None:
+        raise UserError("--delayacct: /proc/sys/kernel/task_delayacct does not exist",
+                        "this kernel lacks CONFIG_TASK_DELAY_ACCT; run without --delayacct")
+    if want and not before:
+        try:
+            set_delayacct(env.procfs, True)
+        except OSError as e:
+            raise UserError(f"--delayacct: cannot enable delay accounting: {e.strerror}",
+                            "run as root, or without --delayacct") from None
+        state["turned_on_for_run"] = True
+        state["during"] = True
+    try:
+        yield state
+    finally:
+        if state["turned_on_for_run"]:
+            try:
+                set_delayacct(env.procfs, False)
+            except OSError as e:
+                env.warn(f"could not turn kernel.task_delayacct back off: {e}")
+
+
+def _taskstats_reader(env: Environment, on: bool) -> Any:
+    if not on:
+        return None
+    try:
+        from trace_reclaim.taskstats import TaskStatsReader
+        return TaskStatsReader()
+    except Exception as e:  # no pyroute2, or genetlink TASKSTATS missing
+        env.warn(f"per-task delay accounting unavailable: {e}")
+        return None
+
+
+def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
+           header: Dict[str, Any], registry: Dict[str, Any]) -> ExitStatus:
+    from trace_reclaim.session import LiveSession, SessionError
+    from trace_reclaim.view import LiveView
+
+    f = None
+    writer = None
+    if args.output:
+        try:
+            f = open(args.output, "xb")
+        except FileExistsError:
+            raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
+                            "recordings", "choose another file name") from None
+        except OSError as e:
+            raise UserError(f"cannot write {args.output}: {e.strerror}",
+                            "choose a writable path") from None
+        writer = Writer(f, header)
+
+    json_out = live and args.json
+    out = env.stdout
+    view = LiveView(out, tty=env.stdout_tty())
+    session: Any = None
+
+    def on_row(row: Dict[str, Any]) -> None:
+        if not live:
+            return
+        if json_out:
+            print(json.dumps({"type": "interval", **row}), file=out, flush=True)
+        else:
+            view.update(row, session.correlator.live_state())
+
+    taskstats = _taskstats_reader(env, header["delayacct"]["during"])
+    session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
+                          plan=plan, header=header, interval_s=args.interval,
+                          duration_s=args.duration, tgid=args.pid, writer=writer,
+                          on_row=on_row, ringbuf_pages=args.ringbuf_pages,
+                          slow_consumer_ms=args.slow_consumer_ms, taskstats=taskstats)
+    try:
+        try:
+            session.load()
+        except SessionError as e:
+            if f is not None:  # holds only our header: nothing recorded is lost
+                f.close()
+                f = writer = None
+                os.unlink(args.output)
+            if args.traceback:
+                print(getattr(session, "compiler_output", ""), file=env.stderr)
+            raise UserError(str(e), e.hint) from e
+        print(f"Tracing reclaim ({', '.join(plan.tracers)})"
+              + (f", recording to {args.output}" if args.output else "")
+              + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr)
+        if live and not json_out:
+            view.start()
+        corr = session.run()
+    finally:
+        session.close()
+        if taskstats is not None:
+            taskstats.close()
+        if writer is not None and f is not None:
+            writer.close()
+            f.close()
+    doc = corr.report()
+    if live:
+        if json_out:
+            print(json.dumps({"type": "report", "report": doc}), file=out)
+        else:
+            view.finish()
+            print("", file=out)
+            out.write(render_text(doc, corr.aggs))
+    if writer is not None:
+        print(f"recorded {writer.records} records, {writer.bytes} bytes to {args.output}",
+              file=env.stderr)
+    if doc["totals"]["lost_events"]:
+        env.warn(f"{doc['totals']['lost_events']} events lost (ring buffer full)")
+    return ExitStatus.OK

@@ -1,0 +1,65 @@
+"""What every command shares: exit statuses, user errors, the environment.
+
+The core raises ``UserError`` for problems a user can fix; the CLI prints it
+as ``error:``/``hint:`` on stderr and exits with its status.  ``Environment``
+is everything a command touches outside itself (stdio, /proc, the BPF
+factory, the root check), injectable so tests run commands in-process
+(HTTPie's ``Environment``).  Nothing here imports the CLI or a tracer.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, TextIO
+
+from trace_reclaim.probe import Probe
+from trace_reclaim.procfs import ProcFS
+
+__all__ = ["ExitStatus", "UserError", "Environment"]
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem the user can fix: printed as error:/hint:, never a traceback."""
+
+    def __init__(self, message: str, hint: str = "",
+                 status: ExitStatus = ExitStatus.ERROR) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.status = status
+
+
+@dataclass
+class Environment:
+    """What a command touches outside itself, injectable for in-process tests."""
+
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    procfs: ProcFS = field(default_factory=ProcFS)
+    bpf_factory: Optional[Callable[..., Any]] = None
+    is_root: Callable[[], bool] = field(default_factory=lambda: Probe.is_root)
+
+    def bpf(self) -> Callable[..., Any]:
+        """bcc's ``BPF`` class (or a test's stand-in); UserError when bcc is missing."""
+        if self.bpf_factory is None:
+            from trace_reclaim.session import SessionError, default_bpf_factory
+            try:
+                self.bpf_factory = default_bpf_factory()
+            except SessionError as e:
+                raise UserError(str(e), e.hint) from e
+        return self.bpf_factory
+
+    def stdout_tty(self) -> bool:
+        isatty = getattr(self.stdout, "isatty", None)
+        return bool(isatty and isatty())
+
+    def warn(self, msg: str) -> None:
+        print(f"warning: {msg}", file=self.stderr)

@@ -31,3 +31,11 @@ def live():
         pytest.skip(why)
     with machine_lock():
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses the ``live`` fixture lives in tests/live (and so is marked live)."""
+    for item in items:
+        if "live" in getattr(item, "fixturenames", ()) and \
+                item.get_closest_marker("live") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses the live fixture: move it to tests/live")

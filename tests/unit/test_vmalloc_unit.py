@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Dict, List, Optional
 
+from tests import ROOT
 import pytest
 
 from trace_reclaim import events
@@ -318,7 +319,7 @@ def test_decode_others():
 def test_events_h_structs_match_decoders():
     import os
     import re
-    text = open(os.path.join(os.path.dirname(__file__), "..", "bpf", "events.h")).read()
+    text = open(os.path.join(ROOT, "bpf", "events.h")).read()
     for name, ty in (("alloc_vmap_area_event", 16), ("free_vmap_area_event", 17),
                      ("purge_vmap_area_event", 18), ("vmalloc_page_alloc_event", 19),
                      ("kmalloc_large_event", 20)):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 
+from tests import FIXTURES
 import pytest
 
 from trace_reclaim import taskstats
 
-FIX = os.path.join(os.path.dirname(__file__), "fixtures")
+FIX = FIXTURES
 
 
 def raw():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 
+from tests import ROOT
 import pytest
 
 from trace_reclaim import cli
@@ -110,7 +111,7 @@ def test_errors_when_cli_py_runs_as_a_script():
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = ROOT
     r = subprocess.run([sys.executable, os.path.join(root, "cli.py"), "run", "pressure",
                         "-o", "/nonexistent", "--param", "nosuch=1"],
                        capture_output=True, text=True, timeout=60)

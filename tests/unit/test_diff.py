@@ -13,6 +13,7 @@ import os
 import struct
 from typing import Any, Dict, List, Optional
 
+from tests import ROOT
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -507,7 +508,7 @@ def test_errors_when_cli_py_runs_as_a_script(recordings):
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = ROOT
     base, _ = recordings
     r = subprocess.run([sys.executable, os.path.join(root, "cli.py"), "diff", *base, "--",
                         "/nonexistent/x.trc"], capture_output=True, text=True, timeout=60)

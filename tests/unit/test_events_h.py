@@ -12,12 +12,12 @@ import re
 import shutil
 import subprocess
 
+from tests import ROOT
 import pytest
 
 from trace_reclaim import events
 from trace_reclaim import tracers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVENTS_H = os.path.join(ROOT, "bpf", "events.h")
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import os
 
+from tests import FIXTURES
 from trace_reclaim.view import LiveView, render_screen
-from tests.test_episodes_replay import replay
+from tests.replay.test_episodes_replay import replay
 
-FIX = os.path.join(os.path.dirname(__file__), "fixtures")
+FIX = FIXTURES
 
 
 def states():

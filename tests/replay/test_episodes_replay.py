@@ -11,6 +11,7 @@ import io
 import json
 import os
 
+from tests import FIXTURES
 import pytest
 
 from trace_reclaim import cli
@@ -19,7 +20,7 @@ from trace_reclaim import tracers
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.recording import Reader
 
-FIX = os.path.join(os.path.dirname(__file__), "fixtures")
+FIX = FIXTURES
 RECORDINGS = sorted(glob.glob(os.path.join(FIX, "*.trc")))
 
 

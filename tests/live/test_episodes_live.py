@@ -10,7 +10,7 @@ import time
 
 from trace_reclaim.examples import pressure
 from tests.livetools import Trace
-from tests.test_episodes_replay import replay
+from tests.replay.test_episodes_replay import replay
 
 
 def wake_sleep_pairs(path):

@@ -55,6 +55,15 @@ def _power_of_two(s: str) -> int:
     return int(v)
 
 
+def attach_opt(sp: argparse.ArgumentParser) -> None:
+    from trace_reclaim.probe import ATTACH_CHOICES, ATTACH_ENV
+
+    sp.add_argument("--attach", choices=ATTACH_CHOICES, default=None,
+                    help="use no attach mechanism better than this one: kprobe leaves "
+                         "fentry unused, tracepoint leaves fentry and kprobes unused "
+                         f"(default: the best that loads; also ${ATTACH_ENV})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="trace-reclaim", description=__doc__.splitlines()[0],
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    sub.add_parser("check", help="what this kernel offers and the attach plan",
-                   description="Print what this kernel offers and the plan trace-reclaim "
-                               "will use; exit 0 when tracing can run.")
+    cp = sub.add_parser("check", help="what this kernel offers and the attach plan",
+                        description="Print what this kernel offers and the plan trace-reclaim "
+                                    "will use; exit 0 when tracing can run.")
+    attach_opt(cp)
 
     def trace_opts(sp: argparse.ArgumentParser, record_only: bool) -> None:
         sp.add_argument("-d", "--duration", type=_positive(float), metavar="SECONDS",
@@ -83,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-slab-accounting", action="store_true",
                         help="don't count kmem_cache allocations per cache in the kernel "
                              "(the costliest probe: every slab allocation pays for it)")
+        attach_opt(sp)
         sp.add_argument("--workload", metavar="JSON", help=argparse.SUPPRESS)
         # Developer knobs: tests use them to force ring-buffer loss for real.
         sp.add_argument("--ringbuf-pages", type=_power_of_two, default=1024,

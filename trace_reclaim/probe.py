@@ -18,9 +18,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from trace_reclaim.procfs import ProcFS
 
-__all__ = ["Probe", "Plan", "TRACEFS_CANDIDATES"]
+__all__ = ["Probe", "Plan", "TRACEFS_CANDIDATES", "ATTACH_CHOICES", "ATTACH_ENV"]
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# The attach mechanisms, best first.  --attach (or $TRACE_RECLAIM_ATTACH)
+# caps the plan at one of them: "kprobe" leaves fentry unused, "tracepoint"
+# leaves fentry and kprobes unused.  Tests use it to run every plan on a
+# kernel that offers them all (bootstrap.sh test-vm).
+ATTACH_CHOICES = ("fentry", "kprobe", "tracepoint")
+ATTACH_ENV = "TRACE_RECLAIM_ATTACH"
 
 
 @dataclass
@@ -31,10 +38,12 @@ class Plan:
     attaches: List[Any]
     cflags: List[str]
     missing: List[str] = field(default_factory=list)
+    forced: Optional[str] = None   # the --attach cap, when one was given
 
     def as_json(self) -> Dict[str, Any]:
         return {
             "tracers": self.tracers,
+            "forced": self.forced,
             "cflags": self.cflags,
             "attaches": [{"family": a.family, "chosen": a.chosen, "ok": a.ok,
                           "rejected": [list(r) for r in a.rejected]}
@@ -46,9 +55,25 @@ class Plan:
 class Probe:
     """Answers about the running kernel, each computed once."""
 
-    def __init__(self, procfs: Optional[ProcFS] = None, bpf_factory: Any = None) -> None:
+    def __init__(self, procfs: Optional[ProcFS] = None, bpf_factory: Any = None,
+                 attach: Optional[str] = None) -> None:
         self.procfs = procfs or ProcFS()
         self._bpf_factory = bpf_factory
+        if attach is None:
+            attach = os.environ.get(ATTACH_ENV) or None
+        if attach is not None and attach not in ATTACH_CHOICES:
+            from trace_reclaim.env import UserError
+
+            raise UserError(f"unknown attach mechanism {attach!r} (--attach or ${ATTACH_ENV})",
+                            "use one of: " + ", ".join(ATTACH_CHOICES))
+        self.attach = attach
+
+    def _forced_off(self, mechanism: str) -> Optional[str]:
+        """Why ``mechanism`` is not to be used because of --attach, or None."""
+        if self.attach is None or \
+                ATTACH_CHOICES.index(mechanism) >= ATTACH_CHOICES.index(self.attach):
+            return None
+        return f"not used: --attach {self.attach} (forced)"
 
     @staticmethod
     def is_root() -> bool:
@@ -108,14 +133,35 @@ class Probe:
         return self.procfs.try_read(f"{tfs}/events/{category}/{event}/format")
 
     # -- kernel configuration ---------------------------------------------
+    def _kconfig_text(self) -> Tuple[Optional[str], Optional[str]]:
+        """(text, where) of this kernel's build configuration, or (None, None).
+
+        /proc/config.gz needs CONFIG_IKCONFIG_PROC, which distribution
+        kernels (Debian's among them) leave out; they install the same file
+        as /boot/config-RELEASE, and their headers carry it as .config.
+        Only files named for the running release are read.
+        """
+        try:
+            with gzip.open(self.procfs.path("/proc/config.gz"), "rt") as f:
+                return f.read(), "/proc/config.gz"
+        except OSError:
+            pass
+        for where in (f"/boot/config-{self.release}", f"/lib/modules/{self.release}/build/.config"):
+            text = self.procfs.try_read(where)
+            if text:
+                return text, where
+        return None, None
+
+    @functools.cached_property
+    def kconfig_source(self) -> Optional[str]:
+        """Where the kernel configuration was read from (None: nowhere)."""
+        return self._kconfig_text()[1]
+
     @functools.cached_property
     def kconfig(self) -> Dict[str, str]:
-        """/proc/config.gz as a dict (empty when the kernel does not expose it)."""
-        path = self.procfs.path("/proc/config.gz")
-        try:
-            with gzip.open(path, "rt") as f:
-                text = f.read()
-        except OSError:
+        """The kernel configuration as a dict (empty when it cannot be found)."""
+        text = self._kconfig_text()[0]
+        if text is None:
             return {}
         out = {}
         for line in text.splitlines():
@@ -139,6 +185,9 @@ class Probe:
     # -- attach mechanisms -------------------------------------------------
     @functools.cached_property
     def kprobes(self) -> Tuple[bool, str]:
+        forced = self._forced_off("kprobe")
+        if forced:
+            return False, forced
         cfg = self.config("CONFIG_KPROBES")
         if cfg == "n":
             return False, "kprobes not compiled in (# CONFIG_KPROBES is not set)"
@@ -154,6 +203,9 @@ class Probe:
         bcc's BPF.support_kfunc() only looks for BTF and a kernel symbol; a
         policy can still refuse the load, so try one.
         """
+        forced = self._forced_off("fentry")
+        if forced:
+            return False, forced
         if not os.path.exists(self.procfs.path("/sys/kernel/btf/vmlinux")):
             return False, "no kernel BTF (/sys/kernel/btf/vmlinux)"
         if self._bpf_factory is None:
@@ -254,7 +306,8 @@ class Probe:
         if cfg == "n":
             return False, "CONFIG_HAVE_ARCH_HUGE_VMALLOC is not set"
         if cfg is None:
-            return None, "kernel config unknown (/proc/config.gz missing)"
+            return None, ("kernel config unknown (no /proc/config.gz, "
+                          f"/boot/config-{self.release} or build/.config)")
         # Since Linux 5.18 (commit 559089e0a93d, "vmalloc: replace
         # VM_NO_HUGE_VMAP with VM_ALLOW_HUGE_VMAP") huge mappings are opt-in.
         return True, ("CONFIG_HAVE_ARCH_HUGE_VMALLOC=y; opt-in per caller "
@@ -275,4 +328,4 @@ class Probe:
                 continue
             enabled.append(name)
             cflags += [f"-D{t.cflag}"] + extra
-        return Plan(enabled, attaches, cflags, missing)
+        return Plan(enabled, attaches, cflags, missing, self.attach)

@@ -22,7 +22,7 @@ def _wrapped(out: TextIO, text: str, indent: str, later: Optional[str] = None) -
 
 
 def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    probe = Probe(env.procfs, env.bpf_factory)
+    probe = Probe(env.procfs, env.bpf_factory, getattr(args, "attach", None))
     out = env.stdout
     ok = True
     problems: List[str] = []
@@ -69,9 +69,13 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     _wrapped(out, f"delayacct     {da[1]}", "", " " * 14)
     hv = probe.huge_vmalloc
     _wrapped(out, f"huge vmalloc  {'possible' if hv[0] else 'no'}: {hv[1]}", "", " " * 14)
+    _wrapped(out, f"config        {probe.kconfig_source or 'unknown'}", "", " " * 14)
     if tfs:
         plan = probe.plan(tracers.registry())
-        print("\nattach plan:", file=out)
+        if probe.attach:
+            print(f"\nattach plan (forced: --attach {probe.attach}):", file=out)
+        else:
+            print("\nattach plan:", file=out)
         for a in plan.attaches:
             print(f"  {a.family}", file=out)
             _wrapped(out, f"-> {a.chosen}", "      ")

@@ -18,11 +18,11 @@ from trace_reclaim.report import render_text
 __all__ = ["run"]
 
 
-def _preflight(env: Environment) -> Probe:
+def _preflight(env: Environment, attach: Any = None) -> Probe:
     if not env.is_root():
         raise UserError("trace-reclaim needs root to load BPF programs",
                         "run it as root, e.g. sudo ./trace-reclaim")
-    probe = Probe(env.procfs, None)
+    probe = Probe(env.procfs, None, attach)
     tfs, how = probe.mount_tracefs()
     if tfs is None:
         raise UserError(f"tracefs is not available ({how})",
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         registry["slab"] = copy.copy(registry["slab"])  # not the shared instance
         registry["slab"].cache_accounting = False  # type: ignore[attr-defined]
     if args.ebpf:
-        probe = Probe(env.procfs, None)
+        probe = Probe(env.procfs, None, args.attach)
         plan = probe.plan(registry)
         print(bpf_source({n: registry[n] for n in plan.tracers}), file=env.stdout)
         print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid)) + " */", file=env.stdout)
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         if not os.access(parent, os.W_OK):
             raise UserError(f"cannot write {args.output}: {parent} is not writable",
                             "choose a writable path")
-    probe = _preflight(env)
+    probe = _preflight(env, args.attach)
     plan = probe.plan(registry)
     if "reclaim" not in plan.tracers:
         raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan.missing),

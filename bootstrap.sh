@@ -4,6 +4,11 @@
 #   sudo ./bootstrap.sh trace [ARGS...]   install what is missing, trace live
 #   sudo ./bootstrap.sh test  [PYTEST ARGS...]   install what is missing, run
 #                                         lint, type checks and every test
+#   sudo ./bootstrap.sh test-vm [KERNEL] [PYTEST ARGS...]
+#                                         boot KERNEL (default 6.12: Debian's
+#                                         newest 6.12; or 6.1, a release, a
+#                                         bzImage, a build tree) in QEMU and run
+#                                         the attach-plan tier (tests/vm) inside
 #
 # Idempotent: every step checks before it acts, so a second run only checks.
 set -euo pipefail
@@ -107,9 +112,37 @@ test)
     .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
         trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
         trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/compare.py \
-        trace_reclaim/tracers/
+        trace_reclaim/vm.py trace_reclaim/bpfsys.py trace_reclaim/tracers/
     say "pytest"
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
+test-vm)
+    # Every plan (fentry, kprobe, tracepoint) on a kernel that offers them
+    # all: trace_reclaim/vm.py boots it with virtme-ng, sharing this machine's
+    # root read-only; tests/vm/guest.sh runs tests/vm inside.  QEMU and
+    # busybox from Debian, virtme-ng from PyPI into .venv; the kernel image is
+    # extracted under /var/cache/trace-reclaim/kernels, its headers installed.
+    kernel=${1:-6.12}
+    [ $# -gt 0 ] && shift
+    [ "$arch" = amd64 ] || die "test-vm boots amd64 kernels only (this is $arch)" \
+                              "run it on an x86-64 machine"
+    # qemu-system-x86 without its recommends (GUI, audio): the guest runs headless.
+    for p in qemu-system-x86 busybox-static kmod xz-utils e2fsprogs; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
+        if [ -z "$apt_updated" ]; then say "apt-get update"; apt-get update -qq >&2; apt_updated=1; fi
+        say "installing $p"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >&2
+    done
+    if ! .venv/bin/python -c "import virtme_ng" 2>/dev/null; then
+        say "installing virtme-ng into .venv"
+        .venv/bin/python -m pip install -q --disable-pip-version-check virtme-ng >&2
+    fi
+    # The kernel packages are looked up in the apt lists: make sure there are some.
+    if [ -z "$apt_updated" ] && [ -z "$(apt-cache pkgnames linux-image- | head -n1)" ]; then
+        say "apt-get update"; apt-get update -qq >&2; apt_updated=1
+    fi
+    say "test-vm: kernel $kernel"
+    exec .venv/bin/python -m trace_reclaim.vm run "$kernel" --timeout 3600 \
+        --env TRACE_RECLAIM_REQUIRE_LIVE=1 -- sh tests/vm/guest.sh "$@" ;;
 *)
-    die "unknown command: $cmd" "use: sudo ./bootstrap.sh trace [ARGS] | test [PYTEST ARGS]" ;;
+    die "unknown command: $cmd" "use: sudo ./bootstrap.sh trace [ARGS] | test [PYTEST ARGS] | test-vm [KERNEL]" ;;
 esac

@@ -180,6 +180,10 @@ class BTF:
                 return i
         return None
 
+    def func_id(self, name: str) -> Optional[int]:
+        """The BTF type id of kernel function ``name`` (what fentry attaches by), or None."""
+        return self.find(_KIND_FUNC, name)
+
     def func_params(self, name: str) -> Optional[List[str]]:
         """Parameter types of an out-of-line kernel function, or None."""
         tid = self.find(_KIND_FUNC, name)

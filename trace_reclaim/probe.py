@@ -67,6 +67,7 @@ class Probe:
             raise UserError(f"unknown attach mechanism {attach!r} (--attach or ${ATTACH_ENV})",
                             "use one of: " + ", ".join(ATTACH_CHOICES))
         self.attach = attach
+        self._tracing_cache: Dict[Tuple[str, str], Tuple[bool, str]] = {}
 
     def _forced_off(self, mechanism: str) -> Optional[str]:
         """Why ``mechanism`` is not to be used because of --attach, or None."""
@@ -198,39 +199,46 @@ class Probe:
 
     @functools.cached_property
     def fentry(self) -> Tuple[bool, str]:
-        """Whether an fentry (BPF_PROG_TYPE_TRACING) program loads here.
+        """Whether fentry (BPF_PROG_TYPE_TRACING) programs attach here at all.
 
         bcc's BPF.support_kfunc() only looks for BTF and a kernel symbol; a
-        policy can still refuse the load, so try one.
+        policy can still refuse the load, so attach one (to kmem_cache_destroy,
+        which every kernel since fentry has, with one argument).
         """
         forced = self._forced_off("fentry")
         if forced:
             return False, forced
         if not os.path.exists(self.procfs.path("/sys/kernel/btf/vmlinux")):
             return False, "no kernel BTF (/sys/kernel/btf/vmlinux)"
-        if self._bpf_factory is None:
-            return False, "not tried (no BPF)"
-        from trace_reclaim.quiet import captured_stderr, trim_heap
+        return self.tracing_attach("kmem_cache_destroy", "fentry")
 
-        try:
-            with captured_stderr() as err:
-                b = self._bpf_factory(text="KFUNC_PROBE(kmem_cache_destroy) { return 0; }",
-                                      cflags=["-Wno-ignored-attributes"])
-        except Exception as e:  # bcc raises plain Exception on load failure
-            trim_heap()
-            text = f"{e} {err.text}"
-            msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            # bcc turns EPERM into "Need super-user privileges to run".
-            if any(s in text for s in ("Operation not permitted", "EPERM",
-                                        "super-user")):
-                return False, "fentry refused: EPERM"
-            return False, f"fentry load failed: {msg[:100]}"
-        try:
-            b.cleanup()
-        except Exception:
-            pass
-        trim_heap()
-        return True, "loads"
+    def tracing_attach(self, func: str, kind: str = "fentry") -> Tuple[bool, str]:
+        """Whether an fentry/fexit program attaches to kernel function ``func``.
+
+        The verifier and the trampoline judge each function: x86-64 trampolines
+        took at most 6 arguments before Linux 6.5 (commit 473e3150e30a, "bpf,
+        x86: allow function arguments up to 12 for TRACING"), so
+        __vmalloc_node_range's 9 refuse there while kmem_cache_destroy's 1
+        attach.  An empty program ("r0 = 0; exit") is loaded with the bpf(2)
+        syscall and attached for a moment: no compiler, milliseconds.
+        Cached per (function, kind).
+        """
+        key = (func, kind)
+        if key not in self._tracing_cache:
+            forced = self._forced_off("fentry")
+            if forced:
+                self._tracing_cache[key] = (False, forced)
+            elif self.btf_types is None:
+                self._tracing_cache[key] = (False, "no kernel BTF (/sys/kernel/btf/vmlinux)")
+            else:
+                tid = self.btf_types.func_id(func)
+                if tid is None:
+                    self._tracing_cache[key] = (False, f"{func} is not in this kernel's BTF")
+                else:
+                    from trace_reclaim.bpfsys import try_tracing_attach
+
+                    self._tracing_cache[key] = try_tracing_attach(tid, kind)
+        return self._tracing_cache[key]
 
     # -- kernel BTF: function and raw-tracepoint prototypes ----------------
     @functools.cached_property

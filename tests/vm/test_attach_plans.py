@@ -1,0 +1,392 @@
+"""Each attach plan, forced in turn, against the kernel's own accounting.
+
+Run inside a VM by ``sudo ./bootstrap.sh test-vm [KERNEL]`` (see conftest.py).
+For every plan (fentry: the best the kernel allows; kprobe: fentry left
+unused; tracepoint: both left unused) two recordings are made, each one
+``trace-reclaim record`` (one BPF compile, most of a minute under emulation)
+around several workloads from trace_reclaim/examples:
+
+  window A: vmalloc_huge (2 loads), the zram kmem_cache lifecycle, then
+            pinned dentries with drop_caches, stopped while they are held;
+  window B: negative dentries with drop_caches, vmalloc_fallback, then
+            page-cache pressure and drop_caches.
+
+The windows keep apart what must not share one: a cache "never drains" is
+judged from the first shrink of the window, so pinned dentries need a window
+whose first shrink comes after they grew.  Every test then checks one claim
+against the kernel: the tracepoint plan's inferences, and where fentry or
+kprobes see the call itself, the exact request, vm_flags, caller and cache
+lifecycle times.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List
+
+import pytest
+
+from tests.livetools import ROOT, Trace, run_cli
+from tests.vm.conftest import record_timing, timed
+from trace_reclaim import events
+from trace_reclaim.examples import _proc, pressure, slab_dentries, vmalloc_fallback, vmalloc_huge
+from trace_reclaim.examples import zram_lifecycle
+from trace_reclaim.recording import Reader
+from trace_reclaim.tracers.vmalloc import EV_KMALLOC_LARGE, VM_ALLOW_HUGE_VMAP
+
+PLANS = ("fentry", "kprobe", "tracepoint")
+MiB = 1 << 20
+PAGE = 4096
+HUGE_AREA_SIZE = 6 * MiB + PAGE          # 3 x 2 MiB + guard page
+N_FILES = 50_000
+INTERVAL = ["-i", "0.5"]
+ALLOCSTALL = ("allocstall_dma", "allocstall_dma32", "allocstall_normal",
+              "allocstall_movable", "allocstall_device")
+
+
+def quiet(*a: Any, **k: Any) -> None:
+    pass
+
+
+@pytest.fixture(scope="module", params=PLANS)
+def plan(request, vm_live) -> str:
+    return request.param
+
+
+def _start(tmp: str, plan: str) -> Trace:
+    t = Trace(tmp, INTERVAL + ["--attach", plan], ready_timeout=600)
+    with timed("record start (BPF compile + attach)", plan=plan):
+        t.__enter__()
+    return t
+
+
+def _stop(t: Trace, plan: str, window: str) -> None:
+    with timed("record stop + report -j", plan=plan, window=window):
+        t.__exit__(None, None, None)
+
+
+def _kill(t: Trace) -> None:
+    if t.proc is not None and t.proc.poll() is None:
+        t.proc.kill()
+        t.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def window_a(plan, tmp_path_factory) -> Dict[str, Any]:
+    """vmalloc_huge, zram lifecycle, pinned dentries: one recording."""
+    out: Dict[str, Any] = {"plan": plan}
+    _proc.drop_caches(2)   # few unused dentries at the start; before the window
+    t = _start(str(tmp_path_factory.mktemp(f"a-{plan}")), plan)
+    try:
+        with timed("vmalloc_huge x2", plan=plan):
+            out["huge"] = vmalloc_huge.trigger(count=2)
+        with timed("zram lifecycle", plan=plan):
+            with zram_lifecycle.zram_device() as z:
+                n = out["zram_n"] = z["n"]
+                time.sleep(0.8)
+                t0 = time.monotonic_ns()
+                zram_lifecycle.set_disksize(n, "64M")
+                out["create_ns"] = (t0, time.monotonic_ns())
+                time.sleep(0.8)
+                zram_lifecycle.write_data(n, 8)
+                time.sleep(0.8)
+                t0 = time.monotonic_ns()
+                zram_lifecycle.reset(n)
+                out["destroy_ns"] = (t0, time.monotonic_ns())
+                time.sleep(0.8)
+        with timed("pinned dentries", plan=plan, files=N_FILES):
+            with slab_dentries.pinned_dentries(N_FILES) as p:
+                out["pinned"] = p
+                time.sleep(1.2)           # samples with the files held
+                _proc.drop_caches(2)
+                time.sleep(1.5)           # RCU frees, then settled samples
+                _stop(t, plan, "A")       # stop before the holders let go
+    finally:
+        _kill(t)
+    out["trace"] = t
+    out["report"] = t.report
+    return out
+
+
+@pytest.fixture(scope="module")
+def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
+    """Negative dentries, vmalloc fallback, pressure: one recording."""
+    out: Dict[str, Any] = {"plan": plan, "fallbacks": []}
+    _proc.drop_caches(2)
+    t = _start(str(tmp_path_factory.mktemp(f"b-{plan}")), plan)
+    try:
+        with timed("negative dentries", plan=plan, files=N_FILES):
+            with slab_dentries.negative_dentries(N_FILES):
+                time.sleep(1.2)
+                _proc.drop_caches(2)
+                time.sleep(1.5)
+        with timed("vmalloc_fallback", plan=plan):
+            # The workload leaves no free order-9 block most of the time; a
+            # run where one was left is tried again (up to three runs).
+            for _ in range(3):
+                res = vmalloc_fallback.run(log=None)
+                out["fallbacks"].append(res)
+                if res["fallback_expected"]:
+                    break
+        with timed("pressure + drop_caches", plan=plan):
+            out["pressure"] = pressure.run(seconds=120, until_direct_reclaim=True,
+                                           directory=page_cache_dir, log=None)
+            _proc.drop_caches(2)          # every shrinker, once
+            time.sleep(1.5)               # the shrinks finish inside the window
+        _stop(t, plan, "B")
+    finally:
+        _kill(t)
+    out["trace"] = t
+    out["report"] = t.report
+    return out
+
+
+def _mine(report: Dict[str, Any], tid: int) -> List[Dict[str, Any]]:
+    return [a for a in report["vmalloc"]["areas"] if a["tid"] == tid]
+
+
+def _kv(areas: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The verifier's kvmalloc areas (the huge-eligible ones)."""
+    return [a for a in areas if a["caller"].startswith("__kvmalloc_node")
+            and "bpf_check" in a["caller"]]
+
+
+def _failed_kmallocs(path: str, tid: int) -> List[int]:
+    """bytes_req of every failed large kmalloc (kmem:kmalloc, ptr 0) by ``tid``."""
+    out = []
+    with open(path, "rb") as f:
+        for block in Reader(f).blocks_of_records():
+            for type_id, payload in block:
+                if type_id == EV_KMALLOC_LARGE:
+                    ev = events.decode(type_id, payload)
+                    if ev is not None and ev.pid == tid:
+                        out.append(ev.bytes_req)
+    return out
+
+
+# -- the plan each forced run really got ------------------------------------
+def test_check_shows_the_forced_plan(plan):
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "trace_reclaim", "check", "--attach", plan],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    record_timing(what="check", plan=plan, seconds=round(time.monotonic() - t0, 1))
+    print(r.stdout)
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert f"attach plan (forced: --attach {plan})" in out
+    assert "ready yes" in out
+    vmalloc_line = out.split("vmalloc request (size, vm_flags) -> ", 1)[1]
+    lifecycle_line = out.split("kmem_cache lifecycle -> ", 1)[1]
+    if plan == "tracepoint":
+        assert vmalloc_line.startswith("tracepoint-only")
+        assert lifecycle_line.startswith("/sys/kernel/slab")
+    else:
+        # fentry where the kernel's trampoline takes the function, else kprobe
+        want = ("fentry", "kprobe") if plan == "fentry" else ("kprobe",)
+        assert vmalloc_line.split()[0] in want, vmalloc_line[:200]
+        assert lifecycle_line.split()[0] in want, lifecycle_line[:200]
+
+
+def test_header_plan_matches(window_a):
+    plan = window_a["plan"]
+    got = window_a["report"]["vmalloc"]["plan"]
+    if plan == "tracepoint":
+        assert got.startswith("tracepoint-only"), got
+    elif plan == "kprobe":
+        assert got.startswith("kprobe"), got
+    else:
+        assert got.startswith(("fentry", "kprobe")), got
+
+
+# -- vmalloc: huge trigger and fallback ---------------------------------------
+def test_trigger_kvmalloc_is_huge_and_vzalloc_not_eligible(window_a):
+    rep, res, plan = window_a["report"], window_a["huge"], window_a["plan"]
+    assert res["loaded"] == 2, res["loads"][0]["error"]
+    mine = _mine(rep, res["tid"])
+    kv = _kv(mine)
+    assert len(kv) == 2, [(a["caller"], a["size"]) for a in mine]
+    for a in kv:
+        assert a["verdict"] == "huge", a
+        assert a["huge_pages"] == 3
+        assert a["size"] == HUGE_AREA_SIZE and a["align"] == 2 * MiB
+        assert 4 * MiB < a["requested"] <= 6 * MiB
+        assert a["waste"] == 6 * MiB - a["requested"]
+    vz = [a for a in mine if a["size"] >= 25 * MiB]
+    assert len(vz) == 2, [(a["caller"], a["size"]) for a in mine]
+    for a in vz:
+        assert a["verdict"] == "not_eligible" and a["align"] == 1
+        assert "bpf_check" in a["caller"] and a["huge_pages"] == 0
+    assert not [a for a in mine if a["verdict"] in ("fallback", "unknown")], mine
+    if plan == "tracepoint":
+        for a in kv:
+            assert a["requested_from"] == "kmalloc" and a["vm_flags"] is None
+
+
+def test_exact_request_vm_flags_and_caller(window_a):
+    """fentry/kprobe see __vmalloc_node_range's own arguments.
+
+    Checked against the kernel's independent records of the same calls: the
+    failed kmalloc that kvmalloc tried first (kmem:kmalloc bytes_req), the
+    area alloc_vmap_area made (size = the request rounded to 2 MiB or a page,
+    plus the guard page), and the VM_ALLOW_HUGE_VMAP that kvmalloc passes and
+    vzalloc does not.
+    """
+    plan = window_a["plan"]
+    if plan == "tracepoint":
+        pytest.skip("the tracepoint-only plan cannot see the request (by design)")
+    rep, res = window_a["report"], window_a["huge"]
+    mine = _mine(rep, res["tid"])
+    kv = _kv(mine)
+    assert len(kv) == 2
+    kmallocs = _failed_kmallocs(window_a["trace"].path, res["tid"])
+    for a in kv:
+        assert a["requested_from"] in ("fentry", "kprobe"), a
+        assert a["requested_from"] == rep["vmalloc"]["plan"].split()[0]
+        assert a["requested"] in kmallocs, (a["requested"], kmallocs)
+        assert a["size"] == -(-a["requested"] // (2 * MiB)) * 2 * MiB + PAGE
+        assert a["vm_flags"] & VM_ALLOW_HUGE_VMAP, hex(a["vm_flags"])
+        assert a["vm_caller"] and a["vm_caller"].split("+")[0] == "bpf_check", a
+    vz = [a for a in mine if a["size"] >= 25 * MiB]
+    assert len(vz) == 2
+    for a in vz:
+        assert a["requested_from"] == kv[0]["requested_from"]
+        assert a["size"] - 2 * PAGE < a["requested"] <= a["size"] - PAGE, a
+        assert not a["vm_flags"] & VM_ALLOW_HUGE_VMAP, hex(a["vm_flags"])
+        assert a["vm_caller"].split("+")[0] == "bpf_check", a
+
+
+def test_real_fallback_is_fallback(window_b):
+    rep = window_b["report"]
+    assert all(r["nr_hugepages_after"] == r["nr_hugepages_before"]
+               for r in window_b["fallbacks"])
+    runs = []
+    for res in window_b["fallbacks"]:
+        trig = res["trigger"]
+        assert trig["loaded"] == 1, trig["loads"][0]["error"]
+        kv = _kv(_mine(rep, trig["tid"]))
+        assert len(kv) == 1, [(a["caller"], a["size"], a["verdict"])
+                              for a in _mine(rep, trig["tid"])]
+        runs.append((res, kv[0]))
+    for res, a in runs:
+        if a["verdict"] == "huge":   # the kernel still found order-9 blocks
+            assert a["huge_pages"] == 3 and not res["fallback_expected"], a
+            continue
+        assert a["verdict"] == "fallback", (a, res["buddyinfo_during"])
+        assert a["huge_pages"] == 0
+        assert a["align"] < 2 * MiB and a["size"] < HUGE_AREA_SIZE
+        att = a["attempt"]
+        assert att["size"] == HUGE_AREA_SIZE and att["align"] == 2 * MiB
+        assert att["huge_pages_needed"] == 3 and att["huge_pages_got"] < 3
+        assert att["page_failed"]
+        assert a["requested"] is not None and a["waste"] == a["size"] - PAGE - a["requested"]
+        if window_b["plan"] != "tracepoint":
+            # the retry keeps the call's exact request and flags
+            assert a["requested_from"] in ("fentry", "kprobe")
+            assert a["size"] == -(-a["requested"] // PAGE) * PAGE + PAGE
+            assert a["vm_flags"] & VM_ALLOW_HUGE_VMAP
+    assert any(a["verdict"] == "fallback" for _r, a in runs), \
+        "the kernel found order-9 blocks in every run: no fallback to check"
+    assert rep["totals"]["vmalloc_fallbacks"] >= 1
+    assert rep["vmalloc"]["kernel"]["disarm_failed"] >= 1
+
+
+# -- slab ------------------------------------------------------------------
+def test_zram_zsmalloc_cache_lifecycle(window_a):
+    t, plan = window_a["trace"], window_a["plan"]
+    slab = window_a["report"]["slab"]
+    text = run_cli(["report", t.path]).stdout
+    n = window_a["zram_n"]
+    lc = slab["lifecycle"]
+    for name in zram_lifecycle.cache_names(n):
+        evs = {e["event"] for e in lc if e["name"] == name}
+        assert evs == {"create", "destroy"}, (name, lc)
+    zspage = [e for e in lc if e["name"] == f"zspage-zram{n}"]
+    merged = [e for e in zspage if e["alias_of"]]
+    assert merged, zspage  # merged into an existing cache
+    assert any(e["event"] == "destroy" and e["stale_link"] for e in merged)
+    assert any(m["exists"] and m["links_total"] > 1 for m in slab["merged"])
+    assert "alias of" in text and "the cache and the alias's" in text
+    if plan == "tracepoint":
+        assert slab["lifecycle_method"].startswith("/sys/kernel/slab")
+        return
+    # fentry/kprobe: the kernel's own calls, at their exact times.
+    assert slab["lifecycle_method"].split()[0] in ("fentry", "kprobe"), slab["lifecycle_method"]
+    lo, hi = window_a["create_ns"]
+    for name in zram_lifecycle.cache_names(n):
+        (c,) = [e for e in lc if e["name"] == name and e["event"] == "create"]
+        (d,) = [e for e in lc if e["name"] == name and e["event"] == "destroy"]
+        assert c["exact"] and d["exact"]
+        assert lo <= c["ts_ns"] <= hi, (c, window_a["create_ns"])
+        assert window_a["destroy_ns"][0] <= d["ts_ns"] <= window_a["destroy_ns"][1], d
+        if d["alias_of"]:
+            # an alias only drops the merged cache's refcount: nothing is shut down
+            assert d["shared_by"] >= 2 and d["objects_at_destroy"] is None, d
+        else:
+            # the kernel's __kmem_cache_shutdown() found it empty
+            assert d["objects_at_destroy"] == 0 and d["shutdown_ok"] is True, d
+
+
+def _cache(section, name):
+    for c in section["caches"]:
+        if c["name"] == name:
+            return c
+    raise AssertionError(f"{name} not in the slab report: "
+                         f"{[c['name'] for c in section['caches']]}")
+
+
+def test_pinned_dentries_never_drain(window_a):
+    rep = window_a["report"]
+    slab = rep["slab"]
+    dentry = _cache(slab, "dentry")
+    assert dentry["never_drains"], dentry
+    assert dentry["reason"] == "pinned", dentry
+    assert dentry["evidence"]["growth_before"] >= N_FILES * 0.9
+    assert slab["drop_caches_runs"] >= 1
+    assert any(s["callback"] == "super_cache_scan" and s["contexts"].get("drop_caches")
+               for s in slab["shrinkers"])
+    assert rep["totals"]["shrink_slab_scanned"] == rep["totals"]["vmstat_delta"]["slabs_scanned"]
+    ino = [c for c in slab["caches"] if c["name"] == window_a["pinned"]["inode_cache"]]
+    if ino:
+        assert ino[0]["never_drains"], ino[0]
+
+
+def test_negative_dentries_drain(window_b):
+    slab = window_b["report"]["slab"]
+    dentry = _cache(slab, "dentry")
+    assert not dentry["never_drains"], dentry
+    flagged = [c["name"] for c in slab["caches"] if c["never_drains"]]
+    assert flagged == [], flagged
+    assert slab["drop_caches_runs"] >= 1
+
+
+# -- reclaim: every count against /proc/vmstat ----------------------------------
+def test_counts_equal_the_kernels_own(window_b):
+    """tests/live/test_reclaim_live.py::test_counts_equal_the_kernels_own, on this
+    kernel and plan (see there for why each equality is exact), over a window
+    that also holds the fallback workload's hugetlb allocation and three
+    drop_caches runs."""
+    doc, result = window_b["report"], window_b["pressure"]
+    assert result["direct_reclaims"] > 0
+    tot, vm = doc["totals"], doc["totals"]["vmstat_delta"]
+    assert tot["lost_events"] == 0
+    allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
+    assert allocstall > 0
+    assert tot["direct_reclaim_stalls"] + tot["direct_reclaim_retries"] == allocstall
+    assert tot["direct_reclaim_retries"] <= tot["direct_reclaim_stalls"]
+    assert tot["lru_reclaimed_direct"] == vm["pgsteal_direct"]
+    assert tot["lru_scanned_direct"] == vm["pgscan_direct"]
+    assert tot["lru_reclaimed_kswapd"] == vm["pgsteal_kswapd"]
+    assert tot["lru_scanned_kswapd"] == vm["pgscan_kswapd"]
+    assert tot["kswapd_wakes"] > 0
+    assert tot["kswapd_wakes"] == vm["pageoutrun"]
+    excess = tot["direct_reclaim_pages"] - vm["pgsteal_direct"]
+    assert 0 <= excess <= vm["slabs_scanned"]
+    assert vm["slabs_scanned"] > 0
+    assert tot["shrink_slab_scanned"] == vm["slabs_scanned"]
+    assert tot["drop_caches_runs"] == vm["drop_slab"] >= 3
+    assert tot["oom_kills"] == vm["oom_kill"] == 0
+    pids = {p["pid"] for p in doc["reclaim"]["direct_reclaim"]["processes"]}
+    assert result["pid"] in pids
+    assert sum(n["awake_ns"] for n in doc["reclaim"]["kswapd"]) > 0

@@ -596,7 +596,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     pp = sub.add_parser("prepare", help="fetch and set up a kernel; print its image path")
     pp.add_argument("kernel")
-    rp = sub.add_parser("run", help="boot KERNEL and run COMMAND in this directory")
+    rp = sub.add_parser("run", help="boot KERNEL and run COMMAND in this directory",
+                        usage="%(prog)s KERNEL [options] -- COMMAND...")
     rp.add_argument("kernel")
     rp.add_argument("--memory", "-m", default="3G")
     rp.add_argument("--cpus", "-p", type=int, default=2)
@@ -604,14 +605,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     rp.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     rp.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="set in the guest command's environment")
-    rp.add_argument("command", nargs=argparse.REMAINDER)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: List[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, command = argv[:i], argv[i + 1:]
     args = p.parse_args(argv)
     try:
         kernel = resolve(args.kernel)
         if args.cmd == "prepare":
             print(f"{kernel.release} {kernel.image} {kernel.origin}")
             return 0
-        cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+        cmd = command
         if not cmd:
             raise UserError("no command to run", "add -- COMMAND")
         env = {}

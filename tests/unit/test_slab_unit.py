@@ -233,3 +233,73 @@ def test_kmsg_warning_flags_destroyed_cache():
     r = a.report()
     leaky = [c for c in r["caches"] if c["name"] == "leaky"][0]
     assert leaky["never_drains"] and leaky["reason"] == "destroyed_with_objects"
+
+
+# -- exact lifecycle: fentry/fexit or kprobes on the kernel's own calls ---------------
+
+def _kc(type_id, ts, cache, name, refcount=-1, err=0, requested=""):
+    payload = struct.pack("<QIIII16s", ts, type_id, 9, 9, 0, b"zram") + struct.pack(
+        "<Qii40s40s", cache, refcount, err, name.encode(), requested.encode())
+    return events.decode(type_id, payload)
+
+
+def _exact_agg():
+    return SlabAggregator(Window(start_ns=1, header={"tracers": {"slab": {
+        "ncpus": 2, "lifecycle_exact": True,
+        "lifecycle_method": "fexit __kmem_cache_create_args, fentry kmem_cache_destroy, "
+                            "fexit __kmem_cache_shutdown"}}}))
+
+
+def test_exact_alias_and_new_cache_lifecycle():
+    from trace_reclaim.tracers.slab import (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY,
+                                            EV_KMEM_CACHE_SHUTDOWN)
+    a = _exact_agg()
+    a.on_sample(events.Sample(5, "slab", {"when": "start", "sys_slab": BASE}))
+    # a new cache, then an alias merged into ftrace_event_field's cache
+    a.feed(_kc(EV_KMEM_CACHE_CREATE, 10, 0xa0, "zs_handle-zram1", 1, requested="zs_handle-zram1"))
+    a.feed(_kc(EV_KMEM_CACHE_CREATE, 11, 0xb0, "ftrace_event_field", 8,
+               requested="zspage-zram1"))
+    links = dict(BASE["links"], **{"zspage-zram1": (":0000056", 30)})
+    with_both = sysfs({":0000056": {"ino": 10, "aliases": 7}, "dentry": {"ino": 11},
+                       "zs_handle-zram1": {"ino": 50}}, links)
+    a.on_sample(events.Sample(12, "slab", {"when": "tick", "sys_slab": with_both}))
+    # destroy: the kernel is handed the merged cache, refcount 8 before
+    a.feed(_kc(EV_KMEM_CACHE_DESTROY, 20, 0xa0, "zs_handle-zram1", 1))
+    a.feed(_kc(EV_KMEM_CACHE_SHUTDOWN, 21, 0xa0, "zs_handle-zram1", err=0))
+    a.feed(_kc(EV_KMEM_CACHE_DESTROY, 22, 0xb0, "ftrace_event_field", 8))
+    after = sysfs({":0000056": {"ino": 10, "aliases": 6}, "dentry": {"ino": 11}}, links)
+    a.on_sample(events.Sample(30, "slab", {"when": "end", "sys_slab": after}))
+    r = a.report()
+    assert r["lifecycle_method"].startswith("fexit __kmem_cache_create_args")
+    lc = {(e["name"], e["event"]): e for e in r["lifecycle"]}
+    assert set(lc) == {("zs_handle-zram1", "create"), ("zspage-zram1", "create"),
+                       ("zs_handle-zram1", "destroy"), ("zspage-zram1", "destroy")}
+    assert all(e["exact"] for e in lc.values())
+    c = lc[("zspage-zram1", "create")]
+    assert (c["ts_ns"], c["alias_of"], c["merged_dir"], c["shared_by"]) == \
+        (11, "ftrace_event_field", ":0000056", 8)
+    d = lc[("zspage-zram1", "destroy")]
+    assert (d["ts_ns"], d["alias_of"], d["shared_by"], d["stale_link"], d["objects_at_destroy"]) \
+        == (22, "ftrace_event_field", 7, True, None)
+    h = lc[("zs_handle-zram1", "destroy")]
+    assert (h["alias_of"], h["shutdown_ok"], h["objects_at_destroy"]) == (None, True, 0)
+    assert not any(c["never_drains"] for c in r["caches"])
+    text = "\n".join(a.render(r))
+    assert "alias of ftrace_event_field" in text
+
+
+def test_exact_destroy_with_objects_left_is_flagged():
+    from trace_reclaim.tracers.slab import (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY,
+                                            EV_KMEM_CACHE_SHUTDOWN)
+    a = _exact_agg()
+    a.feed(_kc(EV_KMEM_CACHE_CREATE, 10, 0xa0, "leaky", 1, requested="leaky"))
+    a.on_sample(events.Sample(11, "slab", {"when": "start", "caches": {"leaky": [0, 0]}}))
+    a.on_sample(events.Sample(12, "slab", {"when": "tick", "caches": {"leaky": [5, 2]}}))
+    a.feed(_kc(EV_KMEM_CACHE_DESTROY, 20, 0xa0, "leaky", 1))
+    a.feed(_kc(EV_KMEM_CACHE_SHUTDOWN, 21, 0xa0, "leaky", err=1))
+    r = a.report()
+    (d,) = [e for e in r["lifecycle"] if e["event"] == "destroy"]
+    assert d["shutdown_ok"] is False and d["objects_at_destroy"] == 3
+    assert d["flag"] == "destroyed with 3 objects"
+    (c,) = [c for c in r["caches"] if c["name"] == "leaky"]
+    assert c["never_drains"] and c["reason"] == "destroyed_with_objects"

@@ -375,6 +375,9 @@ class FakeProbe:
     def tracepoint_exists(self, cat: str, ev: str) -> bool:
         return True
 
+    def tracing_attach(self, func: str, kind: str = "fentry") -> tuple:
+        return self.fentry
+
     def raw_tracepoint_params(self, ev: str) -> Optional[List[str]]:
         if not self.raw:
             return None

@@ -109,13 +109,16 @@ def page_cache_dir(vm_live) -> Iterator[str]:
         return
     # ext4 reads a hole into zeroed page-cache pages without touching the
     # device, so a small image on tmpfs holds a 30 GiB sparse file.
+    if not os.path.exists("/dev/loop-control"):
+        subprocess.run(["modprobe", "loop"], capture_output=True)
     work = tempfile.mkdtemp(prefix="trace-reclaim-vm-ext4-")
     img, mnt = os.path.join(work, "disk.img"), os.path.join(work, "mnt")
     os.mkdir(mnt)
     try:
-        with open(img, "wb") as f:
-            f.truncate(256 << 20)
-        subprocess.run(["mkfs.ext4", "-q", "-F", img], check=True, capture_output=True)
+        with open(img, "wb") as f:   # 50,000 pinned files need inodes: 512 MiB
+            f.truncate(512 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-N", "131072", img], check=True,
+                       capture_output=True)
         subprocess.run(["mount", "-o", "loop", img, mnt], check=True, capture_output=True)
         try:
             yield mnt

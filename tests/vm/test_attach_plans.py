@@ -55,10 +55,33 @@ def plan(request, vm_live) -> str:
     return request.param
 
 
+def _window_open(path: str) -> bool:
+    """Whether the recording holds its first tick: the window has started.
+
+    "Tracing reclaim" is printed when the program is attached, before the
+    start samples (/proc/slabinfo, /sys/kernel/slab, ...), which take seconds
+    under emulation; events before the window's start are not counted.
+    """
+    try:
+        with open(path, "rb") as f:
+            for block in Reader(f).blocks_of_records():
+                if any(type_id == events.USER_TICK for type_id, _p in block):
+                    return True
+    except Exception:  # header not written yet, or a block being written
+        return False
+    return False
+
+
 def _start(tmp: str, plan: str) -> Trace:
     t = Trace(tmp, INTERVAL + ["--attach", plan], ready_timeout=600)
     with timed("record start (BPF compile + attach)", plan=plan):
         t.__enter__()
+    with timed("record window open (start samples)", plan=plan):
+        deadline = time.monotonic() + 120
+        while not _window_open(t.path):
+            assert t.proc is not None and t.proc.poll() is None, "trace-reclaim record exited"
+            assert time.monotonic() < deadline, "no first tick within 120 s"
+            time.sleep(0.2)
     return t
 
 
@@ -74,7 +97,7 @@ def _kill(t: Trace) -> None:
 
 
 @pytest.fixture(scope="module")
-def window_a(plan, tmp_path_factory) -> Dict[str, Any]:
+def window_a(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
     """vmalloc_huge, zram lifecycle, pinned dentries: one recording."""
     out: Dict[str, Any] = {"plan": plan}
     _proc.drop_caches(2)   # few unused dentries at the start; before the window
@@ -97,7 +120,7 @@ def window_a(plan, tmp_path_factory) -> Dict[str, Any]:
                 out["destroy_ns"] = (t0, time.monotonic_ns())
                 time.sleep(0.8)
         with timed("pinned dentries", plan=plan, files=N_FILES):
-            with slab_dentries.pinned_dentries(N_FILES) as p:
+            with slab_dentries.pinned_dentries(N_FILES, directory=page_cache_dir) as p:
                 out["pinned"] = p
                 time.sleep(1.2)           # samples with the files held
                 _proc.drop_caches(2)
@@ -118,7 +141,7 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
     t = _start(str(tmp_path_factory.mktemp(f"b-{plan}")), plan)
     try:
         with timed("negative dentries", plan=plan, files=N_FILES):
-            with slab_dentries.negative_dentries(N_FILES):
+            with slab_dentries.negative_dentries(N_FILES, directory=page_cache_dir):
                 time.sleep(1.2)
                 _proc.drop_caches(2)
                 time.sleep(1.5)
@@ -221,7 +244,7 @@ def test_trigger_kvmalloc_is_huge_and_vzalloc_not_eligible(window_a):
     assert not [a for a in mine if a["verdict"] in ("fallback", "unknown")], mine
     if plan == "tracepoint":
         for a in kv:
-            assert a["requested_from"] == "kmalloc" and a["vm_flags"] is None
+            assert a["requested_from"] == "kmalloc" and a.get("vm_flags") is None
 
 
 def test_exact_request_vm_flags_and_caller(window_a):
@@ -312,7 +335,8 @@ def test_zram_zsmalloc_cache_lifecycle(window_a):
         assert slab["lifecycle_method"].startswith("/sys/kernel/slab")
         return
     # fentry/kprobe: the kernel's own calls, at their exact times.
-    assert slab["lifecycle_method"].split()[0] in ("fentry", "kprobe"), slab["lifecycle_method"]
+    assert set(slab["lifecycle_method"].replace(",", "").split()[::2]) <= \
+        {"fentry", "fexit", "kprobe", "kretprobe"}, slab["lifecycle_method"]
     lo, hi = window_a["create_ns"]
     for name in zram_lifecycle.cache_names(n):
         (c,) = [e for e in lc if e["name"] == name and e["event"] == "create"]
@@ -322,7 +346,8 @@ def test_zram_zsmalloc_cache_lifecycle(window_a):
         assert window_a["destroy_ns"][0] <= d["ts_ns"] <= window_a["destroy_ns"][1], d
         if d["alias_of"]:
             # an alias only drops the merged cache's refcount: nothing is shut down
-            assert d["shared_by"] >= 2 and d["objects_at_destroy"] is None, d
+            assert d["shared_by"] >= 1 and d["objects_at_destroy"] is None, d
+            assert d["stale_link"], d
         else:
             # the kernel's __kmem_cache_shutdown() found it empty
             assert d["objects_at_destroy"] == 0 and d["shutdown_ok"] is True, d

@@ -30,8 +30,9 @@ enum event_type {
 	EV_KMALLOC_LARGE = 20,		/* kmem:kmalloc failed (ptr 0): kvmalloc size */
 	/* slab (tracers/slab.py) */
 	EV_SHRINK_SLAB = 32,		/* mm_shrink_slab_start .. _end, one record */
-	EV_KMEM_CACHE_CREATE = 33,	/* fexit __kmem_cache_create_args (SLAB_LIFECYCLE_FENTRY) */
-	EV_KMEM_CACHE_DESTROY = 34,	/* fentry kmem_cache_destroy (SLAB_LIFECYCLE_FENTRY) */
+	EV_KMEM_CACHE_CREATE = 33,	/* fexit/kretprobe of the cache creation function */
+	EV_KMEM_CACHE_DESTROY = 34,	/* fentry/kprobe kmem_cache_destroy */
+	EV_KMEM_CACHE_SHUTDOWN = 35,	/* fexit/kretprobe __kmem_cache_shutdown */
 	/* oom and compaction (tracers/oom.py) */
 	EV_MARK_VICTIM = 48,		/* oom:mark_victim */
 	EV_COMPACTION = 49,		/* mm_compaction_begin .. _end, one record */
@@ -144,6 +145,7 @@ struct alloc_vmap_area_event {
 	__s32 failed;
 	__u32 flags;			/* VMAP_EV_* */
 	__u32 pad;
+	__u64 caller;			/* VMAP_EV_EXACT only: vm_struct.caller */
 };
 
 struct free_vmap_area_event {
@@ -214,7 +216,10 @@ struct shrink_slab_event {
 struct kmem_cache_event {
 	struct event_header hdr;
 	__u64 cache;			/* struct kmem_cache * */
-	char name[SLAB_NAME_LEN];
+	__s32 refcount;			/* create: after it; destroy: before it; -1 unknown */
+	__s32 err;			/* shutdown: __kmem_cache_shutdown() (0: was empty) */
+	char name[SLAB_NAME_LEN];	/* kmem_cache.name: a merged cache's own name */
+	char requested[SLAB_NAME_LEN];	/* create: the name asked for (an alias's) */
 };
 
 #endif /* TRACE_RECLAIM_EVENTS_H */

@@ -300,12 +300,44 @@ RAW_TRACEPOINT_PROBE(kmem_cache_free)
 }
 #endif /* SLAB_CACHE_ACCOUNTING */
 
-#ifdef SLAB_LIFECYCLE_FENTRY
 /*
- * Exact cache creation and destruction where fentry/fexit load (production
- * kernels).  Untested on the development VM, which refuses them (EPERM).
+ * Exact kmem_cache creation and destruction where fentry or kprobes reach the
+ * functions (production kernels; tracers/slab.py picks one per function).
+ * Struct pointers are declared void *: the headers bcc includes do not declare
+ * struct kmem_cache, and BPF_PROG casts each argument anyway.
+ *
+ *   create    fexit/kretprobe of the function every creation goes through:
+ *             __kmem_cache_create_args since Linux 6.12 (the struct
+ *             kmem_cache_args series: "slab: create kmem_cache_create()
+ *             compatibility layer", "slab: make kmem_cache_create_usercopy()
+ *             static inline"), kmem_cache_create_usercopy before.  A merge
+ *             into an existing cache returns that cache: its own name and
+ *             refcount (> 1) say so.
+ *   destroy   fentry/kprobe kmem_cache_destroy: refcount before it; > 1 only
+ *             drops an alias's reference, and the merged cache lives on.
+ *   shutdown  fexit/kretprobe __kmem_cache_shutdown: the kernel's own check
+ *             that no object is left (0) before the cache is freed.
+ *
+ * cflags: SLAB_LIFECYCLE (any of these), SLAB_CREATE_{FEXIT,KPROBE}_{ARGS,USERCOPY},
+ * SLAB_DESTROY_{FENTRY,KPROBE}, SLAB_SHUTDOWN_{FEXIT,KPROBE},
+ * KMEM_CACHE_NAME_OFF and KMEM_CACHE_REFCOUNT_OFF (from BTF; -1 unknown).
  */
-static __always_inline void slab_lifecycle_event(__u32 type, __u64 s)
+#ifndef KMEM_CACHE_REFCOUNT_OFF
+#define KMEM_CACHE_REFCOUNT_OFF -1
+#endif
+#ifdef SLAB_LIFECYCLE
+static __always_inline int kmem_cache_refcount(__u64 s)
+{
+	int ref = -1;
+
+#if KMEM_CACHE_REFCOUNT_OFF >= 0
+	bpf_probe_read_kernel(&ref, sizeof(ref), (void *)(s + KMEM_CACHE_REFCOUNT_OFF));
+#endif
+	return ref;
+}
+
+static __always_inline void slab_lifecycle_event(__u32 type, __u64 s, int refcount, int err,
+						 const char *requested)
 {
 	struct kmem_cache_event *e;
 	const char *p = 0;
@@ -314,27 +346,130 @@ static __always_inline void slab_lifecycle_event(__u32 type, __u64 s)
 	if (!e)
 		return;
 	e->cache = s;
+	e->refcount = refcount;
+	e->err = err;
 	e->name[0] = 0;
+	e->requested[0] = 0;
 #if KMEM_CACHE_NAME_OFF >= 0
 	bpf_probe_read_kernel(&p, sizeof(p), (void *)(s + KMEM_CACHE_NAME_OFF));
 	if (p)
 		bpf_probe_read_kernel_str(e->name, sizeof(e->name), p);
 #endif
+	if (requested)
+		bpf_probe_read_kernel_str(e->requested, sizeof(e->requested), requested);
 	events.ringbuf_submit(e, 0);
 }
 
-KFUNC_PROBE(kmem_cache_destroy, void *s)
+static __always_inline void slab_created(__u64 s, const char *requested)
 {
 	if (s)
-		slab_lifecycle_event(EV_KMEM_CACHE_DESTROY, (__u64)s);
+		slab_lifecycle_event(EV_KMEM_CACHE_CREATE, s, kmem_cache_refcount(s), 0, requested);
+}
+
+static __always_inline void slab_destroying(__u64 s)
+{
+	if (s)
+		slab_lifecycle_event(EV_KMEM_CACHE_DESTROY, s, kmem_cache_refcount(s), 0, 0);
+}
+#endif
+
+#if defined(SLAB_CREATE_KPROBE_ARGS) || defined(SLAB_CREATE_KPROBE_USERCOPY) || \
+	defined(SLAB_SHUTDOWN_KPROBE)
+/* A kretprobe has no arguments: the entry kprobe keeps the one it needs per thread. */
+BPF_HASH(slab_lifecycle_arg, __u32, __u64, 1024);
+
+static __always_inline int slab_keep_arg(__u64 v)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	slab_lifecycle_arg.update(&tid, &v);
 	return 0;
 }
 
-KRETFUNC_PROBE(__kmem_cache_create_args, const char *name, unsigned int size,
-	       void *args, unsigned long flags, void *ret)
+static __always_inline __u64 slab_take_arg(void)
 {
-	if (ret)
-		slab_lifecycle_event(EV_KMEM_CACHE_CREATE, (__u64)ret);
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *v = slab_lifecycle_arg.lookup(&tid), out = 0;
+
+	if (v) {
+		out = *v;
+		slab_lifecycle_arg.delete(&tid);
+	}
+	return out;
+}
+#endif
+
+#if defined(SLAB_CREATE_FEXIT_ARGS)
+KRETFUNC_PROBE(__kmem_cache_create_args, const char *name, unsigned int object_size,
+	       void *args, slab_flags_t flags, void *ret)
+{
+	slab_created((__u64)ret, name);
 	return 0;
 }
-#endif /* SLAB_LIFECYCLE_FENTRY */
+#elif defined(SLAB_CREATE_FEXIT_USERCOPY)
+KRETFUNC_PROBE(kmem_cache_create_usercopy, const char *name, unsigned int size,
+	       unsigned int align, slab_flags_t flags, unsigned int useroffset,
+	       unsigned int usersize, void *ctor, void *ret)
+{
+	slab_created((__u64)ret, name);
+	return 0;
+}
+#elif defined(SLAB_CREATE_KPROBE_ARGS)
+int kprobe____kmem_cache_create_args(struct pt_regs *ctx)
+{
+	return slab_keep_arg(PT_REGS_PARM1(ctx));
+}
+
+int kretprobe____kmem_cache_create_args(struct pt_regs *ctx)
+{
+	slab_created(PT_REGS_RC(ctx), (const char *)slab_take_arg());
+	return 0;
+}
+#elif defined(SLAB_CREATE_KPROBE_USERCOPY)
+int kprobe__kmem_cache_create_usercopy(struct pt_regs *ctx)
+{
+	return slab_keep_arg(PT_REGS_PARM1(ctx));
+}
+
+int kretprobe__kmem_cache_create_usercopy(struct pt_regs *ctx)
+{
+	slab_created(PT_REGS_RC(ctx), (const char *)slab_take_arg());
+	return 0;
+}
+#endif
+
+#if defined(SLAB_DESTROY_FENTRY)
+KFUNC_PROBE(kmem_cache_destroy, void *s)
+{
+	slab_destroying((__u64)s);
+	return 0;
+}
+#elif defined(SLAB_DESTROY_KPROBE)
+int kprobe__kmem_cache_destroy(struct pt_regs *ctx)
+{
+	slab_destroying(PT_REGS_PARM1(ctx));
+	return 0;
+}
+#endif
+
+#if defined(SLAB_SHUTDOWN_FEXIT)
+KRETFUNC_PROBE(__kmem_cache_shutdown, void *s, int ret)
+{
+	slab_lifecycle_event(EV_KMEM_CACHE_SHUTDOWN, (__u64)s, -1, ret, 0);
+	return 0;
+}
+#elif defined(SLAB_SHUTDOWN_KPROBE)
+int kprobe____kmem_cache_shutdown(struct pt_regs *ctx)
+{
+	return slab_keep_arg(PT_REGS_PARM1(ctx));
+}
+
+int kretprobe____kmem_cache_shutdown(struct pt_regs *ctx)
+{
+	__u64 s = slab_take_arg();
+
+	if (s)
+		slab_lifecycle_event(EV_KMEM_CACHE_SHUTDOWN, s, -1, (int)PT_REGS_RC(ctx), 0);
+	return 0;
+}
+#endif

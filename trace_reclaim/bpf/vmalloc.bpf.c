@@ -29,8 +29,8 @@
  *   VMALLOC_RAW_TP        mm_page_alloc and kmalloc as raw tracepoints
  *                         (TP_PROTO checked in BTF by tracers/vmalloc.py)
  *   VMALLOC_FENTRY_NOPROF / VMALLOC_FENTRY / VMALLOC_KPROBE_NOPROF /
- *   VMALLOC_KPROBE        exact request size and vm_flags from the entry of
- *                         __vmalloc_node_range_noprof (6.10+) or
+ *   VMALLOC_KPROBE        exact request size, vm_flags and caller from the
+ *                         entry of __vmalloc_node_range_noprof (6.10+) or
  *                         __vmalloc_node_range (older)
  */
 
@@ -149,10 +149,13 @@ struct vmalloc_request {
 	__u64 ts_ns;
 	__u64 size;
 	__u64 vm_flags;
+	__u64 caller;
 };
 BPF_HASH(vmalloc_requests, __u32, struct vmalloc_request, VMALLOC_MAX_ARMED);
+/* Every caller seen (the value is unused): symbolized live by tracers/vmalloc.py. */
+BPF_HASH(vmalloc_callers, __u64, __u8, VMALLOC_STACKS);
 
-static __always_inline int vmalloc_request_enter(__u64 size, __u64 vm_flags)
+static __always_inline int vmalloc_request_enter(__u64 size, __u64 vm_flags, __u64 caller)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
@@ -163,40 +166,63 @@ static __always_inline int vmalloc_request_enter(__u64 size, __u64 vm_flags)
 	req.ts_ns = bpf_ktime_get_ns();
 	req.size = size;
 	req.vm_flags = vm_flags;
+	req.caller = caller;
 	vmalloc_requests.update(&tid, &req);
 	return 0;
 }
 #endif
 
 /*
+ * __vmalloc_node_range(size, align, start, end, gfp_mask, prot, vm_flags, node,
+ * caller): caller is the call site /proc/vmallocinfo shows (vm_struct.caller).
+ *
  * prot is a pgprot_t: a one-word struct, passed like an unsigned long; BPF_PROG
  * casts each context word to the parameter type, which a struct cannot take.
+ * caller is a const void *, which the verifier does not let a program read
+ * from the context directly ("arg8 type UNKNOWN is not a struct"): it comes
+ * through bpf_get_func_arg() (since 5.17), which reads the trampoline's copy.
+ * The trampoline takes 9 arguments only since Linux 6.5 (commit 473e3150e30a,
+ * "bpf, x86: allow function arguments up to 12 for TRACING"); tracers/vmalloc.py
+ * tries the attach first and takes the kprobe where it is refused.
  */
+#if defined(VMALLOC_FENTRY_NOPROF) || defined(VMALLOC_FENTRY)
+static __always_inline int vmalloc_fentry(unsigned long long *ctx, __u64 size, __u64 vm_flags)
+{
+	__u64 caller = 0;
+
+	bpf_get_func_arg(ctx, 8, &caller);
+	return vmalloc_request_enter(size, vm_flags, caller);
+}
+#endif
 #if defined(VMALLOC_FENTRY_NOPROF)
 /* Since 6.10 (commit 88ae5fb755b0, "mm: vmalloc: enable memory allocation profiling") */
 KFUNC_PROBE(__vmalloc_node_range_noprof, unsigned long size, unsigned long align,
 	    unsigned long start, unsigned long end, gfp_t gfp_mask, unsigned long prot,
 	    unsigned long vm_flags)
 {
-	return vmalloc_request_enter(size, vm_flags);
+	return vmalloc_fentry(ctx, size, vm_flags);
 }
 #elif defined(VMALLOC_FENTRY)
 KFUNC_PROBE(__vmalloc_node_range, unsigned long size, unsigned long align,
 	    unsigned long start, unsigned long end, gfp_t gfp_mask, unsigned long prot,
 	    unsigned long vm_flags)
 {
-	return vmalloc_request_enter(size, vm_flags);
+	return vmalloc_fentry(ctx, size, vm_flags);
 }
 #elif defined(VMALLOC_KPROBE_NOPROF) || defined(VMALLOC_KPROBE)
-/* vm_flags is the 7th argument: on the stack above the return address (x86-64). */
+/*
+ * vm_flags, node and caller are arguments 7-9: on the stack above the return
+ * address at function entry (x86-64 SysV), where the kprobe fires.
+ */
 static __always_inline int vmalloc_kprobe_enter(struct pt_regs *ctx)
 {
-	__u64 vm_flags = 0;
+	__u64 vm_flags = 0, caller = 0;
 
 #ifdef __x86_64__
 	bpf_probe_read_kernel(&vm_flags, sizeof(vm_flags), (void *)(PT_REGS_SP(ctx) + 8));
+	bpf_probe_read_kernel(&caller, sizeof(caller), (void *)(PT_REGS_SP(ctx) + 24));
 #endif
-	return vmalloc_request_enter(PT_REGS_PARM1(ctx), vm_flags);
+	return vmalloc_request_enter(PT_REGS_PARM1(ctx), vm_flags, caller);
 }
 #if defined(VMALLOC_KPROBE_NOPROF)
 int kprobe____vmalloc_node_range_noprof(struct pt_regs *ctx)
@@ -247,14 +273,21 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 	e->failed = failed;
 	e->requested_bytes = 0;
 	e->vm_flags = 0;
+	e->caller = 0;
 #ifdef VMALLOC_EXACT
 	{
 		struct vmalloc_request *req = vmalloc_requests.lookup(&tid);
 
 		if (req) {
 			if (e->hdr.ts_ns - req->ts_ns < VMALLOC_ARM_TIMEOUT_NS) {
+				__u64 caller = req->caller;
+				__u8 one = 1;
+
 				e->requested_bytes = req->size;
 				e->vm_flags = req->vm_flags;
+				e->caller = caller;
+				if (caller)
+					vmalloc_callers.update(&caller, &one);
 				flags |= VMAP_EV_EXACT;
 			} else {
 				vmalloc_stat(VS_EXACT_STALE);

@@ -10,11 +10,14 @@ for ``kmem_cache.name``.  kmalloc()/kfree() fire ``kmem:kmalloc/kfree``,
 which carry no cache pointer, so the kmalloc-* caches are not counted, and
 neither are kmem_cache_alloc_bulk/free_bulk (no per-object tracepoint).
 
-There is no tracepoint for kmem_cache_create/destroy.  fentry/fexit on
-``kmem_cache_destroy``/``__kmem_cache_create_args`` give exact events where
-they load (cflag SLAB_LIFECYCLE_FENTRY); otherwise creation and destruction
-are found by comparing /sys/kernel/slab and /proc/slabinfo between
-intervals, so their timing is only known to the interval.
+There is no tracepoint for kmem_cache_create/destroy.  Where fentry or
+kprobes reach them, the creation function (``__kmem_cache_create_args``,
+``kmem_cache_create_usercopy`` before 6.12), ``kmem_cache_destroy`` and
+``__kmem_cache_shutdown`` (the kernel's own "is it empty" check) give exact
+events: times, the cache a merge returned, its refcount, and whether objects
+were left.  Otherwise creation and destruction are found by comparing
+/sys/kernel/slab and /proc/slabinfo between intervals, so their timing is
+only known to the interval.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window
 
 __all__ = [
     "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
+    "EV_KMEM_CACHE_SHUTDOWN",
     "ShrinkSlab", "KmemCacheEvent", "SlabTracer", "SlabAggregator", "TRACER",
     "MAX_SLAB_CACHES", "MAX_SHRINKERS", "diff_lifecycle", "never_drains",
     "slabinfo_tolerance",
@@ -38,6 +42,7 @@ __all__ = [
 EV_SHRINK_SLAB = 32
 EV_KMEM_CACHE_CREATE = 33
 EV_KMEM_CACHE_DESTROY = 34
+EV_KMEM_CACHE_SHUTDOWN = 35
 
 SLAB_CTX_OTHER, SLAB_CTX_DIRECT, SLAB_CTX_MEMCG, SLAB_CTX_NODE = 0, 1, 2, 3
 
@@ -91,12 +96,21 @@ class ShrinkSlab(events.Event):
 
 @dataclass(slots=True)
 class KmemCacheEvent(events.Event):
+    """A cache created, destroyed or shut down (fentry/kprobe plans only)."""
+
     cache: int
-    raw_name: bytes
+    refcount: int       # create: after it; destroy: before it; -1: unknown
+    err: int            # shutdown: __kmem_cache_shutdown()'s result, 0 = was empty
+    raw_name: bytes     # kmem_cache.name: a merged cache's own name
+    raw_requested: bytes  # create: the name asked for
 
     @property
     def name(self) -> str:
         return self.raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    @property
+    def requested(self) -> str:
+        return self.raw_requested.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 # The C struct behind each record type (tests/test_events_h.py compares sizes).
@@ -104,12 +118,13 @@ C_STRUCTS = {
     EV_SHRINK_SLAB: "shrink_slab_event",
     EV_KMEM_CACHE_CREATE: "kmem_cache_event",
     EV_KMEM_CACHE_DESTROY: "kmem_cache_event",
+    EV_KMEM_CACHE_SHUTDOWN: "kmem_cache_event",
 }
 
 events.register(EV_SHRINK_SLAB,
                 events.struct_decoder(ShrinkSlab, "QQQQQQqqqQiiiIQ", 15))
-events.register(EV_KMEM_CACHE_CREATE, events.struct_decoder(KmemCacheEvent, "Q40s", 2))
-events.register(EV_KMEM_CACHE_DESTROY, events.struct_decoder(KmemCacheEvent, "Q40s", 2))
+for _t in (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN):
+    events.register(_t, events.struct_decoder(KmemCacheEvent, "Qii40s40s", 5))
 
 
 # -- pure helpers (unit-tested on synthetic snapshots) -----------------------
@@ -342,8 +357,14 @@ class SlabAggregator(Aggregator):
         self._last_drop: Tuple[int, int] = (0, 0)
         self.contexts: Counter[str] = Counter()
         self.before_window = 0
-        self.exact_lifecycle = False
-        self.ncpus = int(window.header.get("tracers", {}).get("slab", {}).get("ncpus") or 1)
+        hdr = window.header.get("tracers", {}).get("slab", {})
+        # fentry/kprobe plans see the kernel's calls: no sysfs inference then.
+        self.exact_lifecycle = bool(hdr.get("lifecycle_exact"))
+        self.exact_method = str(hdr.get("lifecycle_method") or "fentry/kprobe")
+        self._alias_names: Dict[int, List[str]] = {}  # cache -> aliases made in the window
+        self._pending_shutdown: Dict[int, Dict[str, Any]] = {}  # cache -> its destroy
+        self._unresolved: List[Dict[str, Any]] = []   # exact events awaiting sysfs facts
+        self.ncpus = int(hdr.get("ncpus") or 1)
         self.vm_start: Dict[str, int] = {}
         self.vm_end: Dict[str, int] = {}
         self._iv = self._new_interval()
@@ -357,13 +378,105 @@ class SlabAggregator(Aggregator):
     def feed(self, ev: Any) -> None:
         if ev.type == EV_SHRINK_SLAB:
             self._shrink(ev)
-        elif ev.type in (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY):
+        elif ev.type == EV_KMEM_CACHE_CREATE:
             self.exact_lifecycle = True
-            self._add_lifecycle({
-                "name": ev.name, "event": "create" if ev.type == EV_KMEM_CACHE_CREATE
-                else "destroy", "ts_ns": ev.ts_ns, "after_ns": ev.ts_ns, "alias_of": None,
-                "merged_dir": None, "shared_by": None, "objects_at_destroy": None,
-                "stale_link": False, "note": "fentry (exact time)"})
+            self._exact_create(ev)
+        elif ev.type == EV_KMEM_CACHE_DESTROY:
+            self.exact_lifecycle = True
+            self._exact_destroy(ev)
+        elif ev.type == EV_KMEM_CACHE_SHUTDOWN:
+            self._exact_shutdown(ev)
+
+    # -- exact lifecycle (fentry/kprobe plans) ------------------------------
+    def _exact_event(self, name: str, event: str, ev: KmemCacheEvent) -> Dict[str, Any]:
+        how = self.exact_method.split()[0] if self.exact_method else "fentry"
+        return {"name": name, "event": event, "ts_ns": ev.ts_ns, "after_ns": ev.ts_ns,
+                "alias_of": None, "merged_dir": None, "shared_by": None,
+                "objects_at_destroy": None, "stale_link": False, "exact": True,
+                "cache": f"0x{ev.cache:x}", "note": f"{how} (exact time)"}
+
+    def _exact_create(self, ev: KmemCacheEvent) -> None:
+        """A creation: a new cache, or an alias when it merged into one (refcount > 1)."""
+        requested = ev.requested or ev.name
+        alias = ev.refcount > 1 if ev.refcount >= 0 else ev.name != requested
+        d = self._exact_event(requested, "create", ev)
+        if alias:
+            d["alias_of"] = ev.name
+            d["shared_by"] = ev.refcount if ev.refcount > 0 else None
+            d["note"] = f"merged into existing cache {ev.name}; " + d["note"]
+            names = self._alias_names.setdefault(ev.cache, [])
+            if len(names) < 64 and len(self._alias_names) < MAX_LIFECYCLE:
+                names.append(requested)
+        self._add_lifecycle(d)
+        self._track(d)
+
+    def _exact_destroy(self, ev: KmemCacheEvent) -> None:
+        """kmem_cache_destroy(): with refcount > 1 it only drops an alias.
+
+        The kernel is given the merged cache, not the alias: which alias went
+        is known only when one alias of that cache was created in the window.
+        """
+        if ev.refcount > 1:
+            names = self._alias_names.get(ev.cache) or []
+            if names:
+                name = names.pop()
+                who = "" if not names else \
+                    f" (or another alias made in the window: {', '.join(names[:3])})"
+            else:
+                name, who = "?", " (an alias made before the trace: the kernel does not say which)"
+            d = self._exact_event(name, "destroy", ev)
+            d.update(alias_of=ev.name, shared_by=ev.refcount - 1, shutdown_ok=None,
+                     note=f"alias destroyed{who}: merged cache {ev.name} lives on; "
+                          + d["note"])
+            self._add_lifecycle(d)
+            self._track(d)
+            return
+        d = self._exact_event(ev.name, "destroy", ev)
+        d["shutdown_ok"] = None
+        row = self.slabinfo_last.get(ev.name)
+        if row:
+            d["objects_last_seen"] = row[0]
+        self._add_lifecycle(d)
+        if len(self._pending_shutdown) < MAX_LIFECYCLE:
+            self._pending_shutdown[ev.cache] = d
+
+    def _exact_shutdown(self, ev: KmemCacheEvent) -> None:
+        """__kmem_cache_shutdown(): 0 when no object was left (the kernel's own check)."""
+        d = self._pending_shutdown.pop(ev.cache, None)
+        if d is None:
+            return
+        d["shutdown_ok"] = ev.err == 0
+        if ev.err == 0:
+            d["objects_at_destroy"] = 0
+            d["note"] += "; empty when shut down"
+            return
+        # Objects left: kmem_cache_alloc - kmem_cache_free counted for it in
+        # the window, when its whole life was (created in the window).
+        c = self.caches.get(d["name"])
+        made_here = any(e["event"] == "create" and e["name"] == d["name"] and e.get("exact")
+                        for e in self.lifecycle)
+        if c is not None and c.seen_counts and made_here:
+            d["objects_at_destroy"] = max(0, c.allocs - c.frees)
+        d["note"] += "; objects left when shut down (__kmem_cache_shutdown failed)"
+
+    def _track(self, d: Dict[str, Any]) -> None:
+        if len(self._unresolved) < MAX_LIFECYCLE:
+            self._unresolved.append(d)
+
+    def _resolve_exact(self, sysfs: Dict[str, Any]) -> None:
+        """Fill in what /sys/kernel/slab shows about exact events: the merged
+        directory an alias links to, and whether a destroyed alias's link stayed."""
+        links, caches = sysfs.get("links", {}), sysfs.get("caches", {})
+        left = []
+        for d in self._unresolved:
+            link = links.get(d["name"])
+            if link is not None:
+                d["merged_dir"] = link[0]
+                if d["event"] == "destroy":
+                    d["stale_link"] = True   # the kernel leaves an alias's link behind
+            elif d["event"] == "create" and d["name"] not in caches:
+                left.append(d)               # not in sysfs yet
+        self._unresolved = left
 
     def _shrink(self, ev: ShrinkSlab) -> None:
         if ev.ts_ns - ev.delta_ns < self.window.start_ns:
@@ -486,7 +599,9 @@ class SlabAggregator(Aggregator):
             if self.sys_slab is None:
                 self.sys_slab_start = sysfs
                 self._learn_caches(sysfs)
-            elif not self.exact_lifecycle:
+            elif self.exact_lifecycle:
+                self._resolve_exact(sysfs)
+            else:
                 for ev in diff_lifecycle(self.sys_slab, sysfs, ts, self.sys_ts,
                                          self.slabinfo_names, self.destroyed_aliases):
                     if ev["event"] == "destroy" and not ev["alias_of"]:
@@ -624,6 +739,9 @@ class SlabAggregator(Aggregator):
                     and not ev.get("alias_of"):
                 ev["flag"] = f"destroyed with {ev['objects_at_destroy']} objects"
                 destroyed.setdefault(ev["name"], {"why": ev["flag"]})
+            elif ev["event"] == "destroy" and ev.get("shutdown_ok") is False:
+                ev["flag"] = "destroyed with objects left (__kmem_cache_shutdown failed)"
+                destroyed.setdefault(ev["name"], {"why": ev["flag"]})
         caches: List[Dict[str, Any]] = []
         for c in self.caches.values():
             info = self.cache_info.get(c.name, {})
@@ -665,8 +783,7 @@ class SlabAggregator(Aggregator):
             "shrinkers": shrinkers,
             "caches": caches,
             "lifecycle": self.lifecycle,
-            "lifecycle_method": ("fentry/fexit on kmem_cache_destroy/__kmem_cache_create_args"
-                                 if self.exact_lifecycle else
+            "lifecycle_method": (self.exact_method if self.exact_lifecycle else
                                  "/sys/kernel/slab and /proc/slabinfo compared between "
                                  "intervals: times are approximate (between after_ns and "
                                  "ts_ns)"),
@@ -822,7 +939,12 @@ class SlabTracer(Tracer):
         ("vmscan", "mm_vmscan_node_reclaim_end"),
     )
     event_types: ClassVar[Any] = (EV_SHRINK_SLAB, EV_KMEM_CACHE_CREATE,
-                                  EV_KMEM_CACHE_DESTROY)
+                                  EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN)
+    # The function every kmem_cache creation goes through, newest first, with
+    # its cflag suffix: since Linux 6.12 (the struct kmem_cache_args series)
+    # __kmem_cache_create_args; kmem_cache_create_usercopy before it.
+    CREATE_FUNCS: ClassVar[Tuple[Tuple[str, str], ...]] = (
+        ("__kmem_cache_create_args", "ARGS"), ("kmem_cache_create_usercopy", "USERCOPY"))
 
     def __init__(self) -> None:
         self._state: Dict[str, Any] = {}
@@ -835,6 +957,7 @@ class SlabTracer(Tracer):
             btf = probe.btf_types
             self._btf_facts = {
                 "name_off": btf.member_offset("kmem_cache", "name") if btf else None,
+                "refcount_off": btf.member_offset("kmem_cache", "refcount") if btf else None,
                 "alloc_arg": btf.raw_tp_arg("kmem_cache_alloc", "kmem_cache") if btf else None,
                 "free_arg": btf.raw_tp_arg("kmem_cache_free", "kmem_cache") if btf else None,
                 "btf": btf is not None,
@@ -875,28 +998,68 @@ class SlabTracer(Tracer):
                 family="kmem:kmem_cache_alloc/free per cache", chosen="none",
                 rejected=[("raw tracepoints", "no btf_trace_kmem_cache_* prototype with "
                            "a struct kmem_cache * in this kernel's BTF")], ok=True))
-        rejected = []
-        kp_ok, kp_why = probe.kprobes
-        if not kp_ok:
-            rejected.append(("kprobe kmem_cache_destroy", kp_why))
-        fe_ok, fe_why = probe.fentry
-        if fe_ok and f["name_off"] is not None:
-            cflags.append("-DSLAB_LIFECYCLE_FENTRY")
-            chosen = "fentry kmem_cache_destroy, fexit __kmem_cache_create_args"
-        else:
-            rejected.append(("fentry kmem_cache_destroy", fe_why))
-            chosen = ("/sys/kernel/slab + /proc/slabinfo compared each interval "
-                      "(timing approximate to the interval)")
-        attaches.append(Attach(family="kmem_cache lifecycle", chosen=chosen,
-                               rejected=rejected))
+        a, extra = self._lifecycle_plan(probe, f)
+        attaches.append(a)
+        cflags += extra
+        if extra and not any(c.startswith("-DKMEM_CACHE_NAME_OFF=") for c in cflags):
+            cflags.append(f"-DKMEM_CACHE_NAME_OFF={f['name_off']}")
         return attaches, cflags
+
+    def _lifecycle_plan(self, probe: Any, f: Dict[str, Any]) -> Tuple[Attach, List[str]]:
+        """fentry/fexit per function where its trampoline attaches, else kprobes.
+
+        Needs kmem_cache.name from BTF (the event names the cache).  All three
+        functions or none: a creation without its destruction (or the reverse)
+        would make the sysfs comparison and the exact events disagree.
+        """
+        family = "kmem_cache lifecycle"
+        sysfs = ("/sys/kernel/slab + /proc/slabinfo compared each interval "
+                 "(timing approximate to the interval)")
+        create = next(((fn, sfx) for fn, sfx in self.CREATE_FUNCS
+                       if probe.btf_func_params(fn) is not None), None)
+        if f["name_off"] is None or create is None or \
+                probe.btf_func_params("kmem_cache_destroy") is None or \
+                probe.btf_func_params("__kmem_cache_shutdown") is None:
+            why = ("kmem_cache.name not in this kernel's BTF" if f["name_off"] is None else
+                   "the creation, kmem_cache_destroy or __kmem_cache_shutdown is not in "
+                   "this kernel's BTF (inlined or renamed)")
+            return Attach(family, sysfs, [("fentry/kprobe kmem_cache_destroy", why)]), []
+        fe_ok, fe_why = probe.fentry
+        kp_ok, kp_why = probe.kprobes
+        picks: List[str] = []
+        rejected: List[Tuple[str, str]] = []
+        cflags = ["-DSLAB_LIFECYCLE"]
+        for fn, kind, macro in ((create[0], "fexit", f"SLAB_CREATE_%s_{create[1]}"),
+                                ("kmem_cache_destroy", "fentry", "SLAB_DESTROY_%s"),
+                                ("__kmem_cache_shutdown", "fexit", "SLAB_SHUTDOWN_%s")):
+            ok, why = probe.tracing_attach(fn, kind) if fe_ok else (fe_ok, fe_why)
+            if ok:
+                picks.append(f"{kind} {fn}")
+                cflags.append("-D" + macro % ("FENTRY" if kind == "fentry" else "FEXIT"))
+                continue
+            rejected.append((f"{kind} {fn}", why))
+            if not kp_ok:
+                rejected.append((f"kprobe {fn}", kp_why))
+                return Attach(family, sysfs, rejected), []
+            picks.append(("kretprobe " if kind == "fexit" else "kprobe ") + fn)
+            cflags.append("-D" + macro % "KPROBE")
+        if f.get("refcount_off") is not None:
+            cflags.append(f"-DKMEM_CACHE_REFCOUNT_OFF={f['refcount_off']}")
+        return Attach(family, ", ".join(picks), rejected), cflags
 
     def aggregator(self, window: Window) -> SlabAggregator:
         return SlabAggregator(window)
 
     def header(self, probe: Any) -> Dict[str, Any]:
         f = self.btf_facts(probe)
+        try:
+            lifecycle = self._lifecycle_plan(probe, f)
+            exact = bool(lifecycle[1])
+            method = lifecycle[0].chosen
+        except Exception:  # the header must not fail the trace
+            exact, method = False, "unknown"
         return {"ncpus": os.cpu_count() or 1, "kmem_cache_name_offset": f["name_off"],
+                "lifecycle_exact": exact, "lifecycle_method": method,
                 "kmem_cache_alloc_arg": f["alloc_arg"], "kmem_cache_free_arg": f["free_arg"]}
 
     # -- live reading -----------------------------------------------------

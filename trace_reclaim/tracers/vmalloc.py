@@ -22,6 +22,7 @@ VM_ALLOW_HUGE_VMAP") it is opt-in per caller (kvmalloc, vmalloc_huge).
 from __future__ import annotations
 
 import os
+import struct
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
@@ -90,6 +91,7 @@ class AllocVmapArea(events.Event):
     stack_id: int
     failed: int
     flags: int
+    caller: int = 0    # vm_struct.caller (VMAP_EV_EXACT only): what /proc/vmallocinfo shows
 
 
 @dataclass(slots=True)
@@ -133,7 +135,28 @@ C_STRUCTS = {
     EV_KMALLOC_LARGE: "kmalloc_large_event",
 }
 
-events.register(EV_ALLOC_VMAP_AREA, events.struct_decoder(AllocVmapArea, "QQQQQQQiiII", 10))
+_ALLOC_VMAP_AREA = struct.Struct("<QIIII16sQQQQQQQiiIIQ")
+# Recordings made before the record carried the caller (no trailing u64).
+_ALLOC_VMAP_AREA_V1 = struct.Struct("<QIIII16sQQQQQQQiiII")
+
+
+def _decode_alloc_vmap_area(payload: bytes) -> AllocVmapArea:
+    try:
+        if len(payload) >= _ALLOC_VMAP_AREA.size:
+            v = _ALLOC_VMAP_AREA.unpack_from(payload)
+            caller = v[17]
+        else:
+            v = _ALLOC_VMAP_AREA_V1.unpack_from(payload)
+            caller = 0
+    except struct.error:
+        raise events.DecodeError(f"AllocVmapArea: {len(payload)} bytes, need "
+                                 f"{_ALLOC_VMAP_AREA.size}") from None
+    comm = v[5].split(b"\0", 1)[0].decode("utf-8", "replace")
+    return AllocVmapArea(v[0], v[1], v[2], v[3], v[4], comm, *v[6:16], caller)
+
+
+_decode_alloc_vmap_area.size = _ALLOC_VMAP_AREA.size  # type: ignore[attr-defined]
+events.register(EV_ALLOC_VMAP_AREA, _decode_alloc_vmap_area)
 events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "QQQ", 3))
 events.register(EV_PURGE_VMAP_AREA, events.struct_decoder(PurgeVmapArea, "QQII", 3))
 events.register(EV_VMALLOC_PAGE_ALLOC,
@@ -159,9 +182,11 @@ def caller_of(frames: Sequence[str]) -> Tuple[str, bool]:
 class _Area:
     __slots__ = ("addr", "size", "align", "ts_ns", "tid", "pid", "comm", "stack_id",
                  "flags", "requested", "requested_from", "vm_flags", "expected",
-                 "pages_ok", "page_failed", "freed_ns", "attempt", "page_events")
+                 "pages_ok", "page_failed", "freed_ns", "attempt", "page_events",
+                 "vm_caller")
 
-    def __init__(self, ev: AllocVmapArea, page_bytes: int, huge_bytes: int) -> None:
+    def __init__(self, ev: AllocVmapArea, page_bytes: int, huge_bytes: int,
+                 exact_from: str = "fentry") -> None:
         self.addr = ev.addr
         self.size = ev.size_bytes
         self.align = ev.align_bytes
@@ -174,7 +199,8 @@ class _Area:
         self.vm_flags: Optional[int] = ev.vm_flags if ev.flags & VMAP_EV_EXACT else None
         self.requested: Optional[int] = ev.requested_bytes if ev.flags & VMAP_EV_EXACT \
             else None
-        self.requested_from = "fentry" if self.requested is not None else None
+        self.requested_from = exact_from if self.requested is not None else None
+        self.vm_caller: Optional[int] = ev.caller if ev.flags & VMAP_EV_EXACT else None
         self.expected = ev.size_bytes // huge_bytes if ev.flags & VMAP_EV_ARMED else 0
         self.pages_ok = 0
         self.page_failed = False
@@ -198,6 +224,10 @@ class VmallocAggregator(Aggregator):
         self.page_bytes = int(tr.get("page_bytes") or window.header.get("page_size") or 4096)
         self.huge_bytes = int(tr.get("huge_bytes") or 2 << 20)
         self.plan = str(tr.get("plan") or "tracepoint")
+        # What saw the exact request: the first word of the plan (fentry, kprobe).
+        first = self.plan.split()[0] if self.plan.split() else ""
+        self.exact_from = first if first in ("fentry", "kprobe") else "fentry"
+        self.symbols: Dict[int, str] = {}   # vm_struct.caller address -> "func+0x.."
         self.huge_possible = tr.get("huge_vmalloc")
         self.live: Dict[int, _Area] = {}
         self.closed: List[Dict[str, Any]] = []
@@ -255,7 +285,7 @@ class VmallocAggregator(Aggregator):
             return
         self.counts["allocs"] += 1
         self._iv["areas"] += 1
-        a = _Area(ev, self.page_bytes, self.huge_bytes)
+        a = _Area(ev, self.page_bytes, self.huge_bytes, self.exact_from)
         self._pair_request(a, ev)
         att = self.pending_retry.pop(ev.pid, None)
         if att is not None:
@@ -307,6 +337,8 @@ class VmallocAggregator(Aggregator):
             a.requested, a.requested_from = att.requested, att.requested_from
         if a.vm_flags is None:
             a.vm_flags = att.vm_flags
+        if a.vm_caller is None:
+            a.vm_caller = att.vm_caller
         if a.stack_id < 0:
             a.stack_id = att.stack_id
         self.counts["fallback_retries_linked"] += 1
@@ -447,6 +479,9 @@ class VmallocAggregator(Aggregator):
         }
         if a.vm_flags is not None:
             rec["vm_flags"] = a.vm_flags
+        if a.vm_caller is not None:
+            # vm_struct.caller, the call site /proc/vmallocinfo names
+            rec["vm_caller"] = self.symbols.get(a.vm_caller) or f"0x{a.vm_caller:x}"
         if a.attempt is not None:
             rec["attempt"] = dict(a.attempt, addr=f"0x{a.attempt['addr']:x}")
         return rec
@@ -485,6 +520,9 @@ class VmallocAggregator(Aggregator):
         for k, frames in (d.get("stacks") or {}).items():
             if len(self.stacks) < MAX_STACKS and isinstance(frames, list):
                 self.stacks[int(k)] = [str(f) for f in frames[:STACK_DEPTH]]
+        for k, sym in (d.get("callers") or {}).items():
+            if len(self.symbols) < MAX_STACKS:
+                self.symbols[int(k, 16)] = str(sym)
         if isinstance(d.get("stats"), dict):
             self.stats = {str(k): int(v) for k, v in d["stats"].items()}
         if isinstance(d.get("vmallocinfo"), dict) and d.get("when"):
@@ -711,6 +749,7 @@ class VmallocTracer(Tracer):
 
     def __init__(self) -> None:
         self._sent_stacks: set[int] = set()
+        self._sent_callers: set[int] = set()
 
     def geometry(self, probe: Any) -> Tuple[int, int, int]:
         """(page bytes, PMD bytes, PMD order) of this machine."""
@@ -758,7 +797,7 @@ class VmallocTracer(Tracer):
                     [(f"raw tracepoint {ev}", raw_why or "tracepoint missing")]
                     + ([] if ok else [(f"tracepoint {cat}:{ev}",
                                        "not in this kernel's tracefs")]), ok))
-        # The exact request (size, vm_flags) where the kernel lets us see it.
+        # The exact request (size, vm_flags, caller) where the kernel lets us see it.
         func = next(((f, sfx) for f, sfx in self.FUNCS
                      if probe.btf_func_params(f) is not None), None)
         fam = "vmalloc request (size, vm_flags)"
@@ -770,7 +809,11 @@ class VmallocTracer(Tracer):
                  "neither function is in this kernel's BTF (inlined or renamed)")]))
             return attaches, cflags
         fname, sfx = func
+        # fentry must attach to this very function: the trampoline may refuse
+        # its 9 arguments where a 1-argument function attaches (bpf/vmalloc.bpf.c).
         fentry_ok, fentry_why = probe.fentry
+        if fentry_ok:
+            fentry_ok, fentry_why = probe.tracing_attach(fname, "fentry")
         kprobe_ok, kprobe_why = probe.kprobes
         if fentry_ok:
             attaches.append(Attach(fam, f"fentry {fname}"))
@@ -809,6 +852,7 @@ class VmallocTracer(Tracer):
         data: Dict[str, Any] = {"when": when}
         if when == "start":
             self._sent_stacks = set()
+            self._sent_callers = set()
         stacks: Dict[str, List[str]] = {}
         try:
             table = bpf["vmalloc_stacks"]
@@ -824,6 +868,21 @@ class VmallocTracer(Tracer):
             pass
         if stacks:
             data["stacks"] = stacks
+        # vm_struct.caller of exact requests (fentry/kprobe plans), symbolized live
+        callers: Dict[str, str] = {}
+        try:
+            for k in list(bpf["vmalloc_callers"].keys()):
+                addr = k.value
+                if addr in self._sent_callers or len(self._sent_callers) >= MAX_STACKS:
+                    continue
+                self._sent_callers.add(addr)
+                sym = bpf.ksym(addr, show_offset=True)
+                callers[f"{addr:x}"] = sym.decode("utf-8", "replace") if isinstance(
+                    sym, bytes) else str(sym)
+        except KeyError:
+            pass
+        if callers:
+            data["callers"] = callers
         try:
             st = bpf["vmalloc_stats"]
             data["stats"] = {name: int(sum(st[st.Key(i)]))

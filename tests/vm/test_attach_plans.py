@@ -120,9 +120,11 @@ def window_a(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
                 out["destroy_ns"] = (t0, time.monotonic_ns())
                 time.sleep(0.8)
         with timed("pinned dentries", plan=plan, files=N_FILES):
+            out["pinned_ns"] = time.monotonic_ns()
             with slab_dentries.pinned_dentries(N_FILES, directory=page_cache_dir) as p:
                 out["pinned"] = p
                 time.sleep(1.2)           # samples with the files held
+                out["drop_ns"] = time.monotonic_ns()
                 _proc.drop_caches(2)
                 time.sleep(1.5)           # RCU frees, then settled samples
                 _stop(t, plan, "A")       # stop before the holders let go
@@ -365,7 +367,10 @@ def test_pinned_dentries_never_drain(window_a):
     rep = window_a["report"]
     slab = rep["slab"]
     dentry = _cache(slab, "dentry")
-    assert dentry["never_drains"], dentry
+    assert dentry["never_drains"], (dentry, slab["pressure_episodes"][:4],
+                                    window_a["pinned_ns"], window_a["drop_ns"],
+                                    [(s["name"], s["calls"], s["contexts"])
+                                     for s in slab["shrinkers"][:6]])
     assert dentry["reason"] == "pinned", dentry
     assert dentry["evidence"]["growth_before"] >= N_FILES * 0.9
     assert slab["drop_caches_runs"] >= 1

@@ -14,8 +14,10 @@ import pytest
 
 from trace_reclaim.examples import (_proc, anon_pressure, pressure, slab_churn, slab_dentries,
                       vmalloc_fallback, vmalloc_huge, zram_lifecycle)
+from trace_reclaim.procfs import ProcFS
 
 PY = "/usr/bin/python3"
+PROC = ProcFS()
 
 
 def _live_or_skip():
@@ -31,9 +33,9 @@ def _live_or_skip():
 def machine_state():
     """Require root; check every test leaves hugetlb, zram and swap as it found them."""
     _live_or_skip()
-    before = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
+    before = (PROC.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
     yield before
-    after = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
+    after = (PROC.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
     assert after == before
 
 
@@ -147,7 +149,7 @@ def test_pressure_restores_on_signal(machine_state, sig):
     hp0 = machine_state[0]
     p = _spawn("pressure.py", "--seconds", "30", "--mib", "1000000")
     try:
-        assert _wait_for(lambda: _proc.nr_hugepages() > hp0), "ballast never appeared"
+        assert _wait_for(lambda: PROC.nr_hugepages() > hp0), "ballast never appeared"
         time.sleep(0.5)
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
@@ -157,7 +159,7 @@ def test_pressure_restores_on_signal(machine_state, sig):
             p.wait()
     assert p.returncode == (130 if sig == signal.SIGINT else 128 + sig), err
     assert "Traceback" not in err and err.startswith("error:")
-    assert _proc.nr_hugepages() == hp0
+    assert PROC.nr_hugepages() == hp0
 
 
 def test_anon_pressure_restores_on_sigterm(machine_state):
@@ -173,7 +175,7 @@ def test_anon_pressure_restores_on_sigterm(machine_state):
             p.kill()
             p.wait()
     assert p.returncode == 128 + signal.SIGTERM, err
-    assert _proc.nr_hugepages() == hp0
+    assert PROC.nr_hugepages() == hp0
     assert zram_lifecycle.zram_devices() == zram0
     assert anon_pressure.swaps() == swaps0
 

@@ -7,7 +7,8 @@ An episode is either
   balance_pgdat() several times in between (each is a ``kswapd_wake`` and a
   ``pageoutrun``): those are re-wakes inside one episode, because
   kswapd_try_to_sleep() only emits ``kswapd_sleep`` when kswapd really
-  sleeps; or
+  sleeps.  These are the awake spans of ``trace_reclaim.kswapd``, the
+  state machine the reclaim tracer's per-node counts come from too; or
 * ``direct``: a burst of direct-reclaim stalls while the node's kswapd
   sleeps.  Stalls belong to one burst while each starts within
   ``BURST_GAP_NS`` (100 ms) of the previous one's end.  100 ms is HZ/10,

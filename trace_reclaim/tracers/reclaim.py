@@ -4,6 +4,8 @@ Kernel side: ``bpf/reclaim.bpf.c`` on the vmscan tracepoints
 ``mm_vmscan_wakeup_kswapd``, ``mm_vmscan_kswapd_wake``, ``mm_vmscan_kswapd_sleep``
 and ``mm_vmscan_direct_reclaim_begin/end`` (paired in the kernel by thread).
 These exist since Linux 2.6.36; no kprobe or fentry would see more.
+kswapd's wakes, re-wakes and awake time come from ``trace_reclaim.kswapd``,
+the state machine the episode builder runs too.
 """
 
 from __future__ import annotations

@@ -19,11 +19,14 @@ import threading
 import time
 
 from trace_reclaim.examples import _proc
+from trace_reclaim.procfs import ProcFS
 
 __all__ = [
     "Terminated", "WorkloadError", "Restorer", "signals_to_exceptions",
     "sysctl", "hugetlb_ballast", "machine_lock", "run_cli", "ExitStatus",
 ]
+
+PROC = ProcFS()  # the live system
 
 
 class Terminated(BaseException):
@@ -125,7 +128,7 @@ class Restorer(contextlib.ExitStack):
 
     def write(self, path, value, restore_value=None):
         """Write ``value`` to ``path``; at exit write back the old (or ``restore_value``)."""
-        old = _proc.read_value(path) if restore_value is None else str(restore_value)
+        old = PROC.value(path) if restore_value is None else str(restore_value)
         self.undo("%s = %s" % (path, old), _proc.write_value, path, old)
         _proc.write_value(path, value)
         return old
@@ -142,7 +145,7 @@ class Restorer(contextlib.ExitStack):
         is restored at exit, which frees the pages back to the buddy allocator.
         """
         path = "/proc/sys/vm/nr_hugepages"
-        old = int(_proc.read_value(path))
+        old = PROC.nr_hugepages()
         self.undo("nr_hugepages = %d" % old, _write_nr_hugepages, old)
         try:
             _proc.write_value(path, int(pages))
@@ -151,7 +154,7 @@ class Restorer(contextlib.ExitStack):
             # after some pages were taken; the undo above still frees them.
             if e.errno not in (errno.ENOMEM, errno.EINTR):
                 raise
-        return int(_proc.read_value(path))
+        return PROC.nr_hugepages()
 
 
 def _write_nr_hugepages(value):
@@ -160,10 +163,10 @@ def _write_nr_hugepages(value):
     # signal_pending); signals are blocked during undo, but retry regardless.
     for _ in range(5):
         _proc.write_value(path, value)
-        if int(_proc.read_value(path)) == int(value):
+        if PROC.nr_hugepages() == int(value):
             return
         time.sleep(0.05)
-    raise OSError("nr_hugepages is %s, wanted %s" % (_proc.read_value(path), value))
+    raise OSError("nr_hugepages is %s, wanted %s" % (PROC.nr_hugepages(), value))
 
 
 def _sysctl_path(name):
@@ -188,6 +191,30 @@ def hugetlb_ballast(pages):
 
 _LOCK_PATH = "/run/lock/trace-reclaim-examples.lock"
 _lock_state = threading.local()
+#: A process started by a lock holder on its behalf finds the holder's lock fd here.
+LOCK_FD_ENV = "TRACE_RECLAIM_LOCK_FD"
+
+
+def _inherited_lock(path):
+    """Whether this process inherited the lock: LOCK_FD_ENV names an open fd of ``path``.
+
+    flock() locks belong to the open file description, which a child shares
+    with the parent that holds it: the child runs inside the parent's lock.
+    """
+    try:
+        fd = int(os.environ.get(LOCK_FD_ENV, ""))
+        st, want = os.fstat(fd), os.stat(path)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino)
+
+
+def lock_for_child():
+    """(env, pass_fds) for a child process that should run inside this process's lock."""
+    fd = getattr(_lock_state, "fd", None)
+    if fd is None:
+        raise RuntimeError("lock_for_child() outside machine_lock()")
+    return dict(os.environ, **{LOCK_FD_ENV: str(fd)}), (fd,)
 
 
 @contextlib.contextmanager
@@ -195,11 +222,12 @@ def machine_lock(timeout=120.0, path=_LOCK_PATH):
     """Hold an flock so only one workload changes machine-wide state at a time.
 
     Re-entrant within a process (fallback calls the vmalloc trigger, anon
-    pressure uses a ballast).  Waits up to ``timeout`` seconds for another
+    pressure uses a ballast), and inherited by a child started with
+    ``lock_for_child()``.  Waits up to ``timeout`` seconds for another
     workload to finish.
     """
     depth = getattr(_lock_state, "depth", 0)
-    if depth:
+    if depth or _inherited_lock(path):
         _lock_state.depth = depth + 1
         try:
             yield
@@ -222,10 +250,12 @@ def machine_lock(timeout=120.0, path=_LOCK_PATH):
                     ) from None
                 time.sleep(0.1)
         _lock_state.depth = 1
+        _lock_state.fd = fd
         try:
             yield
         finally:
             _lock_state.depth = 0
+            _lock_state.fd = None
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -5,7 +5,12 @@ Kernel side: ``bpf/reclaim.bpf.c`` on the vmscan tracepoints
 and ``mm_vmscan_direct_reclaim_begin/end`` (paired in the kernel by thread).
 These exist since Linux 2.6.36; no kprobe or fentry would see more.
 kswapd's wakes, re-wakes and awake time come from ``trace_reclaim.kswapd``,
-the state machine the episode builder runs too.
+the state machine the episode builder runs too.  LRU pages scanned and
+reclaimed per reclaimer come from ``mm_vmscan_lru_shrink_inactive`` and
+``mm_vmscan_lru_isolate``: which of them equals the kernel's pgscan_* depends
+on whether the multi-gen LRU runs (``/sys/kernel/mm/lru_gen/enabled``, read
+at every sample; see bpf/reclaim.bpf.c).  A direct reclaim's retries are seen
+from the priority of its LRU shrinks and of ``mm_shrink_slab_start``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 from trace_reclaim import events, gfp
 from trace_reclaim.kswapd import Kswapd, KswapdNode
 from trace_reclaim.stats import LatencyStats
-from trace_reclaim.tracer import Aggregator, Tracer, Window
+from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window
 
 __all__ = [
     "EV_WAKEUP_KSWAPD", "EV_KSWAPD_WAKE", "EV_KSWAPD_SLEEP", "EV_DIRECT_RECLAIM",
@@ -34,6 +39,10 @@ EV_DIRECT_RECLAIM = 4
 MAX_PROCESSES = 512
 OTHER = "[other processes]"
 RECLAIMERS = ("kswapd", "direct", "khugepaged")  # lru_reclaim map index order
+LRU_GEN_ENABLED = "/sys/kernel/mm/lru_gen/enabled"
+LRU_GEN_CORE = 0x1   # the main switch of /sys/kernel/mm/lru_gen/enabled
+SCAN_CLASSIC = "mm_vmscan_lru_shrink_inactive nr_scanned"
+SCAN_LRU_GEN = "mm_vmscan_lru_isolate nr_taken (multi-gen LRU)"
 # x86-64's node_zones[] order, for recordings without the header's zone_names.
 ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable", "Device")
 
@@ -134,6 +143,8 @@ class ReclaimAggregator(Aggregator):
         self.retries = 0
         self.lru_first: Optional[Dict[str, Dict[str, int]]] = None
         self.lru_last: Optional[Dict[str, Dict[str, int]]] = None
+        # /sys/kernel/mm/lru_gen/enabled at each sample (None: no multi-gen LRU)
+        self.lru_gen: List[Optional[int]] = []
         self._iv = self._new_interval()
         self._tick_ns = 0
         self.gfp_bits = window.header.get("gfp_bits") or gfp.DEFAULT_BITS
@@ -229,14 +240,34 @@ class ReclaimAggregator(Aggregator):
         if self.lru_first is None:
             self.lru_first = lru
         self.lru_last = lru
+        if "lru_gen" in sample.data and len(self.lru_gen) < 2:
+            self.lru_gen.append(sample.data["lru_gen"])
+        elif "lru_gen" in sample.data:
+            self.lru_gen[1] = sample.data["lru_gen"]
+
+    def _scan_source(self) -> Tuple[str, str]:
+        """Which sum equals pgscan_*: (source, note).  The multi-gen LRU counts
+        isolated folios; the classic LRU, the pages shrink_inactive_list scanned."""
+        on = [v is not None and bool(int(v) & LRU_GEN_CORE) for v in self.lru_gen]
+        if not on or not any(on):
+            return SCAN_CLASSIC, ""
+        if all(on):
+            return SCAN_LRU_GEN, ""
+        return SCAN_LRU_GEN, ("the multi-gen LRU was switched during the window: "
+                              "pages scanned by the other LRU are not counted")
 
     def _lru_delta(self) -> Dict[str, Dict[str, int]]:
         first, last = self.lru_first or {}, self.lru_last or {}
+        lru_gen = self._scan_source()[0] == SCAN_LRU_GEN
         out = {}
         for who in RECLAIMERS:
             a, b = first.get(who, {}), last.get(who, {})
-            out[who] = {k: int(b.get(k, 0)) - int(a.get(k, 0))
-                        for k in ("calls", "nr_scanned", "nr_reclaimed")}
+            d = {k: int(b.get(k, 0)) - int(a.get(k, 0))
+                 for k in ("calls", "nr_scanned", "nr_reclaimed", "nr_taken")}
+            taken = d.pop("nr_taken")
+            if lru_gen:
+                d["nr_scanned"] = taken
+            out[who] = d
         return out
 
     def on_tick(self, ts_ns: int) -> Dict[str, Any]:
@@ -297,6 +328,8 @@ class ReclaimAggregator(Aggregator):
             "kswapd": nodes,
             # LRU pages per reclaimer as mm/vmscan.c's pgscan_*/pgsteal_* count them.
             "lru": self._lru_delta(),
+            "lru_scanned_from": self._scan_source()[0],
+            "lru_note": self._scan_source()[1],
         }
 
     def totals(self, section: Dict[str, Any]) -> Dict[str, Any]:
@@ -378,9 +411,32 @@ class ReclaimTracer(Tracer):
         ("vmscan", "mm_vmscan_direct_reclaim_begin"),
         ("vmscan", "mm_vmscan_direct_reclaim_end"),
         ("vmscan", "mm_vmscan_lru_shrink_inactive"),
+        ("vmscan", "mm_vmscan_lru_isolate"),
     )
     event_types: ClassVar[Any] = (EV_WAKEUP_KSWAPD, EV_KSWAPD_WAKE, EV_KSWAPD_SLEEP,
                                   EV_DIRECT_RECLAIM)
+
+    def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
+        """The vmscan tracepoints; mm_shrink_slab_start's priority when BTF confirms it.
+
+        Its TP_PROTO (shr, sc, nr_objects_to_shrink, cache_items, delta,
+        total_scan, priority) has had the priority last since Linux 3.x.
+        """
+        attaches, cflags = super().plan(probe)
+        params = probe.raw_tracepoint_params("mm_shrink_slab_start")
+        fam = "direct reclaim retries (a pass restarting at a higher priority)"
+        lru = "the LRU shrinks' priority (mm_vmscan_lru_shrink_inactive)"
+        if params and len(params) >= 7 and params[6] == "int":
+            cflags.append("-DRECLAIM_SHRINK_PRIORITY_ARG=6")
+            attaches.append(Attach(fam, lru + " and raw tracepoint mm_shrink_slab_start's "
+                                   "(priority checked in BTF)"))
+        else:
+            why = ("no BTF prototype to check" if params is None
+                   else f"its TP_PROTO is ({', '.join(params)})")
+            attaches.append(Attach(fam, lru + " only: a multi-gen LRU pass that evicts "
+                                   "nothing is missed",
+                                   [("raw tracepoint mm_shrink_slab_start", why)]))
+        return attaches, cflags
 
     def aggregator(self, window: Window) -> ReclaimAggregator:
         return ReclaimAggregator(window)
@@ -392,8 +448,14 @@ class ReclaimTracer(Tracer):
             vals = table[table.Key(i)]
             lru[who] = {"calls": sum(v.calls for v in vals),
                         "nr_scanned": sum(v.nr_scanned for v in vals),
-                        "nr_reclaimed": sum(v.nr_reclaimed for v in vals)}
-        return [events.Sample(ts_ns, self.name, {"lru": lru})]
+                        "nr_reclaimed": sum(v.nr_reclaimed for v in vals),
+                        "nr_taken": sum(v.nr_taken for v in vals)}
+        text = procfs.try_read(LRU_GEN_ENABLED)
+        try:
+            lru_gen: Optional[int] = int(text.strip(), 16) if text else None
+        except ValueError:
+            lru_gen = None
+        return [events.Sample(ts_ns, self.name, {"lru": lru, "lru_gen": lru_gen})]
 
 
 TRACER = ReclaimTracer()

@@ -101,6 +101,8 @@ case "$cmd" in
 trace)
     exec ./trace-reclaim "$@" ;;
 test)
+    # tests/unit/test_abi.py compiles bpf/events.h (cc, <linux/types.h>).
+    apt_install gcc libc6-dev linux-libc-dev
     say "ruff"
     .venv/bin/ruff check .
     say "mypy (pure modules)"

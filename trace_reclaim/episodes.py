@@ -41,6 +41,11 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from trace_reclaim.abi import (EV_ALLOC_VMAP_AREA, EV_COMPACT_RETRY, EV_COMPACTION,
+                               EV_DIRECT_RECLAIM, EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
+                               EV_KSWAPD_SLEEP, EV_KSWAPD_WAKE, EV_MARK_VICTIM, EV_OOM_FIRST,
+                               EV_PURGE_VMAP_AREA, EV_RECLAIM_RETRY_ZONE, EV_SLAB_FIRST,
+                               EV_VMALLOC_FIRST, EV_VMALLOC_PAGE_ALLOC, EV_WAKEUP_KSWAPD)
 from trace_reclaim.mmenums import COMPACT_STATUS
 
 __all__ = [
@@ -56,19 +61,13 @@ MAX_REPORTED = 500
 MAX_TASKS = 64            # per episode; later tasks fold into one row
 TOP = 5
 
-# Event type numbers (bpf/events.h); the builder only needs the numbers.
-EV_WAKEUP_KSWAPD = 1
-EV_KSWAPD_WAKE = 2
-EV_KSWAPD_SLEEP = 3
-EV_DIRECT_RECLAIM = 4
-EV_MARK_VICTIM = 48
-EV_COMPACTION = 49
-EV_RECLAIM_RETRY_ZONE = 50
-EV_COMPACT_RETRY = 51
-SLAB_TYPES = range(32, 48)
-VMALLOC_TYPES = range(16, 32)
-VMALLOC_KINDS = {16: "alloc_vmap_area", 17: "free_vmap_area", 18: "purge_vmap_area",
-                 19: "page_alloc", 20: "kmalloc_large"}
+# Event type numbers come from bpf/events.h (trace_reclaim.abi); the builder
+# only needs the numbers, not the tracer modules.
+SLAB_TYPES = range(EV_SLAB_FIRST, EV_OOM_FIRST)
+VMALLOC_TYPES = range(EV_VMALLOC_FIRST, EV_SLAB_FIRST)
+VMALLOC_KINDS = {EV_ALLOC_VMAP_AREA: "alloc_vmap_area", EV_FREE_VMAP_AREA: "free_vmap_area",
+                 EV_PURGE_VMAP_AREA: "purge_vmap_area", EV_VMALLOC_PAGE_ALLOC: "page_alloc",
+                 EV_KMALLOC_LARGE: "kmalloc_large"}
 PMD_SIZE = 2 << 20
 
 TASKSTATS_FIELDS = ("freepages_count", "freepages_delay_total",

@@ -213,8 +213,8 @@ struct slab_cache_name {
 BPF_PERCPU_ARRAY(slab_cache_slots, struct slab_cache_slot, SLAB_SLOTS);
 BPF_PERCPU_HASH(slab_cache_counts, __u64, struct slab_cache_counts, MAX_SLAB_CACHES);
 BPF_HASH(slab_cache_names, __u64, struct slab_cache_name, MAX_SLAB_CACHES);
-/* [0]: events not counted because slab_cache_counts was full */
-BPF_PERCPU_ARRAY(slab_cache_overflow, __u64, 1);
+/* Slots: enum slab_cache_overflow_slot (events.h). */
+BPF_PERCPU_ARRAY(slab_cache_overflow, __u64, SLAB_OVERFLOW_NR);
 
 static __always_inline void slab_cache_name_once(__u64 s)
 {
@@ -238,7 +238,7 @@ static __always_inline void slab_cache_name_once(__u64 s)
 static __always_inline void slab_cache_evict(__u64 s, __u64 allocs, __u64 frees)
 {
 	struct slab_cache_counts zero = {}, *c;
-	__u32 k = 0;
+	__u32 k = SLAB_OVERFLOW_UNCOUNTED;
 	__u64 *over;
 
 	c = slab_cache_counts.lookup(&s);

@@ -13,26 +13,21 @@ then a victim was marked.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List
 
 from trace_reclaim import events
+from trace_reclaim.abi import (EV_COMPACT_RETRY, EV_COMPACTION, EV_MARK_VICTIM,
+                               EV_RECLAIM_RETRY_ZONE)
 from trace_reclaim.mmenums import COMPACT_RETRY_RESULT, COMPACT_STATUS
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = [
-    "EV_MARK_VICTIM", "EV_COMPACTION", "EV_RECLAIM_RETRY_ZONE", "EV_COMPACT_RETRY",
     "MarkVictim", "Compaction", "ReclaimRetryZone", "CompactRetry",
     "OomTracer", "OomAggregator", "TRACER",
 ]
-
-EV_MARK_VICTIM = 48
-EV_COMPACTION = 49
-EV_RECLAIM_RETRY_ZONE = 50
-EV_COMPACT_RETRY = 51
 
 MAX_VICTIMS = 256
 
@@ -99,34 +94,11 @@ class CompactRetry(events.Event):
     retry: int
 
 
-_VICTIM = struct.Struct("<QIIII16sQQQQQIIiI16s")
-
-
-def _decode_mark_victim(payload: bytes) -> MarkVictim:
-    if len(payload) < _VICTIM.size:
-        raise events.DecodeError(f"MarkVictim: {len(payload)} bytes, need {_VICTIM.size}")
-    v = _VICTIM.unpack_from(payload)
-    return MarkVictim(v[0], v[1], v[2], v[3], v[4], events._comm(v[5]),
-                      v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13],
-                      events._comm(v[15]))
-
-
-_decode_mark_victim.size = _VICTIM.size  # type: ignore[attr-defined]
-
-events.register(EV_MARK_VICTIM, _decode_mark_victim)
-events.register(EV_COMPACTION, events.struct_decoder(Compaction, "QQQQQiI", 7))
+events.register(EV_MARK_VICTIM, events.struct_decoder(MarkVictim, "mark_victim_event"))
+events.register(EV_COMPACTION, events.struct_decoder(Compaction, "compaction_event"))
 events.register(EV_RECLAIM_RETRY_ZONE,
-                events.struct_decoder(ReclaimRetryZone, "QQQiiiiII", 8))
-events.register(EV_COMPACT_RETRY, events.struct_decoder(CompactRetry, "iiiiiI", 6))
-
-
-# bpf/events.h struct per record type (tests/test_events_h.py checks sizes).
-C_STRUCTS = {
-    EV_MARK_VICTIM: "mark_victim_event",
-    EV_COMPACTION: "compaction_event",
-    EV_RECLAIM_RETRY_ZONE: "reclaim_retry_zone_event",
-    EV_COMPACT_RETRY: "compact_retry_event",
-}
+                events.struct_decoder(ReclaimRetryZone, "reclaim_retry_zone_event"))
+events.register(EV_COMPACT_RETRY, events.struct_decoder(CompactRetry, "compact_retry_event"))
 
 
 def is_kcompactd(comm: str) -> bool:

@@ -12,25 +12,21 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from trace_reclaim import events, gfp
+from trace_reclaim import abi, events, gfp
+from trace_reclaim.abi import (EV_DIRECT_RECLAIM, EV_KSWAPD_SLEEP, EV_KSWAPD_WAKE,
+                               EV_WAKEUP_KSWAPD)
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = [
-    "EV_WAKEUP_KSWAPD", "EV_KSWAPD_WAKE", "EV_KSWAPD_SLEEP", "EV_DIRECT_RECLAIM",
     "WakeupKswapd", "KswapdWake", "KswapdSleep", "DirectReclaim",
     "ReclaimTracer", "ReclaimAggregator", "TRACER", "MAX_PROCESSES",
 ]
 
-EV_WAKEUP_KSWAPD = 1
-EV_KSWAPD_WAKE = 2
-EV_KSWAPD_SLEEP = 3
-EV_DIRECT_RECLAIM = 4
-
 # Per-process state is capped; later processes are folded into one row.
 MAX_PROCESSES = 512
 OTHER = "[other processes]"
-RECLAIMERS = ("kswapd", "direct", "khugepaged")  # lru_reclaim map index order
+RECLAIMERS = abi.slots("reclaimer", "RECLAIMER_")  # lru_reclaim's slots, in index order
 # x86-64's node_zones[] order, for recordings without the header's zone_names.
 ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable", "Device")
 
@@ -72,18 +68,10 @@ class DirectReclaim(events.Event):
         return self.ts_ns - self.delta_ns
 
 
-# The C struct behind each record type (tests/test_events_h.py compares sizes).
-C_STRUCTS = {
-    EV_WAKEUP_KSWAPD: "wakeup_kswapd_event",
-    EV_KSWAPD_WAKE: "kswapd_wake_event",
-    EV_KSWAPD_SLEEP: "kswapd_wake_event",
-    EV_DIRECT_RECLAIM: "direct_reclaim_event",
-}
-
-events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "QiiiI", 4))
-events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "iiiI", 3))
-events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "iiiI", 3))
-events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "QQQiI", 5))
+events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "wakeup_kswapd_event"))
+events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "kswapd_wake_event"))
+events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "kswapd_wake_event"))
+events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "direct_reclaim_event"))
 
 
 class _Proc:

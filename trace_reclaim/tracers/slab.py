@@ -24,22 +24,17 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Set, Tuple
 
-from trace_reclaim import events
+from trace_reclaim import abi, events
+from trace_reclaim.abi import (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY, EV_SHRINK_SLAB,
+                               SLAB_CTX_DIRECT, SLAB_CTX_MEMCG, SLAB_CTX_NODE)
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window
 
 __all__ = [
-    "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
     "ShrinkSlab", "KmemCacheEvent", "SlabTracer", "SlabAggregator", "TRACER",
     "MAX_SLAB_CACHES", "MAX_SHRINKERS", "diff_lifecycle", "never_drains",
     "slabinfo_tolerance",
 ]
-
-EV_SHRINK_SLAB = 32
-EV_KMEM_CACHE_CREATE = 33
-EV_KMEM_CACHE_DESTROY = 34
-
-SLAB_CTX_OTHER, SLAB_CTX_DIRECT, SLAB_CTX_MEMCG, SLAB_CTX_NODE = 0, 1, 2, 3
 
 # Bounds: caches counted in the kernel, shrinkers and caches kept here.
 MAX_SLAB_CACHES = 2048
@@ -92,24 +87,12 @@ class ShrinkSlab(events.Event):
 @dataclass(slots=True)
 class KmemCacheEvent(events.Event):
     cache: int
-    raw_name: bytes
-
-    @property
-    def name(self) -> str:
-        return self.raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
+    name: str
 
 
-# The C struct behind each record type (tests/test_events_h.py compares sizes).
-C_STRUCTS = {
-    EV_SHRINK_SLAB: "shrink_slab_event",
-    EV_KMEM_CACHE_CREATE: "kmem_cache_event",
-    EV_KMEM_CACHE_DESTROY: "kmem_cache_event",
-}
-
-events.register(EV_SHRINK_SLAB,
-                events.struct_decoder(ShrinkSlab, "QQQQQQqqqQiiiIQ", 15))
-events.register(EV_KMEM_CACHE_CREATE, events.struct_decoder(KmemCacheEvent, "Q40s", 2))
-events.register(EV_KMEM_CACHE_DESTROY, events.struct_decoder(KmemCacheEvent, "Q40s", 2))
+events.register(EV_SHRINK_SLAB, events.struct_decoder(ShrinkSlab, "shrink_slab_event"))
+events.register(EV_KMEM_CACHE_CREATE, events.struct_decoder(KmemCacheEvent, "kmem_cache_event"))
+events.register(EV_KMEM_CACHE_DESTROY, events.struct_decoder(KmemCacheEvent, "kmem_cache_event"))
 
 
 # -- pure helpers (unit-tested on synthetic snapshots) -----------------------
@@ -952,7 +935,7 @@ class SlabTracer(Tracer):
                     a, f = a + prev[0], f + prev[1]
                 caches[name] = [a, f]
             data["caches"] = caches
-            data["overflow"] = sum(bpf["slab_cache_overflow"][0])
+            data["overflow"] = sum(bpf["slab_cache_overflow"][abi.SLAB_OVERFLOW_UNCOUNTED])
         # /proc/slabinfo: everything at start and end, changed rows at ticks
         text = procfs.try_read("/proc/slabinfo")
         if text is not None:

@@ -19,6 +19,7 @@ from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = [
+    "EV_WAKEUP_KSWAPD", "EV_KSWAPD_WAKE", "EV_KSWAPD_SLEEP", "EV_DIRECT_RECLAIM",
     "WakeupKswapd", "KswapdWake", "KswapdSleep", "DirectReclaim",
     "ReclaimTracer", "ReclaimAggregator", "TRACER", "MAX_PROCESSES",
 ]

@@ -1,0 +1,86 @@
+"""vmalloc records: what ``bpf/vmalloc.bpf.c`` sends, decoded into typed events.
+
+``vmalloc:alloc_vmap_area``, ``vmalloc:free_vmap_area_noflush`` and
+``vmalloc:purge_vmap_area_lazy`` (since Linux 6.1) give the areas; order-9
+``kmem:mm_page_alloc`` by an armed task gives a huge attempt's pages, and a
+failed large ``kmem:kmalloc`` the request a kvmalloc() falls back from.  The
+structs are the ``*_event`` ones in ``bpf/events.h``; ``flags`` of
+``alloc_vmap_area_event`` say how the BPF side saw the area (armed for huge
+pages, exact request from fentry/kprobe).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trace_reclaim import events
+from trace_reclaim.abi import (EV_ALLOC_VMAP_AREA, EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
+                               EV_PURGE_VMAP_AREA, EV_VMALLOC_PAGE_ALLOC, VMAP_EV_ARM_FULL,
+                               VMAP_EV_ARMED, VMAP_EV_EXACT)
+
+__all__ = [
+    "EV_ALLOC_VMAP_AREA", "EV_FREE_VMAP_AREA", "EV_PURGE_VMAP_AREA",
+    "EV_VMALLOC_PAGE_ALLOC", "EV_KMALLOC_LARGE",
+    "VMAP_EV_ARMED", "VMAP_EV_EXACT", "VMAP_EV_ARM_FULL", "VM_NO_GUARD", "VM_ALLOW_HUGE_VMAP",
+    "AllocVmapArea", "FreeVmapArea", "PurgeVmapArea", "VmallocPageAlloc", "KmallocLarge",
+]
+
+# include/linux/vmalloc.h
+VM_NO_GUARD = 0x40
+VM_ALLOW_HUGE_VMAP = 0x400
+
+
+@dataclass(slots=True)
+class AllocVmapArea(events.Event):
+    addr: int
+    size_bytes: int
+    align_bytes: int
+    vstart: int
+    vend: int
+    requested_bytes: int
+    vm_flags: int
+    stack_id: int
+    failed: int
+    flags: int
+
+
+@dataclass(slots=True)
+class FreeVmapArea(events.Event):
+    addr: int
+    nr_lazy_pages: int
+    nr_lazy_max_pages: int
+
+
+@dataclass(slots=True)
+class PurgeVmapArea(events.Event):
+    start: int
+    end: int
+    nr_purged: int
+
+
+@dataclass(slots=True)
+class VmallocPageAlloc(events.Event):
+    area_addr: int
+    gfp_flags: int
+    order: int
+    failed: int
+    index: int
+    expected: int
+
+
+@dataclass(slots=True)
+class KmallocLarge(events.Event):
+    bytes_req: int
+    bytes_alloc: int
+    gfp_flags: int
+    node: int
+
+
+events.register(EV_ALLOC_VMAP_AREA,
+                events.struct_decoder(AllocVmapArea, "alloc_vmap_area_event"))
+events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "free_vmap_area_event"))
+events.register(EV_PURGE_VMAP_AREA,
+                events.struct_decoder(PurgeVmapArea, "purge_vmap_area_event"))
+events.register(EV_VMALLOC_PAGE_ALLOC,
+                events.struct_decoder(VmallocPageAlloc, "vmalloc_page_alloc_event"))
+events.register(EV_KMALLOC_LARGE, events.struct_decoder(KmallocLarge, "kmalloc_large_event"))

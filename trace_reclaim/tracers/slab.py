@@ -503,7 +503,7 @@ class SlabAggregator(Aggregator):
         if si is None:
             return
         names = set(si) | set(self.cache_info) if when == "tick" else self.slabinfo_names
-        for name in names:
+        for name in sorted(names):  # a set: its order varies per process (str hash seed)
             row = self.slabinfo_last.get(name)
             if row is None or name not in self.slabinfo_names:
                 continue

@@ -2,6 +2,7 @@
 
     python -m tests.regen_golden            # every tests/fixtures/*.trc
     python -m tests.regen_golden NAME ...   # only these fixtures
+    python -m tests.regen_golden --check    # compare only: exit 1 if any differs
 
 For each ``tests/fixtures/NAME.trc`` this writes exactly what
 ``trace-reclaim report -j NAME.trc`` prints to ``NAME.report.json`` and what
@@ -53,8 +54,8 @@ def report_outputs(path: str) -> Tuple[str, str, str]:
     return outs[0], outs[1], "".join(errs)
 
 
-def regenerate(name: str) -> List[str]:
-    """Write NAME's golden files; return the paths whose content changed."""
+def regenerate(name: str, write: bool = True) -> List[str]:
+    """Write NAME's golden files (unless not ``write``); return the paths that differ(ed)."""
     trc = os.path.join(FIXTURES, name + ".trc")
     j, t, err = report_outputs(trc)
     if err:
@@ -63,11 +64,12 @@ def regenerate(name: str) -> List[str]:
     for path, text in zip(golden_paths(name), (j, t)):
         old = None
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8", newline="") as f:
                 old = f.read()
         if old != text:
-            with open(path, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
+            if write:
+                with open(path, "w", encoding="utf-8", newline="") as f:
+                    f.write(text)
             changed.append(path)
     return changed
 
@@ -76,6 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.regen_golden",
                                 description="Rewrite tests/fixtures/NAME.report.{json,txt}.")
     p.add_argument("names", nargs="*", help="fixtures (default: every tests/fixtures/*.trc)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when a report differs from its golden file")
     a = p.parse_args(argv)
     have = fixture_names()
     names = a.names or have
@@ -84,11 +88,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: no tests/fixtures/{missing[0]}.trc", file=sys.stderr)
         print(f"hint: fixtures are: {', '.join(have)}", file=sys.stderr)
         return 2
+    differ = 0
     for name in names:
-        changed = regenerate(name)
-        print(f"{name}: " + (", ".join(os.path.basename(c) for c in changed) + " rewritten"
+        changed = regenerate(name, write=not a.check)
+        differ += len(changed)
+        verb = "differs" if a.check else "rewritten"
+        print(f"{name}: " + (", ".join(f"{os.path.basename(c)} {verb}" for c in changed)
                              if changed else "unchanged"))
-    return 0
+    return 1 if a.check and differ else 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ MiB = 1 << 20
 KV_CALLER = "__kvmalloc_node_noprof <- bpf_check"
 #: Files held open / names stat'ed by the slab scenarios (tests/record_fixture.py).
 N_FILES = 20_000
-EV_COMPACTION = 49   # trace_reclaim.tracers.oom.EV_COMPACTION
+EV_COMPACTION = 49   # trace_reclaim.tracers.compaction.EV_COMPACTION
 
 NAMES = fixture_names()
 

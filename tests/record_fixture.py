@@ -20,10 +20,11 @@ dentries are judged while still held) or phases must be an interval apart
 The whole recording runs under tests/livetools.machine_lock, the lock every
 live test and workload takes, so it never records another helper's workload.
 A recording is kept as tests/fixtures/NAME.trc only when the fixture's
-checks in tests/replay/test_golden.py (``MEANING``) pass on it; with
+checks in tests/replay/test_golden.py pass on it (the trace agrees with
+/proc/vmstat, and ``MEANING[NAME]``) and it is at most ``max_bytes``; with
 ``--tries N`` a run whose kernel did not do the thing (e.g. vmalloc_fallback
 when an order-9 block survived) is recorded again, up to N times.  A rejected
-recording is left as NAME.rejected.trc for a look.
+recording is left as $TMPDIR/NAME.rejected.trc for a look.
 
 Afterwards regenerate the golden reports and review them in the diff::
 
@@ -335,7 +336,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m tests.record_fixture",
         description="Record tests/fixtures/NAME.trc around a real workload (root).",
-        epilog="fixtures: " + ", ".join(RECIPES) + "\nscenarios: " + ", ".join(SCENARIOS))
+        epilog="fixtures: " + ", ".join(RECIPES) + "\nscenarios: " + ", ".join(SCENARIOS),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="fixture name: tests/fixtures/NAME.trc")
     p.add_argument("--scenario", choices=sorted(SCENARIOS))
     p.add_argument("--delayacct", action="store_true", default=None)
@@ -380,7 +382,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     os.replace(got["path"], out)
                     print(json.dumps(info, default=str))
                     return 0
-                rejected = os.path.join(a.dir, a.name + ".rejected.trc")
+                rejected = os.path.join(tempfile.gettempdir(), a.name + ".rejected.trc")
                 os.replace(got["path"], rejected)
                 print(json.dumps({**info, "recording": rejected, "rejected": why},
                                  default=str), file=sys.stderr)

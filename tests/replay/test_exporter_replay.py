@@ -46,6 +46,14 @@ def total(snap, name):
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=os.path.basename)
 def test_counters_are_the_reports_totals(path):
+    check_counters_against_report(path)
+
+
+def check_counters_against_report(path):
+    """Replay ``path`` as report and as serve; the counters are the totals.
+
+    Also run by tests/live/test_serve_prometheus.py on the recording serve
+    made (every tracer, real events)."""
     doc = replay(path).report()
     exp = Exporter()
     seen = []
@@ -96,6 +104,7 @@ def test_counters_are_the_reports_totals(path):
                 continue  # a gauge
             for labels, v in series.items():
                 assert b[name][labels] >= v, (name, labels)
+    return doc, snap
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=os.path.basename)

@@ -13,26 +13,35 @@ never sees a stall in the stall counter and not yet in the histogram.
 Cardinality and memory are bounded: label values come from small fixed
 sets (nodes, reclaimers, vmalloc verdicts, compaction contexts, the loaded
 BPF programs), shrinker functions are cut to the top N by time with the rest
-folded into ``other``, and nothing is labelled by pid or comm.  The work per
-interval is one report section per tracer, each bounded by its tracer's caps.
+folded into ``other``, and nothing is labelled by pid or comm.
 
-Pure: no HTTP, no /proc.  ``families()`` builds prometheus_client metric
-families (imported only there: the core runs without the library).
+Cost: a refresh runs every tracer's ``report()``, percentiles included, and
+that grows with what the aggregators hold (bounded by their caps, but a
+week of stalls from hundreds of processes means millions of exact latencies
+to sort).  So a refresh happens at most once per interval, and after a
+costly one the next waits until refreshing takes no more than
+MAX_REFRESH_SHARE of the time: the counters then move in larger steps, never
+to wrong values.  Between refreshes each interval costs only its row.
+
+Pure: no HTTP, no /proc, the clock injected.  ``families()`` builds
+prometheus_client metric families (imported only there: the core runs
+without the library).
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from trace_reclaim.tracer import Window
 from trace_reclaim.tracers.reclaim import (EV_DIRECT_RECLAIM, EV_WAKEUP_KSWAPD, RECLAIMERS,
                                            ReclaimAggregator, ReclaimTracer)
 
 __all__ = ["Exporter", "Family", "FAMILIES", "STALL_BUCKETS_NS", "DEFAULT_TOP_SHRINKERS",
-           "ObservedReclaimTracer", "OTHER"]
+           "MAX_REFRESH_SHARE", "ObservedReclaimTracer", "OTHER"]
 
 # Direct-reclaim stalls run from ~10 us (a few pages off the inactive list)
 # to seconds (throttled writeback, OOM-adjacent retries): 1-2.5-5 steps.
@@ -43,6 +52,8 @@ STALL_BUCKETS_NS = (
     5_000_000_000, 10_000_000_000,
 )
 DEFAULT_TOP_SHRINKERS = 10
+# At most this share of the time goes to refreshing from the reports.
+MAX_REFRESH_SHARE = 0.05
 OTHER = "other"
 # The episode builder's bound on its thread -> node map (same rule, same bound).
 MAX_TID_NODES = 8192
@@ -111,6 +122,11 @@ FAMILIES: Tuple[Family, ...] = (
     Family("trace_reclaim_damaged_records", "counter",
            "Records that could not be decoded, or of an unknown type"),
     Family("trace_reclaim_intervals", "counter", "Intervals the tracer has ticked"),
+    Family("trace_reclaim_refresh_duration_seconds", "gauge",
+           "How long the last refresh from the tracers' reports took (see "
+           "trace_reclaim_refreshes_total)", (), "seconds"),
+    Family("trace_reclaim_refreshes", "counter",
+           "Refreshes from the tracers' reports: one per interval unless they are costly"),
     Family("trace_reclaim_bpf_stats_enabled", "gauge",
            "1 when kernel.bpf_stats_enabled is on, so the BPF run-time counters move"),
     Family("trace_reclaim_bpf_run_seconds", "counter",
@@ -140,8 +156,11 @@ class _Histogram:
 class Exporter:
     """Counters and gauges fed once per interval, histograms once per stall."""
 
-    def __init__(self, top_shrinkers: int = DEFAULT_TOP_SHRINKERS) -> None:
+    def __init__(self, top_shrinkers: int = DEFAULT_TOP_SHRINKERS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.top_shrinkers = top_shrinkers
+        self.clock = clock
+        self._next_refresh = 0.0
         # What the session thread builds up between ticks.
         self._values: Dict[str, Dict[Tuple[str, ...], float]] = {f.name: {} for f in FAMILIES}
         self._stalls: Dict[str, _Histogram] = {}
@@ -185,18 +204,28 @@ class Exporter:
     def update(self, aggs: Mapping[str, Any], row: Mapping[str, Any], *,
                damaged_records: int = 0,
                bpf_stats: Optional[Tuple[bool, Mapping[str, Tuple[int, int]]]] = None,
-               ) -> None:
-        """Fold one interval in and publish: ``aggs`` are the correlator's
-        aggregators, ``row`` the interval row it just returned."""
+               ) -> bool:
+        """Fold one interval in: ``aggs`` are the correlator's aggregators,
+        ``row`` the interval row it just returned.  Refresh from the reports
+        and publish unless the last refresh was too costly; return whether
+        it did."""
+        # The row's own values are this interval's: they count every tick.
+        self._add("trace_reclaim_intervals", (), 1)
+        self._add("trace_reclaim_lost_events", (), max(0, int(row.get("lost_events", 0))))
+        # The interval rows split kswapd's awake time by interval, the time
+        # it is still awake included: a kswapd that never sleeps shows.
+        for nid, ns in ((row.get("reclaim") or {}).get("kswapd_awake_ns") or {}).items():
+            self._add("trace_reclaim_kswapd_awake_seconds", (str(nid),), max(0, ns) / 1e9)
+        start = self.clock()
+        if start < self._next_refresh:
+            return False
         sections = {name: a.report() for name, a in aggs.items()}
         totals: Dict[str, Any] = {}
         for name, a in aggs.items():
             totals.update(a.totals(sections[name]))
-        self._add("trace_reclaim_intervals", (), 1)
-        self._add("trace_reclaim_lost_events", (), max(0, int(row.get("lost_events", 0))))
         self._rise("trace_reclaim_damaged_records", (), damaged_records)
         if "reclaim" in sections:
-            self._reclaim(sections["reclaim"], totals, row.get("reclaim") or {})
+            self._reclaim(sections["reclaim"], totals)
         if "slab" in sections:
             self._slab(sections["slab"], totals)
         if "oom" in sections:
@@ -205,9 +234,14 @@ class Exporter:
             self._vmalloc(sections["vmalloc"], totals)
         if bpf_stats is not None:
             self._bpf(*bpf_stats)
+        took = self.clock() - start
+        self._next_refresh = start + took / MAX_REFRESH_SHARE
+        self._add("trace_reclaim_refreshes", (), 1)
+        self._set("trace_reclaim_refresh_duration_seconds", (), took)
         self._publish()
+        return True
 
-    def _reclaim(self, sec: Dict[str, Any], t: Dict[str, Any], row: Mapping[str, Any]) -> None:
+    def _reclaim(self, sec: Dict[str, Any], t: Dict[str, Any]) -> None:
         self._rise("trace_reclaim_direct_reclaim_stalls", (), t["direct_reclaim_stalls"])
         self._rise("trace_reclaim_direct_reclaim_retries", (), t["direct_reclaim_retries"])
         self._rise("trace_reclaim_direct_reclaim_reclaimed_pages", (),
@@ -216,10 +250,6 @@ class Exporter:
             node = (str(n["nid"]),)
             self._rise("trace_reclaim_kswapd_wakes", node, n["kswapd_wakes"])
             self._rise("trace_reclaim_kswapd_wakeup_requests", node, n["wakeup_requests"])
-        # The interval rows split kswapd's awake time by interval, the time
-        # it is still awake included: a kswapd that never sleeps shows.
-        for nid, ns in (row.get("kswapd_awake_ns") or {}).items():
-            self._add("trace_reclaim_kswapd_awake_seconds", (str(nid),), max(0, ns) / 1e9)
         for who in RECLAIMERS:
             lru = sec["lru"].get(who) or {}
             self._rise("trace_reclaim_lru_scanned_pages", (who,), lru.get("nr_scanned", 0))

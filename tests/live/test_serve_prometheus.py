@@ -138,7 +138,7 @@ def prometheus(tmp: str, target: str) -> Iterator[str]:
                 stdout=log, stderr=log, cwd=tmp)
             url = f"http://127.0.0.1:{port}"
 
-            def ready() -> bool:
+            def ready(url: str = url) -> bool:
                 try:
                     return http_get(url + "/-/ready")[1].strip() != ""
                 except OSError:

@@ -23,6 +23,11 @@ RECORDINGS = sorted(glob.glob(os.path.join(FIXTURES, "*.trc")))
 STALLS = "trace_reclaim_direct_reclaim_stall_seconds"
 
 
+def NO_TIME():
+    """A clock that never moves: every refresh looks free, so each interval refreshes."""
+    return 0.0
+
+
 def replay(path, exporter=None, history=True, on_update=None):
     with open(path, "rb") as f:
         r = Reader(f)
@@ -55,7 +60,7 @@ def check_counters_against_report(path):
     Also run by tests/live/test_serve_prometheus.py on the recording serve
     made (every tracer, real events)."""
     doc = replay(path).report()
-    exp = Exporter()
+    exp = Exporter(clock=NO_TIME)
     seen = []
     corr = replay(path, exp, history=False, on_update=seen.append)
     snap = exp.snapshot()
@@ -63,7 +68,9 @@ def check_counters_against_report(path):
     # Serving changes nothing the aggregators count.
     assert {n: a.report() for n, a in corr.aggs.items()} == \
         {n: doc[n] for n in corr.aggs}
+    # Nothing kept per tick: no rows, no episodes, no PSI or zoneinfo series.
     assert corr.rows == [] and corr.episodes.episodes == []
+    assert corr.episodes.psi == [] and corr.episodes.zoneinfo == []
     assert t["direct_reclaim_stalls"] > 0
     assert total(snap, "trace_reclaim_direct_reclaim_stalls") == t["direct_reclaim_stalls"]
     assert total(snap, "trace_reclaim_direct_reclaim_retries") == t["direct_reclaim_retries"]
@@ -111,11 +118,11 @@ def check_counters_against_report(path):
 def test_one_shrinker_label_keeps_the_totals(path):
     """With room for one function, the rest fold into 'other': the sums stay,
     and the named function is the one with the most time when first ranked."""
-    exp = Exporter(top_shrinkers=1)
+    exp = Exporter(top_shrinkers=1, clock=NO_TIME)
     labels_seen = []
     replay(path, exp, on_update=lambda s: labels_seen.append(
         set(s.get("trace_reclaim_shrinker_calls", {}))))
-    full = Exporter()
+    full = Exporter(clock=NO_TIME)
     replay(path, full)
     snap, ref = exp.snapshot(), full.snapshot()
     if not ref.get("trace_reclaim_shrinker_calls"):

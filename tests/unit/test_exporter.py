@@ -22,6 +22,11 @@ prometheus_client = pytest.importorskip("prometheus_client")
 STALLS = "trace_reclaim_direct_reclaim_stall_seconds"
 
 
+def NO_TIME():
+    """A clock that never moves: every refresh looks free, so each interval refreshes."""
+    return 0.0
+
+
 def run(argv, **env_kw):
     out, err = io.StringIO(), io.StringIO()
     rc = cli.main(argv, Environment(stdout=out, stderr=err, **env_kw))
@@ -115,13 +120,13 @@ def reclaim_agg(exp, start=0):
 
 
 def test_nothing_before_the_first_interval():
-    exp = Exporter()
+    exp = Exporter(clock=NO_TIME)
     exp.direct_reclaim(stall(10, 5))
     assert exp.families() == [] and exp.snapshot() == {}
 
 
 def test_stall_buckets_are_inclusive_and_by_node():
-    exp = Exporter()
+    exp = Exporter(clock=NO_TIME)
     agg = reclaim_agg(exp, start=1_000)
     for d in (STALL_BUCKETS_NS[0], STALL_BUCKETS_NS[0] + 1, 20_000_000_000):
         agg.feed(stall(100_000_000_000, d))
@@ -154,7 +159,7 @@ def symbols(ts, **names):
 
 
 def test_shrinkers_top_n_by_time_then_sticky():
-    exp = Exporter(top_shrinkers=2)
+    exp = Exporter(top_shrinkers=2, clock=NO_TIME)
     a = SlabAggregator(Window(start_ns=1))
     A, B, C, D = 0xa000, 0xb000, 0xc000, 0xd000
     a.on_sample(symbols(2, a_scan=hex(A), b_scan=hex(B), c_scan=hex(C)))
@@ -182,7 +187,7 @@ def test_shrinkers_top_n_by_time_then_sticky():
 
 
 def test_bpf_run_time_only_once_measured():
-    exp = Exporter()
+    exp = Exporter(clock=NO_TIME)
     exp.update({}, {}, bpf_stats=(False, {"tp_kswapd_wake": (0, 0)}))
     snap = exp.snapshot()
     assert snap["trace_reclaim_bpf_stats_enabled"] == {(): 0}
@@ -194,7 +199,7 @@ def test_bpf_run_time_only_once_measured():
 
 
 def test_counters_never_go_down():
-    exp = Exporter()
+    exp = Exporter(clock=NO_TIME)
     exp.update({}, {"lost_events": 3})
     exp._rise("trace_reclaim_vmalloc_areas", ("unknown",), 2)
     exp._rise("trace_reclaim_vmalloc_areas", ("unknown",), 1)  # a verdict settled elsewhere
@@ -216,7 +221,7 @@ def test_exposition_parses_and_follows_the_conventions(openmetrics):
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
     from prometheus_client.parser import text_string_to_metric_families as text
 
-    exp = Exporter()
+    exp = Exporter(clock=NO_TIME)
     agg = reclaim_agg(exp)
     agg.feed(stall(1_000_000, 50_000))
     exp.update({"reclaim": agg}, {"reclaim": agg.on_tick(2_000_000), "lost_events": 0},
@@ -242,3 +247,34 @@ def test_exposition_parses_and_follows_the_conventions(openmetrics):
             assert not f.name.endswith("_total")  # the library adds it
         if "seconds" in f.name:
             assert f.unit == "seconds" and f.name.endswith("_seconds")
+
+
+def test_a_costly_refresh_backs_off():
+    """A refresh that took 1 s waits 1 / MAX_REFRESH_SHARE s before the next;
+    the intervals in between are kept and published with it."""
+    from trace_reclaim.exporter import MAX_REFRESH_SHARE
+
+    now = [0.0]
+
+    class Slow:
+        def report(self):
+            now[0] += 1.0
+            return {}
+
+        def totals(self, section):
+            return {}
+
+    exp = Exporter(clock=lambda: now[0])
+    assert exp.update({"slow": Slow()}, {"lost_events": 1})
+    backoff = 1.0 / MAX_REFRESH_SHARE
+    while now[0] + 1 < backoff:
+        now[0] += 1
+        assert not exp.update({"slow": Slow()}, {"lost_events": 1})
+        assert exp.snapshot()["trace_reclaim_intervals"] == {(): 1}
+    now[0] = backoff
+    assert exp.update({"slow": Slow()}, {"lost_events": 1})
+    snap = exp.snapshot()
+    n = snap["trace_reclaim_intervals"][()]
+    assert n > 2 and snap["trace_reclaim_lost_events"] == {(): n}
+    assert snap["trace_reclaim_refreshes"] == {(): 2}
+    assert snap["trace_reclaim_refresh_duration_seconds"] == {(): 1.0}

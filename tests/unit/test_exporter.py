@@ -278,3 +278,30 @@ def test_a_costly_refresh_backs_off():
     assert n > 2 and snap["trace_reclaim_lost_events"] == {(): n}
     assert snap["trace_reclaim_refreshes"] == {(): 2}
     assert snap["trace_reclaim_refresh_duration_seconds"] == {(): 1.0}
+
+
+class _Probe:
+    """Every tracepoint exists; nothing better than tracepoints loads."""
+
+    def tracepoint_exists(self, category, event):
+        return True
+
+    kprobes = fentry = (False, "not in this test")
+
+
+@pytest.mark.parametrize("accounting", [True, False])
+def test_no_slab_accounting_reaches_the_plan(accounting, monkeypatch):
+    """--no-slab-accounting must change what the slab tracer compiles, not
+    set an option nobody reads."""
+    from trace_reclaim.tracers.slab import SlabTracer
+
+    monkeypatch.setattr(SlabTracer, "btf_facts", lambda self, probe: {
+        "alloc_arg": 2, "free_arg": 2, "name_off": 96, "btf": True})
+    reg = serve.serve_registry(Exporter(), slab_accounting=accounting)
+    _attaches, cflags = reg["slab"].plan(_Probe())
+    assert ("-DSLAB_CACHE_ACCOUNTING" in cflags) == accounting
+    assert isinstance(reg["reclaim"], ObservedReclaimTracer)
+    # The shared registry instance keeps its default.
+    from trace_reclaim import tracers
+    _a, default = tracers.registry()["slab"].plan(_Probe())
+    assert "-DSLAB_CACHE_ACCOUNTING" in default

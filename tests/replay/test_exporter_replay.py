@@ -71,7 +71,6 @@ def check_counters_against_report(path):
     # Nothing kept per tick: no rows, no episodes, no PSI or zoneinfo series.
     assert corr.rows == [] and corr.episodes.episodes == []
     assert corr.episodes.psi == [] and corr.episodes.zoneinfo == []
-    assert t["direct_reclaim_stalls"] > 0
     assert total(snap, "trace_reclaim_direct_reclaim_stalls") == t["direct_reclaim_stalls"]
     assert total(snap, "trace_reclaim_direct_reclaim_retries") == t["direct_reclaim_retries"]
     assert total(snap, "trace_reclaim_direct_reclaim_reclaimed_pages") == \
@@ -85,7 +84,6 @@ def check_counters_against_report(path):
         assert snap["trace_reclaim_lru_reclaimed_pages"][(who,)] == t[f"lru_reclaimed_{who}"]
         assert snap["trace_reclaim_lru_scanned_pages"][(who,)] == t[f"lru_scanned_{who}"]
     if "shrink_slab_calls" in t:
-        assert t["shrink_slab_calls"] > 0
         assert total(snap, "trace_reclaim_shrinker_calls") == t["shrink_slab_calls"]
         assert total(snap, "trace_reclaim_shrinker_scanned_objects") == t["shrink_slab_scanned"]
         assert total(snap, "trace_reclaim_shrinker_freed_objects") == t["shrink_slab_freed"]
@@ -112,6 +110,18 @@ def check_counters_against_report(path):
             for labels, v in series.items():
                 assert b[name][labels] >= v, (name, labels)
     return doc, snap
+
+
+def test_the_fixtures_exercise_every_family():
+    """Not a vacuous comparison: across the recordings, each kind of count is
+    non-zero somewhere."""
+    seen = {}
+    for path in RECORDINGS:
+        t = replay(path).report()["totals"]
+        for k in ("direct_reclaim_stalls", "kswapd_wakes", "shrink_slab_calls",
+                  "compaction_runs_direct", "vmalloc_huge_pages", "vmalloc_areas"):
+            seen[k] = seen.get(k, 0) + t.get(k, 0)
+    assert all(seen.values()), seen
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=os.path.basename)

@@ -28,6 +28,7 @@ examples:
   trace-reclaim live --delayacct -d 30   # with stalled tasks' delay accounting
   trace-reclaim report run.trc         # the report of a recording
   trace-reclaim report -j run.trc      # ... as one JSON document
+  trace-reclaim report run.trc --plot timeline.png  # ... and its timeline
 """
 
 
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="the report of a recording")
     rp.add_argument("file", help="a recording made with -o")
     rp.add_argument("-j", "--json", action="store_true", help="one JSON document")
+    rp.add_argument("--plot", metavar="FILE",
+                    help="also draw the run's timeline to FILE (.png or .svg; needs "
+                         "matplotlib)")
     for mod in (run, diff):
         mod.add_parser(sub)
     return p

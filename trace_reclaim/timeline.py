@@ -195,13 +195,15 @@ class TimelineCollector:
     (it is a ``replay`` tap), then ``finish()``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_marks: int = MAX_MARKS, max_spans: int = MAX_SPANS,
+                 nbins: int = NBINS) -> None:
         self.window = Window()
-        self.bins = Bins()
+        self.bins = Bins(nbins)
+        self.max_spans = max_spans
         # (delta_ns, start_ns, order, tid): the key sorts the longest last.
-        self.stalls = _Marks()
+        self.stalls = _Marks(max_marks)
         # (delta_ns, start_ns, kcompactd, status)
-        self.compactions = _Marks()
+        self.compactions = _Marks(max_marks)
         self.kswapd: Dict[int, _Kswapd] = {}
         self.shrinker_keys: Dict[int, int] = {}   # struct shrinker * -> series key
         self.shrinker_calls = 0
@@ -307,7 +309,7 @@ class TimelineCollector:
     def _span(self, nid: int, k: _Kswapd, start: int, end: int) -> None:
         if end <= start:
             return
-        if len(k.spans) < MAX_SPANS:
+        if len(k.spans) < self.max_spans:
             k.spans.append((start, end))
         else:
             k.spans_dropped += 1

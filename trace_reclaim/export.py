@@ -379,7 +379,8 @@ def export(path: str, out_dir: str, fmt: str, env: Environment,
             "recording": os.path.abspath(path), "format": fmt,
             "window": {"start_ns": corr.window.start_ns, "end_ns": corr.window.end_ns},
             "tables": {n: {"file": os.path.basename(targets[n]), "rows": t.rows,
-                           "columns": t.schema()} for n, t in ex_tables.items()},
+                           "columns": [[c, ty] for c, ty in t.schema().items()]}
+                       for n, t in ex_tables.items()},
             "undecodable_records": ex.undecodable,
             "unknown_records": dict(sorted((str(k), v) for k, v in ex.unknown.items())),
         }

@@ -17,22 +17,25 @@ __all__ = ["add_parser", "run", "EPILOG"]
 
 EPILOG = """\
 examples:
-  trace-reclaim export run.trc                      # Parquet tables in ./run-export/
-  trace-reclaim export run.trc --format csv -o csv/  # CSV tables in csv/
-  duckdb -c "SELECT comm, count(*), sum(delta_ns) FROM 'run-export/direct_reclaim.parquet'
-             WHERE in_window AND began_in_window GROUP BY comm"
+  trace-reclaim export run.trc                   # Parquet tables in run-export/
+  trace-reclaim export run.trc --format csv -o csv/   # CSV tables in csv/
 
-One table per event type (direct_reclaim, kswapd_wake, shrink_slab, ...), snapshots
-as long tables (vmstat, zoneinfo, psi, ...), and export.json listing them.
-Files that exist are never overwritten.
+then, e.g. in DuckDB (stalls per task, as the report counts them):
+  SELECT comm, count(*) AS stalls, sum(delta_ns) / 1e6 AS ms
+    FROM 'run-export/direct_reclaim.parquet'
+    WHERE in_window AND began_in_window GROUP BY comm ORDER BY ms DESC;
+
+One table per event type (direct_reclaim, kswapd_wake, shrink_slab, ...),
+snapshots as long tables (vmstat, zoneinfo, psi, ...), and export.json
+listing them.  Files that exist are never overwritten.
 """
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "export", help="a recording's events as tables (Parquet or CSV)",
-        description="Write the events of a recording as tables, one per event type, "
-                    "with typed columns and names resolved, for pandas or DuckDB.",
+        description="Write the events of a recording as tables, one per event\n"
+                    "type, with typed columns and names resolved, for pandas or DuckDB.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="a recording made with -o")
     p.add_argument("--format", choices=FORMATS, default="parquet",

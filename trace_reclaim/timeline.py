@@ -38,7 +38,7 @@ from trace_reclaim.tracer import Window
 __all__ = ["TimelineCollector", "Bins", "Thinned", "MAX_MARKS", "MAX_SPANS", "NBINS",
            "MAX_READINGS", "MAX_SHRINKER_SERIES"]
 
-MAX_MARKS = 50_000
+MAX_MARKS = 20_000
 MAX_SPANS = 50_000
 NBINS = 2048
 MAX_READINGS = 4096
@@ -72,13 +72,15 @@ class Bins:
         self.series: Dict[Any, array] = {}
 
     def _index(self, ts: int) -> int:
-        if self.t0 is None:
-            self.t0 = ts
-        i = (ts - self.t0) // self.width
-        while i >= self.nbins:
-            self._coarsen()
-            i = (ts - self.t0) // self.width
-        return max(0, i)
+        t0 = self.t0
+        if t0 is None:
+            t0 = self.t0 = ts
+        i = (ts - t0) // self.width
+        if i >= self.nbins:
+            while i >= self.nbins:
+                self._coarsen()
+                i = (ts - t0) // self.width
+        return i if i > 0 else 0
 
     def _coarsen(self) -> None:
         self.width *= 2
@@ -94,16 +96,24 @@ class Bins:
         return a
 
     def add(self, key: Any, ts: int, value: float = 1.0) -> None:
-        i = self._index(ts)
-        self._row(key)[i] += value
+        i = self._index(ts)    # first: coarsening replaces the rows
+        a = self.series.get(key)
+        if a is None:
+            a = self._row(key)
+        a[i] += value
 
     def spread(self, key: Any, start: int, end: int) -> None:
         """Add the nanoseconds of ``[start, end)`` to the bins they fall in."""
         if end <= start:
             return
-        self._index(end)   # coarsen first: the span's bins must not move under us
+        j = self._index(end)   # coarsen first: the span's bins must not move under us
         i = self._index(start)
-        a = self._row(key)
+        a = self.series.get(key)
+        if a is None:
+            a = self._row(key)
+        if i == j:             # most calls: shorter than a bin
+            a[i] += end - start
+            return
         t0, w = self.t0 or 0, self.width
         t = start
         while t < end:
@@ -225,15 +235,18 @@ class TimelineCollector:
                 # The most frequent record under pressure: only its time is needed.
                 if len(payload) >= 8:
                     ts = _TS.unpack_from(payload)[0]
-                    if w.contains(ts):
+                    if ts >= w.start_ns and not (w.end_ns and ts > w.end_ns):
                         bins.add("wakeup_kswapd", ts)
             elif type_id in _DECODED:
                 try:
                     ev = events.decode(type_id, payload)
                 except events.DecodeError:
                     continue  # the correlator counts it as undecodable
-                if ev is None or not w.contains(ev.ts_ns):
+                if ev is None:
                     continue
+                ts = ev.ts_ns
+                if ts < w.start_ns or (w.end_ns and ts > w.end_ns):
+                    continue  # outside the window, as Window.contains says
                 if type_id == EV_DIRECT_RECLAIM:
                     self._direct_reclaim(ev)
                 elif type_id == EV_KSWAPD_WAKE:
@@ -281,7 +294,6 @@ class TimelineCollector:
             return  # begun before the window: the reclaim aggregator leaves it out
         self.stalls.add((ev.delta_ns, start, ev.order, ev.pid))
         self.bins.add("stalls", start)
-        self.bins.spread("stall_ns", start, ev.ts_ns)
 
     def _node(self, nid: int) -> _Kswapd:
         k = self.kswapd.get(nid)
@@ -331,7 +343,6 @@ class TimelineCollector:
     def _compaction(self, ev: Any) -> None:
         start = ev.ts_ns - ev.delta_ns
         self.compactions.add((ev.delta_ns, start, ev.comm.startswith("kcompactd"), ev.status))
-        self.bins.spread("compaction_ns", max(start, self.window.start_ns), ev.ts_ns)
 
     def _close(self, end_ns: int) -> None:
         """At the window end, kswapd still awake is awake up to it."""

@@ -132,7 +132,7 @@ def _strip(ax: Any, ctx: _Ctx, findings: List[Dict[str, Any]]) -> None:
     by_id = {e["id"]: e for e in eps}
     drawn = []
     label_every = max(1, math.ceil(len(eps) / MAX_LABELLED_EPISODES))
-    label_w = ctx.duration * 0.022   # about one "#NN" label at this figure width
+    label_w = ctx.duration * 0.03    # about one "#NN" label at this figure width
     last_label = {0: -1e18, 1: -1e18, 2: -1e18}
     for n, ep in enumerate(eps):
         x0 = ctx.x(ep["start_ns"])
@@ -220,7 +220,7 @@ def _free_pages(ax: Any, ctx: _Ctx, node: int, zones: Dict[str, List[Tuple[float
         # Readings are taken at the start, at ticks after kswapd woke and at
         # the end: join them solid only where they are a tick or two apart,
         # so a long stretch without readings does not look like a slow slope.
-        ax.plot(t, free, color=c, lw=0.9, ls=(0, (1, 2)), alpha=0.7)
+        ax.plot(t, free, color=c, lw=1.0, alpha=0.35)
         run_x: List[float] = []
         run_y: List[float] = []
         for x, y in zip(t, free):
@@ -238,7 +238,10 @@ def _free_pages(ax: Any, ctx: _Ctx, node: int, zones: Dict[str, List[Tuple[float
     ax.set_ylabel(f"pages ({page_kib} KiB)", fontsize=8)
     handles = [Line2D([], [], color=ZONE_COLORS.get(z, "#555"), lw=2, label=f"zone {z}")
                for z in shown]
-    handles += [Line2D([], [], color="#444", lw=1.8, marker="o", ms=3.5, label="free"),
+    handles += [Line2D([], [], color="#444", lw=1.8, marker="o", ms=3.5,
+                       label="free (a reading per dot)"),
+                Line2D([], [], color="#444", lw=1.0, alpha=0.35,
+                       label="free, no readings between"),
                 Line2D([], [], color="#444", lw=1, ls="--", label="high watermark"),
                 Line2D([], [], color="#444", lw=1, ls="-.", label="low watermark"),
                 Line2D([], [], color="#444", lw=1, ls=":", label="min watermark")]
@@ -465,8 +468,8 @@ def _vmalloc(ax: Any, ctx: _Ctx) -> None:
     hb = int(v.get("huge_page_bytes") or 2 << 20)
     drawn = {}
     for verdict, marker, color, label in (
-            ("huge", "^", "#238b45", "huge: mapped with {} MiB pages"),
-            ("fallback", "X", "#cb181d", "fallback: huge attempt retried with small pages")):
+            ("huge", "^", "#238b45", "huge: {} MiB pages"),
+            ("fallback", "X", "#cb181d", "fallback to small pages")):
         pts = [a for a in areas if a.get("verdict") == verdict]
         n = (byv.get(verdict) or {}).get("areas", len(pts))
         drawn[verdict] = len(pts)
@@ -592,8 +595,26 @@ def render(doc: Dict[str, Any], col: TimelineCollector, path: str,
     ctx.drawn["panels"] = [p[0] for p in panels]
     fig.suptitle(_title(doc, ctx), x=0.065, y=1 - 0.12 / fig_h, ha="left", va="top",
                  fontsize=11)
-    fig.savefig(path, dpi=100)
+    if path.lower().endswith(".png"):
+        _save_png(fig, path)
+    else:
+        fig.savefig(path)
     return ctx.drawn
+
+
+def _save_png(fig: Any, path: str) -> None:
+    """Write a 256-colour PNG: a third of the bytes of a true-colour one, and
+    a chart has far fewer colours than that (Pillow comes with matplotlib)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        im.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(
+            path, format="PNG", optimize=True)
 
 
 def _plural(n: int, what: str) -> str:

@@ -107,7 +107,7 @@ test)
     .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
         trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
         trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/compare.py \
-        trace_reclaim/timeline.py trace_reclaim/export.py \
+        trace_reclaim/timeline/collect.py trace_reclaim/export.py \
         trace_reclaim/tracers/
     say "pytest"
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;

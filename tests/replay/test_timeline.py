@@ -24,7 +24,7 @@ from trace_reclaim.timeline import TimelineCollector
 
 pytest.importorskip("matplotlib")
 
-from trace_reclaim.timeline_plot import MAX_FINDINGS_DRAWN, render  # noqa: E402
+from trace_reclaim.timeline.draw import MAX_FINDINGS_DRAWN, render  # noqa: E402
 
 RECORDINGS = sorted(glob.glob(os.path.join(FIXTURES, "*.trc")))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,7 @@ from tests import synth
 from trace_reclaim import events, tracers
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.recording import Reader
-from trace_reclaim.timeline import Bins, Thinned, TimelineCollector
+from trace_reclaim.timeline.collect import Bins, Thinned, TimelineCollector
 
 EV_SHRINK_SLAB, EV_COMPACTION = 32, 49
 
@@ -166,7 +166,7 @@ def test_a_long_run_stays_in_bounded_memory():
 
 def test_capped_picture_says_so(tmp_path):
     pytest.importorskip("matplotlib")
-    from trace_reclaim.timeline_plot import render
+    from trace_reclaim.timeline.draw import render
 
     base = 10 ** 9
     recs = [synth.vmstat_snapshot(base, "start"), synth.kswapd_wake(base + 10)]

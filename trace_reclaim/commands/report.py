@@ -1,6 +1,6 @@
 """``trace-reclaim report FILE``: the report of a recording, anywhere, no root.
 
-``--plot FILE.png|.svg`` also draws the run's timeline (``timeline_plot``),
+``--plot FILE.png|.svg`` also draws the run's timeline (``timeline.draw``),
 from the report and a ``TimelineCollector`` fed by the same replay.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["run"]
 
 def _check_plot(path: str) -> None:
     """Refuse a --plot target before the replay, not after it."""
-    from trace_reclaim.timeline_plot import FORMATS
+    from trace_reclaim.timeline.draw import FORMATS
 
     if not path.lower().endswith(FORMATS):
         raise UserError(f"--plot {path}: the file name must end in "
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     corr = replay(args.file, env, tracers.registry(), tap=collector)
     doc = corr.report()
     if plot and collector is not None:
-        from trace_reclaim.timeline_plot import render
+        from trace_reclaim.timeline.draw import render
 
         collector.finish()
         try:

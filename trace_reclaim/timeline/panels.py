@@ -1,39 +1,23 @@
-"""Draw one picture of a run: what reclaim did, in which order.
+"""The timeline's panels: one function per panel, each drawing on one Axes.
 
-Stacked panels share the time axis (seconds since the trace began):
-
-1. episodes (shaded through every panel, numbered as in the report) and
-   the findings, marked where they happened, OOM kills as red lines;
-2. per NUMA node, each zone's free pages against its min/low/high
-   watermarks (``/proc/zoneinfo`` at the start, after kswapd woke, at the end);
-3. kswapd's awake spans per node, and the wakeup_kswapd requests per second;
-4. direct-reclaim stalls, one mark each, placed at the stall's start,
-   its height and area its latency;
-5. shrinker time per second, stacked by shrinker (slab tracer);
-6. compaction runs, one mark each, direct and kcompactd (oom tracer);
-7. PSI memory some/full: the share of each interval tasks were stalled;
-8. huge vmalloc areas and their fallbacks to small pages (vmalloc tracer).
-
-Panels of tracers the recording does not have are left out; a tracer that
-was there but saw nothing says so.  matplotlib is imported here only (the
-``diff`` extra); its Agg canvas needs no display.  Artists carry ``gid``s
-(``stall-marks``, ``episode-N``, ``finding-N``, ...) that appear as element
-ids in the SVG, so tests check what was drawn, not only that a file exists.
+``Ctx`` carries the report document, the collector and the time origin;
+every panel reads what it needs from it and records what it drew in
+``ctx.drawn`` (the tests compare that, and the SVG's element ids, with the
+report).  matplotlib is imported inside the functions only.
 """
 
 from __future__ import annotations
 
 import math
-import textwrap
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from trace_reclaim.mmenums import COMPACT_STATUS
 from trace_reclaim.report import fmt_ns
-from trace_reclaim.timeline import OTHER, TimelineCollector
+from trace_reclaim.timeline.collect import OTHER, TimelineCollector
 
-__all__ = ["render", "FORMATS"]
-
-FORMATS = (".png", ".svg")
+__all__ = ["Ctx", "strip", "zones_of", "free_pages", "kswapd", "stalls", "shrinkers",
+           "compaction", "psi", "vmalloc", "episode_shading", "SEVERITY_COLOR",
+           "MAX_FINDINGS_DRAWN"]
 
 EPISODE_COLOR = {"kswapd": "#fdae6b", "direct": "#fb6a4a"}
 SEVERITY_COLOR = {"critical": "#b2182b", "warning": "#e66101", "info": "#4393c3"}
@@ -51,7 +35,7 @@ LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.07, 1.0), "fontsize": 8,
           "frameon": False, "borderaxespad": 0.0}
 
 
-def _plain_log(ax: Any) -> None:
+def plain_log(ax: Any) -> None:
     """Label a log axis 0.1, 1, 10 (not 1e-01); minor ticks only when it spans little."""
     from matplotlib.ticker import FuncFormatter
 
@@ -65,7 +49,7 @@ def _plain_log(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
-def _count_formatter() -> Any:
+def count_formatter() -> Any:
     from matplotlib.ticker import FuncFormatter
 
     def fmt(v: float, _pos: Any) -> str:
@@ -80,7 +64,7 @@ def _s(ns: float, t0: int) -> float:
     return (ns - t0) / 1e9
 
 
-class _Ctx:
+class Ctx:
     """What every panel needs: the report, the collector, the time origin."""
 
     def __init__(self, doc: Dict[str, Any], col: TimelineCollector) -> None:
@@ -103,7 +87,7 @@ class _Ctx:
         return _s(ns, self.t0)
 
 
-def _episode_shading(ax: Any, ctx: _Ctx) -> None:
+def episode_shading(ax: Any, ctx: Ctx) -> None:
     for ep in ctx.doc.get("episodes") or []:
         ax.axvspan(ctx.x(ep["start_ns"]), ctx.x(max(ep["end_ns"], ep["start_ns"])),
                    color=EPISODE_COLOR.get(ep["kind"], "#dddddd"), alpha=0.22, lw=0,
@@ -112,8 +96,8 @@ def _episode_shading(ax: Any, ctx: _Ctx) -> None:
         ax.axvline(ctx.x(v["ts_ns"]), color=SEVERITY_COLOR["critical"], lw=1.4, zorder=5)
 
 
-def _finding_place(f: Dict[str, Any], eps: Dict[int, Dict[str, Any]],
-                   ctx: _Ctx) -> Tuple[float, float, str]:
+def finding_place(f: Dict[str, Any], eps: Dict[int, Dict[str, Any]],
+                   ctx: Ctx) -> Tuple[float, float, str]:
     """(start, end, how) in seconds: where a finding happened."""
     ts = (f.get("evidence") or {}).get("ts_ns")
     if isinstance(ts, (int, float)) and ts > 0:
@@ -125,7 +109,7 @@ def _finding_place(f: Dict[str, Any], eps: Dict[int, Dict[str, Any]],
     return 0.0, ctx.duration, "run"
 
 
-def _strip(ax: Any, ctx: _Ctx, findings: List[Dict[str, Any]]) -> None:
+def strip(ax: Any, ctx: Ctx, findings: List[Dict[str, Any]]) -> None:
     from matplotlib.patches import Rectangle
 
     eps = ctx.doc.get("episodes") or []
@@ -157,7 +141,7 @@ def _strip(ax: Any, ctx: _Ctx, findings: List[Dict[str, Any]]) -> None:
                 color=SEVERITY_COLOR["critical"], va="center", ha="left")
     places = []
     for i, f in enumerate(findings):
-        x0, x1, how = _finding_place(f, by_id, ctx)
+        x0, x1, how = finding_place(f, by_id, ctx)
         y = 1.5 + i
         color = SEVERITY_COLOR.get(f.get("severity", "info"), "#777777")
         if how != "at":
@@ -191,7 +175,7 @@ def _strip(ax: Any, ctx: _Ctx, findings: List[Dict[str, Any]]) -> None:
                  loc="left", fontsize=9)
 
 
-def _zones(ctx: _Ctx) -> Dict[int, Dict[str, List[Tuple[float, ...]]]]:
+def zones_of(ctx: Ctx) -> Dict[int, Dict[str, List[Tuple[float, ...]]]]:
     """node -> zone -> [(t, free, min, low, high, managed)]."""
     out: Dict[int, Dict[str, List[Tuple[float, ...]]]] = {}
     for ts, _when, zones in ctx.col.zoneinfo.all():
@@ -203,7 +187,7 @@ def _zones(ctx: _Ctx) -> Dict[int, Dict[str, List[Tuple[float, ...]]]]:
     return out
 
 
-def _free_pages(ax: Any, ctx: _Ctx, node: int, zones: Dict[str, List[Tuple[float, ...]]],
+def free_pages(ax: Any, ctx: Ctx, node: int, zones: Dict[str, List[Tuple[float, ...]]],
                 page_kib: int, gap_s: float) -> None:
     from matplotlib.lines import Line2D
 
@@ -234,7 +218,7 @@ def _free_pages(ax: Any, ctx: _Ctx, node: int, zones: Dict[str, List[Tuple[float
         for k, ls in ((4, "--"), (3, "-."), (2, ":")):
             ax.plot(t, [max(r[k], 1) for r in rows], color=c, lw=1.0, ls=ls, drawstyle="steps-post")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(_count_formatter())
+    ax.yaxis.set_major_formatter(count_formatter())
     ax.set_ylabel(f"pages ({page_kib} KiB)", fontsize=8)
     handles = [Line2D([], [], color=ZONE_COLORS.get(z, "#555"), lw=2, label=f"zone {z}")
                for z in shown]
@@ -253,7 +237,7 @@ def _free_pages(ax: Any, ctx: _Ctx, node: int, zones: Dict[str, List[Tuple[float
     ctx.drawn.setdefault("zones", {})[node] = shown
 
 
-def _kswapd(ax: Any, ctx: _Ctx) -> None:
+def kswapd(ax: Any, ctx: Ctx) -> None:
     from matplotlib.patches import Patch
     from matplotlib.lines import Line2D
 
@@ -292,7 +276,7 @@ def _kswapd(ax: Any, ctx: _Ctx) -> None:
         tw = ax.twinx()
         xs = [ctx.x((b.t0 or 0) + i * b.width) for i in range(0, n, group)]
         xs.append(ctx.x((b.t0 or 0) + (len(xs)) * group * b.width))
-        tw.stairs([v / (group * b.width / 1e9) for v in _rebinned(w, n, group)], xs,
+        tw.stairs([v / (group * b.width / 1e9) for v in rebinned(w, n, group)], xs,
                   color="#252525", lw=0.9, alpha=0.8)
         tw.set_ylabel("wakeups/s", fontsize=8)
         tw.set_ylim(bottom=0)
@@ -305,7 +289,7 @@ def _kswapd(ax: Any, ctx: _Ctx) -> None:
                  f"{total} balance_pgdat() runs", loc="left", fontsize=9)
 
 
-def _stalls(ax: Any, ctx: _Ctx) -> None:
+def stalls(ax: Any, ctx: Ctx) -> None:
     from matplotlib.lines import Line2D
 
     col = ctx.col
@@ -319,7 +303,7 @@ def _stalls(ax: Any, ctx: _Ctx) -> None:
                    alpha=0.65, linewidths=0.4, edgecolors="#222222", gid="stall-marks",
                    zorder=3)
         ax.set_yscale("log")
-        _plain_log(ax)
+        plain_log(ax)
     else:
         ax.text(0.5, 0.5, "no direct-reclaim stalls", transform=ax.transAxes,
                 ha="center", va="center", fontsize=9, color="#555")
@@ -342,7 +326,7 @@ def _stalls(ax: Any, ctx: _Ctx) -> None:
             tw = ax.twinx()
             xs = [ctx.x((b.t0 or 0) + i * b.width) for i in range(0, n, group)]
             xs.append(ctx.x((b.t0 or 0) + len(xs) * group * b.width))
-            tw.stairs([v / (group * b.width / 1e9) for v in _rebinned(a, n, group)], xs,
+            tw.stairs([v / (group * b.width / 1e9) for v in rebinned(a, n, group)], xs,
                       color="#636363", lw=0.9)
             tw.set_ylabel("stalls/s", fontsize=8)
             handles.append(Line2D([], [], color="#636363", lw=0.9, label="all stalls/s"))
@@ -350,11 +334,11 @@ def _stalls(ax: Any, ctx: _Ctx) -> None:
     ax.set_title(title, loc="left", fontsize=9)
 
 
-def _rebinned(values: Sequence[float], n: int, group: int) -> List[float]:
+def rebinned(values: Sequence[float], n: int, group: int) -> List[float]:
     return [sum(values[i:i + group]) for i in range(0, n, group)]
 
 
-def _shrinkers(ax: Any, ctx: _Ctx) -> None:
+def shrinkers(ax: Any, ctx: Ctx) -> None:
     col = ctx.col
     b = col.bins
     names: Dict[int, str] = {}
@@ -384,13 +368,13 @@ def _shrinkers(ax: Any, ctx: _Ctx) -> None:
     bottom = [0.0] * len(xs)
     rows: List[Tuple[str, List[float], float, float]] = []
     for k in top:
-        rows.append((names.get(k, f"{k:#x}"), _rebinned(series[k], n, group),
+        rows.append((names.get(k, f"{k:#x}"), rebinned(series[k], n, group),
                      sum(series[k]), sum(freed.get(k, ()))))
     if rest:
         acc = [0.0] * len(xs)
         tot = fr = 0.0
         for k in rest:
-            for i, v in enumerate(_rebinned(series[k], n, group)):
+            for i, v in enumerate(rebinned(series[k], n, group)):
                 acc[i] += v
             tot += sum(series[k])
             fr += sum(freed.get(k, ()))
@@ -409,7 +393,7 @@ def _shrinkers(ax: Any, ctx: _Ctx) -> None:
                  loc="left", fontsize=9)
 
 
-def _compaction(ax: Any, ctx: _Ctx) -> None:
+def compaction(ax: Any, ctx: Ctx) -> None:
     from matplotlib.lines import Line2D
 
     marks = sorted(ctx.col.compactions.items, key=lambda m: m[1])
@@ -420,7 +404,7 @@ def _compaction(ax: Any, ctx: _Ctx) -> None:
                    facecolors=[c if s else "none" for c, s in zip(colors, ok)],
                    edgecolors=colors, linewidths=0.9, gid="compaction-marks", zorder=3)
         ax.set_yscale("log")
-        _plain_log(ax)
+        plain_log(ax)
     else:
         ax.text(0.5, 0.5, "no compaction runs", transform=ax.transAxes,
                 ha="center", va="center", fontsize=9, color="#555")
@@ -439,7 +423,7 @@ def _compaction(ax: Any, ctx: _Ctx) -> None:
                  "at its start (mm_compaction_begin .. _end)", loc="left", fontsize=9)
 
 
-def _psi(ax: Any, ctx: _Ctx) -> None:
+def psi(ax: Any, ctx: Ctx) -> None:
     pts = ctx.col.psi.all()
     edges = [ctx.x(p[0]) for p in pts]
     some, full = [], []
@@ -461,7 +445,7 @@ def _psi(ax: Any, ctx: _Ctx) -> None:
     ctx.drawn["psi_intervals"] = len(some)
 
 
-def _vmalloc(ax: Any, ctx: _Ctx) -> None:
+def vmalloc(ax: Any, ctx: Ctx) -> None:
     v = ctx.doc.get("vmalloc") or {}
     areas = v.get("areas") or []
     byv = v.get("by_verdict") or {}
@@ -491,159 +475,3 @@ def _vmalloc(ax: Any, ctx: _Ctx) -> None:
     ax.set_title("vmalloc: huge-page areas and fallbacks, at alloc_vmap_area "
                  f"({(byv.get('not_eligible') or {}).get('areas', 0)} areas not eligible)",
                  loc="left", fontsize=9)
-
-
-def _findings_text(ax: Any, findings: List[Dict[str, Any]], more: int) -> None:
-    ax.axis("off")
-    step = 1.0 / max(1, _findings_lines(findings) + (1 if more else 0))
-    y = 1.0
-    for i, f in enumerate(findings):
-        sev = f.get("severity", "info")
-        text = _wrapped(f)
-        ax.text(0.0, y, f"F{i + 1}", transform=ax.transAxes, va="top", fontsize=8.5,
-                fontweight="bold", color=SEVERITY_COLOR.get(sev, "#444"))
-        ax.text(0.03, y, "\n".join(text), transform=ax.transAxes, va="top", fontsize=8.5,
-                linespacing=1.25)
-        y -= step * len(text)
-    if more:
-        ax.text(0.0, y, f"... {more} more findings: see 'trace-reclaim report'",
-                transform=ax.transAxes, va="top", fontsize=8.5)
-
-
-def _wrapped(f: Dict[str, Any]) -> List[str]:
-    return textwrap.wrap(f"[{f.get('severity', 'info')}] {f.get('title') or f.get('kind')}",
-                         150) or [""]
-
-
-def _findings_lines(findings: List[Dict[str, Any]]) -> int:
-    return sum(len(_wrapped(f)) for f in findings)
-
-
-def render(doc: Dict[str, Any], col: TimelineCollector, path: str,
-           tracers: Optional[Sequence[str]] = None, page_size: int = 4096,
-           interval_s: float = 1.0) -> Dict[str, Any]:
-    """Draw the run's timeline to ``path`` (.png or .svg); return what was drawn.
-
-    ``doc`` is the report document, ``col`` the collector fed the same
-    records; ``tracers`` names the recording's tracers (panels of absent
-    ones are left out); ``interval_s`` is the recording's tick.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.gridspec import GridSpec
-
-    ctx = _Ctx(doc, col)
-    have = set(tracers if tracers is not None else ("reclaim", "slab", "oom", "vmalloc"))
-    findings_all = doc.get("findings") or []
-    findings = findings_all[:MAX_FINDINGS_DRAWN]
-    zones = _zones(ctx)
-    panels: List[Tuple[str, float, Any]] = [
-        ("episodes", 0.55 + 0.28 * max(1, len(findings)), None)]
-    for node in sorted(zones):
-        panels.append((f"free-node{node}", 2.3, node))
-    if "reclaim" in have:
-        panels.append(("kswapd", 0.75 + 0.3 * max(1, len(col.kswapd)), None))
-        panels.append(("stalls", 2.2, None))
-    if "slab" in have:
-        panels.append(("shrinkers", 1.9, None))
-    if "oom" in have:
-        panels.append(("compaction", 1.7, None))
-    if len(col.psi.all()) >= 2:
-        panels.append(("psi", 1.25, None))
-    if "vmalloc" in have:
-        panels.append(("vmalloc", 1.25, None))
-    text_h = 0.2 + 0.17 * (_findings_lines(findings) + (1 if len(findings_all) >
-                                                         len(findings) else 0))
-    heights = [p[1] for p in panels] + [text_h]
-    title_h, bottom_h = 0.75, 0.15
-    fig_h = sum(heights) + 0.45 * len(panels) + title_h + bottom_h
-    fig = Figure(figsize=(14, fig_h))
-    gs = GridSpec(len(heights), 1, figure=fig, height_ratios=heights,
-                  hspace=0.45 * len(panels) / sum(heights) * 1.0 + 0.18,
-                  left=0.065, right=0.725, top=1 - title_h / fig_h, bottom=bottom_h / fig_h)
-    axes: List[Any] = []
-    first = None
-    for i, (name, _h, arg) in enumerate(panels):
-        ax = fig.add_subplot(gs[i], sharex=first)
-        first = first or ax
-        axes.append(ax)
-        ax.tick_params(which="both", labelsize=7.5)
-        ax.grid(True, axis="x", alpha=0.25)
-        if name != "episodes":
-            _episode_shading(ax, ctx)
-        if name == "episodes":
-            _strip(ax, ctx, findings)
-        elif name.startswith("free-node"):
-            _free_pages(ax, ctx, arg, zones[arg], page_size // 1024, interval_s)
-        elif name == "kswapd":
-            _kswapd(ax, ctx)
-        elif name == "stalls":
-            _stalls(ax, ctx)
-        elif name == "shrinkers":
-            _shrinkers(ax, ctx)
-        elif name == "compaction":
-            _compaction(ax, ctx)
-        elif name == "psi":
-            _psi(ax, ctx)
-        elif name == "vmalloc":
-            _vmalloc(ax, ctx)
-    for ax in axes[:-1]:
-        ax.tick_params(labelbottom=False)
-    axes[-1].set_xlabel("time since the trace began (s)", fontsize=9)
-    axes[0].set_xlim(0, ctx.duration)
-    _findings_text(fig.add_subplot(gs[len(panels)]), findings,
-                   len(findings_all) - len(findings))
-    ctx.drawn["panels"] = [p[0] for p in panels]
-    fig.suptitle(_title(doc, ctx), x=0.065, y=1 - 0.12 / fig_h, ha="left", va="top",
-                 fontsize=11)
-    if path.lower().endswith(".png"):
-        _save_png(fig, path)
-    else:
-        fig.savefig(path)
-    return ctx.drawn
-
-
-def _save_png(fig: Any, path: str) -> None:
-    """Write a 256-colour PNG: a third of the bytes of a true-colour one, and
-    a chart has far fewer colours than that (Pillow comes with matplotlib)."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        im.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(
-            path, format="PNG", optimize=True)
-
-
-def _plural(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
-
-
-def _title(doc: Dict[str, Any], ctx: _Ctx) -> str:
-    s = doc.get("system") or {}
-    w = doc.get("window") or {}
-    t = doc.get("totals") or {}
-    summ = doc.get("episode_summary") or {}
-    dur = w.get("duration_ns")
-    head = (f"trace-reclaim timeline: Linux {s.get('kernel') or '?'} on "
-            f"{s.get('hostname') or '?'}, {dur / 1e9:.1f} s" if dur else
-            f"trace-reclaim timeline: Linux {s.get('kernel') or '?'} on "
-            f"{s.get('hostname') or '?'}, window not closed")
-    if w.get("ended_by"):
-        head += f" (ended by {w['ended_by']})"
-    if s.get("workload"):
-        head += f", workload {s['workload'] if isinstance(s['workload'], str) else ''}"
-    facts = [f"{t.get('direct_reclaim_stalls', 0)} direct-reclaim stalls "
-             f"({fmt_ns(t.get('direct_reclaim_ns', 0))})",
-             f"{t.get('kswapd_wakes', 0)} kswapd wakes",
-             _plural(summ.get("count", 0), "episode")]
-    if "compaction_runs_direct" in t:
-        facts.append(f"{t['compaction_runs_direct'] + t.get('compaction_runs_kcompactd', 0)} "
-                     "compaction runs")
-    if "oom_kills" in t:
-        facts.append(f"{t['oom_kills']} OOM kills")
-    lost = (doc.get("lost") or {}).get("total", 0)
-    facts.append(f"{lost} events lost" if lost else "no events lost")
-    return head + "\n" + ", ".join(facts)

@@ -21,7 +21,7 @@ An event counts when the correlator counted it: ``follow_window`` moves the
 window at the same records, and stalls and shrinker calls begun before the
 window are left out as the reclaim and slab aggregators leave them out.
 
-Pure: records in, plain data out; drawing is ``timeline_plot``.
+Pure: records in, plain data out; drawing is ``timeline.draw``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ MAX_SPANS = 50_000
 NBINS = 2048
 MAX_READINGS = 4096
 MAX_SHRINKER_SERIES = 32   # shrinkers binned one by one; later ones share "other"
+MAX_NODES = 1024           # MAX_NUMNODES on x86-64
 FIRST_BIN_NS = 1_000_000
 
 EV_WAKEUP_KSWAPD = abi.value("EV_WAKEUP_KSWAPD")
@@ -295,26 +296,28 @@ class TimelineCollector:
         self.stalls.add((ev.delta_ns, start, ev.order, ev.pid))
         self.bins.add("stalls", start)
 
-    def _node(self, nid: int) -> _Kswapd:
+    def _node(self, nid: int) -> Tuple[int, _Kswapd]:
         k = self.kswapd.get(nid)
         if k is None:
-            k = self.kswapd[nid] = _Kswapd()
-        return k
+            if len(self.kswapd) >= MAX_NODES:
+                nid = -1   # past MAX_NUMNODES: damage, kept in one row
+            k = self.kswapd.get(nid) or self.kswapd.setdefault(nid, _Kswapd())
+        return nid, k
 
     def _kswapd_wake(self, ev: Any) -> None:
-        k = self._node(ev.nid)
+        _, k = self._node(ev.nid)
         k.woke = True
         if k.awake_since is None:
             k.awake_since = ev.ts_ns
 
     def _kswapd_sleep(self, ev: Any) -> None:
-        k = self._node(ev.nid)
+        nid, k = self._node(ev.nid)
         since = k.awake_since
         if since is None:
             if k.woke:
                 return  # a second sleep without a wake: nothing was awake
             since = self.window.start_ns  # awake when the trace began
-        self._span(ev.nid, k, since, ev.ts_ns)
+        self._span(nid, k, since, ev.ts_ns)
         k.awake_since = None
         k.woke = True
 

@@ -117,7 +117,7 @@ def strip(ax: Any, ctx: Ctx, findings: List[Dict[str, Any]]) -> None:
     drawn = []
     label_every = max(1, math.ceil(len(eps) / MAX_LABELLED_EPISODES))
     label_w = ctx.duration * 0.03    # about one "#NN" label at this figure width
-    last_label = {0: -1e18, 1: -1e18, 2: -1e18}
+    last_label = {0: -1e18, 1: -1e18}
     for n, ep in enumerate(eps):
         x0 = ctx.x(ep["start_ns"])
         width = max(ctx.x(ep["end_ns"]) - x0, 0.0)
@@ -129,11 +129,11 @@ def strip(ax: Any, ctx: Ctx, findings: List[Dict[str, Any]]) -> None:
         ax.add_patch(r)
         drawn.append((ep["id"], x0, x0 + width))
         if n % label_every == 0:
-            # centred in its bar; nudged up or down when it would cover the last one
+            # centred in its bar, or above it when it would cover the last label
             xc = x0 + width / 2
-            row = next((r for r in (0, 1, 2) if xc - last_label[r] >= label_w), 0)
+            row = 0 if xc - last_label[0] >= label_w else 1
             last_label[row] = xc
-            ax.text(xc, (0.5, 0.8, 0.2)[row], f"#{ep['id']}", ha="center", va="center",
+            ax.text(xc, (0.5, 1.2)[row], f"#{ep['id']}", ha="center", va="center",
                     fontsize=7, fontweight="bold", clip_on=True)
     ctx.drawn["episodes"] = drawn
     for v in (ctx.doc.get("oom") or {}).get("victims") or []:

@@ -28,36 +28,36 @@ DIRECT_COMPACT_COLOR, KCOMPACTD_COLOR = "#756bb1", "#31a354"
 SHRINKER_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#bdbdbd")
 TOP_SHRINKERS = 5
 DISPLAY_BARS = 240         # shrinker bars across the run, at most
-MAX_LABELLED_EPISODES = 40
+OUTLINED_EPISODES = 60     # more episodes than this are drawn without edges
+DENSE_MARKS = 2_000        # more marks than this are drawn smaller and fainter
 MIN_ZONE_SHARE = 0.01      # zones under this share of a node's pages are not drawn
 MAX_FINDINGS_DRAWN = 12
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.07, 1.0), "fontsize": 8,
           "frameon": False, "borderaxespad": 0.0}
 
 
-def plain_log(ax: Any) -> None:
+def plain_log(ax: Any, fmt: Any = None) -> None:
     """Label a log axis 0.1, 1, 10 (not 1e-01); minor ticks only when it spans little."""
     from matplotlib.ticker import FuncFormatter
 
-    def minor(v: float, _pos: Any) -> str:
+    label = fmt or (lambda v, _pos: f"{v:g}")
+
+    def minor(v: float, pos: Any) -> str:
         lo, hi = ax.get_ylim()
-        if lo > 0 and hi / lo < 20 and str(f"{v:.1g}").lstrip("0.")[:1] in "2345":
-            return f"{v:g}"
+        if lo > 0 and hi / lo < 20 and f"{v:.1e}"[0] in "2345":
+            return str(label(v, pos))
         return ""
 
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(label))
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
-def count_formatter() -> Any:
-    from matplotlib.ticker import FuncFormatter
-
-    def fmt(v: float, _pos: Any) -> str:
-        for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if v >= div:
-                return f"{v / div:g}{unit}"
-        return f"{v:g}"
-    return FuncFormatter(fmt)
+def count_formatter(v: float, _pos: Any = None) -> str:
+    """1k, 20k, 1.5M: page counts as people say them."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:g}{unit}"
+    return f"{v:g}"
 
 
 def _s(ns: float, t0: int) -> float:
@@ -88,10 +88,14 @@ class Ctx:
 
 
 def episode_shading(ax: Any, ctx: Ctx) -> None:
+    """Shade the episodes behind a panel: one collection per kind, not a patch each."""
+    spans: Dict[str, List[Tuple[float, float]]] = {}
     for ep in ctx.doc.get("episodes") or []:
-        ax.axvspan(ctx.x(ep["start_ns"]), ctx.x(max(ep["end_ns"], ep["start_ns"])),
-                   color=EPISODE_COLOR.get(ep["kind"], "#dddddd"), alpha=0.22, lw=0,
-                   zorder=0)
+        x0 = ctx.x(ep["start_ns"])
+        spans.setdefault(ep["kind"], []).append((x0, max(0.0, ctx.x(ep["end_ns"]) - x0)))
+    for kind, xr in spans.items():
+        ax.broken_barh(xr, (0, 1), transform=ax.get_xaxis_transform(), lw=0, zorder=0,
+                       facecolors=EPISODE_COLOR.get(kind, "#dddddd"), alpha=0.22)
     for v in (ctx.doc.get("oom") or {}).get("victims") or []:
         ax.axvline(ctx.x(v["ts_ns"]), color=SEVERITY_COLOR["critical"], lw=1.4, zorder=5)
 
@@ -115,23 +119,24 @@ def strip(ax: Any, ctx: Ctx, findings: List[Dict[str, Any]]) -> None:
     eps = ctx.doc.get("episodes") or []
     by_id = {e["id"]: e for e in eps}
     drawn = []
-    label_every = max(1, math.ceil(len(eps) / MAX_LABELLED_EPISODES))
-    label_w = ctx.duration * 0.03    # about one "#NN" label at this figure width
+    char_w = ctx.duration * 0.0075   # one label character at this figure width
     last_label = {0: -1e18, 1: -1e18}
-    for n, ep in enumerate(eps):
+    few = len(eps) <= OUTLINED_EPISODES
+    for ep in eps:
         x0 = ctx.x(ep["start_ns"])
         width = max(ctx.x(ep["end_ns"]) - x0, 0.0)
-        r = Rectangle((x0, 0.1), width, 0.8, facecolor=EPISODE_COLOR.get(ep["kind"], "#ccc"),
-                      edgecolor="#7f2704" if ep["kind"] == "kswapd" else "#a50f15",
-                      lw=0.8, gid=f"episode-{ep['id']}")
-        # a zero-length burst (one stall) still shows
-        r.set_linewidth(1.5 if width < ctx.duration / 500 else 0.8)
-        ax.add_patch(r)
+        # Outlined when few, so that a one-stall burst (no width) still shows.
+        ax.add_patch(Rectangle(
+            (x0, 0.1), width, 0.8, facecolor=EPISODE_COLOR.get(ep["kind"], "#ccc"),
+            edgecolor=("#7f2704" if ep["kind"] == "kswapd" else "#a50f15") if few else "none",
+            lw=1.5 if width < ctx.duration / 500 else 0.8, gid=f"episode-{ep['id']}"))
         drawn.append((ep["id"], x0, x0 + width))
-        if n % label_every == 0:
-            # centred in its bar, or above it when it would cover the last label
-            xc = x0 + width / 2
-            row = 0 if xc - last_label[0] >= label_w else 1
+        # Centred in its bar, or above it when it would cover the last label;
+        # no label where both places are taken.
+        xc = x0 + width / 2
+        label_w = char_w * (len(str(ep["id"])) + 3)
+        row = next((r for r in (0, 1) if xc - last_label[r] >= label_w), None)
+        if row is not None:
             last_label[row] = xc
             ax.text(xc, (0.5, 1.2)[row], f"#{ep['id']}", ha="center", va="center",
                     fontsize=7, fontweight="bold", clip_on=True)
@@ -147,9 +152,11 @@ def strip(ax: Any, ctx: Ctx, findings: List[Dict[str, Any]]) -> None:
         if how != "at":
             ax.plot([x0, x1], [y, y], color=color, lw=2.2, alpha=0.6,
                     ls="--" if how == "run" else "-", solid_capstyle="butt")
+            xs: List[float] = []
             for e in (by_id[j] for j in f.get("episodes") or [] if j in by_id):
-                ax.plot([ctx.x(e["start_ns"]), ctx.x(e["end_ns"])], [y, y], color=color,
-                        lw=5, solid_capstyle="butt")
+                xs += [ctx.x(e["start_ns"]), ctx.x(e["end_ns"]), math.nan]
+            if xs:
+                ax.plot(xs, [y] * len(xs), color=color, lw=5, solid_capstyle="butt")
         ax.plot([x0], [y], marker="v", ms=8, color=color, ls="none", gid=f"finding-{i + 1}")
         if how == "run":
             ax.text(ctx.duration / 2, y, "whole run", fontsize=7, va="bottom", ha="center",
@@ -171,7 +178,10 @@ def strip(ax: Any, ctx: Ctx, findings: List[Dict[str, Any]]) -> None:
                Patch(facecolor=EPISODE_COLOR["direct"], label="direct-reclaim burst"),
                *[Patch(facecolor=c, label=f"{s} finding") for s, c in SEVERITY_COLOR.items()]]
     ax.legend(handles=handles, **LEGEND)
-    ax.set_title("Episodes (numbered as in the report) and findings (listed below)",
+    summ = ctx.doc.get("episode_summary") or {}
+    more = f" (the report's {len(eps)} of {summ['count']})" \
+        if summ.get("count", 0) > len(eps) else ""
+    ax.set_title(f"Episodes{more}, numbered as in the report, and findings (listed below)",
                  loc="left", fontsize=9)
 
 
@@ -218,7 +228,7 @@ def free_pages(ax: Any, ctx: Ctx, node: int, zones: Dict[str, List[Tuple[float, 
         for k, ls in ((4, "--"), (3, "-."), (2, ":")):
             ax.plot(t, [max(r[k], 1) for r in rows], color=c, lw=1.0, ls=ls, drawstyle="steps-post")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(count_formatter())
+    plain_log(ax, count_formatter)
     ax.set_ylabel(f"pages ({page_kib} KiB)", fontsize=8)
     handles = [Line2D([], [], color=ZONE_COLORS.get(z, "#555"), lw=2, label=f"zone {z}")
                for z in shown]
@@ -289,6 +299,14 @@ def kswapd(ax: Any, ctx: Ctx) -> None:
                  f"{total} balance_pgdat() runs", loc="left", fontsize=9)
 
 
+def stall_area(delta_ns: int) -> float:
+    """A stall mark's area in points^2: the same latency, the same mark, in any run.
+
+    Grows with log2(1 + ms): 0.05 ms is a dot, 1 ms about 70, 10 ms about 220.
+    """
+    return min(400.0, 8.0 + 60.0 * math.log2(1.0 + delta_ns / 1e6))
+
+
 def stalls(ax: Any, ctx: Ctx) -> None:
     from matplotlib.lines import Line2D
 
@@ -296,12 +314,12 @@ def stalls(ax: Any, ctx: Ctx) -> None:
     marks = sorted(col.stalls.items, key=lambda m: m[1])
     d = ((ctx.doc.get("reclaim") or {}).get("direct_reclaim")) or {}
     if marks:
-        dmax = max(m[0] for m in marks) or 1
+        dense = len(marks) > DENSE_MARKS
         ax.scatter([ctx.x(m[1]) for m in marks], [m[0] / 1e6 for m in marks],
-                   s=[8 + 220 * m[0] / dmax for m in marks],
+                   s=[stall_area(m[0]) * (0.35 if dense else 1.0) for m in marks],
                    c=[HIGH_ORDER_COLOR if m[2] else ORDER0_COLOR for m in marks],
-                   alpha=0.65, linewidths=0.4, edgecolors="#222222", gid="stall-marks",
-                   zorder=3)
+                   alpha=0.35 if dense else 0.65, linewidths=0 if dense else 0.4,
+                   edgecolors="#222222", gid="stall-marks", zorder=3)
         ax.set_yscale("log")
         plain_log(ax)
     else:
@@ -313,9 +331,12 @@ def stalls(ax: Any, ctx: Ctx) -> None:
     handles = [Line2D([], [], marker="o", ls="none", color=ORDER0_COLOR, label="order 0"),
                Line2D([], [], marker="o", ls="none", color=HIGH_ORDER_COLOR,
                       label="order > 0 (high order)")]
+    handles += [Line2D([], [], marker="o", ls="none", mfc="none", mec="#444444",
+                       ms=math.sqrt(stall_area(int(ms * 1e6))), label=f"{ms:g} ms stall")
+                for ms in (0.1, 1, 10)]
     title = (f"Direct reclaim: {col.stalls.count} stalls, {fmt_ns(d.get('total_ns'))} "
              f"stalled, p99 {fmt_ns(d.get('p99_ns'))}, max {fmt_ns(d.get('max_ns'))}; "
-             "one mark per stall at its start, area by latency")
+             "one mark per stall at its start, its area by latency")
     if col.stalls.capped:
         title += f" (the {len(marks)} longest drawn)"
         b = col.bins
@@ -329,6 +350,7 @@ def stalls(ax: Any, ctx: Ctx) -> None:
             tw.stairs([v / (group * b.width / 1e9) for v in rebinned(a, n, group)], xs,
                       color="#636363", lw=0.9)
             tw.set_ylabel("stalls/s", fontsize=8)
+            tw.tick_params(labelsize=7)
             handles.append(Line2D([], [], color="#636363", lw=0.9, label="all stalls/s"))
     ax.legend(handles=handles, **LEGEND)
     ax.set_title(title, loc="left", fontsize=9)
@@ -400,9 +422,12 @@ def compaction(ax: Any, ctx: Ctx) -> None:
     if marks:
         ok = [COMPACT_STATUS.get(m[3]) == "success" for m in marks]
         colors = [KCOMPACTD_COLOR if m[2] else DIRECT_COMPACT_COLOR for m in marks]
-        ax.scatter([ctx.x(m[1]) for m in marks], [m[0] / 1e6 for m in marks], s=16,
+        dense = len(marks) > DENSE_MARKS
+        ax.scatter([ctx.x(m[1]) for m in marks], [m[0] / 1e6 for m in marks],
+                   s=6 if dense else 16, alpha=0.5 if dense else 1.0,
                    facecolors=[c if s else "none" for c, s in zip(colors, ok)],
-                   edgecolors=colors, linewidths=0.9, gid="compaction-marks", zorder=3)
+                   edgecolors=colors, linewidths=0.6 if dense else 0.9,
+                   gid="compaction-marks", zorder=3)
         ax.set_yscale("log")
         plain_log(ax)
     else:

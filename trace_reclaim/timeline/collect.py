@@ -1,18 +1,18 @@
 """Collect what a timeline picture of a run needs and the report does not keep.
 
 The report keeps totals, percentiles and episodes; a picture needs each
-direct-reclaim stall's time and latency, kswapd's awake spans, the shrinkers'
-and compaction's time as it passed, and the zoneinfo and PSI readings over
-the run.  ``TimelineCollector`` is fed the same records as the correlator
+direct-reclaim stall's and compaction run's time and latency, kswapd's awake
+spans, the shrinkers' time as it passed, and the zoneinfo and PSI readings
+over the run.  ``TimelineCollector`` is fed the same records as the correlator
 (``replay(..., tap=collector)``) and keeps them bounded:
 
 * direct-reclaim stalls and compaction runs are marks, up to ``MAX_MARKS``
-  each; beyond that the longest are kept (and every one is still counted in
+  each; beyond that the longest are kept (every stall is still counted in
   the time bins);
 * kswapd awake spans per node, up to ``MAX_SPANS`` per node; beyond that the
   picture draws kswapd's awake time per bin instead;
 * rates (stalls, wakeup_kswapd requests, shrinker time and frees per
-  shrinker, compaction time, kswapd awake time) in ``NBINS`` time bins whose
+  shrinker, kswapd awake time) in ``NBINS`` time bins whose
   width doubles whenever the run outgrows them;
 * zoneinfo and PSI readings, thinned to every other one past
   ``MAX_READINGS`` (the last is always kept).
@@ -32,6 +32,7 @@ from array import array
 from typing import Any, Dict, List, Optional, Tuple
 
 from trace_reclaim import abi, events
+from trace_reclaim.kswapd import AwakeSpan, Kswapd
 from trace_reclaim.replay import follow_window
 from trace_reclaim.tracer import Window
 
@@ -43,7 +44,6 @@ MAX_SPANS = 50_000
 NBINS = 2048
 MAX_READINGS = 4096
 MAX_SHRINKER_SERIES = 32   # shrinkers binned one by one; later ones share "other"
-MAX_NODES = 1024           # MAX_NUMNODES on x86-64
 FIRST_BIN_NS = 1_000_000
 
 EV_WAKEUP_KSWAPD = abi.value("EV_WAKEUP_KSWAPD")
@@ -189,12 +189,12 @@ class _Marks:
         return self.count > len(self.items)
 
 
-class _Kswapd:
-    __slots__ = ("awake_since", "woke", "spans", "spans_dropped")
+class _Spans:
+    """One node's kswapd awake spans as drawn: (start_ns, end_ns), bounded."""
+
+    __slots__ = ("spans", "spans_dropped")
 
     def __init__(self) -> None:
-        self.awake_since: Optional[int] = None
-        self.woke = False
         self.spans: List[Tuple[int, int]] = []
         self.spans_dropped = 0
 
@@ -215,7 +215,10 @@ class TimelineCollector:
         self.stalls = _Marks(max_marks)
         # (delta_ns, start_ns, kcompactd, status)
         self.compactions = _Marks(max_marks)
-        self.kswapd: Dict[int, _Kswapd] = {}
+        # kswapd's state per node: the state machine the reclaim aggregator
+        # and the episode builder run, fed the same events.
+        self.kswapd_state = Kswapd(self.window)
+        self.kswapd: Dict[int, _Spans] = {}
         self.shrinker_keys: Dict[int, int] = {}   # struct shrinker * -> series key
         self.shrinker_calls = 0
         self.zoneinfo = Thinned()
@@ -296,39 +299,25 @@ class TimelineCollector:
         self.stalls.add((ev.delta_ns, start, ev.order, ev.pid))
         self.bins.add("stalls", start)
 
-    def _node(self, nid: int) -> Tuple[int, _Kswapd]:
-        k = self.kswapd.get(nid)
-        if k is None:
-            if len(self.kswapd) >= MAX_NODES:
-                nid = -1   # past MAX_NUMNODES: damage, kept in one row
-            k = self.kswapd.get(nid) or self.kswapd.setdefault(nid, _Kswapd())
-        return nid, k
-
     def _kswapd_wake(self, ev: Any) -> None:
-        _, k = self._node(ev.nid)
-        k.woke = True
-        if k.awake_since is None:
-            k.awake_since = ev.ts_ns
+        n, _ = self.kswapd_state.wake(ev.nid, ev.ts_ns, ev.order)
+        self.kswapd.setdefault(n.nid, _Spans())
 
     def _kswapd_sleep(self, ev: Any) -> None:
-        nid, k = self._node(ev.nid)
-        since = k.awake_since
-        if since is None:
-            if k.woke:
-                return  # a second sleep without a wake: nothing was awake
-            since = self.window.start_ns  # awake when the trace began
-        self._span(nid, k, since, ev.ts_ns)
-        k.awake_since = None
-        k.woke = True
+        span = self.kswapd_state.sleep(ev.nid, ev.ts_ns)
+        if span is not None:
+            self._span(span)
 
-    def _span(self, nid: int, k: _Kswapd, start: int, end: int) -> None:
-        if end <= start:
+    def _span(self, span: AwakeSpan) -> None:
+        k = self.kswapd.setdefault(span.nid, _Spans())
+        start, end = span.start_ns, span.end_ns
+        if end is None or end <= start:
             return
         if len(k.spans) < self.max_spans:
             k.spans.append((start, end))
         else:
             k.spans_dropped += 1
-        self.bins.spread(("kswapd_awake_ns", nid), start, end)
+        self.bins.spread(("kswapd_awake_ns", span.nid), start, end)
 
     def _shrink_slab(self, ev: Any) -> None:
         start = ev.ts_ns - ev.delta_ns
@@ -349,11 +338,10 @@ class TimelineCollector:
 
     def _close(self, end_ns: int) -> None:
         """At the window end, kswapd still awake is awake up to it."""
-        for nid, k in self.kswapd.items():
-            if k.awake_since is not None:
-                self._span(nid, k, k.awake_since, end_ns)
-                k.awake_since = None
+        for span in self.kswapd_state.close(end_ns):
+            self._span(span)
 
     def finish(self) -> None:
         """Close what is still open; a recording cut before its End closes nothing."""
-        self._close(self.window.end_ns)
+        if self.window.end_ns:
+            self._close(self.window.end_ns)

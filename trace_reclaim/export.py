@@ -2,7 +2,8 @@
 
 Every BPF record type becomes a table named after its ``enum event_type``
 member in ``bpf/events.h`` (``EV_DIRECT_RECLAIM`` -> ``direct_reclaim``),
-one row per record, its columns the decoded event's fields in order:
+one row per record (every type of the recording's tracers has its table,
+empty when none came), its columns the decoded event's fields in order:
 the ``event_header`` (``ts_ns``, ``pid`` (the thread), ``tgid``, ``cpu``,
 ``comm``) and the event's own.  Added columns:
 
@@ -43,6 +44,7 @@ from collections import Counter
 from typing import Any, Callable, Dict, IO, Iterable, List, Optional, Tuple
 
 from trace_reclaim import abi, events, gfp
+from trace_reclaim.events import _DECODERS
 from trace_reclaim.env import Environment, UserError
 from trace_reclaim.mmenums import COMPACT_PRIORITY, COMPACT_RETRY_RESULT, COMPACT_STATUS
 from trace_reclaim.recording import Reader, RecordingError
@@ -125,7 +127,8 @@ def _cstr(raw: bytes) -> str:
 class _EventRows:
     """Turn one record type's events into rows: fields, then the added columns."""
 
-    def __init__(self, ev: Any, header: Dict[str, Any], names: Dict[str, Dict[int, str]]) -> None:
+    def __init__(self, t: int, ev: Any, header: Dict[str, Any],
+                 names: Dict[str, Dict[int, str]]) -> None:
         fields = [f.name for f in dataclasses.fields(ev) if f.name != "type"]
         self.fields = fields
         self.columns = [f[4:] if f.startswith("raw_") and isinstance(getattr(ev, f), bytes)
@@ -141,7 +144,6 @@ class _EventRows:
         if "zid" in fields:
             extra.append(("zone", lambda e: str(zones[e.zid]) if 0 <= e.zid < len(zones)
                           else None))
-        t = ev.type
         if t == abi.value("EV_COMPACTION"):
             extra.append(("status_name", lambda e: COMPACT_STATUS.get(e.status)))
         elif t == abi.value("EV_COMPACT_RETRY"):
@@ -214,7 +216,7 @@ class _Exporter:
                 continue
             r = self.rows_of.get(type_id)
             if r is None:
-                r = self.rows_of[type_id] = _EventRows(ev, self.header, self.names)
+                r = self.rows_of[type_id] = _EventRows(type_id, ev, self.header, self.names)
             self._table(table_name(type_id), r.header_row()).write(r.row(ev, self.window))
 
     def _user(self, ev: Any) -> None:
@@ -265,6 +267,30 @@ class _Exporter:
             t = self._table(f"snapshot_{safe}", ["ts_ns", "when", "key", "value"])
             for k, v in _flatten("", d):
                 t.write([s.ts_ns, s.when, k, float(v)])
+
+    def declare(self, types: Iterable[int]) -> None:
+        """Give every event type of the recording's tracers a table, if only a header.
+
+        A recording without direct-reclaim stalls still has a ``direct_reclaim``
+        table, empty, so the same query runs on every recording.  Its columns
+        come from decoding an all-zero record (typed from those zeros).
+        """
+        for t in types:
+            if t in self.rows_of:
+                continue
+            size = getattr(_DECODERS.get(t), "size", None)
+            if not size:
+                continue
+            try:
+                ev = events.decode(t, bytes(size))
+            except events.DecodeError:
+                continue
+            if ev is None:
+                continue
+            r = self.rows_of[t] = _EventRows(t, ev, self.header, self.names)
+            table = self._table(table_name(t), r.header_row())
+            for c, v in zip(table.columns, r.row(ev, self.window)):
+                c.see(v)
 
     def close(self) -> None:
         for t in self.tables.values():
@@ -345,6 +371,7 @@ def export(path: str, out_dir: str, fmt: str, env: Environment,
                 reader = Reader(f)
                 for block in reader.blocks_of_records():
                     ex.feed(block)
+            ex.declare(t for name in corr.aggs for t in registry[name].event_types)
         except (OSError, RecordingError) as e:
             raise UserError(f"{path}: {e}", "the file changed since it was replayed") from None
         finally:

@@ -157,7 +157,8 @@ def _save_png(fig: Any, path: str) -> None:
     fig.savefig(buf, format="png", dpi=100)
     buf.seek(0)
     with Image.open(buf) as im:
-        im.convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(
+        im.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE,
+                                   dither=Image.Dither.NONE).save(
             path, format="PNG", optimize=True)
 
 
@@ -177,8 +178,10 @@ def _title(doc: Dict[str, Any], ctx: Ctx) -> str:
             f"{s.get('hostname') or '?'}, window not closed")
     if w.get("ended_by"):
         head += f" (ended by {w['ended_by']})"
-    if s.get("workload"):
-        head += f", workload {s['workload'] if isinstance(s['workload'], str) else ''}"
+    wl = s.get("workload")
+    name = wl.get("name") if isinstance(wl, dict) else wl
+    if isinstance(name, str) and name:
+        head += f", workload {name}"
     facts = [f"{t.get('direct_reclaim_stalls', 0)} direct-reclaim stalls "
              f"({fmt_ns(t.get('direct_reclaim_ns', 0))})",
              f"{t.get('kswapd_wakes', 0)} kswapd wakes",

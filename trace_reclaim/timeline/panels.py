@@ -416,6 +416,7 @@ def shrinkers(ax: Any, ctx: Ctx) -> None:
 
 
 def compaction(ax: Any, ctx: Ctx) -> None:
+    from matplotlib.colors import to_rgba
     from matplotlib.lines import Line2D
 
     marks = sorted(ctx.col.compactions.items, key=lambda m: m[1])
@@ -423,10 +424,14 @@ def compaction(ax: Any, ctx: Ctx) -> None:
         ok = [COMPACT_STATUS.get(m[3]) == "success" for m in marks]
         colors = [KCOMPACTD_COLOR if m[2] else DIRECT_COMPACT_COLOR for m in marks]
         dense = len(marks) > DENSE_MARKS
+        # Alpha baked into the colours: scatter(alpha=...) fills marks whose
+        # faces are all transparent (matplotlib 3.11).
+        alpha = 0.5 if dense else 1.0
+        edges = [to_rgba(c, alpha) for c in colors]
         ax.scatter([ctx.x(m[1]) for m in marks], [m[0] / 1e6 for m in marks],
-                   s=6 if dense else 16, alpha=0.5 if dense else 1.0,
-                   facecolors=[c if s else "none" for c, s in zip(colors, ok)],
-                   edgecolors=colors, linewidths=0.6 if dense else 0.9,
+                   s=6 if dense else 16,
+                   facecolors=[e if s else (0.0, 0.0, 0.0, 0.0) for e, s in zip(edges, ok)],
+                   edgecolors=edges, linewidths=0.6 if dense else 0.9,
                    gid="compaction-marks", zorder=3)
         ax.set_yscale("log")
         plain_log(ax)

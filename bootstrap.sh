@@ -92,7 +92,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
     say "installing Python dependencies into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff,serve]' >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff,serve,export]' >&2
     echo "$want_stamp" > "$stamp"
 fi
 
@@ -113,7 +113,9 @@ test)
     .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
         trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
         trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/compare.py \
-        trace_reclaim/exporter.py trace_reclaim/commands/serve.py trace_reclaim/tracers/
+        trace_reclaim/exporter.py trace_reclaim/commands/serve.py \
+        trace_reclaim/timeline/collect.py trace_reclaim/export.py \
+        trace_reclaim/tracers/
     say "pytest"
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
 *)

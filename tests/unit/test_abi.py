@@ -285,8 +285,17 @@ def test_the_bpf_programs_size_their_slot_maps_by_the_enums():
 
 
 def test_no_python_copy_of_the_abi():
-    """No EV_ number or header format written down again in the package or tests."""
-    roots = [PKG_DIR, os.path.join(os.path.dirname(PKG_DIR), "tests")]
+    """No EV_ number, header format or record format written down again in Python."""
+    header = abi.layout("event_header").fmt[1:]
+    formats = {lay.fmt[1:] for lay in abi.LAYOUTS.values()}
+    # each record's payload after the header, as a hand-written struct format would be
+    formats |= {f[len(header):] for f in formats if f.startswith(header) and f != header}
+    quoted = re.compile(r"""["']<?(%s)["']""" % "|".join(
+        re.escape(f) for f in sorted(formats, key=len, reverse=True)))
+    assigned = re.compile(r"^[ \t]*(?:EV|VMAP_EV|SLAB_CTX|VS|RECLAIMER|SLAB_OVERFLOW)_\w+"
+                          r"(?:\s*,\s*\w+)*\s*=\s*\(?-?\d", re.M)
+    roots = [PKG_DIR, os.path.join(os.path.dirname(PKG_DIR), "tests"),
+             os.path.join(os.path.dirname(PKG_DIR), "bench")]
     bad = []
     for root in roots:
         for d, _dirs, files in os.walk(root):
@@ -294,7 +303,6 @@ def test_no_python_copy_of_the_abi():
                 if not fn.endswith(".py") or fn == "test_abi.py":
                     continue
                 text = open(os.path.join(d, fn)).read()
-                for pat in (r"^\s*EV_\w+\s*=\s*\d", r"QIIII16s", r"^\s*VMAP_EV_\w+\s*=\s*\d",
-                            r"^\s*SLAB_CTX_\w+.*=\s*\d"):
-                    bad += [f"{fn}: {m}" for m in re.findall(pat, text, flags=re.M)]
-    assert not bad
+                bad += [f"{fn}: {m.group(0)}" for m in assigned.finditer(text)]
+                bad += [f"{fn}: {m.group(0)}" for m in quoted.finditer(text)]
+    assert not bad, "\n".join(bad)

@@ -126,6 +126,7 @@ class LiveSession:
         self._batch: List[bytes] = []
         self._stop: Optional[str] = None
         self.bpf: Any = None
+        self.compiler_output = ""  # bcc's compiler messages when load() failed
         # Read live between ticks, emitted as records at the tick: whether a
         # kswapd woke (zoneinfo is re-read then), and which threads stalled in
         # direct reclaim (their taskstats are read then).

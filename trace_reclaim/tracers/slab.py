@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Set, Tuple
 
 from trace_reclaim import events
 from trace_reclaim.stats import LatencyStats
-from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window
+from trace_reclaim.tracer import Aggregator, Attach, EpisodeFact, Tracer, Window
 
 __all__ = [
     "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
@@ -423,6 +423,20 @@ class SlabAggregator(Aggregator):
             return
         self.lifecycle.append(d)
         self._iv["creates" if d["event"] == "create" else "destroys"] += 1
+
+    # -- what the episode builder asks -----------------------------------------
+    def episode_fact(self, ev: Any) -> Optional[EpisodeFact]:
+        """A shrink_slab call adds to its episode's row for the shrinker's
+        callback, keyed by address (named at report time by ``symbolize``)."""
+        if ev.type != EV_SHRINK_SLAB:
+            return None
+        return EpisodeFact("shrinker", f"{ev.shrink:#x}", ev.nid, {
+            "calls": 1, "scanned": ev.scanned, "freed": max(0, ev.freed),
+            "time_ns": ev.delta_ns})
+
+    def symbolize(self, addr: int) -> Optional[str]:
+        """Shrinker callbacks, symbolized live by ``SlabTracer.sample``."""
+        return self.symbols.get(addr)
 
     # -- samples (recorded by SlabTracer.sample) ----------------------------
     def _cache(self, name: str) -> Optional[_Cache]:
@@ -841,15 +855,12 @@ class SlabTracer(Tracer):
             }
         return self._btf_facts
 
-    # Per-cache alloc/free counting; --no-slab-accounting turns it off.
-    cache_accounting: bool = True
-
     def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
         attaches, cflags = super().plan(probe)
         f = self.btf_facts(probe)
         acct = f["alloc_arg"] is not None and f["free_arg"] is not None and all(
             probe.tracepoint_exists("kmem", e) for e in ("kmem_cache_alloc", "kmem_cache_free"))
-        if acct and not self.cache_accounting:
+        if acct and not self.options.slab_cache_accounting:
             attaches.append(Attach(
                 family="kmem:kmem_cache_alloc/free per cache", chosen="off (--no-slab-accounting)",
                 rejected=[("raw tracepoints", "turned off: every allocation would pay the "

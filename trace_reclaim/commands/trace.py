@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from typing import Any, Dict, Iterator, Optional
 
 from trace_reclaim import tracers
@@ -70,9 +72,31 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     for m in plan.missing:
         env.warn(f"not tracing {m}")
     header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
-    with _delayacct(env, args.delayacct) as da:
+    with _sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
         header["delayacct"] = da
         return _trace(args, env, live, plan, header, registry)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Let SIGTERM interrupt the block like Ctrl-C, so its cleanup runs.
+
+    Without this, a SIGTERM while the BPF program compiles would kill the
+    process with kernel.task_delayacct still on.  While tracing, the
+    session's own handler takes over: the trace ends and the report follows.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextlib.contextmanager
@@ -86,15 +110,17 @@ def _delayacct(env: Environment, want: bool) -> Iterator[Dict[str, Any]]:
     if want and before is None:
         raise UserError("--delayacct: /proc/sys/kernel/task_delayacct does not exist",
                         "this kernel lacks CONFIG_TASK_DELAY_ACCT; run without --delayacct")
-    if want and not before:
-        try:
-            set_delayacct(env.procfs, True)
-        except OSError as e:
-            raise UserError(f"--delayacct: cannot enable delay accounting: {e.strerror}",
-                            "run as root, or without --delayacct") from None
-        state["turned_on_for_run"] = True
-        state["during"] = True
     try:
+        if want and not before:
+            # Marked before the write: an interrupt right after it still restores.
+            state["turned_on_for_run"] = True
+            try:
+                set_delayacct(env.procfs, True)
+            except OSError as e:
+                state["turned_on_for_run"] = False
+                raise UserError(f"--delayacct: cannot enable delay accounting: {e.strerror}",
+                                "run as root, or without --delayacct") from None
+            state["during"] = True
         yield state
     finally:
         if state["turned_on_for_run"]:

@@ -12,8 +12,11 @@ import time
 
 import pytest
 
-from trace_reclaim.examples import (_proc, anon_pressure, pressure, slab_churn, slab_dentries,
-                      vmalloc_fallback, vmalloc_huge, zram_lifecycle)
+from tests import ROOT
+from tests.livetools import machine_lock
+from trace_reclaim.examples import (_proc, _restore, anon_pressure, pressure, slab_churn,
+                                    slab_dentries, vmalloc_fallback, vmalloc_huge,
+                                    zram_lifecycle)
 
 PY = "/usr/bin/python3"
 
@@ -29,11 +32,16 @@ def _live_or_skip():
 
 @pytest.fixture(autouse=True)
 def machine_state():
-    """Require root; check every test leaves hugetlb, zram and swap as it found them."""
+    """Require root; check every test leaves hugetlb, zram and swap as it found them.
+
+    Holds the machine lock (re-entrant: the workloads take it again) so another
+    process's workload cannot change the state between the two snapshots.
+    """
     _live_or_skip()
-    before = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
-    yield before
-    after = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
+    with machine_lock():
+        before = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
+        yield before
+        after = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
     assert after == before
 
 
@@ -129,8 +137,11 @@ def test_slab_churn_and_loop():
 
 
 def _spawn(script, *args):
+    """Run a workload as its own process, inside this test's machine lock."""
+    env, fds = _restore.lock_for_child()
     return subprocess.Popen([PY, "-m", f"trace_reclaim.examples.{script[:-3]}", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=env, pass_fds=fds)
 
 
 def _wait_for(cond, timeout=20.0):
@@ -196,7 +207,7 @@ def test_pinned_dentries_restores_on_sigint(machine_state):
 
 def test_cli_error_format():
     p = subprocess.run([PY, "-m", "trace_reclaim.examples.slab_churn",
-                        "--dir", "/nonexistent/dir"], capture_output=True, text=True)
+                        "--dir", "/nonexistent/dir"], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 1
     assert p.stdout == ""
     assert p.stderr.startswith("error: ") and "\nhint: " in p.stderr

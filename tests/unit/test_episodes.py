@@ -10,7 +10,8 @@ from trace_reclaim.correlate import Correlator
 from trace_reclaim.episodes import BURST_GAP_NS, EpisodeBuilder, EpisodeFact
 from trace_reclaim.tracer import Window
 from trace_reclaim.tracers import registry
-from trace_reclaim.tracers.oom import Compaction, MarkVictim
+from trace_reclaim.tracers.compaction import Compaction
+from trace_reclaim.tracers.oom import MarkVictim
 from trace_reclaim.tracers.reclaim import DirectReclaim, KswapdSleep, KswapdWake, WakeupKswapd
 
 MS = 1_000_000

@@ -17,6 +17,7 @@ from trace_reclaim.correlate import Correlator
 from trace_reclaim.tracer import Window
 from trace_reclaim.tracers import registry
 from trace_reclaim.tracers import vmalloc as vm
+from trace_reclaim.tracers.vmalloc import aggregate as vm_aggregate
 from trace_reclaim.tracers.vmalloc import (AllocVmapArea, FreeVmapArea, KmallocLarge, PurgeVmapArea,
                              VmallocAggregator, VmallocPageAlloc, caller_of)
 
@@ -231,7 +232,7 @@ def test_reused_address_without_free_closes_old():
 
 
 def test_live_area_cap_counts_drops(monkeypatch):
-    monkeypatch.setattr(vm, "MAX_LIVE_AREAS", 5)
+    monkeypatch.setattr(vm_aggregate, "MAX_LIVE_AREAS", 5)
     s = run([alloc(10 + i, B + i * 0x10000, 20480, 1) for i in range(8)])
     assert s["counts"]["areas_dropped"] == 3
     assert len(s["live_at_end"]) == 5
@@ -240,8 +241,8 @@ def test_live_area_cap_counts_drops(monkeypatch):
 
 
 def test_listed_area_cap(monkeypatch):
-    monkeypatch.setattr(vm, "MAX_LISTED_AREAS", 3)
-    monkeypatch.setattr(vm, "MAX_LISTED_NOTABLE", 1)
+    monkeypatch.setattr(vm_aggregate, "MAX_LISTED_AREAS", 3)
+    monkeypatch.setattr(vm_aggregate, "MAX_LISTED_NOTABLE", 1)
     evs: List[Any] = []
     for i in range(6):
         evs += [alloc(10 * i, B + i * 0x10000, 20480, 1), free(10 * i + 5, B + i * 0x10000)]
@@ -255,7 +256,7 @@ def test_listed_area_cap(monkeypatch):
 
 
 def test_pending_state_is_bounded(monkeypatch):
-    monkeypatch.setattr(vm, "MAX_PENDING", 4)
+    monkeypatch.setattr(vm_aggregate, "MAX_PENDING", 4)
     agg = VmallocAggregator(Window())
     for t in range(20):
         agg.feed(kmalloc(t, REQ, tid=t))

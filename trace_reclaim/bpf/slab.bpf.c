@@ -205,10 +205,15 @@ struct slab_cache_name {
  * Counts live in a direct-mapped per-CPU array indexed by a hash of the
  * cache pointer: an array lookup the verifier inlines, where a hash map
  * lookup is a helper call and a jhash (measured: ~45 ns vs ~10 ns marginal
- * per event).  A slot taken by another cache is evicted into the per-CPU
- * hash, so nothing is lost; user space adds both.  Counts are cumulative
- * since attach; programs on one CPU never nest (bpf_prog->active), so
- * plain increments are safe.
+ * per event).  The first cache to use a slot on a CPU owns it for good; a
+ * cache that finds its slot owned by another counts in the per-CPU hash.
+ * Counts never move between the two, so every counter only grows and user
+ * space, which reads the hash and the slots at slightly different times,
+ * always sees a consistent, non-decreasing total per cache.  (An earlier
+ * version evicted the owner into the hash on a collision: a read that fell
+ * between the hash and the slot then missed the evicted counts, and the
+ * next read's rebound was counted as new events, tens of thousands of them
+ * for two hot caches sharing a slot.)  Counts are cumulative since attach.
  */
 BPF_PERCPU_ARRAY(slab_cache_slots, struct slab_cache_slot, SLAB_SLOTS);
 BPF_PERCPU_HASH(slab_cache_counts, __u64, struct slab_cache_counts, MAX_SLAB_CACHES);
@@ -234,8 +239,8 @@ static __always_inline void slab_cache_name_once(__u64 s)
 	slab_cache_names.insert(&s, &n);
 }
 
-/* Move a slot's counts into the hash (rare: first use or a collision). */
-static __always_inline void slab_cache_evict(__u64 s, __u64 allocs, __u64 frees)
+/* Count in the hash: a cache whose slot another cache owns on this CPU. */
+static __always_inline void slab_cache_count_hashed(__u64 s, int is_free)
 {
 	struct slab_cache_counts zero = {}, *c;
 	__u32 k = 0;
@@ -248,33 +253,35 @@ static __always_inline void slab_cache_evict(__u64 s, __u64 allocs, __u64 frees)
 		if (!c) {
 			over = slab_cache_overflow.lookup(&k);
 			if (over)
-				*over += allocs + frees;
+				*over += 1;
 			return;
 		}
+		slab_cache_name_once(s);
 	}
-	c->allocs += allocs;
-	c->frees += frees;
+	if (is_free)
+		c->frees++;
+	else
+		c->allocs++;
 }
 
 static __always_inline void slab_cache_count(__u64 s, int is_free)
 {
 	__u32 slot = (__u32)((s * 0x9E3779B97F4A7C15ULL) >> (64 - SLAB_SLOTS_SHIFT));
 	struct slab_cache_slot *e = slab_cache_slots.lookup(&slot);
-	__u64 old, allocs, frees;
 
 	if (!e || !s)
 		return;
 	if (e->cache != s) {
-		/* reset the slot first: a concurrent reader may then
-		 * undercount for a moment, never count twice */
-		old = e->cache;
-		allocs = e->allocs;
-		frees = e->frees;
-		e->cache = s;
-		e->allocs = 0;
-		e->frees = 0;
-		if (old)
-			slab_cache_evict(old, allocs, frees);
+		/*
+		 * Claim a free slot atomically: the alloc and free programs are
+		 * two programs, and one can interrupt the other on this CPU
+		 * (an RCU callback freeing in softirq), so a plain store could
+		 * hand a slot already counting for one cache to another.
+		 */
+		if (e->cache || __sync_val_compare_and_swap(&e->cache, 0, s) != 0) {
+			slab_cache_count_hashed(s, is_free);
+			return;
+		}
 		slab_cache_name_once(s);
 	}
 	if (is_free)

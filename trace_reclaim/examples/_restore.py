@@ -188,6 +188,30 @@ def hugetlb_ballast(pages):
 
 _LOCK_PATH = "/run/lock/trace-reclaim-examples.lock"
 _lock_state = threading.local()
+#: A process started by a lock holder on its behalf finds the holder's lock fd here.
+LOCK_FD_ENV = "TRACE_RECLAIM_LOCK_FD"
+
+
+def _inherited_lock(path):
+    """Whether this process inherited the lock: LOCK_FD_ENV names an open fd of ``path``.
+
+    flock() locks belong to the open file description, which a child shares
+    with the parent that holds it: the child runs inside the parent's lock.
+    """
+    try:
+        fd = int(os.environ.get(LOCK_FD_ENV, ""))
+        st, want = os.fstat(fd), os.stat(path)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino)
+
+
+def lock_for_child():
+    """(env, pass_fds) for a child process that should run inside this process's lock."""
+    fd = getattr(_lock_state, "fd", None)
+    if fd is None:
+        raise RuntimeError("lock_for_child() outside machine_lock()")
+    return dict(os.environ, **{LOCK_FD_ENV: str(fd)}), (fd,)
 
 
 @contextlib.contextmanager
@@ -195,11 +219,12 @@ def machine_lock(timeout=120.0, path=_LOCK_PATH):
     """Hold an flock so only one workload changes machine-wide state at a time.
 
     Re-entrant within a process (fallback calls the vmalloc trigger, anon
-    pressure uses a ballast).  Waits up to ``timeout`` seconds for another
+    pressure uses a ballast), and inherited by a child started with
+    ``lock_for_child()``.  Waits up to ``timeout`` seconds for another
     workload to finish.
     """
     depth = getattr(_lock_state, "depth", 0)
-    if depth:
+    if depth or _inherited_lock(path):
         _lock_state.depth = depth + 1
         try:
             yield
@@ -222,10 +247,12 @@ def machine_lock(timeout=120.0, path=_LOCK_PATH):
                     ) from None
                 time.sleep(0.1)
         _lock_state.depth = 1
+        _lock_state.fd = fd
         try:
             yield
         finally:
             _lock_state.depth = 0
+            _lock_state.fd = None
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

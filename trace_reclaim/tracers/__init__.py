@@ -1,7 +1,11 @@
 """One module per kernel area: its BPF program, its events, its report section.
 
-Each tracer implements the core's tracer API (``trace_reclaim.tracer``);
-``registry()`` is the one place that lists them, for the commands.
+``reclaim`` (kswapd, direct reclaim), ``vmalloc`` and ``slab`` (packages,
+split by what the code does: records, aggregation, rendering, reading /proc
+and /sys), ``compaction`` (records and counts the ``oom`` tracer's program
+produces) and ``oom`` (retry decisions, OOM kills).  Each tracer implements
+the core's tracer API (``trace_reclaim.tracer``); ``registry()`` is the one
+place that lists them, for the commands.
 """
 
 from __future__ import annotations

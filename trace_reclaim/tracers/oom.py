@@ -9,30 +9,32 @@ reclaim_retry_zone and compact_retry; mark_victim since 4.7); mark_victim's
 rss fields since 6.2.  Read in that order they are the allocator's last
 steps before an OOM kill: reclaim made no progress, compaction gave up,
 then a victim was marked.
+
+Compaction's records and counts live in ``tracers.compaction``; this module
+holds the reclaim retry decisions, the OOM victims, and the tracer that loads
+``bpf/oom.bpf.c`` for all of them (named ``oom`` in recordings).
 """
 
 from __future__ import annotations
 
 import struct
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List
 
 from trace_reclaim import events
-from trace_reclaim.mmenums import COMPACT_RETRY_RESULT, COMPACT_STATUS
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
+from trace_reclaim.tracers.compaction import C_STRUCTS as COMPACTION_STRUCTS
+from trace_reclaim.tracers.compaction import (EV_COMPACT_RETRY, EV_COMPACTION, CompactionStats,
+                                              render_compact_retry, render_compaction)
 
 __all__ = [
-    "EV_MARK_VICTIM", "EV_COMPACTION", "EV_RECLAIM_RETRY_ZONE", "EV_COMPACT_RETRY",
-    "MarkVictim", "Compaction", "ReclaimRetryZone", "CompactRetry",
+    "EV_MARK_VICTIM", "EV_RECLAIM_RETRY_ZONE", "MarkVictim", "ReclaimRetryZone",
     "OomTracer", "OomAggregator", "TRACER",
 ]
 
 EV_MARK_VICTIM = 48
-EV_COMPACTION = 49
 EV_RECLAIM_RETRY_ZONE = 50
-EV_COMPACT_RETRY = 51
 
 MAX_VICTIMS = 256
 
@@ -61,23 +63,6 @@ class MarkVictim(events.Event):
 
 
 @dataclass(slots=True)
-class Compaction(events.Event):
-    """One compact_zone() run; ``ts_ns`` is when it ended."""
-
-    delta_ns: int
-    zone_start_pfn: int
-    zone_end_pfn: int
-    migrate_pfn: int
-    free_pfn: int
-    status: int
-    sync: int
-
-    @property
-    def start_ns(self) -> int:
-        return self.ts_ns - self.delta_ns
-
-
-@dataclass(slots=True)
 class ReclaimRetryZone(events.Event):
     reclaimable_pages: int
     available_pages: int
@@ -87,16 +72,6 @@ class ReclaimRetryZone(events.Event):
     order: int
     no_progress_loops: int
     wmark_check: int
-
-
-@dataclass(slots=True)
-class CompactRetry(events.Event):
-    order: int
-    priority: int
-    result: int
-    retries: int
-    max_retries: int
-    retry: int
 
 
 _VICTIM = struct.Struct("<QIIII16sQQQQQIIiI16s")
@@ -114,23 +89,16 @@ def _decode_mark_victim(payload: bytes) -> MarkVictim:
 _decode_mark_victim.size = _VICTIM.size  # type: ignore[attr-defined]
 
 events.register(EV_MARK_VICTIM, _decode_mark_victim)
-events.register(EV_COMPACTION, events.struct_decoder(Compaction, "QQQQQiI", 7))
 events.register(EV_RECLAIM_RETRY_ZONE,
                 events.struct_decoder(ReclaimRetryZone, "QQQiiiiII", 8))
-events.register(EV_COMPACT_RETRY, events.struct_decoder(CompactRetry, "iiiiiI", 6))
 
 
 # bpf/events.h struct per record type (tests/test_events_h.py checks sizes).
 C_STRUCTS = {
     EV_MARK_VICTIM: "mark_victim_event",
-    EV_COMPACTION: "compaction_event",
     EV_RECLAIM_RETRY_ZONE: "reclaim_retry_zone_event",
-    EV_COMPACT_RETRY: "compact_retry_event",
+    **COMPACTION_STRUCTS,
 }
-
-
-def is_kcompactd(comm: str) -> bool:
-    return comm.startswith("kcompactd")
 
 
 class OomAggregator(Aggregator):
@@ -142,21 +110,20 @@ class OomAggregator(Aggregator):
         super().__init__(window)
         self.victims: List[Dict[str, Any]] = []
         self.victims_dropped = 0
-        self.compaction_lat = {"direct": LatencyStats(), "kcompactd": LatencyStats()}
-        self.compaction_status: Counter[str] = Counter()
+        self.compaction = CompactionStats()
         self.reclaim_retries = 0
         self.reclaim_retry_max_loops = 0
         self.reclaim_retry_wmark_fail = 0
-        self.compact_retries = 0
-        self.compact_retry_gave_up = 0
-        self.compact_retry_results: Counter[str] = Counter()
+
+    @property
+    def compaction_lat(self) -> Dict[str, LatencyStats]:
+        """compact_zone() latency by who ran it (direct, kcompactd)."""
+        return self.compaction.lat
 
     def feed(self, ev: Any) -> None:
         t = ev.type
         if t == EV_COMPACTION:
-            who = "kcompactd" if is_kcompactd(ev.comm) else "direct"
-            self.compaction_lat[who].add(ev.delta_ns)
-            self.compaction_status[COMPACT_STATUS.get(ev.status, str(ev.status))] += 1
+            self.compaction.add_compaction(ev)
         elif t == EV_RECLAIM_RETRY_ZONE:
             self.reclaim_retries += 1
             self.reclaim_retry_max_loops = max(self.reclaim_retry_max_loops,
@@ -164,11 +131,7 @@ class OomAggregator(Aggregator):
             if not ev.wmark_check:
                 self.reclaim_retry_wmark_fail += 1
         elif t == EV_COMPACT_RETRY:
-            self.compact_retries += 1
-            if not ev.retry:
-                self.compact_retry_gave_up += 1
-            self.compact_retry_results[
-                COMPACT_RETRY_RESULT.get(ev.result, str(ev.result))] += 1
+            self.compaction.add_compact_retry(ev)
         elif t == EV_MARK_VICTIM:
             if len(self.victims) >= MAX_VICTIMS:
                 self.victims_dropped += 1
@@ -176,19 +139,12 @@ class OomAggregator(Aggregator):
             self.victims.append(ev.as_json())
 
     def report(self) -> Dict[str, Any]:
-        comp = {}
-        for who, lat in self.compaction_lat.items():
-            s = lat.summary()
-            comp[who] = {"runs": s["count"], "total_ns": s["total"], "p50_ns": s["p50"],
-                         "p99_ns": s["p99"], "max_ns": s["max"]}
         return {
-            "compaction": {**comp, "status": dict(sorted(self.compaction_status.items()))},
+            "compaction": self.compaction.compaction(),
             "reclaim_retry_zone": {"calls": self.reclaim_retries,
                                    "max_no_progress_loops": self.reclaim_retry_max_loops,
                                    "wmark_check_failed": self.reclaim_retry_wmark_fail},
-            "compact_retry": {"calls": self.compact_retries,
-                              "gave_up": self.compact_retry_gave_up,
-                              "results": dict(sorted(self.compact_retry_results.items()))},
+            "compact_retry": self.compaction.compact_retry(),
             "victims": self.victims,
             "victims_dropped": self.victims_dropped,
         }
@@ -209,20 +165,11 @@ class OomAggregator(Aggregator):
                  str(vm["oom_kill"]) if "oom_kill" in vm else "-", "oom_kill"]]
 
     def render(self, section: Dict[str, Any]) -> List[str]:
-        from trace_reclaim.report import fmt_ns
-
-        c = section["compaction"]
-        out = []
-        for who in ("direct", "kcompactd"):
-            s = c[who]
-            out.append(f"Compaction ({who}): {s['runs']} runs, {fmt_ns(s['total_ns'])}, "
-                       f"p99 {fmt_ns(s['p99_ns'])}, max {fmt_ns(s['max_ns'])}")
-        if c["status"]:
-            out.append("  results: " + ", ".join(f"{k} x{v}" for k, v in c["status"].items()))
-        r, cr = section["reclaim_retry_zone"], section["compact_retry"]
+        out = render_compaction(section["compaction"])
+        r = section["reclaim_retry_zone"]
         out.append(f"should_reclaim_retry: {r['calls']} zone checks "
                    f"(max {r['max_no_progress_loops']} no-progress loops)")
-        out.append(f"should_compact_retry: {cr['calls']} ({cr['gave_up']} gave up)")
+        out += render_compact_retry(section["compact_retry"])
         if not section["victims"]:
             out.append("OOM kills: none")
         for v in section["victims"]:

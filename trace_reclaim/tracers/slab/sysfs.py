@@ -1,7 +1,7 @@
-"""Read SLUB's own accounting: /sys/kernel/slab, dentry/inode state, /dev/kmsg.
+"""Read SLUB's per-cache directories: /sys/kernel/slab.
 
-Everything here runs only inside ``SlabTracer.sample()`` in a live session;
-what it returns is recorded, so replay needs none of it.
+Runs only inside ``SlabTracer.sample()`` in a live session; what it returns
+is recorded, so replay needs none of it.
 
 /sys/kernel/slab (CONFIG_SYSFS, SLUB) has one directory per real cache and
 one symlink per alias.  A mergeable cache's directory is named by its
@@ -18,17 +18,12 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
-__all__ = ["SYS_SLAB", "read_sys_slab", "parse_dentry_state", "parse_inode_state",
-           "KmsgReader", "SLAB_WARNINGS", "parse_slabs_cpu_partial"]
+__all__ = ["SYS_SLAB", "read_sys_slab", "sample_sys_slab", "parse_slabs_cpu_partial"]
 
 SYS_SLAB = "/sys/kernel/slab"
 # Per-cache files read in a full snapshot (start, end, and for caches asked for).
 _FULL_FILES = ("objects", "objects_partial", "total_objects", "objs_per_slab",
                "cpu_partial", "reclaim_account", "destroy_by_rcu", "object_size")
-# The kernel's warning when a cache is destroyed with live objects (mm/slab_common.c:
-# "kmem_cache_destroy %s: Slab cache still has objects when called from %pS").
-SLAB_WARNINGS = ("Slab cache still has objects",)
-MAX_KMSG_LINES = 64
 
 
 def _read_int(path: str) -> Optional[int]:
@@ -99,62 +94,21 @@ def read_sys_slab(root: str = SYS_SLAB, full: bool = False,
     return {"caches": caches, "links": links, "readable": True}
 
 
-def parse_dentry_state(text: str) -> Dict[str, int]:
-    """/proc/sys/fs/dentry-state: nr_dentry, nr_unused (on the LRU), nr_negative."""
-    v = [int(x) for x in text.split()]
-    out = {"nr_dentry": v[0], "nr_unused": v[1]} if len(v) >= 2 else {}
-    if len(v) >= 5:
-        out["nr_negative"] = v[4]
-    return out
+def sample_sys_slab(procfs: Any, when: str, state: Dict[str, Any],
+                    data: Dict[str, Any]) -> None:
+    """Put /sys/kernel/slab into ``data`` when it is worth recording.
 
-
-def parse_inode_state(text: str) -> Dict[str, int]:
-    """/proc/sys/fs/inode-state: nr_inodes, nr_free_inodes (unused)."""
-    v = [int(x) for x in text.split()]
-    return {"nr_inodes": v[0], "nr_unused": v[1]} if len(v) >= 2 else {}
-
-
-class KmsgReader:
-    """Read new /dev/kmsg records since trace start, without blocking.
-
-    Keeps only lines about slab caches (``SLAB_WARNINGS``), bounded.
+    Full at start and end; at ticks the structure (directories, links,
+    ``aliases``) plus the attributes of the reclaimable caches, and only when
+    the structure changed since ``state["sys_key"]``.
     """
-
-    def __init__(self, path: str = "/dev/kmsg") -> None:
-        self.fd: Optional[int] = None
-        self.error = ""
-        try:
-            self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            os.lseek(self.fd, 0, os.SEEK_END)
-        except OSError as e:
-            self.error = f"{path}: {e.strerror}"
-            self.close()
-
-    def read(self) -> List[str]:
-        out: List[str] = []
-        if self.fd is None:
-            return out
-        for _ in range(10000):
-            try:
-                rec = os.read(self.fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno == 32:  # EPIPE: records overwritten; go on
-                    continue
-                break
-            if not rec:
-                break
-            text = rec.decode("utf-8", "replace")
-            msg = text.split(";", 1)[1].split("\n", 1)[0] if ";" in text else text
-            if any(w in msg for w in SLAB_WARNINGS) and len(out) < MAX_KMSG_LINES:
-                out.append(msg.strip())
-        return out
-
-    def close(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+    root = procfs.path(SYS_SLAB)
+    sysfs = read_sys_slab(root, full=(when != "tick"), only=state["reclaimable"])
+    if when == "start":
+        state["reclaimable"] = [d for d, a in sysfs["caches"].items()
+                                if a.get("reclaim_account") == 1]
+    key = (tuple(sorted((d, a["ino"], a["aliases"]) for d, a in sysfs["caches"].items())),
+           tuple(sorted((n, t, i) for n, (t, i) in sysfs["links"].items())))
+    if when != "tick" or key != state["sys_key"]:
+        data["sys_slab"] = sysfs
+    state["sys_key"] = key

@@ -1,0 +1,123 @@
+"""Compaction: compact_zone() runs by result, and the allocator's should_compact_retry().
+
+Kernel side: ``bpf/oom.bpf.c`` (the ``oom`` tracer loads it; recordings name
+that tracer) on ``compaction:mm_compaction_begin/end`` (compact_zone(),
+paired per thread in the kernel, CONFIG_COMPACTION) and ``oom:compact_retry``
+(should_compact_retry() in the page allocator's slow path; since Linux 4.10,
+commit 5e4ad6dfd6a1).  kcompactd's runs are told from direct compaction by
+the task's comm.  Result names come from include/trace/events/compaction.h
+(``mmenums``).  Pure: events in, the ``oom`` section's compaction parts out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+from trace_reclaim import events
+from trace_reclaim.mmenums import COMPACT_RETRY_RESULT, COMPACT_STATUS
+from trace_reclaim.report import fmt_ns
+from trace_reclaim.stats import LatencyStats
+
+__all__ = [
+    "EV_COMPACTION", "EV_COMPACT_RETRY", "Compaction", "CompactRetry", "C_STRUCTS",
+    "CompactionStats", "is_kcompactd", "render_compaction", "render_compact_retry",
+]
+
+EV_COMPACTION = 49
+EV_COMPACT_RETRY = 51
+
+
+@dataclass(slots=True)
+class Compaction(events.Event):
+    """One compact_zone() run; ``ts_ns`` is when it ended."""
+
+    delta_ns: int
+    zone_start_pfn: int
+    zone_end_pfn: int
+    migrate_pfn: int
+    free_pfn: int
+    status: int
+    sync: int
+
+    @property
+    def start_ns(self) -> int:
+        return self.ts_ns - self.delta_ns
+
+
+@dataclass(slots=True)
+class CompactRetry(events.Event):
+    order: int
+    priority: int
+    result: int
+    retries: int
+    max_retries: int
+    retry: int
+
+
+events.register(EV_COMPACTION, events.struct_decoder(Compaction, "QQQQQiI", 7))
+events.register(EV_COMPACT_RETRY, events.struct_decoder(CompactRetry, "iiiiiI", 6))
+
+# bpf/events.h struct per record type (tests/test_events_h.py checks sizes).
+C_STRUCTS = {
+    EV_COMPACTION: "compaction_event",
+    EV_COMPACT_RETRY: "compact_retry_event",
+}
+
+
+def is_kcompactd(comm: str) -> bool:
+    return comm.startswith("kcompactd")
+
+
+class CompactionStats:
+    """Compaction runs (direct and kcompactd) by result; should_compact_retry() calls."""
+
+    def __init__(self) -> None:
+        self.lat = {"direct": LatencyStats(), "kcompactd": LatencyStats()}
+        self.status: Counter[str] = Counter()
+        self.retries = 0
+        self.retry_gave_up = 0
+        self.retry_results: Counter[str] = Counter()
+
+    def add_compaction(self, ev: Compaction) -> None:
+        who = "kcompactd" if is_kcompactd(ev.comm) else "direct"
+        self.lat[who].add(ev.delta_ns)
+        self.status[COMPACT_STATUS.get(ev.status, str(ev.status))] += 1
+
+    def add_compact_retry(self, ev: CompactRetry) -> None:
+        self.retries += 1
+        if not ev.retry:
+            self.retry_gave_up += 1
+        self.retry_results[COMPACT_RETRY_RESULT.get(ev.result, str(ev.result))] += 1
+
+    def compaction(self) -> Dict[str, Any]:
+        """The section's ``compaction``: runs and latency by who, results."""
+        comp = {}
+        for who, lat in self.lat.items():
+            s = lat.summary()
+            comp[who] = {"runs": s["count"], "total_ns": s["total"], "p50_ns": s["p50"],
+                         "p99_ns": s["p99"], "max_ns": s["max"]}
+        return {**comp, "status": dict(sorted(self.status.items()))}
+
+    def compact_retry(self) -> Dict[str, Any]:
+        """The section's ``compact_retry``: should_compact_retry() calls and results."""
+        return {"calls": self.retries, "gave_up": self.retry_gave_up,
+                "results": dict(sorted(self.retry_results.items()))}
+
+
+def render_compaction(c: Dict[str, Any]) -> List[str]:
+    """Text lines for a section's ``compaction``."""
+    out = []
+    for who in ("direct", "kcompactd"):
+        s = c[who]
+        out.append(f"Compaction ({who}): {s['runs']} runs, {fmt_ns(s['total_ns'])}, "
+                   f"p99 {fmt_ns(s['p99_ns'])}, max {fmt_ns(s['max_ns'])}")
+    if c["status"]:
+        out.append("  results: " + ", ".join(f"{k} x{v}" for k, v in c["status"].items()))
+    return out
+
+
+def render_compact_retry(cr: Dict[str, Any]) -> List[str]:
+    """Text line for a section's ``compact_retry``."""
+    return [f"should_compact_retry: {cr['calls']} ({cr['gave_up']} gave up)"]

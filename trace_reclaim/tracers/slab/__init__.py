@@ -1,0 +1,227 @@
+"""Slab: shrink_slab per shrinker, per-cache accounting, kmem_cache lifecycle.
+
+Kernel side: ``bpf/slab.bpf.c``.  ``vmscan:mm_shrink_slab_start/end``
+(since Linux 3.0) are paired per thread into one record; raw tracepoints on
+``mm_vmscan_{direct,memcg,node}_reclaim_begin/end`` say which reclaim ran
+the shrinker.  ``kmem:kmem_cache_alloc/free`` are counted in the kernel
+per ``struct kmem_cache *`` (raw tracepoints, per-CPU hash) and read once per
+interval; the cache name is read once per pointer at the offset BTF gives
+for ``kmem_cache.name``.  kmalloc()/kfree() fire ``kmem:kmalloc/kfree``,
+which carry no cache pointer, so the kmalloc-* caches are not counted, and
+neither are kmem_cache_alloc_bulk/free_bulk (no per-object tracepoint).
+
+There is no tracepoint for kmem_cache_create/destroy.  fentry/fexit on
+``kmem_cache_destroy``/``__kmem_cache_create_args`` give exact events where
+they load (cflag SLAB_LIFECYCLE_FENTRY); otherwise creation and destruction
+are found by comparing /sys/kernel/slab and /proc/slabinfo between
+intervals, so their timing is only known to the interval.
+
+This package is laid out by what the code does: ``records`` (the event
+records and their decoders), ``aggregate`` (the aggregator), ``shrinkers``,
+``drain`` (never-drains verdicts), ``lifecycle`` (merged caches and
+creations/destructions from /sys/kernel/slab), ``render`` (the text section);
+``slabinfo``, ``sysfs`` and ``kmsg`` read /proc, /sys/kernel/slab and
+/dev/kmsg in a live session.  Here: the tracer (BPF program, attach plan,
+``sample()``).
+"""
+
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+from trace_reclaim import events
+from trace_reclaim.tracer import Attach, Tracer, Window
+from trace_reclaim.tracers.slab import kmsg, slabinfo, sysfs
+from trace_reclaim.tracers.slab.aggregate import (MAX_LIFECYCLE, MAX_SERIES, MAX_SHRINKERS,
+                                                  MAX_SLAB_CACHES, SlabAggregator)
+from trace_reclaim.tracers.slab.drain import (DRAIN_FRACTION, MIN_GROWTH, MIN_HELD, SETTLE_NS,
+                                              never_drains)
+from trace_reclaim.tracers.slab.lifecycle import diff_lifecycle
+from trace_reclaim.tracers.slab.records import (C_STRUCTS, EV_KMEM_CACHE_CREATE,
+                                                EV_KMEM_CACHE_DESTROY, EV_SHRINK_SLAB,
+                                                KmemCacheEvent, ShrinkSlab)
+from trace_reclaim.tracers.slab.shrinkers import FUTILE_CALLS
+from trace_reclaim.tracers.slab.slabinfo import slabinfo_tolerance
+
+__all__ = [
+    "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY", "C_STRUCTS",
+    "ShrinkSlab", "KmemCacheEvent", "SlabTracer", "SlabAggregator", "TRACER",
+    "MAX_SLAB_CACHES", "MAX_SHRINKERS", "MAX_LIFECYCLE", "MAX_SERIES", "FUTILE_CALLS",
+    "DRAIN_FRACTION", "MIN_GROWTH", "MIN_HELD", "SETTLE_NS",
+    "diff_lifecycle", "never_drains", "slabinfo_tolerance",
+]
+
+
+class SlabTracer(Tracer):
+    """shrink_slab per shrinker, kmem_cache_alloc/free per cache, cache lifecycle."""
+
+    name: ClassVar[str] = "slab"
+    bpf_source: ClassVar[str] = "slab.bpf.c"
+    cflag: ClassVar[str] = "WITH_SLAB"
+    tracepoints: ClassVar[Any] = (
+        ("vmscan", "mm_shrink_slab_start"),
+        ("vmscan", "mm_shrink_slab_end"),
+    )
+    raw_tracepoints: ClassVar[Any] = (
+        ("kmem", "kmem_cache_alloc"), ("kmem", "kmem_cache_free"),
+        ("vmscan", "mm_vmscan_direct_reclaim_begin"),
+        ("vmscan", "mm_vmscan_direct_reclaim_end"),
+        ("vmscan", "mm_vmscan_memcg_reclaim_begin"),
+        ("vmscan", "mm_vmscan_memcg_reclaim_end"),
+        ("vmscan", "mm_vmscan_node_reclaim_begin"),
+        ("vmscan", "mm_vmscan_node_reclaim_end"),
+    )
+    event_types: ClassVar[Any] = (EV_SHRINK_SLAB, EV_KMEM_CACHE_CREATE,
+                                  EV_KMEM_CACHE_DESTROY)
+
+    def __init__(self) -> None:
+        self._state: Dict[str, Any] = {}
+        self._btf_facts: Optional[Dict[str, Any]] = None
+
+    def btf_facts(self, probe: Any) -> Dict[str, Any]:
+        """kmem_cache.name offset and raw tracepoint argument indexes, from BTF."""
+        if self._btf_facts is None:
+
+            btf = probe.btf_types
+            self._btf_facts = {
+                "name_off": btf.member_offset("kmem_cache", "name") if btf else None,
+                "alloc_arg": btf.raw_tp_arg("kmem_cache_alloc", "kmem_cache") if btf else None,
+                "free_arg": btf.raw_tp_arg("kmem_cache_free", "kmem_cache") if btf else None,
+                "btf": btf is not None,
+            }
+        return self._btf_facts
+
+    def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
+        attaches, cflags = super().plan(probe)
+        f = self.btf_facts(probe)
+        acct = f["alloc_arg"] is not None and f["free_arg"] is not None and all(
+            probe.tracepoint_exists("kmem", e) for e in ("kmem_cache_alloc", "kmem_cache_free"))
+        if acct and not self.options.slab_cache_accounting:
+            attaches.append(Attach(
+                family="kmem:kmem_cache_alloc/free per cache", chosen="off (--no-slab-accounting)",
+                rejected=[("raw tracepoints", "turned off: every allocation would pay the "
+                           "kernel's BPF dispatch; /proc/slabinfo deltas remain")]))
+        elif acct:
+            name_off = -1 if f["name_off"] is None else f["name_off"]
+            cflags += ["-DSLAB_CACHE_ACCOUNTING",
+                       f"-DKMEM_CACHE_ALLOC_ARG={f['alloc_arg']}",
+                       f"-DKMEM_CACHE_FREE_ARG={f['free_arg']}",
+                       f"-DKMEM_CACHE_NAME_OFF={name_off}",
+                       f"-DMAX_SLAB_CACHES={MAX_SLAB_CACHES}",
+                       f"-DMAX_SHRINKERS={MAX_SHRINKERS}"]
+            names = ("names read at kmem_cache.name offset {} from BTF".format(f["name_off"])
+                     if f["name_off"] is not None else "no names: kmem_cache.name not in BTF")
+            attaches.append(Attach(
+                family="kmem:kmem_cache_alloc/free per cache",
+                chosen=f"raw tracepoints, per-CPU slots by struct kmem_cache * "
+                       f"(args[{f['alloc_arg']}]/args[{f['free_arg']}]); {names}",
+                rejected=[("tracepoint kmem:kmem_cache_alloc name string",
+                           "string-keyed counting costs ~9x the pointer key")]))
+        else:
+            attaches.append(Attach(
+                family="kmem:kmem_cache_alloc/free per cache", chosen="none",
+                rejected=[("raw tracepoints", "no btf_trace_kmem_cache_* prototype with "
+                           "a struct kmem_cache * in this kernel's BTF")], ok=True))
+        rejected = []
+        kp_ok, kp_why = probe.kprobes
+        if not kp_ok:
+            rejected.append(("kprobe kmem_cache_destroy", kp_why))
+        fe_ok, fe_why = probe.fentry
+        if fe_ok and f["name_off"] is not None:
+            cflags.append("-DSLAB_LIFECYCLE_FENTRY")
+            chosen = "fentry kmem_cache_destroy, fexit __kmem_cache_create_args"
+        else:
+            rejected.append(("fentry kmem_cache_destroy", fe_why))
+            chosen = ("/sys/kernel/slab + /proc/slabinfo compared each interval "
+                      "(timing approximate to the interval)")
+        attaches.append(Attach(family="kmem_cache lifecycle", chosen=chosen,
+                               rejected=rejected))
+        return attaches, cflags
+
+    def aggregator(self, window: Window) -> SlabAggregator:
+        return SlabAggregator(window)
+
+    def header(self, probe: Any) -> Dict[str, Any]:
+        f = self.btf_facts(probe)
+        return {"ncpus": os.cpu_count() or 1, "kmem_cache_name_offset": f["name_off"],
+                "kmem_cache_alloc_arg": f["alloc_arg"], "kmem_cache_free_arg": f["free_arg"]}
+
+    # -- live reading -----------------------------------------------------
+    def sample(self, bpf: Any, procfs: Any, ts_ns: int, when: str) -> List[Any]:
+        st = self._state
+        if when == "start" or st.get("bpf") is not bpf:
+            if st.get("kmsg") is not None:
+                st["kmsg"].close()
+            st.clear()
+            st.update(bpf=bpf, symbols=set(), slabinfo={}, sys_key=None, reclaimable=[],
+                      kmsg=kmsg.KmsgReader(procfs.path("/dev/kmsg")))
+        data: Dict[str, Any] = {"when": when}
+        syms = self._read_symbols(bpf)
+        if syms:
+            data["symbols"] = syms
+        caches = _read_cache_counts(bpf)
+        if caches is not None:
+            data["caches"] = caches
+            data["overflow"] = sum(bpf["slab_cache_overflow"][0])
+        slabinfo.read_slabinfo(procfs, when, st, data)
+        sysfs.sample_sys_slab(procfs, when, st, data)
+        slabinfo.read_fs_state(procfs, data)
+        lines = st["kmsg"].read()
+        if lines:
+            data["kmsg"] = lines
+        if when == "end":
+            st["kmsg"].close()
+        return [events.Sample(ts_ns, self.name, data)]
+
+    def _read_symbols(self, bpf: Any) -> Dict[str, str]:
+        """Shrinker callbacks not sent yet, symbolized live (the replay has no kernel)."""
+        st = self._state
+        syms = {}
+        try:
+            for v in bpf["slab_shrinkers"].values():
+                if v.value not in st["symbols"] and len(st["symbols"]) < MAX_SHRINKERS * 2:
+                    st["symbols"].add(v.value)
+                    name = bpf.ksym(v.value)
+                    syms[f"{v.value:x}"] = name.decode("utf-8", "replace") if isinstance(
+                        name, bytes) else str(name)
+        except KeyError:
+            pass
+        return syms
+
+
+def _read_cache_counts(bpf: Any) -> Optional[Dict[str, List[int]]]:
+    """Per-cache cumulative [allocs, frees] by cache name, from the BPF maps.
+
+    None when the program counts no caches (--no-slab-accounting, or no BTF).
+    """
+    try:
+        names_map = bpf["slab_cache_names"]
+        counts_map = bpf["slab_cache_counts"]
+    except KeyError:
+        return None
+    names = {k.value: bytes(v.name).split(b"\0", 1)[0].decode("utf-8", "replace")
+             for k, v in names_map.items()}
+    by_ptr: Dict[int, List[int]] = {}
+    for k, per_cpu in counts_map.items():
+        c = by_ptr.setdefault(k.value, [0, 0])
+        c[0] += sum(x.allocs for x in per_cpu)
+        c[1] += sum(x.frees for x in per_cpu)
+    for per_cpu in bpf["slab_cache_slots"].values():
+        for x in per_cpu:
+            if x.cache:
+                c = by_ptr.setdefault(x.cache, [0, 0])
+                c[0] += x.allocs
+                c[1] += x.frees
+    caches: Dict[str, List[int]] = {}
+    for ptr, (a, f) in by_ptr.items():
+        name = names.get(ptr) or f"cache@{ptr:x}"
+        prev = caches.get(name)
+        if prev:  # two live caches with one name: add them up
+            a, f = a + prev[0], f + prev[1]
+        caches[name] = [a, f]
+    return caches
+
+
+TRACER = SlabTracer()

@@ -1,0 +1,79 @@
+"""Slab records: what ``bpf/slab.bpf.c`` sends, decoded into typed events.
+
+``EV_SHRINK_SLAB`` is one do_shrink_slab() call: ``vmscan:mm_shrink_slab_start``
+and ``vmscan:mm_shrink_slab_end`` (since Linux 3.0) paired per thread in the
+kernel, with the reclaim that ran it (``context``, from raw tracepoints on
+``mm_vmscan_{direct,memcg,node}_reclaim_begin/end``).  ``EV_KMEM_CACHE_CREATE``
+and ``EV_KMEM_CACHE_DESTROY`` come from fexit ``__kmem_cache_create_args`` and
+fentry ``kmem_cache_destroy`` (cflag SLAB_LIFECYCLE_FENTRY), where they load.
+The structs are ``shrink_slab_event`` and ``kmem_cache_event`` in
+``bpf/events.h``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trace_reclaim import events
+
+__all__ = [
+    "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
+    "SLAB_CTX_OTHER", "SLAB_CTX_DIRECT", "SLAB_CTX_MEMCG", "SLAB_CTX_NODE",
+    "ShrinkSlab", "KmemCacheEvent", "C_STRUCTS",
+]
+
+EV_SHRINK_SLAB = 32
+EV_KMEM_CACHE_CREATE = 33
+EV_KMEM_CACHE_DESTROY = 34
+
+# shrink_slab_event.context: the reclaim the shrinker ran under (bpf/slab.bpf.c).
+SLAB_CTX_OTHER, SLAB_CTX_DIRECT, SLAB_CTX_MEMCG, SLAB_CTX_NODE = 0, 1, 2, 3
+
+
+@dataclass(slots=True)
+class ShrinkSlab(events.Event):
+    """One do_shrink_slab() call; ``ts_ns`` is when it ended."""
+
+    delta_ns: int
+    shr: int
+    shrink: int
+    cache_items: int
+    delta: int
+    total_scan: int
+    unscanned: int
+    nr_deferred: int
+    new_deferred: int
+    gfp_flags: int
+    freed: int
+    nid: int
+    priority: int
+    context: int
+    reclaim_start_ns: int
+
+    @property
+    def scanned(self) -> int:
+        """Objects the shrinker scanned: what SLABS_SCANNED counted for this call."""
+        return max(0, self.total_scan - max(0, self.unscanned))
+
+
+@dataclass(slots=True)
+class KmemCacheEvent(events.Event):
+    cache: int
+    raw_name: bytes
+
+    @property
+    def name(self) -> str:
+        return self.raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+# The C struct behind each record type (tests/test_events_h.py compares sizes).
+C_STRUCTS = {
+    EV_SHRINK_SLAB: "shrink_slab_event",
+    EV_KMEM_CACHE_CREATE: "kmem_cache_event",
+    EV_KMEM_CACHE_DESTROY: "kmem_cache_event",
+}
+
+events.register(EV_SHRINK_SLAB,
+                events.struct_decoder(ShrinkSlab, "QQQQQQqqqQiiiIQ", 15))
+events.register(EV_KMEM_CACHE_CREATE, events.struct_decoder(KmemCacheEvent, "Q40s", 2))
+events.register(EV_KMEM_CACHE_DESTROY, events.struct_decoder(KmemCacheEvent, "Q40s", 2))

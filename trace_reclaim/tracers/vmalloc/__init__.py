@@ -1,0 +1,235 @@
+"""vmalloc areas: every area seen, huge (PMD) mappings flagged, fallbacks and waste.
+
+Caveats: the tracepoint-only plan (the one that runs where kprobes and fentry
+do not) infers what ``__vmalloc_node_range`` decided from what it did: an
+area allocated with 2 MiB alignment is a huge attempt, its task's order-9
+page allocations that follow are its pages, and a NULL one is the failure
+that makes vmalloc free the area and retry with 4 KiB pages.  The requested
+size is known there only for kvmalloc (its failed ``kmalloc`` comes first);
+elsewhere waste is given as a bound.
+
+Kernel side: ``bpf/vmalloc.bpf.c`` on the tracepoints
+``vmalloc:alloc_vmap_area``, ``vmalloc:free_vmap_area_noflush``,
+``vmalloc:purge_vmap_area_lazy`` (since Linux 6.1), ``kmem:mm_page_alloc`` and
+``kmem:kmalloc`` (as raw tracepoints when BTF confirms their TP_PROTO), and
+fentry or a kprobe on ``__vmalloc_node_range_noprof`` where the kernel allows
+one (exact request size and vm_flags).  Huge vmalloc needs
+CONFIG_HAVE_ARCH_HUGE_VMALLOC and no ``nohugevmalloc``; since Linux 5.18
+(commit 559089e0a93d, "vmalloc: replace VM_NO_HUGE_VMAP with
+VM_ALLOW_HUGE_VMAP") it is opt-in per caller (kvmalloc, vmalloc_huge).
+
+This package is laid out by what the code does: ``records`` (the event
+records and their decoders), ``areas`` (one area's verdict, waste and
+caller), ``aggregate`` (the aggregator), ``render`` (the text section),
+``vmallocinfo`` (reading /proc/vmallocinfo).  Here: the tracer (BPF program,
+attach plan, ``sample()``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Dict, List, Tuple
+
+from trace_reclaim import events
+from trace_reclaim.tracer import Attach, Tracer, Window
+from trace_reclaim.tracers.vmalloc.aggregate import (MAX_EARLY, MAX_LISTED_AREAS,
+                                                     MAX_LISTED_NOTABLE, MAX_LIVE_AREAS,
+                                                     MAX_PENDING, MAX_STACKS, PAIR_WINDOW_NS,
+                                                     STACK_DEPTH, VmallocAggregator)
+from trace_reclaim.tracers.vmalloc.areas import VERDICTS, caller_of
+from trace_reclaim.tracers.vmalloc.records import (C_STRUCTS, EV_ALLOC_VMAP_AREA,
+                                                   EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
+                                                   EV_PURGE_VMAP_AREA, EV_VMALLOC_PAGE_ALLOC,
+                                                   VM_ALLOW_HUGE_VMAP, VM_NO_GUARD,
+                                                   VMAP_EV_ARM_FULL, VMAP_EV_ARMED,
+                                                   VMAP_EV_EXACT, AllocVmapArea, FreeVmapArea,
+                                                   KmallocLarge, PurgeVmapArea,
+                                                   VmallocPageAlloc)
+from trace_reclaim.tracers.vmalloc.vmallocinfo import (VMALLOCINFO_NOTE, parse_vmallocinfo,
+                                                       read_vmallocinfo)
+
+__all__ = [
+    "EV_ALLOC_VMAP_AREA", "EV_FREE_VMAP_AREA", "EV_PURGE_VMAP_AREA",
+    "EV_VMALLOC_PAGE_ALLOC", "EV_KMALLOC_LARGE", "C_STRUCTS",
+    "VMAP_EV_ARMED", "VMAP_EV_EXACT", "VMAP_EV_ARM_FULL", "VM_NO_GUARD", "VM_ALLOW_HUGE_VMAP",
+    "AllocVmapArea", "FreeVmapArea", "PurgeVmapArea", "VmallocPageAlloc", "KmallocLarge",
+    "VmallocTracer", "VmallocAggregator", "TRACER", "caller_of", "VERDICTS",
+    "MAX_LIVE_AREAS", "MAX_LISTED_AREAS", "MAX_LISTED_NOTABLE", "MAX_PENDING", "MAX_EARLY",
+    "MAX_STACKS", "STACK_DEPTH", "PAIR_WINDOW_NS", "VMALLOCINFO_NOTE", "parse_vmallocinfo",
+]
+
+_STAT_NAMES = ("armed", "arm_full", "disarm_done", "disarm_failed", "disarm_free",
+               "disarm_rearm", "disarm_timeout", "disarm_misses", "page_misses",
+               "stack_errors", "exact_stale")
+_HUGE_ORDER_MAX = 20
+
+
+class VmallocTracer(Tracer):
+    """vmap areas, their huge-page attempts and fallbacks, kvmalloc's failed kmallocs."""
+
+    name: ClassVar[str] = "vmalloc"
+    bpf_source: ClassVar[str] = "vmalloc.bpf.c"
+    cflag: ClassVar[str] = "WITH_VMALLOC"
+    tracepoints: ClassVar[Any] = (
+        ("vmalloc", "alloc_vmap_area"),
+        ("vmalloc", "free_vmap_area_noflush"),
+        ("vmalloc", "purge_vmap_area_lazy"),
+        ("kmem", "mm_page_alloc"),
+        ("kmem", "kmalloc"),
+    )
+    event_types: ClassVar[Any] = (EV_ALLOC_VMAP_AREA, EV_FREE_VMAP_AREA, EV_PURGE_VMAP_AREA,
+                                  EV_VMALLOC_PAGE_ALLOC, EV_KMALLOC_LARGE)
+    # TP_PROTO the raw tracepoint programs read (without the leading __data).
+    RAW_PROTOS: ClassVar[Dict[str, List[str]]] = {
+        "mm_page_alloc": ["struct page *", "unsigned int", "gfp_t"],
+        "kmalloc": ["long unsigned int", "const void *", "size_t", "size_t", "gfp_t", "int"],
+    }
+    # The vmalloc core: since 6.10 (commit 88ae5fb755b0, "mm: vmalloc: enable
+    # memory allocation profiling") named __vmalloc_node_range_noprof.
+    FUNCS: ClassVar[Tuple[Tuple[str, str], ...]] = (
+        ("__vmalloc_node_range_noprof", "_NOPROF"), ("__vmalloc_node_range", ""))
+
+    def __init__(self) -> None:
+        self._sent_stacks: set[int] = set()
+
+    def geometry(self, probe: Any) -> Tuple[int, int, int]:
+        """(page bytes, PMD bytes, PMD order) of this machine."""
+        page = os.sysconf("SC_PAGE_SIZE")
+        try:
+            huge = int(probe.procfs.meminfo().get("Hugepagesize", 2048)) * 1024
+        except (OSError, ValueError):
+            huge = 2 << 20
+        order = max(1, (huge // page).bit_length() - 1)
+        return page, huge, min(order, _HUGE_ORDER_MAX)
+
+    def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
+        attaches: List[Attach] = []
+        page, huge, order = self.geometry(probe)
+        cflags = [f"-DVMALLOC_HUGE_ORDER={order}", f"-DVMALLOC_HUGE_BYTES={huge}ULL",
+                  f"-DVMALLOC_PAGE_BYTES={page}ULL", f"-DVMALLOC_KMALLOC_MIN={page + 1}"]
+        for cat, ev in self.tracepoints[:3]:
+            ok = probe.tracepoint_exists(cat, ev)
+            attaches.append(Attach(f"{cat}:{ev}", f"tracepoint {cat}:{ev}" if ok else "none",
+                                   [] if ok else [(f"tracepoint {cat}:{ev}",
+                                                   "not in this kernel's tracefs")], ok))
+        raw_ok = True
+        raw_why = ""
+        for ev, want in self.RAW_PROTOS.items():
+            got = probe.raw_tracepoint_params(ev)
+            if got is None:
+                raw_ok, raw_why = False, "no BTF prototype to check (kernel BTF missing)"
+            elif got[:len(want)] != want:
+                raw_ok, raw_why = False, f"TP_PROTO of {ev} is ({', '.join(got)})"
+        if raw_ok:
+            cflags.append("-DVMALLOC_RAW_TP")
+        for cat, ev in self.tracepoints[3:]:
+            ok = probe.tracepoint_exists(cat, ev)
+            why_tp = {"mm_page_alloc": "filtered to armed tasks: the raw tracepoint skips "
+                                       "building a trace record per page allocation",
+                      "kmalloc": "only failed kvmalloc tries matter: the raw tracepoint "
+                                 "rejects the rest before a record is built"}[ev]
+            if raw_ok and ok:
+                attaches.append(Attach(f"{cat}:{ev}", f"raw tracepoint {ev} (TP_PROTO "
+                                       "checked in BTF)",
+                                       [(f"tracepoint {cat}:{ev}", why_tp)]))
+            else:
+                attaches.append(Attach(
+                    f"{cat}:{ev}", f"tracepoint {cat}:{ev}" if ok else "none",
+                    [(f"raw tracepoint {ev}", raw_why or "tracepoint missing")]
+                    + ([] if ok else [(f"tracepoint {cat}:{ev}",
+                                       "not in this kernel's tracefs")]), ok))
+        # The exact request (size, vm_flags) where the kernel lets us see it.
+        func = next(((f, sfx) for f, sfx in self.FUNCS
+                     if probe.btf_func_params(f) is not None), None)
+        fam = "vmalloc request (size, vm_flags)"
+        tp_only = ("tracepoint-only: huge attempt from 2 MiB alignment, request size "
+                   "from kvmalloc's failed kmalloc")
+        if func is None:
+            attaches.append(Attach(fam, tp_only, [
+                ("fentry/kprobe __vmalloc_node_range[_noprof]",
+                 "neither function is in this kernel's BTF (inlined or renamed)")]))
+            return attaches, cflags
+        fname, sfx = func
+        fentry_ok, fentry_why = probe.fentry
+        kprobe_ok, kprobe_why = probe.kprobes
+        if fentry_ok:
+            attaches.append(Attach(fam, f"fentry {fname}"))
+            cflags.append(f"-DVMALLOC_FENTRY{sfx}")
+        elif kprobe_ok:
+            attaches.append(Attach(fam, f"kprobe {fname}", [(f"fentry {fname}", fentry_why)]))
+            cflags.append(f"-DVMALLOC_KPROBE{sfx}")
+        else:
+            attaches.append(Attach(fam, tp_only, [(f"fentry {fname}", fentry_why),
+                                                  (f"kprobe {fname}", kprobe_why)]))
+        return attaches, cflags
+
+    def header(self, probe: Any) -> Dict[str, Any]:
+        page, huge, order = self.geometry(probe)
+        hv = probe.huge_vmalloc
+        try:
+            _a, cflags = self.plan(probe)
+        except Exception:  # the header must not fail the trace
+            cflags = []
+        plan = "tracepoint-only"
+        for c in cflags:
+            if c.startswith("-DVMALLOC_FENTRY"):
+                plan = "fentry"
+            elif c.startswith("-DVMALLOC_KPROBE"):
+                plan = "kprobe"
+        if "-DVMALLOC_RAW_TP" in cflags:
+            plan += " (+raw tracepoints)"
+        return {"page_bytes": page, "huge_bytes": huge, "huge_order": order,
+                "plan": plan, "huge_vmalloc": {"possible": hv[0], "why": hv[1]}}
+
+    def aggregator(self, window: Window) -> VmallocAggregator:
+        return VmallocAggregator(window)
+
+    def sample(self, bpf: Any, procfs: Any, ts_ns: int, when: str) -> List[Any]:
+        """Symbolize new kernel stacks; read the arm statistics and vmallocinfo."""
+        data: Dict[str, Any] = {"when": when}
+        if when == "start":
+            self._sent_stacks = set()
+        stacks: Dict[str, List[str]] = {}
+        try:
+            table = bpf["vmalloc_stacks"]
+            for k in list(table.keys()):
+                sid = k.value
+                if sid in self._sent_stacks or len(self._sent_stacks) >= MAX_STACKS:
+                    continue
+                frames = [bpf.ksym(addr).decode("utf-8", "replace")
+                          for addr in list(table.walk(sid))[:STACK_DEPTH]]
+                self._sent_stacks.add(sid)
+                stacks[str(sid)] = frames
+        except KeyError:
+            pass
+        if stacks:
+            data["stacks"] = stacks
+        try:
+            st = bpf["vmalloc_stats"]
+            data["stats"] = {name: int(sum(st[st.Key(i)]))
+                             for i, name in enumerate(_STAT_NAMES)}
+            data["stats"]["stale_armed"] = self._stale_armed(bpf)
+        except KeyError:
+            pass
+        if when in ("start", "end"):
+            vi = read_vmallocinfo(procfs)
+            if vi is not None:
+                data["vmallocinfo"] = vi
+        return [events.Sample(ts_ns, self.name, data)]
+
+    @staticmethod
+    def _stale_armed(bpf: Any) -> int:
+        """Tasks armed for over a second: left by an area that never got pages.
+
+        Only counted: the kernel disarms them at the task's next page
+        allocation or vmalloc; deleting them from here could not keep the
+        gate count exact (user space has no atomic add on the map).
+        """
+        import time
+
+        now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
+        return sum(1 for _k, v in bpf["vmalloc_armed"].items()
+                   if now - v.ts_ns > 1_000_000_000)
+
+
+TRACER = VmallocTracer()

@@ -1,0 +1,111 @@
+"""Render the vmalloc section of the text report (under 80 columns).
+
+Pure: the section ``VmallocAggregator.report()`` built (also what
+``report -j`` prints) in, lines out: areas by verdict and by caller, the
+huge-eligible areas one by one, what was still mapped at the end, and the
+BPF side's own accounting next to /proc/vmallocinfo.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from trace_reclaim.report import fmt_bytes, table
+from trace_reclaim.tracers.vmalloc.areas import VERDICTS
+
+__all__ = ["render"]
+
+
+def render(section: Dict[str, Any]) -> List[str]:
+    """Return the vmalloc section's text lines."""
+    return verdict_lines(section) + notable_lines(section) + end_lines(section)
+
+
+def verdict_lines(section: Dict[str, Any]) -> List[str]:
+    """Areas by verdict, then by caller."""
+    hp = section["huge_page_bytes"] >> 20
+    v = section["by_verdict"]
+    c = section["counts"]
+    out = [f"vmalloc areas: {sum(x['areas'] for x in v.values())} allocated, "
+           f"{c['frees']} frees ({c['frees_untracked']} of untracked areas), "
+           f"{c['purges']} lazy purges",
+           f"plan: {section['plan']}"]
+    rows = []
+    for name in VERDICTS:
+        x = v[name]
+        waste = fmt_bytes(x["waste_known"]) + f" ({x['waste_known_areas']} known)" \
+            if x["waste_known_areas"] else "-"
+        rows.append([name, x["areas"], fmt_bytes(x["bytes"]),
+                     f"{x['huge_pages']} x {hp} MiB" if x["huge_pages"] else "-", waste])
+    out += table(["VERDICT", "AREAS", "MAPPED", "HUGE PAGES", "WASTE"], rows)
+    out.append("")
+    out.append("By caller:")
+    crow = [[_short(x["caller"], 46), x["areas"],
+             "/".join(str(x[k]) for k in VERDICTS)] for x in section["by_caller"][:12]]
+    out += table(["CALLER", "AREAS", "HUGE/FB/NE/UNK"], crow)
+    return out
+
+
+def notable_lines(section: Dict[str, Any]) -> List[str]:
+    """The huge-eligible areas (huge, fallback, unknown), one by one."""
+    out: List[str] = []
+    notable = [a for a in section["areas"] if a["verdict"] != "not_eligible"]
+    if notable:
+        out.append("")
+        out.append("Huge-eligible areas:")
+        for a in notable[:20]:
+            req = fmt_bytes(a["requested"]) if a["requested"] is not None else "?"
+            waste = fmt_bytes(a["waste"]) if a["waste"] is not None \
+                else a["waste_bound"]
+            align = fmt_bytes(a["align"])
+            if a.get("attempt"):
+                align += f" (attempt {fmt_bytes(a['attempt']['align'])})"
+            out.append(f"  {a['verdict']:<8} {fmt_bytes(a['size']):>9} "
+                       f"req {req:>9} align {align} {a['pid']}/{a['comm']}"[:80])
+            out.append(f"           {a['why']}")
+            out.append(f"           waste {waste}")
+            out.append(f"           {_short(a['caller'], 68)}")
+        if len(notable) > 20:
+            out.append(f"  ... {len(notable) - 20} more (see -j)")
+    return out
+
+
+def end_lines(section: Dict[str, Any]) -> List[str]:
+    """Areas live at the end, bounded state, the BPF side's counters, vmallocinfo."""
+    out: List[str] = []
+    c = section["counts"]
+    live = [a for a in section["areas"] if a["live"]]
+    out.append("")
+    out.append(f"Live at the end: {len(live)} areas allocated in the window, "
+               f"{fmt_bytes(sum(a['size'] for a in live))}")
+    for a in live[:8]:
+        out.append(f"  {a['addr']} {fmt_bytes(a['size']):>9} {a['verdict']:<12} "
+                   f"{_short(a['caller'], 36)}")
+    if len(live) > 8:
+        out.append(f"  ... {len(live) - 8} more (see -j)")
+    lost = [f"{k} {c[k]}" for k in ("areas_dropped", "areas_not_listed",
+                                     "state_dropped", "replaced_unfreed") if c[k]]
+    if lost:
+        out.append("Bounded state: " + ", ".join(lost))
+    k = section["kernel"]
+    if k:
+        out.append(f"In-kernel: {k.get('armed', 0)} huge attempts armed, "
+                   f"{k.get('arm_full', 0)} not (table full); disarmed: "
+                   f"{k.get('disarm_done', 0)} complete,")
+        out.append(f"  {k.get('disarm_failed', 0)} failed, {k.get('disarm_free', 0)} "
+                   f"freed, {k.get('disarm_timeout', 0)} timed out, "
+                   f"{k.get('disarm_misses', 0)} after {k.get('page_misses', 0)} "
+                   f"other page allocs; {k.get('stale_armed', 0)} stale")
+    vi = section["vmallocinfo"]
+    if "start" in vi and "end" in vi:
+        s, e = vi["start"], vi["end"]
+        out.append(f"/proc/vmallocinfo: {s['areas']} -> {e['areas']} vmalloc'd areas "
+                   f"({e['areas'] - s['areas']:+d}); traced allocs - frees "
+                   f"{c['allocs'] - c['frees']:+d}")
+    out.append("Note: /proc/vmallocinfo cannot show huge mappings: its pages=")
+    out.append("  counts 4 KiB pages for a 2 MiB-mapped area too (addresses hashed).")
+    return out
+
+
+def _short(s: str, n: int) -> str:
+    return s if len(s) <= n else s[:n - 1] + "~"

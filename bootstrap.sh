@@ -103,11 +103,8 @@ trace)
 test)
     say "ruff"
     .venv/bin/ruff check .
-    say "mypy (pure modules)"
-    .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
-        trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
-        trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/compare.py \
-        trace_reclaim/tracers/
+    say "mypy (the whole package)"
+    .venv/bin/mypy -p trace_reclaim
     say "pytest"
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
 *)

@@ -7,7 +7,8 @@ An episode is either
   balance_pgdat() several times in between (each is a ``kswapd_wake`` and a
   ``pageoutrun``): those are re-wakes inside one episode, because
   kswapd_try_to_sleep() only emits ``kswapd_sleep`` when kswapd really
-  sleeps; or
+  sleeps.  These are the awake spans of ``trace_reclaim.kswapd``, the
+  state machine the reclaim tracer's per-node counts come from too; or
 * ``direct``: a burst of direct-reclaim stalls while the node's kswapd
   sleeps.  Stalls belong to one burst while each starts within
   ``BURST_GAP_NS`` (100 ms) of the previous one's end.  100 ms is HZ/10,
@@ -40,6 +41,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
+from trace_reclaim.kswapd import AwakeSpan, Kswapd
 from trace_reclaim.mmenums import COMPACT_STATUS
 
 __all__ = [
@@ -120,9 +122,8 @@ class _Episode:
     last_ns: int = 0            # last stall end (bursts) / last event
     began_before_trace: bool = False
     open: bool = True
-    kswapd_wakes: int = 0
+    span: Optional[AwakeSpan] = None  # kswapd's awake span (kswapd episodes)
     wakeup_requests: int = 0
-    max_order: int = 0
     stalls: int = 0
     stall_ns: int = 0
     stall_max_ns: int = 0
@@ -147,6 +148,18 @@ class _Episode:
         if phase not in self.sequence:
             self.sequence[phase] = ts
 
+    @property
+    def kswapd_wakes(self) -> int:
+        return self.span.wakes if self.span is not None else 0
+
+    @property
+    def kswapd_re_wakes(self) -> int:
+        return self.span.re_wakes if self.span is not None else 0
+
+    @property
+    def max_order(self) -> int:
+        return self.span.max_order if self.span is not None else 0
+
 
 class EpisodeBuilder:
     """Feed every BPF event (in time order) and every snapshot; ``report()``."""
@@ -166,12 +179,12 @@ class EpisodeBuilder:
         self.episodes: List[_Episode] = []
         self.dropped = 0
         self.dropped_stalls = 0
-        self.kswapd_open: Dict[int, _Episode] = {}
+        # kswapd's state per node; its awake spans are the kswapd episodes.
+        self.kswapd = Kswapd(window)
+        self.kswapd_open: Dict[int, _Episode] = {}  # the episode of each open span
         self.kswapd_last: Dict[int, _Episode] = {}
         self.burst_open: Dict[int, _Episode] = {}
-        self.seen_wake: Dict[int, bool] = {}
         self.tid_node: Dict[int, int] = {}
-        self.nodes_seen: Dict[int, int] = {}
         self.stalls_before_window = 0
         self.outside: Dict[str, int] = {"shrinker_calls": 0, "vmalloc_events": 0,
                                         "compaction_runs": 0, "other": 0}
@@ -209,7 +222,8 @@ class EpisodeBuilder:
             b.open = False
 
     def _default_node(self) -> int:
-        return min(self.nodes_seen) if self.nodes_seen else 0
+        nodes = self.kswapd.nodes
+        return min(nodes) if nodes else 0
 
     # -- BPF events --------------------------------------------------------
     def handler(self, type_id: int) -> Callable[[Any], None]:
@@ -240,53 +254,55 @@ class EpisodeBuilder:
             self._fact(ev, fact)
 
     def _wakeup_kswapd(self, ev: Any) -> None:
-        self.nodes_seen[ev.nid] = 1
+        nid = ev.nid
+        if nid not in self.kswapd.nodes:
+            nid = self.kswapd.node(nid).nid
         if len(self.tid_node) > 8192:
             self.tid_node.clear()
-        self.tid_node[ev.pid] = ev.nid
-        ep = self.kswapd_open.get(ev.nid)
+        self.tid_node[ev.pid] = nid
+        ep = self.kswapd_open.get(nid)
         if ep is None:
-            ep = self.burst_open.get(ev.nid)
+            ep = self.burst_open.get(nid)
         if ep is not None:
             ep.wakeup_requests += 1
             ep.mark("wakeup_kswapd", ev.ts_ns)
 
     def _kswapd_wake(self, ev: Any) -> None:
-        nid = ev.nid
-        self.nodes_seen[nid] = 1
-        self.seen_wake[nid] = True
-        ep = self.kswapd_open.get(nid)
-        if ep is None:
+        k, opened = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
+        nid = k.nid
+        if opened:
             self._close_burst(nid)
             ep = self._new(nid, "kswapd", ev.ts_ns)
             assert ep is not None
+            ep.span = k.span
             self.kswapd_open[nid] = ep
-        ep.kswapd_wakes += 1
+        else:
+            ep = self.kswapd_open[nid]
         ep.mark("kswapd_wake", ev.ts_ns)
-        if ev.order > ep.max_order:
-            ep.max_order = ev.order
 
     def _kswapd_sleep(self, ev: Any) -> None:
-        nid = ev.nid
-        self.nodes_seen[nid] = 1
-        ep = self.kswapd_open.pop(nid, None)
-        if ep is None:
-            if self.seen_wake.get(nid):
-                return  # a second sleep without a wake: nothing to close
+        ep: Optional[_Episode]
+        span = self.kswapd.sleep(ev.nid, ev.ts_ns)
+        if span is None:
+            return  # a second sleep without a wake: nothing to close
+        nid = span.nid
+        if span.began_before_trace:
             # kswapd was awake when the trace began: the episode started
             # before us.  A direct burst opened meanwhile was really inside it.
-            b = self.burst_open.pop(nid, None)
-            if b is not None:
-                ep = b
+            ep = self.burst_open.pop(nid, None)
+            if ep is not None:
                 ep.kind = "kswapd"
                 ep.stalls_kswapd_awake = ep.stalls
             else:
-                ep = self._new(nid, "kswapd", self.window.start_ns)
+                ep = self._new(nid, "kswapd", span.start_ns)
                 assert ep is not None
-            ep.start_ns = self.window.start_ns
+            ep.start_ns = span.start_ns
             ep.began_before_trace = True
-        self.seen_wake[nid] = True
-        ep.end_ns = ev.ts_ns
+            ep.span = span
+        else:
+            ep = self.kswapd_open.pop(nid)
+        assert span.end_ns is not None
+        ep.end_ns = span.end_ns
         ep.open = False
         ep.mark("kswapd_sleep", ev.ts_ns)
         self.kswapd_last[nid] = ep
@@ -458,9 +474,10 @@ class EpisodeBuilder:
 
     def close(self, end_ns: int) -> None:
         """The window closed: episodes still open end here."""
-        for nid in list(self.kswapd_open):
-            ep = self.kswapd_open.pop(nid)
-            ep.end_ns = end_ns
+        for span in self.kswapd.close(end_ns):
+            ep = self.kswapd_open.pop(span.nid)
+            assert span.end_ns is not None
+            ep.end_ns = span.end_ns
         for nid in list(self.burst_open):
             self._close_burst(nid)
 
@@ -572,7 +589,7 @@ class EpisodeBuilder:
                 "duration_ns": max(0, end - ep.start_ns),
                 "began_before_trace": ep.began_before_trace, "open_at_end": open_at_end,
                 "kswapd_wakes": ep.kswapd_wakes,
-                "kswapd_re_wakes": max(0, ep.kswapd_wakes - 1),
+                "kswapd_re_wakes": ep.kswapd_re_wakes,
                 "wakeup_requests": ep.wakeup_requests, "max_order": ep.max_order,
                 "direct_reclaim_stalls": ep.stalls, "direct_reclaim_ns": ep.stall_ns,
                 "direct_reclaim_max_ns": ep.stall_max_ns,
@@ -641,4 +658,4 @@ class EpisodeBuilder:
                            "compaction_runs": ep.compaction_runs,
                            "oom_kills": len(ep.victims)})
         return {"count": self._next_id, "recent": recent,
-                "kswapd_awake": sorted(self.kswapd_open)}
+                "kswapd_awake": self.kswapd.awake()}

@@ -24,11 +24,13 @@ import tempfile
 import time
 
 from trace_reclaim.examples import _proc, _restore
+from trace_reclaim.procfs import ProcFS
 
 __all__ = ["fs_type", "inode_cache_for", "raised_nofile", "pinned_dentries",
            "negative_dentries", "snapshot", "run", "DEFAULT_FILES", "main"]
 
 DEFAULT_FILES = 50_000
+PROC = ProcFS()  # the live system
 #: Inode slab cache of common filesystems (the name passed to kmem_cache_create).
 _INODE_CACHE = {
     "ext4": "ext4_inode_cache", "ext3": "ext4_inode_cache", "ext2": "ext2_inode_cache",
@@ -55,6 +57,15 @@ def inode_cache_for(path):
     return _INODE_CACHE.get(fs_type(path), "inode_cache")
 
 
+def _active_objs(caches):
+    """Return {cache: active_objs} for ``caches`` (a cache missing -> None).
+
+    Needs root (/proc/slabinfo is mode 0400).
+    """
+    info = PROC.slabinfo()
+    return {c: (info[c]["active_objs"] if c in info else None) for c in caches}
+
+
 def snapshot(caches, settle=False):
     """Return {cache: active_objs} from /proc/slabinfo.
 
@@ -62,11 +73,11 @@ def snapshot(caches, settle=False):
     freed after an RCU grace period, so right after drop_caches part of them
     still count as active.
     """
-    snap = _proc.slab_active_objs(caches)
+    snap = _active_objs(caches)
     deadline = time.monotonic() + (2.0 if settle else 0)
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        nxt = _proc.slab_active_objs(caches)
+        nxt = _active_objs(caches)
         if all(nxt[c] is None or snap[c] is None or nxt[c] >= snap[c] * 0.995 for c in caches):
             return nxt
         snap = nxt

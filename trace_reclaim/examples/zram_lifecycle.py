@@ -22,12 +22,14 @@ from typing import Dict, Iterable, Optional
 
 from trace_reclaim.examples import _proc, _restore
 from trace_reclaim.examples._proc import MiB
+from trace_reclaim.procfs import ProcFS
 
 __all__ = ["zram_device", "hot_add", "hot_remove", "set_disksize", "reset",
            "write_data", "cache_names", "slab_entries", "zram_devices", "run", "main"]
 
 ZRAM_CONTROL = "/sys/class/zram-control"
 SYS_SLAB = "/sys/kernel/slab"
+PROC = ProcFS()  # the live system
 
 
 def zram_devices():
@@ -40,7 +42,7 @@ def hot_add():
     if not os.path.isdir(ZRAM_CONTROL):
         raise _restore.WorkloadError("zram is not available (%s missing)" % ZRAM_CONTROL,
                                      "build the kernel with CONFIG_ZRAM or modprobe zram")
-    return int(_proc.read_value(os.path.join(ZRAM_CONTROL, "hot_add")))
+    return int(PROC.value(os.path.join(ZRAM_CONTROL, "hot_add")))
 
 
 def reset(n):
@@ -114,7 +116,7 @@ def mm_stat(n):
     """Return zramN's mm_stat as a dict (orig_data_size, compr_data_size, mem_used_total, ...)."""
     keys = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_limit",
             "mem_used_max", "same_pages", "pages_compacted", "huge_pages", "huge_pages_since")
-    vals = _proc.read_value("/sys/block/zram%d/mm_stat" % n).split()
+    vals = PROC.value("/sys/block/zram%d/mm_stat" % n).split()
     return {k: int(v) for k, v in zip(keys, vals)}
 
 

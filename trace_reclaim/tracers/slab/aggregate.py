@@ -269,7 +269,7 @@ class SlabAggregator(Aggregator):
     def _add_active(self, si: Dict[str, List[int]], ts: int, when: str) -> None:
         """/proc/slabinfo active_objs: each cache's ends, and reclaimable caches' series."""
         names = set(si) | set(self.cache_info) if when == "tick" else self.slabinfo_names
-        for name in names:
+        for name in sorted(names):  # a set: its order varies per process (str hash seed)
             row = self.slabinfo_last.get(name)
             if row is None or name not in self.slabinfo_names:
                 continue

@@ -11,7 +11,7 @@ import sys
 from typing import Any, Callable, List, NoReturn, Optional
 
 import trace_reclaim
-from trace_reclaim.commands import check, diff, report, run, trace
+from trace_reclaim.commands import check, diff, report, run, serve, trace
 from trace_reclaim.env import Environment, ExitStatus, UserError
 
 __all__ = ["main", "build_parser", "EPILOG"]
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="the report of a recording")
     rp.add_argument("file", help="a recording made with -o")
     rp.add_argument("-j", "--json", action="store_true", help="one JSON document")
-    for mod in (run, diff):
+    for mod in (run, diff, serve):
         mod.add_parser(sub)
     return p
 
@@ -138,6 +138,8 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
             return int(run.run(args, env))
         if args.command == "diff":
             return int(diff.run(args, env))
+        if args.command == "serve":
+            return int(serve.run(args, env))
         parser.print_help(env.stdout)
         return ExitStatus.USAGE
     except UserError as e:

@@ -28,11 +28,20 @@ MEMINFO_KEYS = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached",
 MAX_MEMINFO_SNAPSHOTS = 64
 
 
+def _ignore(ev: Any) -> None:
+    return None
+
+
 class Correlator:
     """Dispatch events to each tracer's aggregator and assemble the report."""
 
-    def __init__(self, header: Dict[str, Any], tracers: Iterable[Tracer]) -> None:
+    def __init__(self, header: Dict[str, Any], tracers: Iterable[Tracer],
+                 history: bool = True) -> None:
         self.header = header
+        # history=False keeps no interval rows and builds no episodes (their
+        # per-tick series grow with the run): for ``serve``, which runs for
+        # weeks and reads the aggregators, never the report.
+        self.history = history
         self.window = Window(header=header)
         self.aggs: Dict[str, Aggregator] = {}
         self._by_type: Dict[int, Aggregator] = {}
@@ -50,7 +59,7 @@ class Correlator:
         self.episodes = EpisodeBuilder(
             self.window, facts={ty: agg.episode_fact for ty, agg in self._by_type.items()},
             symbolize=self._symbolize)
-        self._ep_feed = self.episodes.feed
+        self._ep_feed = self.episodes.feed if history else _ignore
         self._hot: Dict[int, Any] = {}
         self.lost: Dict[int, int] = {}
         self.rows: List[Dict[str, Any]] = []
@@ -90,7 +99,7 @@ class Correlator:
         if agg is None or dec is None:
             return ()
         agg_feed = agg.handlers().get(type_id, agg.feed)
-        return (dec, agg_feed, self.episodes.handler(type_id))
+        return (dec, agg_feed, self.episodes.handler(type_id) if self.history else _ignore)
 
     def feed_records(self, records: Iterable[Tuple[int, bytes]]) -> None:
         """Feed each record: BPF records of a loaded tracer take the hot path
@@ -151,7 +160,8 @@ class Correlator:
             self.ended = ev.reason
             for a in self.aggs.values():
                 a.close(ev.ts_ns)
-            self.episodes.close(ev.ts_ns)
+            if self.history:
+                self.episodes.close(ev.ts_ns)
         elif isinstance(ev, events.Event):  # of a tracer this session did not load
             self.unknown_types[ev.type] = self.unknown_types.get(ev.type, 0) + 1
         else:
@@ -182,7 +192,8 @@ class Correlator:
                 self.meminfo_snapshots.append(m)
             elif snap.when == "end":
                 self.meminfo_snapshots[-1] = m
-        self.episodes.on_snapshot(snap)
+        if self.history:
+            self.episodes.on_snapshot(snap)
         for a in self.aggs.values():
             a.on_snapshot(snap)
 
@@ -199,7 +210,7 @@ class Correlator:
         self._last_tick_ns = tick.ts_ns
         for name, a in self.aggs.items():
             row[name] = a.on_tick(tick.ts_ns)
-        if len(self.rows) < MAX_INTERVAL_ROWS:
+        if self.history and len(self.rows) < MAX_INTERVAL_ROWS:
             self.rows.append(row)
         else:
             self.rows_dropped += 1

@@ -108,7 +108,7 @@ class LiveSession:
                  on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
                  ringbuf_pages: int = 1024, slow_consumer_ms: int = 0,
-                 taskstats: Optional[Any] = None) -> None:
+                 taskstats: Optional[Any] = None, history: bool = True) -> None:
         self.bpf_factory = bpf_factory
         self.procfs = procfs
         self.tracers = {n: tracers[n] for n in plan.tracers}
@@ -123,7 +123,7 @@ class LiveSession:
         self.ringbuf_pages = ringbuf_pages
         # Tests only: drain the ring buffer this rarely, to make real losses.
         self.slow_consumer_ms = slow_consumer_ms
-        self.correlator = Correlator(header, self.tracers.values())
+        self.correlator = Correlator(header, self.tracers.values(), history=history)
         self._batch: List[bytes] = []
         self._stop: Optional[str] = None
         self.bpf: Any = None

@@ -92,7 +92,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
     say "installing Python dependencies into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff,serve]' >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff,serve,export]' >&2
     echo "$want_stamp" > "$stamp"
 fi
 

@@ -31,7 +31,7 @@ def test_every_help_example_runs(live, tmp_path):
                                 cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         duration = float(argv[argv.index("-d") + 1]) if "-d" in argv else None
-        bounded = argv[:1] in (["check"], ["report"]) or (duration or 99) <= 10
+        bounded = argv[:1] in (["check"], ["report"], ["export"]) or (duration or 99) <= 10
         if not bounded:  # until Ctrl-C, or a long -d: end it the way a user does
             time.sleep(4)
             proc.send_signal(signal.SIGINT)
@@ -44,8 +44,11 @@ def test_every_help_example_runs(live, tmp_path):
         assert "Traceback" not in err, (argv, err)
         if argv[:1] == ["record"]:  # stdout is data: record writes only the file
             assert "recorded" in err and out == "", argv
+        elif argv[:1] == ["export"]:  # the tables are files; stdout stays empty
+            assert "written to" in err and out == "", argv
         else:
             assert out.strip(), argv
         ran += 1
     assert ran >= 8
     assert (tmp_path / "run.trc").exists() and (tmp_path / "pid1.trc").exists()
+    assert (tmp_path / "timeline.png").exists() and (tmp_path / "run-export").is_dir()

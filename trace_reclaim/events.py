@@ -150,7 +150,7 @@ def _maker(cls: type, names: List[str], strings: List[int]) -> Callable[[Any, st
     src = f"def make(v, comm):\n    o = new(cls)\n{body}    return o\n"
     scope: Dict[str, Any] = {"new": object.__new__, "cls": cls, "cstr": _comm}
     exec(src, scope)  # noqa: S102 - field names of our own dataclasses, checked against events.h
-    return scope["make"]  # type: ignore[no-any-return]
+    return scope["make"]
 
 
 def _type_name(t: Any) -> str:

@@ -316,13 +316,14 @@ class ReclaimAggregator(Aggregator):
         }
 
     def render(self, section: Dict[str, Any]) -> List[str]:
-        from trace_reclaim.report import fmt_ns, table
+        from trace_reclaim.report import fmt_ns, table, wrap
 
         d = section["direct_reclaim"]
         retries = f" ({d['retries']} retried their priority loop)" if d["retries"] else ""
-        out = [f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} total, "
-               f"p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
-               f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']} pages reclaimed"]
+        out = wrap(f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} "
+                   f"total, p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
+                   f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']} pages reclaimed",
+                   hang="  ")
         if d["processes"]:
             rows = [[p["pid"], p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
                      fmt_ns(p["p50_ns"]), fmt_ns(p["p99_ns"]), fmt_ns(p["max_ns"]),
@@ -330,19 +331,16 @@ class ReclaimAggregator(Aggregator):
                      ",".join(p["orders"]) or "-"]
                     for p in d["processes"][:20]]
             out += table(["PID", "COMM", "STALLS", "TOTAL", "P50", "P99", "MAX",
-                          "PAGES", "ORDERS"], rows)
+                          "PAGES", "ORDERS"], rows, flex=8, breaks=",")
             more = len(d["processes"]) - 20
             if more > 0:
                 out.append(f"  ... {more} more processes (see -j)")
             flags = Counter[str]()
             for p in d["processes"]:
                 flags.update(p["gfp_flags"])
-            import textwrap
-
-            out += textwrap.wrap(", ".join(f"{k} x{v}" for k, v in flags.most_common(4)),
-                                 78, initial_indent="  gfp flags: ",
-                                 subsequent_indent="    ", break_on_hyphens=False,
-                                 break_long_words=False)
+            # Break after a "|", never inside a flag name.
+            out += wrap(", ".join(f"{k} x{v}" for k, v in flags.most_common(4)),
+                        "  gfp flags: ", hang="    ", breaks="|")
         out.append("")
         out.append("kswapd:")
         if not section["kswapd"]:
@@ -357,7 +355,7 @@ class ReclaimAggregator(Aggregator):
                          " ".join(f"{k}:{v}" for k, v in zones.most_common(3)) or "-"])
         if rows:
             out += table(["NODE", "REQUESTS", "WAKES", "RE-WAKES", "AWAKE",
-                          "REQUESTS BY ZONE/ORDER"], rows)
+                          "REQUESTS BY ZONE/ORDER"], rows, flex=5)
         return out
 
 

@@ -11,12 +11,14 @@ import re
 import textwrap
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-__all__ = ["WIDTH", "fmt_ns", "fmt_bytes", "fmt_count", "ellipsize", "wrap", "table",
+__all__ = ["WIDTH", "fmt_ns", "fmt_bytes", "fmt_count", "ellipsize", "wrap", "NBSP", "table",
            "compact_table", "render_text", "render_json", "interval_line", "interval_header",
            "render_findings", "render_episodes"]
 
 #: Every line of the text report fits this many columns (an 80x24 terminal).
 WIDTH = 80
+#: Joins two words that wrap() must not split ("0 failed", "ended by SIGINT").
+NBSP = "\xa0"
 
 
 def fmt_ns(ns: Any) -> str:
@@ -86,10 +88,12 @@ def wrap(text: str, indent: str = "", width: int = WIDTH - 1, hang: str = "",
 
     Lines break at spaces, or after a character of ``breaks``; a word
     longer than a whole line is cut (nothing is ever wider than ``width``).
+    A no-break space (``NBSP``) keeps two words on one line ("0 failed").
     """
-    return _Wrapper(breaks, width=width, initial_indent=indent,
-                    subsequent_indent=hang or " " * len(indent),
-                    break_on_hyphens=False).wrap(text) or [indent.rstrip()]
+    lines = _Wrapper(breaks, width=width, initial_indent=indent,
+                     subsequent_indent=hang or " " * len(indent),
+                     break_on_hyphens=False).wrap(text) or [indent.rstrip()]
+    return [ln.replace(NBSP, " ") for ln in lines]
 
 
 
@@ -183,7 +187,8 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
     sysinfo = doc["system"]
     dur = fmt_ns(w["duration_ns"]) if w["duration_ns"] is not None else "unfinished"
     out += wrap(f"trace-reclaim report: Linux {sysinfo.get('kernel') or '?'}, {dur}, "
-                f"{w['intervals']} intervals, ended by {w['ended_by'] or 'unknown'}", hang="  ")
+                f"{w['intervals']} intervals, ended{NBSP}by{NBSP}{w['ended_by'] or 'unknown'}",
+                hang="  ")
     if sysinfo.get("workload"):
         out += wrap(f"workload: {sysinfo['workload']}", hang="  ")
     extra = []
@@ -331,7 +336,7 @@ def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> Li
     w0 = doc["window"]["start_ns"]
     da = doc.get("delayacct") or {}
     out = wrap(f"Episodes: {s.get('count', len(eps))} ({s.get('kswapd', 0)} kswapd "
-               f"wake-to-sleep, {s.get('direct', 0)} direct-reclaim bursts; burst gap "
+               f"wake-to-sleep, {s.get('direct', 0)} direct-reclaim bursts; burst{NBSP}gap{NBSP}"
                f"{fmt_ns(s.get('burst_gap_ns'))})", hang="  ")
     if not eps:
         out.append("  no reclaim episodes")

@@ -316,13 +316,13 @@ class ReclaimAggregator(Aggregator):
         }
 
     def render(self, section: Dict[str, Any]) -> List[str]:
-        from trace_reclaim.report import fmt_ns, table, wrap
+        from trace_reclaim.report import NBSP, fmt_ns, table, wrap
 
         d = section["direct_reclaim"]
         retries = f" ({d['retries']} retried their priority loop)" if d["retries"] else ""
         out = wrap(f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} "
                    f"total, p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
-                   f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']} pages reclaimed",
+                   f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']}{NBSP}pages{NBSP}reclaimed",
                    hang="  ")
         if d["processes"]:
             rows = [[p["pid"], p["comm"], p["stalls"], fmt_ns(p["total_ns"]),

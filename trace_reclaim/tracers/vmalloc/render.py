@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from trace_reclaim.report import ellipsize, fmt_bytes, table, wrap
+from trace_reclaim.report import NBSP, ellipsize, fmt_bytes, table, wrap
 from trace_reclaim.tracers.vmalloc.areas import VERDICTS
 
 __all__ = ["render"]
@@ -91,13 +91,15 @@ def end_lines(section: Dict[str, Any]) -> List[str]:
         out += wrap("Bounded state: " + ", ".join(lost), hang="  ")
     k = section["kernel"]
     if k:
-        out += wrap(f"In-kernel: {k.get('armed', 0)} huge attempts armed, "
-                    f"{k.get('arm_full', 0)} not (table full); disarmed: "
-                    f"{k.get('disarm_done', 0)} complete, "
-                    f"{k.get('disarm_failed', 0)} failed, {k.get('disarm_free', 0)} "
-                    f"freed, {k.get('disarm_timeout', 0)} timed out, "
-                    f"{k.get('disarm_misses', 0)} after {k.get('page_misses', 0)} "
-                    f"other page allocs; {k.get('stale_armed', 0)} stale", hang="  ")
+        n = {key: f"{k.get(key, 0)}{NBSP}" for key in (
+            "armed", "arm_full", "disarm_done", "disarm_failed", "disarm_free",
+            "disarm_timeout", "disarm_misses", "page_misses", "stale_armed")}
+        out += wrap(f"In-kernel: {n['armed']}huge attempts armed, {n['arm_full']}not "
+                    f"(table full); disarmed: {n['disarm_done']}complete, "
+                    f"{n['disarm_failed']}failed, {n['disarm_free']}freed, "
+                    f"{n['disarm_timeout']}timed{NBSP}out, {n['disarm_misses']}after "
+                    f"{n['page_misses']}other page allocs; {n['stale_armed']}stale",
+                    hang="  ")
     vi = section["vmallocinfo"]
     if "start" in vi and "end" in vi:
         s, e = vi["start"], vi["end"]

@@ -11,9 +11,9 @@ import re
 import textwrap
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-__all__ = ["WIDTH", "fmt_ns", "fmt_bytes", "fmt_count", "ellipsize", "wrap", "NBSP", "table",
-           "compact_table", "render_text", "render_json", "interval_line", "interval_header",
-           "render_findings", "render_episodes"]
+__all__ = ["WIDTH", "NBSP", "fmt_ns", "fmt_bytes", "fmt_count", "fit_count", "fit_ns",
+           "ellipsize", "wrap", "table", "compact_table", "render_text", "render_json",
+           "interval_line", "interval_header", "render_findings", "render_episodes"]
 
 #: Every line of the text report fits this many columns (an 80x24 terminal).
 WIDTH = 80
@@ -97,13 +97,21 @@ def wrap(text: str, indent: str = "", width: int = WIDTH - 1, hang: str = "",
 
 
 
+_SECONDS = re.compile(r"^(\d{4,})\.\d\ds$")   # fmt_ns of 1000 s and more
+
+
+def _cell(c: Any, si: bool) -> str:
+    if c is None:
+        return ""
+    if si and isinstance(c, int) and not isinstance(c, bool):
+        return fmt_count(c)
+    text = str(c)
+    m = _SECONDS.match(text) if si else None
+    return fit_ns(int(m.group(1)) * 10**9, 6) if m else text
+
+
 def _cells(rows: Iterable[Sequence[Any]], si: bool) -> List[List[str]]:
-    out = []
-    for r in rows:
-        out.append(["" if c is None else
-                    fmt_count(c) if si and isinstance(c, int) and not isinstance(c, bool)
-                    else str(c) for c in r])
-    return out
+    return [[_cell(c, si) for c in r] for r in rows]
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "  ",
@@ -128,33 +136,50 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "
         lines = _layout(headers, _cells(rows, si), indent, gap_, pad_, flex_, own_line, breaks,
                         width)
         if all(len(ln) <= width for ln in lines):
-            if si and _cells(rows, True) != _cells(rows, False):
-                lines.append(ellipsize(f"{indent}(k/M/G/T: thousands, millions, billions, "
-                                       "trillions; exact counts in -j)", width))
-            return lines
-    return [ellipsize(ln, width) for ln in lines]
+            break
+    else:
+        # Last resort, for headers alone wider than a line: cut each line.
+        lines = [ellipsize(ln, width) for ln in lines]
+    if si and _cells(rows, True) != _cells(rows, False):
+        lines.append(ellipsize(f"{indent}(k/M/G/T/P: 10^3/6/9/12/15; h hours, "
+                               "d days; exact in -j)", width))
+    return lines
 
 
 def _layout(headers: List[str], rows: List[List[str]], indent: str, gap: int, pad: int,
             flex: Optional[int], own_line: bool, breaks: str, width: int) -> List[str]:
     widths = [max([len(h) + pad] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     sep = " " * gap
+    spill = False
     if flex is not None:
         rest = len(indent) + sum(w for i, w in enumerate(widths) if i != flex) \
             + gap * (len(widths) - 1)
+        # Too little room left to wrap inside the column: a cell that does
+        # not fit goes on lines of its own below its row, named by its header.
+        spill = not own_line and width - rest < max(len(headers[flex]), min(widths[flex], 12))
         widths[flex] = max(len(headers[flex]), min(widths[flex], width - rest))
 
     def line(cells: Sequence[str]) -> str:
         return (indent + sep.join(c.ljust(w) for c, w in zip(cells, widths))).rstrip()
 
+    def blank(r: List[str]) -> List[str]:
+        assert flex is not None
+        return r[:flex] + [""] + r[flex + 1:]
+
     out = [line(headers)]
+    if spill and len(out[0]) > width:
+        out = [line(blank(headers))]
     for r in rows:
         cell = r[flex] if flex is not None else ""
         if flex is None or len(cell) <= widths[flex]:
             out.append(line(r))
         elif own_line:
             out.append(indent + ellipsize(cell, width - len(indent), middle=True))
-            out.append(line(r[:flex] + [""] + r[flex + 1:]))
+            out.append(line(blank(r)))
+        elif spill:
+            out.append(line(blank(r)))
+            out += wrap(f"{headers[flex]}: {cell}", indent + "  ", width=width,
+                        hang=indent + "    ", breaks=breaks)
         else:
             parts = wrap(cell, width=widths[flex], breaks=breaks)
             out.append(line(r[:flex] + [parts[0]] + r[flex + 1:]))
@@ -255,7 +280,7 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
                 state = "below low"
             elif z.get("free", 0) < z.get("high", 0):
                 state = "below high"
-            zrows.append([z["node"], z["zone"], z.get("free"), z.get("min"), z.get("low"),
+            zrows.append([str(z["node"]), z["zone"], z.get("free"), z.get("min"), z.get("low"),
                           z.get("high"), z.get("boost", 0), z.get("managed"), state])
         out += table(["NODE", "ZONE", "FREE", "MIN", "LOW", "HIGH", "BOOST", "MANAGED",
                       "STATE"], zrows)
@@ -264,21 +289,53 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def fit_count(n: Any, w: int) -> str:
+    """Return count ``n`` in at most ``w`` (>= 3) columns: 12345 in 4 -> 12k."""
+    text = str(n)
+    if len(text) <= w or not isinstance(n, int):
+        return text
+    for unit, div in (("k", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12),
+                      ("P", 10**15), ("E", 10**18)):
+        text = f"{round(n / div)}{unit}"
+        if len(text) <= w:
+            return text
+    return "~" * w
+
+
+def fit_ns(ns: Any, w: int) -> str:
+    """Return a duration in at most ``w`` (>= 4) columns: 12345.67s in 8 -> 12346s."""
+    text = fmt_ns(ns)
+    if len(text) <= w:
+        return text
+    for unit, div in (("s", 1e9), ("h", 3.6e12), ("d", 8.64e13)):
+        text = f"{ns / div:.0f}{unit}"
+        if len(text) <= w:
+            return text
+    return "~" * w
+
+
 def interval_header() -> str:
     return (f"{'TIME':>8} {'WKREQ':>6} {'WAKES':>5} {'AWAKE':>8} {'STALLS':>6} "
-            f"{'STALL':>8} {'MAX':>8} {'PAGES':>7} {'HUGE':>4} {'FB':>2} {'LOST':>5}")
+            f"{'STALL':>8} {'MAX':>8} {'PAGES':>7} {'HUGE':>4} {'FB':>3} {'LOST':>5}")
 
 
 def interval_line(row: Dict[str, Any], clock: str) -> str:
-    """One live row: reclaim, then huge vmalloc areas and fallbacks (FB)."""
+    """One live row: reclaim, then huge vmalloc areas and fallbacks (FB).
+
+    Each field keeps its width at any value (a count too wide becomes 12k,
+    a duration 12346s), so the row stays under 80 columns and aligned.
+    """
     r = row.get("reclaim", {})
     v = row.get("vmalloc")
+    c, t = fit_count, fit_ns
     awake = sum(r.get("kswapd_awake_ns", {}).values())
-    huge = f"{v.get('huge_areas', 0):>4} {v.get('fallbacks', 0):>2}" if v else f"{'-':>4} {'-':>2}"
-    return (f"{clock:>8} {r.get('wakeup_requests', 0):>6} {r.get('kswapd_wakes', 0):>5} "
-            f"{fmt_ns(awake):>8} {r.get('stalls', 0):>6} {fmt_ns(r.get('stall_ns', 0)):>8} "
-            f"{fmt_ns(r.get('stall_max_ns', 0)):>8} {r.get('pages', 0):>7} {huge} "
-            f"{row.get('lost_events', 0):>5}")
+    huge = (f"{c(v.get('huge_areas', 0), 4):>4} {c(v.get('fallbacks', 0), 3):>3}" if v
+            else f"{'-':>4} {'-':>3}")
+    return (f"{clock:>8} {c(r.get('wakeup_requests', 0), 6):>6} "
+            f"{c(r.get('kswapd_wakes', 0), 5):>5} {t(awake, 8):>8} "
+            f"{c(r.get('stalls', 0), 6):>6} {t(r.get('stall_ns', 0), 8):>8} "
+            f"{t(r.get('stall_max_ns', 0), 8):>8} {c(r.get('pages', 0), 7):>7} {huge} "
+            f"{c(row.get('lost_events', 0), 5):>5}")
 
 
 SEVERITY_MARK = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
@@ -327,7 +384,9 @@ def _psi_brief(ep: Dict[str, Any]) -> str:
     p = ep.get("psi")
     if not p:
         return "-"
-    return f"{p['some_us'] / 1000:.1f}/{p['full_us'] / 1000:.1f}ms"
+    if max(p["some_us"], p["full_us"]) < 10**6:
+        return f"{p['some_us'] / 1000:.1f}/{p['full_us'] / 1000:.1f}ms"
+    return f"{p['some_us'] / 10**6:.1f}/{p['full_us'] / 10**6:.1f}s"
 
 
 def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> List[str]:
@@ -345,13 +404,14 @@ def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> Li
     for e in eps[:limit]:
         flag = "<" if e["began_before_trace"] else ""
         flag += ">" if e["open_at_end"] else ""
-        rows.append([e["id"], e["node"], e["kind"][:6] + flag,
+        rows.append([str(e["id"]), str(e["node"]), e["kind"][:6] + flag,
                      "+" + fmt_ns(max(0, e["start_ns"] - w0)), fmt_ns(e["duration_ns"]),
                      e["kswapd_wakes"], e["direct_reclaim_stalls"],
                      fmt_ns(e["direct_reclaim_ns"]), e["pages_reclaimed"],
-                     _zones_brief(e), _psi_brief(e)])
+                     _psi_brief(e), _zones_brief(e)])
+    # ZONES last: the one column of open length wraps at its own left edge
     out += compact_table(["#", "NODE", "KIND", "START", "DUR", "RUNS", "STALLS", "STALLED",
-                          "PAGES", "ZONES", "PSI S/F"], rows, gap=1, flex=9)
+                          "PAGES", "PSI S/F", "ZONES"], rows, gap=1, flex=10)
     if len(eps) > limit:
         out.append(f"  ... {len(eps) - limit} more episodes (see -j)")
     out.append("  (RUNS: kswapd balance_pgdat() runs; PAGES: reclaimed by direct reclaim;")
@@ -392,7 +452,7 @@ def _episode_detail(e: Dict[str, Any], w0: int) -> List[str]:
         rows = []
         for t in e["stalls"][:5]:
             d = t.get("delays") or {}
-            rows.append([t["tid"], t["comm"], t["stalls"], fmt_ns(t["total_ns"]),
+            rows.append([str(t["tid"]), t["comm"], t["stalls"], fmt_ns(t["total_ns"]),
                          fmt_ns(t["max_ns"]), t["pages_reclaimed"],
                          fmt_ns(d.get("freepages_delay_total")) if d else "-",
                          fmt_ns(d.get("thrashing_delay_total")) if d else "-",

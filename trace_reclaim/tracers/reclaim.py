@@ -325,7 +325,8 @@ class ReclaimAggregator(Aggregator):
                    f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']}{NBSP}pages{NBSP}reclaimed",
                    hang="  ")
         if d["processes"]:
-            rows = [[p["pid"], p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
+            # identifiers as text: a count too wide may become 1.2M, a pid not
+            rows = [[str(p["pid"]), p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
                      fmt_ns(p["p50_ns"]), fmt_ns(p["p99_ns"]), fmt_ns(p["max_ns"]),
                      p["pages_reclaimed"],
                      ",".join(p["orders"]) or "-"]
@@ -350,7 +351,7 @@ class ReclaimAggregator(Aggregator):
             zones = Counter[str]()
             for r in n["requests"]:
                 zones[f"{r['zone']}/o{r['order']}"] += r["count"]
-            rows.append([n["nid"], n["wakeup_requests"], n["kswapd_wakes"],
+            rows.append([str(n["nid"]), n["wakeup_requests"], n["kswapd_wakes"],
                          n["re_wakes"], fmt_ns(n["awake_ns"]),
                          " ".join(f"{k}:{v}" for k, v in zones.most_common(3)) or "-"])
         if rows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, List, Tuple
 
-from trace_reclaim.report import fmt_ns, table, wrap
+from trace_reclaim.report import NBSP, fmt_ns, table, wrap
 
 __all__ = ["render", "context_letters", "CONTEXT_LETTERS"]
 
@@ -80,9 +80,11 @@ def direct_reclaim_lines(sh: List[Dict[str, Any]]) -> List[str]:
         calls: Counter[str] = Counter()
         for s in members:
             calls.update(s["direct_reclaim_by"])
-        who = ", ".join(f"{p} x{n}" for p, n in calls.most_common())
+        # no-break spaces: a line may end between tasks or names, not inside one
+        who = ", ".join(f"{p} x{n}".replace(" ", NBSP) for p, n in calls.most_common())
         out += wrap(f"direct reclaim by pid {who}: "
-                    + ", ".join(s["name"] for s in members), "  ", hang="    ")
+                    + ", ".join(s["name"].replace(" ", NBSP) for s in members),
+                    "  ", hang="    ")
     return out
 
 

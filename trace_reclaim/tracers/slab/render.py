@@ -38,7 +38,8 @@ def shrinker_lines(section: Dict[str, Any]) -> List[str]:
     sh = section["shrinkers"]
     ctx = ", ".join(f"{k} {v}" for k, v in section["contexts"].items()) or "none"
     out += wrap(f"Shrinkers: {sum(s['calls'] for s in sh)} calls "
-                f"({ctx}); drop_caches runs {section['drop_caches_runs']}", hang="  ")
+                f"({ctx}); drop_caches{NBSP}runs{NBSP}{section['drop_caches_runs']}",
+                hang="  ")
     if not sh:
         return out
     rows = []

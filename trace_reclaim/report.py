@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from trace_reclaim.tracer import Aggregator
 
 __all__ = ["WIDTH", "NBSP", "fmt_ns", "fmt_bytes", "fmt_count", "fit_count", "fit_ns",
            "ellipsize", "wrap", "table", "compact_table", "render_text", "render_json",
@@ -39,7 +41,7 @@ def fmt_bytes(n: Any) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024  # type: ignore[assignment]
+        n /= 1024
     return str(n)
 
 
@@ -205,7 +207,7 @@ def _vm(delta: Dict[str, int], *keys: str) -> str:
     return f"{sum(delta[k] for k in have)}"
 
 
-def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
+def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     """The human report: summary, lost events, kernel cross-check, sections."""
     w, t, lost = doc["window"], doc["totals"], doc["lost"]
     out: List[str] = []
@@ -243,10 +245,8 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
         ["LRU pages scanned, kswapd", t.get("lru_scanned_kswapd", "-"),
          _vm(vm, "pgscan_kswapd"), "pgscan_kswapd"],
     ]
-    for name in tracers:
-        extra_rows = getattr(tracers[name], "vmstat_rows", None)
-        if extra_rows is not None:
-            rows += extra_rows(t, vm)
+    for agg in tracers.values():
+        rows += agg.vmstat_rows(t, vm)
     out += table(["", "TRACED", "KERNEL", "COUNTER"], rows)
     out.append("")
 

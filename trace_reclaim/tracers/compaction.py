@@ -18,7 +18,7 @@ from typing import Any, Dict, List
 from trace_reclaim import events
 from trace_reclaim.abi import EV_COMPACT_RETRY, EV_COMPACTION
 from trace_reclaim.mmenums import COMPACT_RETRY_RESULT, COMPACT_STATUS
-from trace_reclaim.report import fmt_ns
+from trace_reclaim.report import fmt_ns, wrap
 from trace_reclaim.stats import LatencyStats
 
 __all__ = [
@@ -102,13 +102,14 @@ def render_compaction(c: Dict[str, Any]) -> List[str]:
     out = []
     for who in ("direct", "kcompactd"):
         s = c[who]
-        out.append(f"Compaction ({who}): {s['runs']} runs, {fmt_ns(s['total_ns'])}, "
-                   f"p99 {fmt_ns(s['p99_ns'])}, max {fmt_ns(s['max_ns'])}")
+        out += wrap(f"Compaction ({who}): {s['runs']} runs, {fmt_ns(s['total_ns'])}, "
+                    f"p99 {fmt_ns(s['p99_ns'])}, max {fmt_ns(s['max_ns'])}", hang="  ")
     if c["status"]:
-        out.append("  results: " + ", ".join(f"{k} x{v}" for k, v in c["status"].items()))
+        out += wrap("results: " + ", ".join(f"{k} x{v}" for k, v in c["status"].items()),
+                    "  ", hang="    ")
     return out
 
 
 def render_compact_retry(cr: Dict[str, Any]) -> List[str]:
     """Text line for a section's ``compact_retry``."""
-    return [f"should_compact_retry: {cr['calls']} ({cr['gave_up']} gave up)"]
+    return wrap(f"should_compact_retry: {cr['calls']} ({cr['gave_up']} gave up)", hang="  ")

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Dict, List
 
 from trace_reclaim import events
 from trace_reclaim.abi import EV_MARK_VICTIM, EV_RECLAIM_RETRY_ZONE
+from trace_reclaim.report import wrap
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 from trace_reclaim.tracers.compaction import (EV_COMPACT_RETRY, EV_COMPACTION, CompactionStats,
@@ -141,15 +142,15 @@ class OomAggregator(Aggregator):
     def render(self, section: Dict[str, Any]) -> List[str]:
         out = render_compaction(section["compaction"])
         r = section["reclaim_retry_zone"]
-        out.append(f"should_reclaim_retry: {r['calls']} zone checks "
-                   f"(max {r['max_no_progress_loops']} no-progress loops)")
+        out += wrap(f"should_reclaim_retry: {r['calls']} zone checks "
+                    f"(max {r['max_no_progress_loops']} no-progress loops)", hang="  ")
         out += render_compact_retry(section["compact_retry"])
         if not section["victims"]:
             out.append("OOM kills: none")
         for v in section["victims"]:
-            out.append(f"OOM kill: pid {v['pid']} ({v['comm']}) anon-rss {v['anon_rss_kb']}kB "
-                       f"file-rss {v['file_rss_kb']}kB oom_score_adj {v['oom_score_adj']}, "
-                       f"chosen by pid {v['by_pid']} ({v['by_comm']})")
+            out += wrap(f"OOM kill: pid {v['pid']} ({v['comm']}) anon-rss {v['anon_rss_kb']}kB "
+                        f"file-rss {v['file_rss_kb']}kB oom_score_adj {v['oom_score_adj']}, "
+                        f"chosen by pid {v['by_pid']} ({v['by_comm']})", hang="  ")
         return out
 
 

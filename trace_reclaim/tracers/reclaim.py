@@ -305,33 +305,32 @@ class ReclaimAggregator(Aggregator):
         }
 
     def render(self, section: Dict[str, Any]) -> List[str]:
-        from trace_reclaim.report import fmt_ns, table
+        from trace_reclaim.report import NBSP, fmt_ns, table, wrap
 
         d = section["direct_reclaim"]
         retries = f" ({d['retries']} retried their priority loop)" if d["retries"] else ""
-        out = [f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} total, "
-               f"p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
-               f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']} pages reclaimed"]
+        out = wrap(f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} "
+                   f"total, p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
+                   f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']}{NBSP}pages{NBSP}reclaimed",
+                   hang="  ")
         if d["processes"]:
-            rows = [[p["pid"], p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
+            # identifiers as text: a count too wide may become 1.2M, a pid not
+            rows = [[str(p["pid"]), p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
                      fmt_ns(p["p50_ns"]), fmt_ns(p["p99_ns"]), fmt_ns(p["max_ns"]),
                      p["pages_reclaimed"],
                      ",".join(p["orders"]) or "-"]
                     for p in d["processes"][:20]]
             out += table(["PID", "COMM", "STALLS", "TOTAL", "P50", "P99", "MAX",
-                          "PAGES", "ORDERS"], rows)
+                          "PAGES", "ORDERS"], rows, flex=8, breaks=",")
             more = len(d["processes"]) - 20
             if more > 0:
                 out.append(f"  ... {more} more processes (see -j)")
             flags = Counter[str]()
             for p in d["processes"]:
                 flags.update(p["gfp_flags"])
-            import textwrap
-
-            out += textwrap.wrap(", ".join(f"{k} x{v}" for k, v in flags.most_common(4)),
-                                 78, initial_indent="  gfp flags: ",
-                                 subsequent_indent="    ", break_on_hyphens=False,
-                                 break_long_words=False)
+            # Break after a "|", never inside a flag name.
+            out += wrap(", ".join(f"{k} x{v}" for k, v in flags.most_common(4)),
+                        "  gfp flags: ", hang="    ", breaks="|")
         out.append("")
         out.append("kswapd:")
         if not section["kswapd"]:
@@ -341,12 +340,12 @@ class ReclaimAggregator(Aggregator):
             zones = Counter[str]()
             for r in n["requests"]:
                 zones[f"{r['zone']}/o{r['order']}"] += r["count"]
-            rows.append([n["nid"], n["wakeup_requests"], n["kswapd_wakes"],
+            rows.append([str(n["nid"]), n["wakeup_requests"], n["kswapd_wakes"],
                          n["re_wakes"], fmt_ns(n["awake_ns"]),
                          " ".join(f"{k}:{v}" for k, v in zones.most_common(3)) or "-"])
         if rows:
             out += table(["NODE", "REQUESTS", "WAKES", "RE-WAKES", "AWAKE",
-                          "REQUESTS BY ZONE/ORDER"], rows)
+                          "REQUESTS BY ZONE/ORDER"], rows, flex=5)
         return out
 
 

@@ -214,7 +214,7 @@ class Probe:
             from bcc import BPF  # type: ignore[import-not-found]
         except ImportError:
             return None
-        addr = BPF.ksymname(name)
+        addr = BPF.ksymname(name.encode())
         return addr if isinstance(addr, int) and addr > 0 else None
 
     # -- headers, BTF, PSI, delay accounting --------------------------------

@@ -310,12 +310,12 @@ class SlabAggregator(Aggregator):
     def report(self) -> Dict[str, Any]:
         shrinkers = []
         for s in sorted(self.shrinkers.values(), key=lambda s: (-s.lat.total, s.shr)):
-            row = shrinker_row(s, shrinker_name(s, self.shrinkers, self.symbols, self.owners),
-                               self.symbols)
+            srow = shrinker_row(s, shrinker_name(s, self.shrinkers, self.symbols, self.owners),
+                                self.symbols)
             if self.owners is not None:
                 # present only in recordings that read owners: older reports keep their shape
-                row["owner"] = owner_text(self.owners.get(s.shr)) if s.shr else None
-            shrinkers.append(row)
+                srow["owner"] = owner_text(self.owners.get(s.shr)) if s.shr else None
+            shrinkers.append(srow)
         pressure = [(a, b) for a, b in self.pressure]
         destroyed = self._destroyed()
         freeable = [s.items_last for s in self.shrinkers.values()]

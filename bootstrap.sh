@@ -107,13 +107,8 @@ test)
     apt_opts=--no-install-recommends apt_install prometheus
     say "ruff"
     .venv/bin/ruff check .
-    say "mypy (pure modules)"
-    .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
-        trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
-        trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/compare.py \
-        trace_reclaim/exporter.py trace_reclaim/commands/serve.py \
-        trace_reclaim/timeline/collect.py trace_reclaim/export.py \
-        trace_reclaim/tracers/
+    say "mypy (the whole package)"
+    .venv/bin/mypy -p trace_reclaim
     say "pytest"
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
 *)

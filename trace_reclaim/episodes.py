@@ -26,12 +26,11 @@ one node that is node 0.
 
 Other events (compaction, the allocator's retry decisions, OOM kills, and
 the slab and vmalloc tracers' events) attach to the episode open on their
-node at their time.  The builder asks every event what it is through a
-small protocol, so tracers written elsewhere plug in without this module
-knowing their classes: an event may define ``episode_fact()`` returning an
-:class:`EpisodeFact`; without it, :func:`fact_of` recognises the slab
-tracer's shrink_slab records and the vmalloc tracer's records by their
-type range and field names.
+node at their time.  This module knows the reclaim and OOM events itself;
+what any other tracer's event adds (an :class:`EpisodeFact`) comes from that
+tracer's declared hook, ``Aggregator.episode_fact`` in trace_reclaim.tracer,
+passed in as ``facts`` by record type, so tracers plug in without this
+module knowing their classes.
 
 Pure: events and snapshots in, JSON-able episodes out.
 """
@@ -40,14 +39,13 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from trace_reclaim.kswapd import AwakeSpan, Kswapd
 from trace_reclaim.mmenums import COMPACT_STATUS
 
 __all__ = [
-    "BURST_GAP_NS", "MAX_EPISODES", "EpisodeFact", "EpisodeBuilder", "fact_of",
-    "zone_state",
+    "BURST_GAP_NS", "MAX_EPISODES", "EpisodeFact", "EpisodeBuilder", "zone_state",
 ]
 
 BURST_GAP_NS = 100_000_000
@@ -67,11 +65,6 @@ EV_MARK_VICTIM = 48
 EV_COMPACTION = 49
 EV_RECLAIM_RETRY_ZONE = 50
 EV_COMPACT_RETRY = 51
-SLAB_TYPES = range(32, 48)
-VMALLOC_TYPES = range(16, 32)
-VMALLOC_KINDS = {16: "alloc_vmap_area", 17: "free_vmap_area", 18: "purge_vmap_area",
-                 19: "page_alloc", 20: "kmalloc_large"}
-PMD_SIZE = 2 << 20
 
 TASKSTATS_FIELDS = ("freepages_count", "freepages_delay_total",
                     "thrashing_count", "thrashing_delay_total",
@@ -92,46 +85,6 @@ class EpisodeFact(NamedTuple):
     name: str
     nid: Optional[int]
     values: Dict[str, int]
-
-
-def _first(ev: Any, names: Tuple[str, ...], default: Any = None) -> Any:
-    for n in names:
-        v = getattr(ev, n, None)
-        if v is not None:
-            return v
-    return default
-
-
-def fact_of(ev: Any, namer: Optional[Callable[[Any], Optional[str]]] = None
-            ) -> Optional[EpisodeFact]:
-    """Ask an event what it contributes; duck-typed for the slab/vmalloc records."""
-    m = getattr(ev, "episode_fact", None)
-    if m is not None:
-        return m()  # type: ignore[no-any-return]
-    t = ev.type
-    if t in SLAB_TYPES:
-        freed = _first(ev, ("nr_freed", "freed", "retval"))
-        if freed is None:
-            return None
-        name = namer(ev) if namer is not None else None
-        if not name:
-            name = _first(ev, ("name", "shrinker_name", "shrinker", "func"))
-        if not name:
-            ptr = _first(ev, ("shrink", "shr"), 0)
-            name = f"{ptr:#x}" if isinstance(ptr, int) else str(ptr)
-        scanned = _first(ev, ("scanned", "nr_scanned", "total_scan", "nr_to_scan"), 0)
-        return EpisodeFact("shrinker", str(name), _first(ev, ("nid",)), {
-            "calls": 1, "scanned": int(scanned), "freed": max(0, int(freed)),
-            "time_ns": int(_first(ev, ("delta_ns", "time_ns"), 0))})
-    if t in VMALLOC_TYPES:
-        size = int(_first(ev, ("size", "bytes", "size_bytes", "bytes_alloc"), 0) or 0)
-        align = int(_first(ev, ("align", "align_bytes"), 0) or 0)
-        failed = _first(ev, ("failed",), 0)
-        return EpisodeFact("vmalloc", VMALLOC_KINDS.get(t, f"type{t}"),
-                           _first(ev, ("nid", "node")), {
-                               "count": 1, "bytes": size, "failed": 1 if failed else 0,
-                               "huge_attempts": 1 if align >= PMD_SIZE else 0})
-    return None
 
 
 def zone_state(z: Dict[str, Any]) -> str:
@@ -211,11 +164,14 @@ class _Episode:
 class EpisodeBuilder:
     """Feed every BPF event (in time order) and every snapshot; ``report()``."""
 
-    def __init__(self, window: Any, namer: Optional[Callable[[Any], Optional[str]]] = None,
+    def __init__(self, window: Any,
+                 facts: Optional[Mapping[int, Callable[[Any], Optional[EpisodeFact]]]] = None,
                  burst_gap_ns: int = BURST_GAP_NS,
                  symbolize: Optional[Callable[[int], Optional[str]]] = None) -> None:
         self.window = window
-        self.namer = namer
+        # What another tracer's event adds, by record type (its aggregator's
+        # episode_fact); types in neither this nor _dispatch count as "other".
+        self.facts = dict(facts or {})
         # Names shrinker callbacks known only by address when their events
         # arrived (the slab tracer symbolizes them in later samples).
         self.symbolize = symbolize
@@ -238,7 +194,6 @@ class EpisodeBuilder:
         self.taskstats: Dict[int, List[Tuple[int, Dict[str, Any]]]] = {}
         self.delayacct: Optional[bool] = None
         self._next_id = 0
-        self._fact_cache: Dict[int, bool] = {}
         self._dispatch: Dict[int, Callable[[Any], None]] = {
             EV_WAKEUP_KSWAPD: self._wakeup_kswapd,
             EV_KSWAPD_WAKE: self._kswapd_wake,
@@ -273,26 +228,30 @@ class EpisodeBuilder:
     # -- BPF events --------------------------------------------------------
     def handler(self, type_id: int) -> Callable[[Any], None]:
         """The function ``feed`` calls for events of ``type_id`` (for callers that cache it)."""
-        return self._dispatch.get(type_id, self.feed)
+        h = self._dispatch.get(type_id)
+        if h is not None:
+            return h
+        fact_of = self.facts.get(type_id)
+        if fact_of is None:
+            return self._other
+        return lambda ev: self._fact_or_other(ev, fact_of(ev))
 
     def feed(self, ev: Any) -> None:
         h = self._dispatch.get(ev.type)
         if h is not None:
             h(ev)
             return
-        t = ev.type
-        known = self._fact_cache.get(t)
-        if known is False:
-            self.outside["other"] += 1
-            return
-        fact = fact_of(ev, self.namer)
+        fact_of = self.facts.get(ev.type)
+        self._fact_or_other(ev, None if fact_of is None else fact_of(ev))
+
+    def _other(self, ev: Any) -> None:
+        self.outside["other"] += 1
+
+    def _fact_or_other(self, ev: Any, fact: Optional[EpisodeFact]) -> None:
         if fact is None:
-            if known is None and getattr(ev, "episode_fact", None) is None:
-                self._fact_cache[t] = False
             self.outside["other"] += 1
-            return
-        self._fact_cache[t] = True
-        self._fact(ev, fact)
+        else:
+            self._fact(ev, fact)
 
     def _wakeup_kswapd(self, ev: Any) -> None:
         nid = ev.nid

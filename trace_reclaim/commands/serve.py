@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 from trace_reclaim import tracers
 from trace_reclaim.env import Environment, ExitStatus, UserError
-from trace_reclaim.tracer import Tracer
+from trace_reclaim.tracer import Options, Tracer
 
 __all__ = ["add_parser", "run", "parse_listen", "serve_registry", "DEFAULT_LISTEN"]
 
@@ -189,13 +189,9 @@ def serve_registry(exporter: Any, slab_accounting: bool = True) -> Dict[str, Tra
     line's choices applied to copies (the registry's instances are shared)."""
     from trace_reclaim.exporter import ObservedReclaimTracer
 
-    registry = tracers.registry()
-    registry["reclaim"] = ObservedReclaimTracer(exporter)
-    if not slab_accounting and "slab" in registry:
-        import copy
-
-        registry["slab"] = copy.copy(registry["slab"])
-        registry["slab"].cache_accounting = False  # type: ignore[attr-defined]
+    options = Options(slab_cache_accounting=slab_accounting)
+    registry = {name: t.configured(options) for name, t in tracers.registry().items()}
+    registry["reclaim"] = ObservedReclaimTracer(exporter).configured(options)
     return registry
 
 

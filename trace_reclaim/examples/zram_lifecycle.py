@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from typing import Dict, Iterable, Optional
 
 from trace_reclaim.examples import _proc, _restore
 from trace_reclaim.examples._proc import MiB
@@ -77,9 +78,9 @@ def cache_names(n):
     return ["zs_handle-zram%d" % n, "zspage-zram%d" % n]
 
 
-def slab_entries(names):
+def slab_entries(names: Iterable[str]) -> Dict[str, Optional[str]]:
     """Return {name: "-> target" for an alias symlink, "cache" for a real cache, None}."""
-    out = {}
+    out: Dict[str, Optional[str]] = {}
     for name in names:
         path = os.path.join(SYS_SLAB, name)
         if os.path.islink(path):

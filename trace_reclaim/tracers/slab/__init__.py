@@ -101,9 +101,6 @@ class SlabTracer(Tracer):
             self._owner_facts = owners.owner_cflags(probe.btf_types, probe.kernel_symbol)
         return self._owner_facts
 
-    # Per-cache alloc/free counting; --no-slab-accounting turns it off.
-    cache_accounting: bool = True
-
     def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
         attaches, cflags = super().plan(probe)
         f = self.btf_facts(probe)
@@ -118,7 +115,7 @@ class SlabTracer(Tracer):
             rejected=unnamed, ok=True))
         acct = f["alloc_arg"] is not None and f["free_arg"] is not None and all(
             probe.tracepoint_exists("kmem", e) for e in ("kmem_cache_alloc", "kmem_cache_free"))
-        if acct and not self.cache_accounting:
+        if acct and not self.options.slab_cache_accounting:
             attaches.append(Attach(
                 family="kmem:kmem_cache_alloc/free per cache", chosen="off (--no-slab-accounting)",
                 rejected=[("raw tracepoints", "turned off: every allocation would pay the "

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, ClassVar, Dict, List, Optional, Set, Tuple
 
-from trace_reclaim.tracer import Aggregator, Window
+from trace_reclaim.tracer import Aggregator, EpisodeFact, Window
 from trace_reclaim.tracers.slab.drain import MIN_GROWTH, drain_reason, never_drains
 from trace_reclaim.tracers.slab.kmsg import MAX_KMSG_LINES, destroyed_with_objects
 from trace_reclaim.tracers.slab.lifecycle import diff_lifecycle, root_name
@@ -170,6 +170,20 @@ class SlabAggregator(Aggregator):
             return
         self.lifecycle.append(d)
         self._iv["creates" if d["event"] == "create" else "destroys"] += 1
+
+    # -- what the episode builder asks -----------------------------------------
+    def episode_fact(self, ev: Any) -> Optional[EpisodeFact]:
+        """A shrink_slab call adds to its episode's row for the shrinker's
+        callback, keyed by address (named at report time by ``symbolize``)."""
+        if ev.type != EV_SHRINK_SLAB:
+            return None
+        return EpisodeFact("shrinker", f"{ev.shrink:#x}", ev.nid, {
+            "calls": 1, "scanned": ev.scanned, "freed": max(0, ev.freed),
+            "time_ns": ev.delta_ns})
+
+    def symbolize(self, addr: int) -> Optional[str]:
+        """Shrinker callbacks, symbolized live by ``SlabTracer.sample``."""
+        return self.symbols.get(addr)
 
     # -- samples (recorded by SlabTracer.sample) ----------------------------
     def _cache(self, name: str) -> Optional[_Cache]:

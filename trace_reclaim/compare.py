@@ -45,7 +45,8 @@ from trace_reclaim import abi
 from trace_reclaim.env import Environment, ExitStatus, UserError
 from trace_reclaim.tracer import Tracer
 
-__all__ = ["Run", "Item", "Comparison", "load_run", "run_metrics", "compare",
+__all__ = ["Run", "Item", "Comparison", "load_run", "run_metrics", "shrinker_key",
+           "fold_shrinkers", "compare",
            "holm", "header_differences", "render_table", "render_json",
            "split_sides", "MWU", "BOOTSTRAP", "DEFAULT_ALPHA"]
 
@@ -129,10 +130,7 @@ def run_metrics(doc: Dict[str, Any]) -> Dict[str, Optional[float]]:
             for s in shrinkers:
                 if not isinstance(s, dict) or not s.get("name"):
                     continue
-                # "super_cache_scan#3": the third superblock seen in that run;
-                # instance numbers are not stable across runs, so compare the
-                # shrinker function, all its instances together.
-                n = re.sub(r"#\d+$", "", str(s["name"]))
+                n = shrinker_key(s)
                 for k in ("time_ns", "freed"):
                     v = _num(s.get(k))
                     if v is not None:
@@ -154,6 +152,64 @@ def run_metrics(doc: Dict[str, Any]) -> Dict[str, Optional[float]]:
         out["vmalloc.fallback"] = float(sum(1 for a in areas if a.get("verdict") == "fallback"))
         out["vmalloc.huge_pages"] = float(sum(_num(a.get("huge_pages")) or 0 for a in areas))
     return out
+
+
+def shrinker_key(row: Dict[str, Any]) -> str:
+    """What a shrinker row is compared by across runs.
+
+    A shrinker named by what it shrinks (``super_cache_scan (ext4 vda)``:
+    the row has an ``owner``) is the same shrinker in every run.  Otherwise
+    the name is the callback, numbered when several share it
+    (``super_cache_scan#3``, the third superblock in that run's pointer
+    order, or an old recording made before shrinkers had owners): those
+    numbers are not stable across runs, so the callback is compared, all
+    its instances together.
+    """
+    name = str(row["name"])
+    if row.get("owner"):
+        return name
+    return re.sub(r"#\d+$", "", name)
+
+
+def _shrinker_function(metric: str) -> Optional[str]:
+    """The callback of a ``shrinker.<key>.<value>`` metric: the key up to " (owner)"."""
+    if not metric.startswith("shrinker."):
+        return None
+    key = metric[len("shrinker."):].rsplit(".", 1)[0]
+    return key.split(" (", 1)[0]
+
+
+def fold_shrinkers(runs: Sequence[Dict[str, Optional[float]]],
+                   ) -> List[Dict[str, Optional[float]]]:
+    """Compare per callback where any run knows a callback's shrinkers only so.
+
+    A run without owners (an old recording, a kernel without BTF) has one
+    ``shrinker.super_cache_scan`` metric for every superblock; a run with
+    them has ``shrinker.super_cache_scan (ext4 vda)`` and its siblings.
+    Comparing those would show every superblock as gone on one side and
+    new on the other, so such a callback is compared as a whole in every run.
+    """
+    whole = {fn for m in runs for k in m
+             if (fn := _shrinker_function(k)) is not None and k == _whole_metric(k, fn)}
+    out: List[Dict[str, Optional[float]]] = []
+    for m in runs:
+        folded: Dict[str, Optional[float]] = {}
+        for k, v in m.items():
+            fn = _shrinker_function(k)
+            if fn is not None and fn in whole:
+                k = _whole_metric(k, fn)
+                if v is not None:
+                    folded[k] = (folded.get(k) or 0) + v
+                else:
+                    folded.setdefault(k, None)
+            else:
+                folded[k] = v
+        out.append(folded)
+    return out
+
+
+def _whole_metric(metric: str, fn: str) -> str:
+    return f"shrinker.{fn}.{metric.rsplit('.', 1)[1]}"
 
 
 def never_drain_caches(doc: Dict[str, Any]) -> List[str]:
@@ -321,8 +377,8 @@ def _median(vals: Sequence[float]) -> Optional[float]:
 def compare(base: Sequence[Run], new: Sequence[Run], alpha: float = DEFAULT_ALPHA,
             bootstrap: bool = True) -> Comparison:
     """Compare every metric; the verdicts are Holm-corrected over the family."""
-    bm = [r.metrics for r in base]
-    nm = [r.metrics for r in new]
+    folded = fold_shrinkers([r.metrics for r in list(base) + list(new)])
+    bm, nm = folded[:len(base)], folded[len(base):]
     names = sorted({k for m in bm + nm for k in m}, key=_metric_order)
     items: List[Item] = []
     for name in names:

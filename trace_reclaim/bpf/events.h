@@ -268,4 +268,28 @@ enum slab_cache_overflow_slot {
 	SLAB_OVERFLOW_NR = 1,
 };
 
+/* What a shrinker's private data was read as (shrinker_owner.kind). */
+enum shrinker_owner_kind {
+	SHRINKER_OWNER_NONE = 0,	/* function only (or shrinker->name alone) */
+	SHRINKER_OWNER_SUPER = 1,	/* struct super_block: s_type->name, s_id, s_dev */
+	SHRINKER_OWNER_ZS_POOL = 2,	/* struct zs_pool: name */
+	SHRINKER_OWNER_JOURNAL = 3,	/* journal_t: j_devname */
+};
+
+#define SHRINKER_NAME_LEN 32
+#define SHRINKER_ID_LEN 56
+
+/*
+ * What one struct shrinker * shrinks, read once in the kernel
+ * (slab_shrinker_owners, keyed by the pointer) and read from user space
+ * each interval; not a ring buffer record.
+ */
+struct shrinker_owner {
+	__u32 kind;			/* enum shrinker_owner_kind */
+	__u32 s_dev;			/* super_block.s_dev (MKDEV: major << 20 | minor) */
+	char name[SHRINKER_NAME_LEN];	/* shrinker->name (CONFIG_SHRINKER_DEBUG) */
+	char fs_type[SHRINKER_NAME_LEN];	/* s_type->name */
+	char id[SHRINKER_ID_LEN];	/* s_id, zs_pool.name or j_devname */
+};
+
 #endif /* TRACE_RECLAIM_EVENTS_H */

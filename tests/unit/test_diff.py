@@ -21,6 +21,7 @@ from tests import synth
 from trace_reclaim import abi, cli
 from trace_reclaim.env import Environment, ExitStatus
 from trace_reclaim import compare as diff
+from trace_reclaim.compare.render import _short as render_short
 from trace_reclaim import events
 from trace_reclaim.recording import Writer
 from trace_reclaim.tracers import registry
@@ -545,5 +546,5 @@ def test_shrinker_instances_are_compared_as_one_function():
 
 
 def test_long_names_keep_what_they_count():
-    assert diff._short("shrinker.kfree_rcu_shrink_scan.time_ns", 28) == \
+    assert render_short("shrinker.kfree_rcu_shrink_scan.time_ns", 28) == \
         "shrinker.kfree_rcu...time_ns"

@@ -6,7 +6,7 @@ Per-run values are the unit of replication (see the package docstring).
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 __all__ = ["MWU", "BOOTSTRAP", "BOOTSTRAP_RESAMPLES", "EXACT_PERMUTATIONS", "mwu", "holm",
            "cluster_bootstrap_median"]

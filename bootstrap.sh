@@ -38,8 +38,9 @@ apt_install() {
         apt_updated=1
     fi
     say "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $apt_opts "${missing[@]}" >&2
 }
+apt_opts=""
 
 # bcc's Python bindings come from Debian (PyPI's "bcc" is another project);
 # bpftool reads per-program BPF run time for the benchmarks; util-linux has
@@ -96,7 +97,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
     say "installing Python dependencies into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff]' >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff,serve,export]' >&2
     echo "$want_stamp" > "$stamp"
 fi
 
@@ -106,13 +107,15 @@ case "$cmd" in
 trace)
     exec ./trace-reclaim "$@" ;;
 test)
+    # tests/unit/test_abi.py compiles bpf/events.h (cc, <linux/types.h>).
+    apt_install gcc libc6-dev linux-libc-dev
+    # The serve live test scrapes with a real Prometheus (and lints with its
+    # promtool); it starts its own on loopback, never the packaged service.
+    apt_opts=--no-install-recommends apt_install prometheus
     say "ruff"
     .venv/bin/ruff check .
-    say "mypy (pure modules)"
-    .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
-        trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
-        trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/compare.py \
-        trace_reclaim/vm.py trace_reclaim/bpfsys.py trace_reclaim/tracers/
+    say "mypy (the whole package)"
+    .venv/bin/mypy -p trace_reclaim
     say "pytest"
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
 test-vm)
@@ -126,12 +129,8 @@ test-vm)
     [ "$arch" = amd64 ] || die "test-vm boots amd64 kernels only (this is $arch)" \
                               "run it on an x86-64 machine"
     # qemu-system-x86 without its recommends (GUI, audio): the guest runs headless.
-    for p in qemu-system-x86 busybox-static kmod xz-utils e2fsprogs; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
-        if [ -z "$apt_updated" ]; then say "apt-get update"; apt-get update -qq >&2; apt_updated=1; fi
-        say "installing $p"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$p" >&2
-    done
+    apt_opts=--no-install-recommends apt_install qemu-system-x86 busybox-static kmod \
+        xz-utils e2fsprogs
     if ! .venv/bin/python -c "import virtme_ng" 2>/dev/null; then
         say "installing virtme-ng into .venv"
         .venv/bin/python -m pip install -q --disable-pip-version-check virtme-ng >&2

@@ -14,9 +14,12 @@ import gzip
 import os
 import platform
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from trace_reclaim.procfs import ProcFS
+
+if TYPE_CHECKING:
+    from trace_reclaim.tracer import Tracer
 
 __all__ = ["Probe", "Plan", "TRACEFS_CANDIDATES", "ATTACH_CHOICES", "ATTACH_ENV"]
 
@@ -264,6 +267,19 @@ class Probe:
         """
         return self.btf_types.raw_tp_params(event) if self.btf_types else None
 
+    def kernel_symbol(self, name: str) -> Optional[int]:
+        """Address of kernel function ``name`` (bcc's BPF.ksymname), or None.
+
+        None when bcc is missing, the symbol is unknown, or kallsyms hides
+        addresses (kptr_restrict for a reader without CAP_SYSLOG shows 0).
+        """
+        try:
+            from bcc import BPF
+        except ImportError:
+            return None
+        addr = BPF.ksymname(name.encode())
+        return addr if isinstance(addr, int) and addr > 0 else None
+
     # -- headers, BTF, PSI, delay accounting --------------------------------
     @functools.cached_property
     def headers(self) -> Dict[str, Any]:
@@ -322,7 +338,7 @@ class Probe:
                       "(kvmalloc, vmalloc_huge)")
 
     # -- the plan ----------------------------------------------------------
-    def plan(self, tracers: Dict[str, Any]) -> Plan:
+    def plan(self, tracers: Mapping[str, Tracer]) -> Plan:
         attaches: List[Any] = []
         cflags: List[str] = []
         enabled: List[str] = []

@@ -15,23 +15,33 @@ import socket
 import sys
 import time
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import trace_reclaim
-from trace_reclaim import events, gfp
+from trace_reclaim import abi, events, gfp
+from trace_reclaim.abi import EV_DIRECT_RECLAIM, EV_KSWAPD_WAKE
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.probe import Plan, Probe
 from trace_reclaim.procfs import ProcFS, zone_names
 from trace_reclaim.recording import Writer
 from trace_reclaim.taskstats import DELAY_FIELDS
+from trace_reclaim.tracer import Tracer
 
 __all__ = ["BPF_DIR", "LiveSession", "build_header", "bpf_source", "SessionError"]
 
 # The BPF sources ship inside the package; bcc needs a directory for -I.
 BPF_DIR = str(resources.files("trace_reclaim").joinpath("bpf"))
 _TS = int.from_bytes
-EV_KSWAPD_WAKE = 2
-EV_DIRECT_RECLAIM = 4
+
+
+def _header_slice(name: str) -> slice:
+    """Where a struct event_header field lies in a raw record."""
+    f = abi.layout("event_header").field(name)
+    return slice(f.offset, f.offset + f.size)
+
+
+_HDR_TS, _HDR_TYPE, _HDR_PID, _HDR_COMM = (_header_slice(n)
+                                           for n in ("ts_ns", "type", "pid", "comm"))
 MAX_TASKSTATS_PER_TICK = 32
 
 
@@ -46,7 +56,7 @@ def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str
             f"-DTARG_TGID={tgid}", *plan.cflags]
 
 
-def bpf_source(tracers: Dict[str, Any]) -> str:
+def bpf_source(tracers: Mapping[str, Tracer]) -> str:
     """The one program bcc compiles: common.bpf.h, then each tracer's file.
 
     bcc rewrites map method calls (``events.ringbuf_reserve()``) and builds
@@ -63,7 +73,7 @@ def bpf_source(tracers: Dict[str, Any]) -> str:
 
 
 def build_header(probe: Probe, plan: Plan, argv: List[str], interval_s: float,
-                 tracers: Dict[str, Any], workload: Optional[Dict[str, Any]] = None,
+                 tracers: Mapping[str, Tracer], workload: Optional[Dict[str, Any]] = None,
                  ) -> Dict[str, Any]:
     """The system context a recording carries (what a replay elsewhere needs)."""
     fmt = probe.tracepoint_format("vmscan", "mm_vmscan_direct_reclaim_begin") or ""
@@ -101,13 +111,13 @@ class LiveSession:
     """One live trace from attach to the final report."""
 
     def __init__(self, *, bpf_factory: Callable[..., Any], procfs: ProcFS,
-                 tracers: Dict[str, Any], plan: Plan, header: Dict[str, Any],
+                 tracers: Mapping[str, Tracer], plan: Plan, header: Dict[str, Any],
                  interval_s: float = 1.0, duration_s: Optional[float] = None,
                  tgid: int = 0, writer: Optional[Writer] = None,
                  on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
                  ringbuf_pages: int = 1024, slow_consumer_ms: int = 0,
-                 taskstats: Optional[Any] = None) -> None:
+                 taskstats: Optional[Any] = None, history: bool = True) -> None:
         self.bpf_factory = bpf_factory
         self.procfs = procfs
         self.tracers = {n: tracers[n] for n in plan.tracers}
@@ -122,10 +132,11 @@ class LiveSession:
         self.ringbuf_pages = ringbuf_pages
         # Tests only: drain the ring buffer this rarely, to make real losses.
         self.slow_consumer_ms = slow_consumer_ms
-        self.correlator = Correlator(header, self.tracers.values())
+        self.correlator = Correlator(header, self.tracers.values(), history=history)
         self._batch: List[bytes] = []
         self._stop: Optional[str] = None
         self.bpf: Any = None
+        self.compiler_output = ""  # bcc's compiler messages when load() failed
         # Read live between ticks, emitted as records at the tick: whether a
         # kswapd woke (zoneinfo is re-read then), and which threads stalled in
         # direct reclaim (their taskstats are read then).
@@ -140,9 +151,9 @@ class LiveSession:
         if type_id == EV_KSWAPD_WAKE:
             self._kswapd_woke = True
         elif type_id == EV_DIRECT_RECLAIM and len(self._stalled) < MAX_TASKSTATS_PER_TICK:
-            tid = _TS(payload[12:16], "little")
+            tid = _TS(payload[_HDR_PID], "little")
             if tid not in self._stalled:
-                self._stalled[tid] = payload[24:40].split(b"\0", 1)[0].decode(
+                self._stalled[tid] = payload[_HDR_COMM].split(b"\0", 1)[0].decode(
                     "utf-8", "replace")
 
     def _emit(self, type_id: int, payload: bytes) -> None:
@@ -166,8 +177,8 @@ class LiveSession:
             return
         self._batch = []
         # One ring buffer, many CPUs: commit order is nearly time order.
-        batch.sort(key=lambda b: _TS(b[:8], "little"))
-        records = [(_TS(raw[8:12], "little"), raw) for raw in batch]
+        batch.sort(key=lambda b: _TS(b[_HDR_TS], "little"))
+        records = [(_TS(raw[_HDR_TYPE], "little"), raw) for raw in batch]
         write = self.writer.write if self.writer is not None else None
         for type_id, raw in records:
             self._note(type_id, raw)
@@ -374,10 +385,10 @@ def _last_line(e: BaseException) -> str:
 def default_bpf_factory() -> Callable[..., Any]:
     """bcc's BPF class, imported only when a live session needs it."""
     try:
-        from bcc import BPF  # type: ignore[import-not-found]
+        from bcc import BPF
     except ImportError as e:
         raise SessionError(
             f"bcc is not importable from {sys.executable}: {e}",
             "install Debian's python3-bpfcc and run from a venv made with "
             "--system-site-packages (./bootstrap.sh does both)") from e
-    return BPF  # type: ignore[no-any-return]
+    return BPF

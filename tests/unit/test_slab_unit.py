@@ -3,13 +3,13 @@ snapshots, the never-drains decision, shrinker aggregation, the report."""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 
+from tests import synth
 from trace_reclaim import events
+from trace_reclaim.abi import EV_SHRINK_SLAB
 from trace_reclaim.tracer import Window
-from trace_reclaim.tracers.slab import (EV_SHRINK_SLAB, SETTLE_NS, SlabAggregator, ShrinkSlab,
+from trace_reclaim.tracers.slab import (SETTLE_NS, SlabAggregator, ShrinkSlab,
                           diff_lifecycle, never_drains, slabinfo_tolerance)
 
 S = 1_000_000_000
@@ -184,8 +184,9 @@ def test_shrink_before_window_not_counted():
 
 
 def test_decoder_round_trip():
-    payload = struct.pack("<QIIII16s", 5, EV_SHRINK_SLAB, 1, 1, 0, b"kswapd0") + struct.pack(
-        "<QQQQQQqqqQiiiIQ", 9, 1, 2, 3, 4, 128, 0, 0, 0, 0xcc0, 64, 0, 12, 0, 0)
+    payload = synth.record("shrink_slab_event", EV_SHRINK_SLAB, 5, pid=1, comm="kswapd0",
+                           delta_ns=9, shr=1, shrink=2, cache_items=3, delta=4, total_scan=128,
+                           gfp_flags=0xcc0, freed=64, priority=12)
     ev = events.decode(EV_SHRINK_SLAB, payload)
     assert isinstance(ev, ShrinkSlab) and ev.scanned == 128 and ev.freed == 64
 
@@ -238,8 +239,8 @@ def test_kmsg_warning_flags_destroyed_cache():
 # -- exact lifecycle: fentry/fexit or kprobes on the kernel's own calls ---------------
 
 def _kc(type_id, ts, cache, name, refcount=-1, err=0, requested=""):
-    payload = struct.pack("<QIIII16s", ts, type_id, 9, 9, 0, b"zram") + struct.pack(
-        "<Qii40s40s", cache, refcount, err, name.encode(), requested.encode())
+    payload = synth.record("kmem_cache_event", type_id, ts, pid=9, comm="zram", cache=cache,
+                           refcount=refcount, err=err, name=name, requested=requested)
     return events.decode(type_id, payload)
 
 

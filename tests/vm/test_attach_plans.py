@@ -21,6 +21,7 @@ lifecycle times.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -39,8 +40,15 @@ from trace_reclaim.tracers.vmalloc import EV_KMALLOC_LARGE, VM_ALLOW_HUGE_VMAP
 PLANS = ("fentry", "kprobe", "tracepoint")
 MiB = 1 << 20
 PAGE = 4096
-HUGE_AREA_SIZE = 6 * MiB + PAGE          # 3 x 2 MiB + guard page
-N_FILES = 50_000
+HUGE = 2 * MiB
+# The verifier kvmallocs tables of 8 or 16 bytes per instruction (by kernel
+# version); kvmalloc's kmalloc try fails above KMALLOC_MAX_SIZE (4 MiB with
+# 4 KiB pages), so with 700,000 instructions at least one of them is vmalloc'd
+# on every kernel, whatever the free memory looks like (300,000 x 8 bytes, on
+# 6.12, fits a free order-10 block and never reaches vmalloc).
+INSNS = 700_000
+KMALLOC_MAX = 4 * MiB
+N_FILES = 20_000
 INTERVAL = ["-i", "0.5"]
 ALLOCSTALL = ("allocstall_dma", "allocstall_dma32", "allocstall_normal",
               "allocstall_movable", "allocstall_device")
@@ -104,7 +112,7 @@ def window_a(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
     t = _start(str(tmp_path_factory.mktemp(f"a-{plan}")), plan)
     try:
         with timed("vmalloc_huge x2", plan=plan):
-            out["huge"] = vmalloc_huge.trigger(count=2)
+            out["huge"] = vmalloc_huge.trigger(insns=INSNS, count=2)
         with timed("zram lifecycle", plan=plan):
             with zram_lifecycle.zram_device() as z:
                 n = out["zram_n"] = z["n"]
@@ -151,13 +159,12 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
             # The workload leaves no free order-9 block most of the time; a
             # run where one was left is tried again (up to three runs).
             for _ in range(3):
-                res = vmalloc_fallback.run(log=None)
+                res = vmalloc_fallback.run(insns=INSNS, log=None)
                 out["fallbacks"].append(res)
                 if res["fallback_expected"]:
                     break
         with timed("pressure + drop_caches", plan=plan):
-            out["pressure"] = pressure.run(seconds=120, until_direct_reclaim=True,
-                                           directory=page_cache_dir, log=None)
+            out["pressure"] = _stream_page_cache(page_cache_dir)
             _proc.drop_caches(2)          # every shrinker, once
             time.sleep(1.5)               # the shrinks finish inside the window
         _stop(t, plan, "B")
@@ -168,14 +175,37 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
     return out
 
 
+def _stream_page_cache(directory: str) -> Dict[str, Any]:
+    """Stream a sparse file through the page cache past what is free: kswapd reclaims.
+
+    examples/pressure.py's pieces with a 512 MiB margin instead of its 2 GiB
+    (sized for a shared host): the guest has 3 GiB, and only clean page cache
+    is reclaimed.  Stops at the first direct reclaim or after 3 x what was left.
+    """
+    before = _proc.vmstat()
+    with pressure.ballast(working_bytes=256 * MiB, margin=512 * MiB, log=None) as b, \
+            pressure.sparse_file(directory=directory) as path:
+        s = pressure.stream(path, 3 * b["mem_available_after"] // MiB, 120, 0,
+                            until_direct_reclaim=True)
+    d = _proc.vmstat_delta(before, _proc.vmstat())
+    return {"ballast": b, "stream": s, "vmstat": d}
+
+
 def _mine(report: Dict[str, Any], tid: int) -> List[Dict[str, Any]]:
     return [a for a in report["vmalloc"]["areas"] if a["tid"] == tid]
 
 
 def _kv(areas: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The verifier's kvmalloc areas (the huge-eligible ones)."""
-    return [a for a in areas if a["caller"].startswith("__kvmalloc_node")
-            and "bpf_check" in a["caller"]]
+    """The verifier's kvmalloc areas above KMALLOC_MAX_SIZE (always vmalloc'd,
+    huge-eligible): by the kernel stack, __kvmalloc_node_noprof (6.10+) or
+    __kvmalloc_node, called from bpf_check."""
+    return [a for a in areas if a["caller"].startswith(("__kvmalloc_node", "kvmalloc_node"))
+            and "bpf_check" in a["caller"] and a["size"] > KMALLOC_MAX + PAGE]
+
+
+def _huge_size(requested: int) -> int:
+    """__vmalloc_node_range's area for a huge attempt: whole 2 MiB pages + guard."""
+    return -(-requested // HUGE) * HUGE + PAGE
 
 
 def _failed_kmallocs(path: str, tid: int) -> List[int]:
@@ -208,10 +238,12 @@ def test_check_shows_the_forced_plan(plan):
         assert vmalloc_line.startswith("tracepoint-only")
         assert lifecycle_line.startswith("/sys/kernel/slab")
     else:
-        # fentry where the kernel's trampoline takes the function, else kprobe
-        want = ("fentry", "kprobe") if plan == "fentry" else ("kprobe",)
+        # fentry/fexit where the kernel's trampoline takes the function, else kprobes
+        want = {"fentry", "fexit", "kprobe", "kretprobe"} if plan == "fentry" \
+            else {"kprobe", "kretprobe"}
         assert vmalloc_line.split()[0] in want, vmalloc_line[:200]
-        assert lifecycle_line.split()[0] in want, lifecycle_line[:200]
+        picks = lifecycle_line.split(" not ", 1)[0].split(" oom:", 1)[0]
+        assert {p.split()[0] for p in picks.split(", ")} <= want, lifecycle_line[:200]
 
 
 def test_header_plan_matches(window_a):
@@ -231,19 +263,25 @@ def test_trigger_kvmalloc_is_huge_and_vzalloc_not_eligible(window_a):
     assert res["loaded"] == 2, res["loads"][0]["error"]
     mine = _mine(rep, res["tid"])
     kv = _kv(mine)
-    assert len(kv) == 2, [(a["caller"], a["size"]) for a in mine]
+    # one or two tables per load above 4 MiB, depending on the kernel version
+    assert len(kv) >= 2 and len(kv) % 2 == 0, [(a["caller"], a["size"]) for a in mine]
     for a in kv:
         assert a["verdict"] == "huge", a
-        assert a["huge_pages"] == 3
-        assert a["size"] == HUGE_AREA_SIZE and a["align"] == 2 * MiB
-        assert 4 * MiB < a["requested"] <= 6 * MiB
-        assert a["waste"] == 6 * MiB - a["requested"]
+        assert a["align"] == HUGE and (a["size"] - PAGE) % HUGE == 0
+        assert a["huge_pages"] == (a["size"] - PAGE) // HUGE
+        # kvmalloc's failed kmalloc (or fentry/kprobe) gave the request
+        assert a["requested"] is not None and a["size"] == _huge_size(a["requested"]), a
+        assert a["waste"] == a["size"] - PAGE - a["requested"]
+        assert a["pid"] == os.getpid() and a["comm"]
     vz = [a for a in mine if a["size"] >= 25 * MiB]
     assert len(vz) == 2, [(a["caller"], a["size"]) for a in mine]
     for a in vz:
         assert a["verdict"] == "not_eligible" and a["align"] == 1
         assert "bpf_check" in a["caller"] and a["huge_pages"] == 0
-    assert not [a for a in mine if a["verdict"] in ("fallback", "unknown")], mine
+    assert not [a for a in mine if a["verdict"] in ("fallback", "unknown")
+                and a in kv], mine
+    tot = rep["totals"]
+    assert tot["vmalloc_huge_areas"] >= len(kv)
     if plan == "tracepoint":
         for a in kv:
             assert a["requested_from"] == "kmalloc" and a.get("vm_flags") is None
@@ -264,13 +302,13 @@ def test_exact_request_vm_flags_and_caller(window_a):
     rep, res = window_a["report"], window_a["huge"]
     mine = _mine(rep, res["tid"])
     kv = _kv(mine)
-    assert len(kv) == 2
+    assert kv
     kmallocs = _failed_kmallocs(window_a["trace"].path, res["tid"])
     for a in kv:
         assert a["requested_from"] in ("fentry", "kprobe"), a
         assert a["requested_from"] == rep["vmalloc"]["plan"].split()[0]
         assert a["requested"] in kmallocs, (a["requested"], kmallocs)
-        assert a["size"] == -(-a["requested"] // (2 * MiB)) * 2 * MiB + PAGE
+        assert a["size"] == _huge_size(a["requested"])
         assert a["vm_flags"] & VM_ALLOW_HUGE_VMAP, hex(a["vm_flags"])
         assert a["vm_caller"] and a["vm_caller"].split("+")[0] == "bpf_check", a
     vz = [a for a in mine if a["size"] >= 25 * MiB]
@@ -286,33 +324,32 @@ def test_real_fallback_is_fallback(window_b):
     rep = window_b["report"]
     assert all(r["nr_hugepages_after"] == r["nr_hugepages_before"]
                for r in window_b["fallbacks"])
-    runs = []
+    fell_back = 0
     for res in window_b["fallbacks"]:
         trig = res["trigger"]
         assert trig["loaded"] == 1, trig["loads"][0]["error"]
         kv = _kv(_mine(rep, trig["tid"]))
-        assert len(kv) == 1, [(a["caller"], a["size"], a["verdict"])
-                              for a in _mine(rep, trig["tid"])]
-        runs.append((res, kv[0]))
-    for res, a in runs:
-        if a["verdict"] == "huge":   # the kernel still found order-9 blocks
-            assert a["huge_pages"] == 3 and not res["fallback_expected"], a
-            continue
-        assert a["verdict"] == "fallback", (a, res["buddyinfo_during"])
-        assert a["huge_pages"] == 0
-        assert a["align"] < 2 * MiB and a["size"] < HUGE_AREA_SIZE
-        att = a["attempt"]
-        assert att["size"] == HUGE_AREA_SIZE and att["align"] == 2 * MiB
-        assert att["huge_pages_needed"] == 3 and att["huge_pages_got"] < 3
-        assert att["page_failed"]
-        assert a["requested"] is not None and a["waste"] == a["size"] - PAGE - a["requested"]
-        if window_b["plan"] != "tracepoint":
-            # the retry keeps the call's exact request and flags
-            assert a["requested_from"] in ("fentry", "kprobe")
-            assert a["size"] == -(-a["requested"] // PAGE) * PAGE + PAGE
-            assert a["vm_flags"] & VM_ALLOW_HUGE_VMAP
-    assert any(a["verdict"] == "fallback" for _r, a in runs), \
-        "the kernel found order-9 blocks in every run: no fallback to check"
+        assert kv, [(a["caller"], a["size"], a["verdict"]) for a in _mine(rep, trig["tid"])]
+        for a in kv:
+            if a["verdict"] == "huge":   # the kernel still found order-9 blocks
+                assert a["huge_pages"] == (a["size"] - PAGE) // HUGE, a
+                continue
+            assert a["verdict"] == "fallback", (a, res["buddyinfo_during"])
+            fell_back += 1
+            assert a["huge_pages"] == 0
+            # The retry is the area that lives on: 4 KiB pages, small alignment,
+            # the unrounded size; the failed huge attempt is attached to it.
+            assert a["align"] < HUGE and a["size"] == -(-a["requested"] // PAGE) * PAGE + PAGE
+            att = a["attempt"]
+            assert att["size"] == _huge_size(a["requested"]) and att["align"] == HUGE
+            assert att["huge_pages_needed"] == (att["size"] - PAGE) // HUGE
+            assert att["huge_pages_got"] < att["huge_pages_needed"] and att["page_failed"]
+            assert a["waste"] == a["size"] - PAGE - a["requested"]
+            if window_b["plan"] != "tracepoint":
+                # the retry keeps the call's exact request and flags
+                assert a["requested_from"] in ("fentry", "kprobe")
+                assert a["vm_flags"] & VM_ALLOW_HUGE_VMAP
+    assert fell_back, "the kernel found order-9 blocks in every run: no fallback to check"
     assert rep["totals"]["vmalloc_fallbacks"] >= 1
     assert rep["vmalloc"]["kernel"]["disarm_failed"] >= 1
 
@@ -394,11 +431,11 @@ def test_negative_dentries_drain(window_b):
 # -- reclaim: every count against /proc/vmstat ----------------------------------
 def test_counts_equal_the_kernels_own(window_b):
     """tests/live/test_reclaim_live.py::test_counts_equal_the_kernels_own, on this
-    kernel and plan (see there for why each equality is exact), over a window
-    that also holds the fallback workload's hugetlb allocation and three
-    drop_caches runs."""
-    doc, result = window_b["report"], window_b["pressure"]
-    assert result["direct_reclaims"] > 0
+    kernel and plan (see there for why each equality is exact), over window B:
+    drop_caches three times or more, the fallback workload's hugetlb allocation
+    (direct reclaim by this process: on 6.12 with the multi-gen LRU, mostly
+    passes that retry) and page-cache streaming (kswapd)."""
+    doc = window_b["report"]
     tot, vm = doc["totals"], doc["totals"]["vmstat_delta"]
     assert tot["lost_events"] == 0
     allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
@@ -417,6 +454,7 @@ def test_counts_equal_the_kernels_own(window_b):
     assert tot["shrink_slab_scanned"] == vm["slabs_scanned"]
     assert tot["drop_caches_runs"] == vm["drop_slab"] >= 3
     assert tot["oom_kills"] == vm["oom_kill"] == 0
+    assert vm["pgscan_kswapd"] > 0 and vm["pgsteal_kswapd"] > 0
     pids = {p["pid"] for p in doc["reclaim"]["direct_reclaim"]["processes"]}
-    assert result["pid"] in pids
+    assert os.getpid() in pids   # nr_hugepages was written from this process
     assert sum(n["awake_ns"] for n in doc["reclaim"]["kswapd"]) > 0

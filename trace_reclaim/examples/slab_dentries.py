@@ -235,12 +235,15 @@ def run(mode="pinned", n=DEFAULT_FILES, drop=True, directory=None, log=print):
         after_release = snapshot(caches)
     res = {"mode": mode, "n": n, "caches": caches, "baseline": baseline, "held": held,
            "after_drop": after_drop, "after_release": after_release,
-           "dentry_drop": (held["dentry"] - after_drop["dentry"]) if drop else None,
-           "inode_drop": (held[caches[1]] - after_drop[caches[1]]) if drop else None}
+           "dentry_drop": (held["dentry"] - after_drop["dentry"])
+           if after_drop is not None else None,
+           "inode_drop": (held[caches[1]] - after_drop[caches[1]])
+           if after_drop is not None else None}
     if log:
         for c in caches:
             log("%-18s baseline %7d  held %7d  after drop_caches %7s  after release %7d"
-                % (c, baseline[c], held[c], after_drop[c] if drop else "-", after_release[c]))
+                % (c, baseline[c], held[c], "-" if after_drop is None else after_drop[c],
+                   after_release[c]))
     return res
 
 

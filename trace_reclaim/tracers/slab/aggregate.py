@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, ClassVar, Dict, List, Optional, Set, Tuple
 
-from trace_reclaim.tracer import Aggregator, Window
+from trace_reclaim.tracer import Aggregator, EpisodeFact, Window
 from trace_reclaim.tracers.slab.drain import MIN_GROWTH, drain_reason, never_drains
 from trace_reclaim.tracers.slab.kmsg import MAX_KMSG_LINES, destroyed_with_objects
 from trace_reclaim.tracers.slab.lifecycle import ExactLifecycle, diff_lifecycle, root_name
@@ -20,8 +20,8 @@ from trace_reclaim.tracers.slab.records import (EV_KMEM_CACHE_CREATE, EV_KMEM_CA
                                                 EV_KMEM_CACHE_SHUTDOWN, EV_SHRINK_SLAB,
                                                 ShrinkSlab)
 from trace_reclaim.tracers.slab.render import render as render_section
-from trace_reclaim.tracers.slab.shrinkers import (MAX_DIRECT_PIDS, Shrinker, shrink_context,
-                                                  shrinker_name, shrinker_row)
+from trace_reclaim.tracers.slab.shrinkers import (MAX_DIRECT_PIDS, Shrinker, owner_text,
+                                                  shrink_context, shrinker_name, shrinker_row)
 from trace_reclaim.tracers.slab.slabinfo import slabinfo_tolerance
 
 __all__ = ["SlabAggregator", "MAX_SLAB_CACHES", "MAX_SHRINKERS", "MAX_LIFECYCLE", "MAX_SERIES"]
@@ -67,6 +67,9 @@ class SlabAggregator(Aggregator):
         super().__init__(window)
         self.shrinkers: Dict[int, Shrinker] = {}
         self.symbols: Dict[int, str] = {}
+        # What each shrinker shrinks (by shr); None: a recording made without
+        # them, whose shrinkers keep their old names.
+        self.owners: Optional[Dict[int, Dict[str, str]]] = None
         self.caches: Dict[str, _Cache] = {}
         self.caches_dropped = 0
         self.overflow = 0
@@ -180,6 +183,20 @@ class SlabAggregator(Aggregator):
         self.lifecycle.append(d)
         self._iv["creates" if d["event"] == "create" else "destroys"] += 1
 
+    # -- what the episode builder asks -----------------------------------------
+    def episode_fact(self, ev: Any) -> Optional[EpisodeFact]:
+        """A shrink_slab call adds to its episode's row for the shrinker's
+        callback, keyed by address (named at report time by ``symbolize``)."""
+        if ev.type != EV_SHRINK_SLAB:
+            return None
+        return EpisodeFact("shrinker", f"{ev.shrink:#x}", ev.nid, {
+            "calls": 1, "scanned": ev.scanned, "freed": max(0, ev.freed),
+            "time_ns": ev.delta_ns})
+
+    def symbolize(self, addr: int) -> Optional[str]:
+        """Shrinker callbacks, symbolized live by ``SlabTracer.sample``."""
+        return self.symbols.get(addr)
+
     # -- samples (recorded by SlabTracer.sample) ----------------------------
     def _cache(self, name: str) -> Optional[_Cache]:
         c = self.caches.get(name)
@@ -204,6 +221,13 @@ class SlabAggregator(Aggregator):
         for k, v in d.get("symbols", {}).items():
             if len(self.symbols) < MAX_SHRINKERS * 2:
                 self.symbols[int(k, 16)] = v
+        own = d.get("shrinker_owners")
+        if own is not None:
+            if self.owners is None:
+                self.owners = {}
+            for k, v in own.items():
+                if len(self.owners) < MAX_SHRINKERS * 2:
+                    self.owners[int(k, 16)] = v
         self.overflow = max(self.overflow, int(d.get("overflow", 0)))
         for line in d.get("kmsg", []):
             if len(self.kmsg) < MAX_KMSG_LINES:
@@ -269,7 +293,7 @@ class SlabAggregator(Aggregator):
     def _add_active(self, si: Dict[str, List[int]], ts: int, when: str) -> None:
         """/proc/slabinfo active_objs: each cache's ends, and reclaimable caches' series."""
         names = set(si) | set(self.cache_info) if when == "tick" else self.slabinfo_names
-        for name in names:
+        for name in sorted(names):  # a set: its order varies per process (str hash seed)
             row = self.slabinfo_last.get(name)
             if row is None or name not in self.slabinfo_names:
                 continue
@@ -312,10 +336,14 @@ class SlabAggregator(Aggregator):
 
     # -- report ----------------------------------------------------------
     def report(self) -> Dict[str, Any]:
-        shrinkers = [shrinker_row(s, shrinker_name(s, self.shrinkers, self.symbols),
-                                  self.symbols)
-                     for s in sorted(self.shrinkers.values(),
-                                     key=lambda s: (-s.lat.total, s.shr))]
+        shrinkers = []
+        for s in sorted(self.shrinkers.values(), key=lambda s: (-s.lat.total, s.shr)):
+            srow = shrinker_row(s, shrinker_name(s, self.shrinkers, self.symbols, self.owners),
+                                self.symbols)
+            if self.owners is not None:
+                # present only in recordings that read owners: older reports keep their shape
+                srow["owner"] = owner_text(self.owners.get(s.shr)) if s.shr else None
+            shrinkers.append(srow)
         pressure = [(a, b) for a, b in self.pressure]
         destroyed = self._destroyed()
         freeable = [s.items_last for s in self.shrinkers.values()]

@@ -17,21 +17,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trace_reclaim import events
+from trace_reclaim.abi import (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY,
+                               EV_KMEM_CACHE_SHUTDOWN, EV_SHRINK_SLAB, SLAB_CTX_DIRECT,
+                               SLAB_CTX_MEMCG, SLAB_CTX_NODE, SLAB_CTX_OTHER)
 
 __all__ = [
     "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
     "EV_KMEM_CACHE_SHUTDOWN",
     "SLAB_CTX_OTHER", "SLAB_CTX_DIRECT", "SLAB_CTX_MEMCG", "SLAB_CTX_NODE",
-    "ShrinkSlab", "KmemCacheEvent", "C_STRUCTS",
+    "ShrinkSlab", "KmemCacheEvent",
 ]
 
-EV_SHRINK_SLAB = 32
-EV_KMEM_CACHE_CREATE = 33
-EV_KMEM_CACHE_DESTROY = 34
-EV_KMEM_CACHE_SHUTDOWN = 35
-
-# shrink_slab_event.context: the reclaim the shrinker ran under (bpf/slab.bpf.c).
-SLAB_CTX_OTHER, SLAB_CTX_DIRECT, SLAB_CTX_MEMCG, SLAB_CTX_NODE = 0, 1, 2, 3
+# shrink_slab_event.context (SLAB_CTX_*, enum slab_reclaim_context of
+# bpf/events.h): the reclaim the shrinker ran under.
 
 
 @dataclass(slots=True)
@@ -65,29 +63,12 @@ class KmemCacheEvent(events.Event):
     """A cache created, destroyed or shut down (fentry/kprobe plans only)."""
 
     cache: int
-    refcount: int         # create: after it; destroy: before it; -1: unknown
-    err: int              # shutdown: __kmem_cache_shutdown()'s result, 0 = was empty
-    raw_name: bytes       # kmem_cache.name: a merged cache's own name
-    raw_requested: bytes  # create: the name asked for
-
-    @property
-    def name(self) -> str:
-        return self.raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
-
-    @property
-    def requested(self) -> str:
-        return self.raw_requested.split(b"\0", 1)[0].decode("utf-8", "replace")
+    refcount: int     # create: after it; destroy: before it; -1: unknown
+    err: int          # shutdown: __kmem_cache_shutdown()'s result, 0 = was empty
+    name: str         # kmem_cache.name: a merged cache's own name
+    requested: str    # create: the name asked for
 
 
-# The C struct behind each record type (tests/test_events_h.py compares sizes).
-C_STRUCTS = {
-    EV_SHRINK_SLAB: "shrink_slab_event",
-    EV_KMEM_CACHE_CREATE: "kmem_cache_event",
-    EV_KMEM_CACHE_DESTROY: "kmem_cache_event",
-    EV_KMEM_CACHE_SHUTDOWN: "kmem_cache_event",
-}
-
-events.register(EV_SHRINK_SLAB,
-                events.struct_decoder(ShrinkSlab, "QQQQQQqqqQiiiIQ", 15))
+events.register(EV_SHRINK_SLAB, events.struct_decoder(ShrinkSlab, "shrink_slab_event"))
 for _t in (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN):
-    events.register(_t, events.struct_decoder(KmemCacheEvent, "Qii40s40s", 5))
+    events.register(_t, events.struct_decoder(KmemCacheEvent, "kmem_cache_event"))

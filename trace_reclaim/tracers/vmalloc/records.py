@@ -11,29 +11,19 @@ pages, exact request from fentry/kprobe).
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from trace_reclaim import events
+from trace_reclaim.abi import (EV_ALLOC_VMAP_AREA, EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
+                               EV_PURGE_VMAP_AREA, EV_VMALLOC_PAGE_ALLOC, VMAP_EV_ARM_FULL,
+                               VMAP_EV_ARMED, VMAP_EV_EXACT)
 
 __all__ = [
     "EV_ALLOC_VMAP_AREA", "EV_FREE_VMAP_AREA", "EV_PURGE_VMAP_AREA",
     "EV_VMALLOC_PAGE_ALLOC", "EV_KMALLOC_LARGE",
     "VMAP_EV_ARMED", "VMAP_EV_EXACT", "VMAP_EV_ARM_FULL", "VM_NO_GUARD", "VM_ALLOW_HUGE_VMAP",
     "AllocVmapArea", "FreeVmapArea", "PurgeVmapArea", "VmallocPageAlloc", "KmallocLarge",
-    "C_STRUCTS",
 ]
-
-EV_ALLOC_VMAP_AREA = 16
-EV_FREE_VMAP_AREA = 17
-EV_PURGE_VMAP_AREA = 18
-EV_VMALLOC_PAGE_ALLOC = 19
-EV_KMALLOC_LARGE = 20
-
-# struct alloc_vmap_area_event flags (bpf/events.h)
-VMAP_EV_ARMED = 1
-VMAP_EV_EXACT = 2
-VMAP_EV_ARM_FULL = 4
 
 # include/linux/vmalloc.h
 VM_NO_GUARD = 0x40
@@ -87,40 +77,23 @@ class KmallocLarge(events.Event):
     node: int
 
 
-# The C struct behind each record type (tests/test_events_h.py compares sizes).
-C_STRUCTS = {
-    EV_ALLOC_VMAP_AREA: "alloc_vmap_area_event",
-    EV_FREE_VMAP_AREA: "free_vmap_area_event",
-    EV_PURGE_VMAP_AREA: "purge_vmap_area_event",
-    EV_VMALLOC_PAGE_ALLOC: "vmalloc_page_alloc_event",
-    EV_KMALLOC_LARGE: "kmalloc_large_event",
-}
-
-_ALLOC_VMAP_AREA = struct.Struct("<QIIII16sQQQQQQQiiIIQ")
-# Recordings made before the record carried the caller (no trailing u64).
-_ALLOC_VMAP_AREA_V1 = struct.Struct("<QIIII16sQQQQQQQiiII")
+_decode_alloc_vmap_area = events.struct_decoder(AllocVmapArea, "alloc_vmap_area_event")
+# Recordings made before the record carried the caller end 8 bytes earlier.
+_V1_SIZE = _decode_alloc_vmap_area.size - 8  # type: ignore[attr-defined]
 
 
-def _decode_alloc_vmap_area(payload: bytes) -> AllocVmapArea:
-    try:
-        if len(payload) >= _ALLOC_VMAP_AREA.size:
-            v = _ALLOC_VMAP_AREA.unpack_from(payload)
-            caller = v[17]
-        else:
-            v = _ALLOC_VMAP_AREA_V1.unpack_from(payload)
-            caller = 0
-    except struct.error:
-        raise events.DecodeError(f"AllocVmapArea: {len(payload)} bytes, need "
-                                 f"{_ALLOC_VMAP_AREA.size}") from None
-    comm = v[5].split(b"\0", 1)[0].decode("utf-8", "replace")
-    return AllocVmapArea(v[0], v[1], v[2], v[3], v[4], comm, v[6], v[7], v[8], v[9], v[10],
-                         v[11], v[12], v[13], v[14], v[15], caller)
+def _decode_alloc_vmap_area_any(payload: bytes) -> AllocVmapArea:
+    if len(payload) == _V1_SIZE:
+        payload = bytes(payload) + bytes(8)   # caller 0: not exact
+    return _decode_alloc_vmap_area(payload)
 
 
-_decode_alloc_vmap_area.size = _ALLOC_VMAP_AREA.size  # type: ignore[attr-defined]
-events.register(EV_ALLOC_VMAP_AREA, _decode_alloc_vmap_area)
-events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "QQQ", 3))
-events.register(EV_PURGE_VMAP_AREA, events.struct_decoder(PurgeVmapArea, "QQII", 3))
+for _attr in ("size", "format", "layout", "cls"):
+    setattr(_decode_alloc_vmap_area_any, _attr, getattr(_decode_alloc_vmap_area, _attr))
+events.register(EV_ALLOC_VMAP_AREA, _decode_alloc_vmap_area_any)
+events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "free_vmap_area_event"))
+events.register(EV_PURGE_VMAP_AREA,
+                events.struct_decoder(PurgeVmapArea, "purge_vmap_area_event"))
 events.register(EV_VMALLOC_PAGE_ALLOC,
-                events.struct_decoder(VmallocPageAlloc, "QQIiII", 6))
-events.register(EV_KMALLOC_LARGE, events.struct_decoder(KmallocLarge, "QQQiI", 4))
+                events.struct_decoder(VmallocPageAlloc, "vmalloc_page_alloc_event"))
+events.register(EV_KMALLOC_LARGE, events.struct_decoder(KmallocLarge, "kmalloc_large_event"))

@@ -1,0 +1,108 @@
+"""trace_reclaim.vm's pure parts and the --attach cap of the probe (no VM, no root)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from trace_reclaim import vm
+from trace_reclaim.env import UserError
+from trace_reclaim.probe import Probe
+
+PKGNAMES = """
+linux-image-6.1.0-56-amd64 linux-image-6.1.0-56-amd64-unsigned linux-image-6.1.0-56-cloud-amd64
+linux-image-6.1.0-57-amd64-unsigned linux-image-6.1.0-57-rt-amd64-unsigned
+linux-image-6.1.0-57-amd64-dbg linux-image-6.1.0-9-amd64
+linux-image-6.12.117+deb12-amd64 linux-image-6.12.117+deb12-cloud-amd64
+linux-image-6.12.115+deb12-amd64 linux-image-6.12.9+deb12-amd64
+""".split()
+
+
+def test_debian_candidates_newest_generic_first():
+    got = vm.debian_candidates("6.1", PKGNAMES)
+    # 6.12 is not 6.1; cloud/rt/dbg flavours are not generic; -57 only unsigned
+    assert got == [("6.1.0-57-amd64", "linux-image-6.1.0-57-amd64-unsigned"),
+                   ("6.1.0-56-amd64", "linux-image-6.1.0-56-amd64"),
+                   ("6.1.0-9-amd64", "linux-image-6.1.0-9-amd64")]
+    got = vm.debian_candidates("6.12", PKGNAMES)
+    assert [r for r, _p in got] == ["6.12.117+deb12-amd64", "6.12.115+deb12-amd64",
+                                    "6.12.9+deb12-amd64"]
+
+
+def test_bzimage_release_from_the_boot_header(tmp_path):
+    img = bytearray(0x1000)
+    img[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", img, 0x20E, 0x600 - 0x200)
+    img[0x600:0x640] = b"6.12.117+deb12-amd64 (debian-kernel@lists.debian.org) #1\0"
+    p = tmp_path / "vmlinuz"
+    p.write_bytes(bytes(img))
+    assert vm.bzimage_release(str(p)) == "6.12.117+deb12-amd64"
+    p.write_bytes(bytes(0x1000))
+    assert vm.bzimage_release(str(p)) is None
+
+
+def test_resolve_rejects_what_it_cannot_boot(tmp_path):
+    with pytest.raises(UserError, match="unknown kernel"):
+        vm.resolve("not-a-kernel")
+    with pytest.raises(UserError, match="without arch/x86/boot/bzImage"):
+        vm.resolve(str(tmp_path))
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"x" * 0x300)
+    with pytest.raises(UserError, match="not an x86 bzImage"):
+        vm.resolve(str(junk))
+
+
+def test_the_guest_script_quotes_and_reports_status(tmp_path):
+    text = vm._script("/tmp/out dir", "pytest -k 'a b'", "/work/x y", {"A": "1 2"})
+    lines = text.splitlines()
+    assert lines[1] == "cat /proc/uptime > '/tmp/out dir'/started"
+    assert "cd '/work/x y' || exit 125" in lines
+    assert "export A='1 2'" in lines
+    assert "( pytest -k 'a b'" in text
+    assert text.rstrip().endswith("'/tmp/out dir'/status")
+
+
+def test_run_refuses_unknown_acceleration():
+    with pytest.raises(UserError, match="unknown acceleration"):
+        vm.run(vm.Kernel("6.12", "/nonexistent"), "true", accel="xen")
+
+
+def test_kvm_failure_is_remembered_for_this_boot_only(tmp_path):
+    d = str(tmp_path)
+    assert vm._kvm_known_bad(d) is None
+    vm._remember_kvm_bad(d, "qemu exited 255")
+    assert vm._kvm_known_bad(d) == "qemu exited 255"
+    with open(os.path.join(d, ".kvm-unusable"), "w") as f:
+        f.write("another-boot\nqemu exited 255\n")
+    assert vm._kvm_known_bad(d) is None
+
+
+class _FS:
+    def path(self, p):
+        return "/nonexistent" + p
+
+    def try_read(self, p):
+        return None
+
+
+@pytest.mark.parametrize("cap,fentry,kprobe", [
+    ("fentry", None, None), ("kprobe", "forced", None), ("tracepoint", "forced", "forced")])
+def test_attach_cap_leaves_the_better_mechanisms_unused(cap, fentry, kprobe, monkeypatch):
+    monkeypatch.delenv("TRACE_RECLAIM_ATTACH", raising=False)
+    p = Probe(_FS(), None, cap)
+    fe, kp = p.fentry, p.kprobes
+    assert ("forced" in fe[1]) == (fentry == "forced"), fe
+    assert ("forced" in kp[1]) == (kprobe == "forced"), kp
+    if fentry == "forced":
+        assert fe == (False, f"not used: --attach {cap} (forced)")
+        assert p.tracing_attach("kmem_cache_destroy")[1] == fe[1]
+
+
+def test_attach_cap_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TRACE_RECLAIM_ATTACH", "tracepoint")
+    assert Probe(_FS()).attach == "tracepoint"
+    monkeypatch.setenv("TRACE_RECLAIM_ATTACH", "uprobe")
+    with pytest.raises(UserError, match="unknown attach mechanism 'uprobe'"):
+        Probe(_FS())

@@ -611,6 +611,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         i = argv.index("--")
         argv, command = argv[:i], argv[i + 1:]
     args = p.parse_args(argv)
+
+    def _terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt   # run()'s finally tears the VM down
+
+    # SIGTERM's default action would end this process with QEMU left running
+    # in its own session.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         kernel = resolve(args.kernel)
         if args.cmd == "prepare":

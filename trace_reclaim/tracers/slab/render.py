@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from trace_reclaim.report import fmt_ns, table
+from trace_reclaim.tracers.slab.drain import BASIS_DENTRY_STATE
 
 __all__ = ["render"]
 
@@ -56,9 +57,15 @@ def cache_lines(section: Dict[str, Any]) -> List[str]:
     out.append(f"Caches that never drained: {len(nd) or 'none'}")
     for c in nd:
         ev = c["evidence"] or {}
-        out.append(f"  ! {c['name']}: active {ev.get('before', c['active_start'])} "
-                   f"before shrink -> {ev.get('after', c['active_end'])} after"
-                   f" (fell {ev.get('fell', '-')})")
+        if ev.get("basis") == BASIS_DENTRY_STATE:
+            out.append(f"  ! {c['name']}: {ev['before']} in use before shrink -> "
+                       f"{ev['after']} after (fell {ev['fell']}; dentry-state)")
+            out.append(f"      active_objs {ev.get('active_before', '-')} -> "
+                       f"{ev.get('active_after', '-')}: only unused dentries went")
+        else:
+            out.append(f"  ! {c['name']}: active {ev.get('before', c['active_start'])} "
+                       f"before shrink -> {ev.get('after', c['active_end'])} after"
+                       f" (fell {ev.get('fell', '-')})")
         out.append(f"      {c['reason']}: {c['reason_detail']}")
     grew = [c for c in section["caches"] if c["counted"]][:10]
     if grew:
@@ -70,13 +77,34 @@ def cache_lines(section: Dict[str, Any]) -> List[str]:
                 for c in grew]
         out += table(["CACHE", "ALLOCS", "FREES", "NET", "ACT START", "ACT END",
                       "SLAB DELTA"], rows)
-    untraced = [c["name"] for c in section["caches"] if c.get("frees_untraced")]
-    if untraced:
-        out.append("  net above the slabinfo change (frees by kfree/kfree_rcu/bulk, "
-                   "not traced): " + ", ".join(untraced[:6]))
+    out += untraced_lines(section)
     if section["caches_not_counted_map_full"]:
         out.append(f"  {section['caches_not_counted_map_full']} events not counted "
                    "(per-cache map full)")
+    return out
+
+
+def untraced_lines(section: Dict[str, Any]) -> List[str]:
+    """Caches whose traced net and /proc/slabinfo disagree beyond the per-CPU slack."""
+    out: List[str] = []
+    for flag, head, why in (
+            ("frees_untraced", "net above /proc/slabinfo: frees no kmem_cache_free "
+             "reported", "(kfree, kfree_rcu, kmem_cache_free_bulk)"),
+            ("allocs_untraced", "net below /proc/slabinfo: allocations no "
+             "kmem_cache_alloc reported", "(kmem_cache_alloc_bulk, or tasks tracing "
+             "cannot see)")):
+        caches = [c for c in section["caches"] if c.get(flag)]
+        if caches:
+            out.append("  " + head)
+            items = [f"{c['name']} {c['net_minus_slabinfo']:+d}" for c in caches[:6]]
+            line = f"    {why}: {items[0]}"
+            for item in items[1:]:
+                if len(line) + len(item) + 2 > 78:
+                    out.append(line + ",")
+                    line = "      " + item
+                else:
+                    line += ", " + item
+            out.append(line)
     return out
 
 

@@ -33,8 +33,9 @@ apt_install() {
         apt_updated=1
     fi
     say "installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $apt_opts "${missing[@]}" >&2
 }
+apt_opts=""
 
 # bcc's Python bindings come from Debian (PyPI's "bcc" is another project);
 # bpftool reads per-program BPF run time for the benchmarks; util-linux has
@@ -91,7 +92,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
     say "installing Python dependencies into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff]' >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff,serve,export]' >&2
     echo "$want_stamp" > "$stamp"
 fi
 
@@ -101,13 +102,13 @@ case "$cmd" in
 trace)
     exec ./trace-reclaim "$@" ;;
 test)
+    # The serve live test scrapes with a real Prometheus (and lints with its
+    # promtool); it starts its own on loopback, never the packaged service.
+    apt_opts=--no-install-recommends apt_install prometheus
     say "ruff"
     .venv/bin/ruff check .
-    say "mypy (pure modules)"
-    .venv/bin/mypy trace_reclaim/events.py trace_reclaim/recording.py trace_reclaim/correlate.py \
-        trace_reclaim/stats.py trace_reclaim/gfp.py trace_reclaim/procfs.py \
-        trace_reclaim/episodes.py trace_reclaim/findings.py trace_reclaim/compare.py \
-        trace_reclaim/tracers/
+    say "mypy (the whole package)"
+    .venv/bin/mypy -p trace_reclaim
     say "pytest"
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
 *)

@@ -7,7 +7,10 @@ stalls, compaction runs, the allocator's retry decisions; a tick with PSI,
 zoneinfo and LRU samples every 10,000 events), then runs the report the
 way a user does, as a subprocess, and prints the wall time.
 
-    .venv/bin/python bench/report_speed.py [--events 1000000] [--keep FILE] [--json]
+    .venv/bin/python bench/report_speed.py [--events 1000000] [--keep FILE] [--json] [--plot]
+
+``--plot`` also times ``report --plot`` (the timeline picture) against the
+plain report, alternating them over 3 rounds, and prints the CPU-time ratio.
 """
 
 from __future__ import annotations
@@ -109,6 +112,8 @@ def main() -> int:
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--keep", metavar="FILE", help="write the recording here and keep it")
     p.add_argument("--json", action="store_true", help="time 'report -j' too")
+    p.add_argument("--plot", action="store_true",
+                   help="time 'report --plot' against 'report' (CPU ratio, 3 rounds)")
     a = p.parse_args()
     path = a.keep or os.path.join(tempfile.mkdtemp(prefix="trace-reclaim-bench-"), "b.trc")
     t0 = time.monotonic()
@@ -135,10 +140,36 @@ def main() -> int:
     for mode, dt in results.items():
         print(f"trace-reclaim {mode}: {dt:.2f} s wall ({cpu[mode]:.2f} s CPU) for {n} events "
               f"({n / dt / 1e6:.2f} M events/s) -> {'OK' if dt < 5 else 'SLOW'} (< 5 s)")
+    if a.plot:
+        plot_ratio(path, n)
     if not a.keep:
         os.unlink(path)
         os.rmdir(os.path.dirname(path))
     return 0 if all(dt < 5 for dt in results.values()) else 1
+
+
+def _cpu_of(argv: list) -> float:
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run([sys.executable, "-m", "trace_reclaim", *argv],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(r.stderr)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+
+
+def plot_ratio(path: str, n: int) -> None:
+    """CPU seconds of 'report --plot' over plain 'report', alternated, medians."""
+    png = os.path.join(os.path.dirname(path), "timeline.png")
+    plain, plot = [], []
+    for _ in range(3):
+        plain.append(_cpu_of(["report", path]))
+        plot.append(_cpu_of(["report", path, "--plot", png]))
+        os.unlink(png)
+    mp, mq = sorted(plain)[1], sorted(plot)[1]
+    print(f"trace-reclaim report --plot: {mq:.2f} s CPU vs report {mp:.2f} s CPU "
+          f"(median of 3, range {min(plot):.2f}-{max(plot):.2f} vs "
+          f"{min(plain):.2f}-{max(plain):.2f}): ratio {mq / mp:.2f} for {n} events")
 
 
 if __name__ == "__main__":

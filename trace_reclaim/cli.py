@@ -1,6 +1,6 @@
 """trace-reclaim: trace Linux memory reclaim live, record it, report on it.
 
-Subcommands: check, live (the default), record, report.  See --help.
+Subcommands: check, live (the default), record, report, run, diff, export.  See --help.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from typing import Any, Callable, List, NoReturn, Optional
 
 import trace_reclaim
-from trace_reclaim.commands import check, diff, report, run, trace
+from trace_reclaim.commands import check, diff, export, report, run, serve, trace
 from trace_reclaim.env import Environment, ExitStatus, UserError
 
 __all__ = ["main", "build_parser", "EPILOG"]
@@ -28,6 +28,8 @@ examples:
   trace-reclaim live --delayacct -d 30   # with stalled tasks' delay accounting
   trace-reclaim report run.trc         # the report of a recording
   trace-reclaim report -j run.trc      # ... as one JSON document
+  trace-reclaim report run.trc --plot timeline.png  # ... and its timeline
+  trace-reclaim export run.trc         # its events as Parquet tables
 """
 
 
@@ -103,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="the report of a recording")
     rp.add_argument("file", help="a recording made with -o")
     rp.add_argument("-j", "--json", action="store_true", help="one JSON document")
-    for mod in (run, diff):
+    rp.add_argument("--plot", metavar="FILE",
+                    help="also draw the run's timeline to FILE (.png or .svg; needs "
+                         "matplotlib)")
+    for mod in (run, diff, serve, export):
         mod.add_parser(sub)
     return p
 
@@ -138,6 +143,10 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
             return int(run.run(args, env))
         if args.command == "diff":
             return int(diff.run(args, env))
+        if args.command == "serve":
+            return int(serve.run(args, env))
+        if args.command == "export":
+            return int(export.run(args, env))
         parser.print_help(env.stdout)
         return ExitStatus.USAGE
     except UserError as e:

@@ -28,11 +28,20 @@ MEMINFO_KEYS = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached",
 MAX_MEMINFO_SNAPSHOTS = 64
 
 
+def _ignore(ev: Any) -> None:
+    return None
+
+
 class Correlator:
     """Dispatch events to each tracer's aggregator and assemble the report."""
 
-    def __init__(self, header: Dict[str, Any], tracers: Iterable[Tracer]) -> None:
+    def __init__(self, header: Dict[str, Any], tracers: Iterable[Tracer],
+                 history: bool = True) -> None:
         self.header = header
+        # history=False keeps no interval rows and builds no episodes (their
+        # per-tick series grow with the run): for ``serve``, which runs for
+        # weeks and reads the aggregators, never the report.
+        self.history = history
         self.window = Window(header=header)
         self.aggs: Dict[str, Aggregator] = {}
         self._by_type: Dict[int, Aggregator] = {}
@@ -44,14 +53,13 @@ class Correlator:
         self.snapshots: Dict[str, Dict[str, Any]] = {}  # what -> when -> data
         self.zone_snapshots: List[Dict[str, Any]] = []
         self.meminfo_snapshots: List[Dict[str, Any]] = []
-        # Every BPF event also goes to the episode builder; the slab tracer,
-        # when loaded, names shrinkers for it.
-        slab = self.aggs.get("slab")
-        symbols = getattr(slab, "symbols", None)
+        # Every BPF event also goes to the episode builder; what another
+        # tracer's event adds (shrinker and vmalloc rows) its aggregator says,
+        # and names the shrinker callbacks it symbolized.
         self.episodes = EpisodeBuilder(
-            self.window, namer=getattr(slab, "shrinker_name", None),
-            symbolize=symbols.get if isinstance(symbols, dict) else None)
-        self._ep_feed = self.episodes.feed
+            self.window, facts={ty: agg.episode_fact for ty, agg in self._by_type.items()},
+            symbolize=self._symbolize)
+        self._ep_feed = self.episodes.feed if history else _ignore
         self._hot: Dict[int, Any] = {}
         self.lost: Dict[int, int] = {}
         self.rows: List[Dict[str, Any]] = []
@@ -90,9 +98,8 @@ class Correlator:
         dec = _DECODERS.get(type_id)
         if agg is None or dec is None:
             return ()
-        handlers = getattr(agg, "handlers", None)
-        agg_feed = (handlers() if handlers else {}).get(type_id, agg.feed)
-        return (dec, agg_feed, self.episodes.handler(type_id))
+        agg_feed = agg.handlers().get(type_id, agg.feed)
+        return (dec, agg_feed, self.episodes.handler(type_id) if self.history else _ignore)
 
     def feed_records(self, records: Iterable[Tuple[int, bytes]]) -> None:
         """Feed each record: BPF records of a loaded tracer take the hot path
@@ -127,7 +134,7 @@ class Correlator:
                 ep_feed(ev)
 
     def feed(self, ev: Any) -> Optional[Dict[str, Any]]:
-        agg = self._by_type.get(getattr(ev, "type", -1))
+        agg = self._by_type.get(ev.type) if isinstance(ev, events.Event) else None
         if agg is not None:
             w = self.window
             if w.end_ns and ev.ts_ns > w.end_ns:
@@ -152,13 +159,20 @@ class Correlator:
             self.window.end_ns = ev.ts_ns
             self.ended = ev.reason
             for a in self.aggs.values():
-                close = getattr(a, "close", None)
-                if close is not None:
-                    close(ev.ts_ns)
-            self.episodes.close(ev.ts_ns)
-        else:  # a BPF event of a tracer this session did not load
-            t = getattr(ev, "type", -1)
-            self.unknown_types[t] = self.unknown_types.get(t, 0) + 1
+                a.close(ev.ts_ns)
+            if self.history:
+                self.episodes.close(ev.ts_ns)
+        elif isinstance(ev, events.Event):  # of a tracer this session did not load
+            self.unknown_types[ev.type] = self.unknown_types.get(ev.type, 0) + 1
+        else:
+            raise TypeError(f"not an event: {ev!r}")
+        return None
+
+    def _symbolize(self, addr: int) -> Optional[str]:
+        for a in self.aggs.values():
+            name = a.symbolize(addr)
+            if name is not None:
+                return name
         return None
 
     def _snapshot(self, snap: events.Snapshot) -> None:
@@ -178,7 +192,8 @@ class Correlator:
                 self.meminfo_snapshots.append(m)
             elif snap.when == "end":
                 self.meminfo_snapshots[-1] = m
-        self.episodes.on_snapshot(snap)
+        if self.history:
+            self.episodes.on_snapshot(snap)
         for a in self.aggs.values():
             a.on_snapshot(snap)
 
@@ -195,7 +210,7 @@ class Correlator:
         self._last_tick_ns = tick.ts_ns
         for name, a in self.aggs.items():
             row[name] = a.on_tick(tick.ts_ns)
-        if len(self.rows) < MAX_INTERVAL_ROWS:
+        if self.history and len(self.rows) < MAX_INTERVAL_ROWS:
             self.rows.append(row)
         else:
             self.rows_dropped += 1
@@ -214,10 +229,7 @@ class Correlator:
         """The whole report as one JSON-able document (see docs/report-schema.md)."""
         h = self.header
         sections = {name: a.report() for name, a in self.aggs.items()}
-        totals: Dict[str, Any] = {}
-        for name, a in self.aggs.items():
-            totals.update(a.totals(sections[name]))
-        totals["lost_events"] = sum(self.lost.values())
+        totals = self._totals({name: a.totals(sections[name]) for name, a in self.aggs.items()})
         totals["vmstat_delta"] = self.vmstat_delta()
         w = self.window
         doc: Dict[str, Any] = {
@@ -251,31 +263,38 @@ class Correlator:
         doc["findings"] = findings(doc)
         return doc
 
-    def live_state(self) -> Dict[str, Any]:
-        """What the live view shows between reports (cheap: no report())."""
-        reclaim = self.aggs.get("reclaim")
-        oom: Any = self.aggs.get("oom")
+    def _totals(self, per_tracer: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+        """The report's ``totals`` from each tracer's entries (in tracer order)."""
         totals: Dict[str, Any] = {}
-        if reclaim is not None:
-            lat = getattr(reclaim, "all_lat", None)
-            totals["stalls"] = lat.count if lat is not None else 0
-            totals["stall_ns"] = lat.total if lat is not None else 0
-            totals["kswapd_wakes"] = sum(n.wakes for n in getattr(reclaim, "nodes", {}).values())
-        if oom is not None:
-            totals["compaction"] = sum(s.count for s in oom.compaction_lat.values())
-            totals["oom_kills"] = len(oom.victims) + oom.victims_dropped
+        for name in self.aggs:
+            totals.update(per_tracer[name])
+        totals["lost_events"] = sum(self.lost.values())
+        return totals
+
+    def live_totals(self) -> Dict[str, Any]:
+        """The report's ``totals`` as they stand now, by the report's own code
+        (``Aggregator.live_totals``), except the /proc/vmstat delta, which
+        needs the end snapshot."""
+        return self._totals({name: a.live_totals() for name, a in self.aggs.items()})
+
+    def live_state(self) -> Dict[str, Any]:
+        """What the live view shows between reports.
+
+        ``totals`` are the report's totals so far (``live_totals``): what
+        the view shows is what the report will count.
+        """
         zones = self.episodes.zoneinfo[-1][2] if self.episodes.zoneinfo else []
+        eps = self.episodes.live()
         return {
             "now_ns": self._last_tick_ns,
             "elapsed_ns": max(0, self._last_tick_ns - self.window.start_ns),
-            "lost": sum(self.lost.values()),
             "meminfo": self.meminfo_snapshots[-1] if self.meminfo_snapshots else {},
             "psi": self.snapshots.get("psi", {}).get("tick")
             or self.snapshots.get("psi", {}).get("start"),
             "zones": zones,
-            "kswapd_awake": self.episodes.live()["kswapd_awake"],
-            "episodes": self.episodes.live(),
-            "totals": totals,
+            "kswapd_awake": eps["kswapd_awake"],
+            "episodes": eps,
+            "totals": self.live_totals(),
         }
 
     def delayacct_state(self) -> Dict[str, Any]:

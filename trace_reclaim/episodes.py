@@ -7,7 +7,8 @@ An episode is either
   balance_pgdat() several times in between (each is a ``kswapd_wake`` and a
   ``pageoutrun``): those are re-wakes inside one episode, because
   kswapd_try_to_sleep() only emits ``kswapd_sleep`` when kswapd really
-  sleeps; or
+  sleeps.  These are the awake spans of ``trace_reclaim.kswapd``, the
+  state machine the reclaim tracer's per-node counts come from too; or
 * ``direct``: a burst of direct-reclaim stalls while the node's kswapd
   sleeps.  Stalls belong to one burst while each starts within
   ``BURST_GAP_NS`` (100 ms) of the previous one's end.  100 ms is HZ/10,
@@ -25,12 +26,11 @@ one node that is node 0.
 
 Other events (compaction, the allocator's retry decisions, OOM kills, and
 the slab and vmalloc tracers' events) attach to the episode open on their
-node at their time.  The builder asks every event what it is through a
-small protocol, so tracers written elsewhere plug in without this module
-knowing their classes: an event may define ``episode_fact()`` returning an
-:class:`EpisodeFact`; without it, :func:`fact_of` recognises the slab
-tracer's shrink_slab records and the vmalloc tracer's records by their
-type range and field names.
+node at their time.  This module knows the reclaim and OOM events itself;
+what any other tracer's event adds (an :class:`EpisodeFact`) comes from that
+tracer's declared hook, ``Aggregator.episode_fact`` in trace_reclaim.tracer,
+passed in as ``facts`` by record type, so tracers plug in without this
+module knowing their classes.
 
 Pure: events and snapshots in, JSON-able episodes out.
 """
@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
+from trace_reclaim.kswapd import AwakeSpan, Kswapd
 from trace_reclaim.mmenums import COMPACT_STATUS
 
 __all__ = [
-    "BURST_GAP_NS", "MAX_EPISODES", "EpisodeFact", "EpisodeBuilder", "fact_of",
-    "zone_state",
+    "BURST_GAP_NS", "MAX_EPISODES", "EpisodeFact", "EpisodeBuilder", "zone_state",
 ]
 
 BURST_GAP_NS = 100_000_000
@@ -65,11 +65,6 @@ EV_MARK_VICTIM = 48
 EV_COMPACTION = 49
 EV_RECLAIM_RETRY_ZONE = 50
 EV_COMPACT_RETRY = 51
-SLAB_TYPES = range(32, 48)
-VMALLOC_TYPES = range(16, 32)
-VMALLOC_KINDS = {16: "alloc_vmap_area", 17: "free_vmap_area", 18: "purge_vmap_area",
-                 19: "page_alloc", 20: "kmalloc_large"}
-PMD_SIZE = 2 << 20
 
 TASKSTATS_FIELDS = ("freepages_count", "freepages_delay_total",
                     "thrashing_count", "thrashing_delay_total",
@@ -90,46 +85,6 @@ class EpisodeFact(NamedTuple):
     name: str
     nid: Optional[int]
     values: Dict[str, int]
-
-
-def _first(ev: Any, names: Tuple[str, ...], default: Any = None) -> Any:
-    for n in names:
-        v = getattr(ev, n, None)
-        if v is not None:
-            return v
-    return default
-
-
-def fact_of(ev: Any, namer: Optional[Callable[[Any], Optional[str]]] = None
-            ) -> Optional[EpisodeFact]:
-    """Ask an event what it contributes; duck-typed for the slab/vmalloc records."""
-    m = getattr(ev, "episode_fact", None)
-    if m is not None:
-        return m()  # type: ignore[no-any-return]
-    t = ev.type
-    if t in SLAB_TYPES:
-        freed = _first(ev, ("nr_freed", "freed", "retval"))
-        if freed is None:
-            return None
-        name = namer(ev) if namer is not None else None
-        if not name:
-            name = _first(ev, ("name", "shrinker_name", "shrinker", "func"))
-        if not name:
-            ptr = _first(ev, ("shrink", "shr"), 0)
-            name = f"{ptr:#x}" if isinstance(ptr, int) else str(ptr)
-        scanned = _first(ev, ("scanned", "nr_scanned", "total_scan", "nr_to_scan"), 0)
-        return EpisodeFact("shrinker", str(name), _first(ev, ("nid",)), {
-            "calls": 1, "scanned": int(scanned), "freed": max(0, int(freed)),
-            "time_ns": int(_first(ev, ("delta_ns", "time_ns"), 0))})
-    if t in VMALLOC_TYPES:
-        size = int(_first(ev, ("size", "bytes", "size_bytes", "bytes_alloc"), 0) or 0)
-        align = int(_first(ev, ("align", "align_bytes"), 0) or 0)
-        failed = _first(ev, ("failed",), 0)
-        return EpisodeFact("vmalloc", VMALLOC_KINDS.get(t, f"type{t}"),
-                           _first(ev, ("nid", "node")), {
-                               "count": 1, "bytes": size, "failed": 1 if failed else 0,
-                               "huge_attempts": 1 if align >= PMD_SIZE else 0})
-    return None
 
 
 def zone_state(z: Dict[str, Any]) -> str:
@@ -167,9 +122,8 @@ class _Episode:
     last_ns: int = 0            # last stall end (bursts) / last event
     began_before_trace: bool = False
     open: bool = True
-    kswapd_wakes: int = 0
+    span: Optional[AwakeSpan] = None  # kswapd's awake span (kswapd episodes)
     wakeup_requests: int = 0
-    max_order: int = 0
     stalls: int = 0
     stall_ns: int = 0
     stall_max_ns: int = 0
@@ -194,15 +148,30 @@ class _Episode:
         if phase not in self.sequence:
             self.sequence[phase] = ts
 
+    @property
+    def kswapd_wakes(self) -> int:
+        return self.span.wakes if self.span is not None else 0
+
+    @property
+    def kswapd_re_wakes(self) -> int:
+        return self.span.re_wakes if self.span is not None else 0
+
+    @property
+    def max_order(self) -> int:
+        return self.span.max_order if self.span is not None else 0
+
 
 class EpisodeBuilder:
     """Feed every BPF event (in time order) and every snapshot; ``report()``."""
 
-    def __init__(self, window: Any, namer: Optional[Callable[[Any], Optional[str]]] = None,
+    def __init__(self, window: Any,
+                 facts: Optional[Mapping[int, Callable[[Any], Optional[EpisodeFact]]]] = None,
                  burst_gap_ns: int = BURST_GAP_NS,
                  symbolize: Optional[Callable[[int], Optional[str]]] = None) -> None:
         self.window = window
-        self.namer = namer
+        # What another tracer's event adds, by record type (its aggregator's
+        # episode_fact); types in neither this nor _dispatch count as "other".
+        self.facts = dict(facts or {})
         # Names shrinker callbacks known only by address when their events
         # arrived (the slab tracer symbolizes them in later samples).
         self.symbolize = symbolize
@@ -210,12 +179,12 @@ class EpisodeBuilder:
         self.episodes: List[_Episode] = []
         self.dropped = 0
         self.dropped_stalls = 0
-        self.kswapd_open: Dict[int, _Episode] = {}
+        # kswapd's state per node; its awake spans are the kswapd episodes.
+        self.kswapd = Kswapd(window)
+        self.kswapd_open: Dict[int, _Episode] = {}  # the episode of each open span
         self.kswapd_last: Dict[int, _Episode] = {}
         self.burst_open: Dict[int, _Episode] = {}
-        self.seen_wake: Dict[int, bool] = {}
         self.tid_node: Dict[int, int] = {}
-        self.nodes_seen: Dict[int, int] = {}
         self.stalls_before_window = 0
         self.outside: Dict[str, int] = {"shrinker_calls": 0, "vmalloc_events": 0,
                                         "compaction_runs": 0, "other": 0}
@@ -225,7 +194,6 @@ class EpisodeBuilder:
         self.taskstats: Dict[int, List[Tuple[int, Dict[str, Any]]]] = {}
         self.delayacct: Optional[bool] = None
         self._next_id = 0
-        self._fact_cache: Dict[int, bool] = {}
         self._dispatch: Dict[int, Callable[[Any], None]] = {
             EV_WAKEUP_KSWAPD: self._wakeup_kswapd,
             EV_KSWAPD_WAKE: self._kswapd_wake,
@@ -254,80 +222,87 @@ class EpisodeBuilder:
             b.open = False
 
     def _default_node(self) -> int:
-        return min(self.nodes_seen) if self.nodes_seen else 0
+        nodes = self.kswapd.nodes
+        return min(nodes) if nodes else 0
 
     # -- BPF events --------------------------------------------------------
     def handler(self, type_id: int) -> Callable[[Any], None]:
         """The function ``feed`` calls for events of ``type_id`` (for callers that cache it)."""
-        return self._dispatch.get(type_id, self.feed)
+        h = self._dispatch.get(type_id)
+        if h is not None:
+            return h
+        fact_of = self.facts.get(type_id)
+        if fact_of is None:
+            return self._other
+        return lambda ev: self._fact_or_other(ev, fact_of(ev))
 
     def feed(self, ev: Any) -> None:
         h = self._dispatch.get(ev.type)
         if h is not None:
             h(ev)
             return
-        t = ev.type
-        known = self._fact_cache.get(t)
-        if known is False:
-            self.outside["other"] += 1
-            return
-        fact = fact_of(ev, self.namer)
+        fact_of = self.facts.get(ev.type)
+        self._fact_or_other(ev, None if fact_of is None else fact_of(ev))
+
+    def _other(self, ev: Any) -> None:
+        self.outside["other"] += 1
+
+    def _fact_or_other(self, ev: Any, fact: Optional[EpisodeFact]) -> None:
         if fact is None:
-            if known is None and getattr(ev, "episode_fact", None) is None:
-                self._fact_cache[t] = False
             self.outside["other"] += 1
-            return
-        self._fact_cache[t] = True
-        self._fact(ev, fact)
+        else:
+            self._fact(ev, fact)
 
     def _wakeup_kswapd(self, ev: Any) -> None:
-        self.nodes_seen[ev.nid] = 1
+        nid = ev.nid
+        if nid not in self.kswapd.nodes:
+            nid = self.kswapd.node(nid).nid
         if len(self.tid_node) > 8192:
             self.tid_node.clear()
-        self.tid_node[ev.pid] = ev.nid
-        ep = self.kswapd_open.get(ev.nid)
+        self.tid_node[ev.pid] = nid
+        ep = self.kswapd_open.get(nid)
         if ep is None:
-            ep = self.burst_open.get(ev.nid)
+            ep = self.burst_open.get(nid)
         if ep is not None:
             ep.wakeup_requests += 1
             ep.mark("wakeup_kswapd", ev.ts_ns)
 
     def _kswapd_wake(self, ev: Any) -> None:
-        nid = ev.nid
-        self.nodes_seen[nid] = 1
-        self.seen_wake[nid] = True
-        ep = self.kswapd_open.get(nid)
-        if ep is None:
+        k, opened = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
+        nid = k.nid
+        if opened:
             self._close_burst(nid)
             ep = self._new(nid, "kswapd", ev.ts_ns)
             assert ep is not None
+            ep.span = k.span
             self.kswapd_open[nid] = ep
-        ep.kswapd_wakes += 1
+        else:
+            ep = self.kswapd_open[nid]
         ep.mark("kswapd_wake", ev.ts_ns)
-        if ev.order > ep.max_order:
-            ep.max_order = ev.order
 
     def _kswapd_sleep(self, ev: Any) -> None:
-        nid = ev.nid
-        self.nodes_seen[nid] = 1
-        ep = self.kswapd_open.pop(nid, None)
-        if ep is None:
-            if self.seen_wake.get(nid):
-                return  # a second sleep without a wake: nothing to close
+        ep: Optional[_Episode]
+        span = self.kswapd.sleep(ev.nid, ev.ts_ns)
+        if span is None:
+            return  # a second sleep without a wake: nothing to close
+        nid = span.nid
+        if span.began_before_trace:
             # kswapd was awake when the trace began: the episode started
             # before us.  A direct burst opened meanwhile was really inside it.
-            b = self.burst_open.pop(nid, None)
-            if b is not None:
-                ep = b
+            ep = self.burst_open.pop(nid, None)
+            if ep is not None:
                 ep.kind = "kswapd"
                 ep.stalls_kswapd_awake = ep.stalls
             else:
-                ep = self._new(nid, "kswapd", self.window.start_ns)
+                ep = self._new(nid, "kswapd", span.start_ns)
                 assert ep is not None
-            ep.start_ns = self.window.start_ns
+            ep.start_ns = span.start_ns
             ep.began_before_trace = True
-        self.seen_wake[nid] = True
-        ep.end_ns = ev.ts_ns
+            ep.span = span
+        else:
+            ep = self.kswapd_open.pop(nid)
+        assert span.end_ns is not None
+        ep.end_ns = span.end_ns
         ep.open = False
         ep.mark("kswapd_sleep", ev.ts_ns)
         self.kswapd_last[nid] = ep
@@ -499,9 +474,10 @@ class EpisodeBuilder:
 
     def close(self, end_ns: int) -> None:
         """The window closed: episodes still open end here."""
-        for nid in list(self.kswapd_open):
-            ep = self.kswapd_open.pop(nid)
-            ep.end_ns = end_ns
+        for span in self.kswapd.close(end_ns):
+            ep = self.kswapd_open.pop(span.nid)
+            assert span.end_ns is not None
+            ep.end_ns = span.end_ns
         for nid in list(self.burst_open):
             self._close_burst(nid)
 
@@ -613,7 +589,7 @@ class EpisodeBuilder:
                 "duration_ns": max(0, end - ep.start_ns),
                 "began_before_trace": ep.began_before_trace, "open_at_end": open_at_end,
                 "kswapd_wakes": ep.kswapd_wakes,
-                "kswapd_re_wakes": max(0, ep.kswapd_wakes - 1),
+                "kswapd_re_wakes": ep.kswapd_re_wakes,
                 "wakeup_requests": ep.wakeup_requests, "max_order": ep.max_order,
                 "direct_reclaim_stalls": ep.stalls, "direct_reclaim_ns": ep.stall_ns,
                 "direct_reclaim_max_ns": ep.stall_max_ns,
@@ -682,4 +658,4 @@ class EpisodeBuilder:
                            "compaction_runs": ep.compaction_runs,
                            "oom_kills": len(ep.victims)})
         return {"count": self._next_id, "recent": recent,
-                "kswapd_awake": sorted(self.kswapd_open)}
+                "kswapd_awake": self.kswapd.awake()}

@@ -140,7 +140,7 @@ def _maker(cls: type, nfields: int) -> Callable[[Any, str], Any]:
     src = f"def make(v, comm):\n    o = new(cls)\n{body}    return o\n"
     scope: Dict[str, Any] = {"new": object.__new__, "cls": cls}
     exec(src, scope)  # noqa: S102 - field names of our own dataclasses only
-    return scope["make"]  # type: ignore[no-any-return]
+    return scope["make"]
 
 
 def struct_decoder(cls: type, fmt: str, nfields: int) -> Decoder:

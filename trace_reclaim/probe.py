@@ -14,9 +14,12 @@ import gzip
 import os
 import platform
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from trace_reclaim.procfs import ProcFS
+
+if TYPE_CHECKING:
+    from trace_reclaim.tracer import Tracer
 
 __all__ = ["Probe", "Plan", "TRACEFS_CANDIDATES"]
 
@@ -261,7 +264,7 @@ class Probe:
                       "(kvmalloc, vmalloc_huge)")
 
     # -- the plan ----------------------------------------------------------
-    def plan(self, tracers: Dict[str, Any]) -> Plan:
+    def plan(self, tracers: Mapping[str, Tracer]) -> Plan:
         attaches: List[Any] = []
         cflags: List[str] = []
         enabled: List[str] = []

@@ -1,14 +1,17 @@
-"""Read the kernel's own accounting: /proc/vmstat, zoneinfo, meminfo, PSI.
+"""Read the kernel's own accounting: /proc/vmstat, zoneinfo, meminfo, PSI,
+slabinfo, buddyinfo and single-value sysctl and sysfs files.
 
-Parsing is pure (text in, dicts out) so it is unit-tested on captured text;
-``ProcFS`` does the reading under an injectable root so tests and the CLI
-environment can point it elsewhere.
+The one set of /proc parsers: the tool and the workloads in
+``trace_reclaim.examples`` both read through it.  Parsing is pure (text in,
+dicts out) so it is unit-tested on captured text; ``ProcFS`` does the reading
+under an injectable root so tests and the CLI environment can point it
+elsewhere.  Formats: Documentation/filesystems/proc.rst.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 __all__ = [
     "ProcFS",
@@ -17,6 +20,8 @@ __all__ = [
     "parse_meminfo",
     "parse_psi",
     "parse_slabinfo",
+    "parse_buddyinfo",
+    "vmstat_delta",
     "zone_names",
     "VMSTAT_KEYS",
 ]
@@ -44,14 +49,26 @@ def parse_vmstat(text: str) -> Dict[str, int]:
     return out
 
 
-def parse_meminfo(text: str) -> Dict[str, int]:
-    """Return meminfo values in kB (HugePages_* counts stay counts)."""
+def vmstat_delta(before: Dict[str, int], after: Dict[str, int],
+                 names: Iterable[str]) -> Dict[str, int]:
+    """Return {name: after - before} for ``names`` present in both snapshots."""
+    return {n: after[n] - before[n] for n in names if n in before and n in after}
+
+
+def parse_meminfo(text: str, in_bytes: bool = False) -> Dict[str, int]:
+    """Return meminfo values in kB, or in bytes with ``in_bytes``.
+
+    HugePages_* are counts, not sizes: they stay counts either way.
+    """
     out: Dict[str, int] = {}
     for line in text.splitlines():
         key, _, rest = line.partition(":")
         parts = rest.split()
         if parts and parts[0].isdigit():
-            out[key.strip()] = int(parts[0])
+            value = int(parts[0])
+            if in_bytes and len(parts) > 1 and parts[1] == "kB":
+                value *= 1024
+            out[key.strip()] = value
     return out
 
 
@@ -127,7 +144,11 @@ def parse_psi(text: str) -> Dict[str, Dict[str, float]]:
 
 
 def parse_slabinfo(text: str) -> Dict[str, Dict[str, int]]:
-    """Per cache: active_objs, num_objs, objsize, objperslab, pagesperslab."""
+    """Per cache: active_objs, num_objs, objsize, objperslab, pagesperslab.
+
+    Merged caches appear once, under the name of the first cache created;
+    /sys/kernel/slab shows the aliases.
+    """
     out: Dict[str, Dict[str, int]] = {}
     for line in text.splitlines():
         if line.startswith(("slabinfo", "#")):
@@ -141,6 +162,25 @@ def parse_slabinfo(text: str) -> Dict[str, Dict[str, int]]:
                 "objsize": int(parts[3]), "objperslab": int(parts[4]),
                 "pagesperslab": int(parts[5]),
             }
+        except ValueError:
+            continue
+    return out
+
+
+def parse_buddyinfo(text: str) -> List[Tuple[int, str, List[int]]]:
+    """Per zone: (node, zone, free blocks of each order from 0 up).
+
+    "Node 0, zone   Normal   12   3 ..." (mm/vmstat.c frag_show_print()).
+    """
+    out: List[Tuple[int, str, List[int]]] = []
+    for line in text.splitlines():
+        head, _, rest = line.partition("zone")
+        fields = rest.split()
+        if not fields:
+            continue
+        try:
+            node = int(head.replace("Node", "").strip(" ,"))
+            out.append((node, fields[0], [int(c) for c in fields[1:]]))
         except ValueError:
             continue
     return out
@@ -165,14 +205,29 @@ class ProcFS:
         except OSError:
             return None
 
+    def value(self, rel: str) -> str:
+        """Return the stripped text of a one-value file (a sysctl, a sysfs attribute)."""
+        return self.read(rel).strip()
+
     def vmstat(self) -> Dict[str, int]:
         return parse_vmstat(self.read("/proc/vmstat"))
 
     def zoneinfo(self) -> List[Dict[str, Any]]:
         return parse_zoneinfo(self.read("/proc/zoneinfo"))
 
-    def meminfo(self) -> Dict[str, int]:
-        return parse_meminfo(self.read("/proc/meminfo"))
+    def meminfo(self, in_bytes: bool = False) -> Dict[str, int]:
+        return parse_meminfo(self.read("/proc/meminfo"), in_bytes)
+
+    def hugepage_size_bytes(self) -> int:
+        """The default hugetlb page size (``Hugepagesize``; 2 MiB on x86-64)."""
+        return self.meminfo(in_bytes=True).get("Hugepagesize", 2 << 20)
+
+    def nr_hugepages(self) -> int:
+        """Persistent hugetlb pages of the default size (vm.nr_hugepages)."""
+        return int(self.value("/proc/sys/vm/nr_hugepages"))
+
+    def buddyinfo(self) -> List[Tuple[int, str, List[int]]]:
+        return parse_buddyinfo(self.read("/proc/buddyinfo"))
 
     def psi_memory(self) -> Optional[Dict[str, Dict[str, float]]]:
         text = self.try_read("/proc/pressure/memory")

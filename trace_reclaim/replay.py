@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import gc
-from typing import Dict
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from trace_reclaim import events
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.env import Environment, UserError
 from trace_reclaim.recording import Reader, RecordingError
-from trace_reclaim.tracer import Tracer
+from trace_reclaim.tracer import Tracer, Window
 
-__all__ = ["replay"]
+__all__ = ["replay", "Tap", "follow_window"]
+
+#: Called with each block of records after the correlator has consumed it.
+Tap = Callable[[List[Tuple[int, bytes]]], None]
 
 
-def replay(path: str, env: Environment, registry: Dict[str, Tracer]) -> Correlator:
-    """Feed a recording through the correlator, exactly as the live run did."""
+def follow_window(window: Window, ev: Any) -> None:
+    """Move ``window`` as the correlator does when it meets ``ev``.
+
+    The vmstat "start" snapshot opens the window, the End record closes it.
+    A consumer that reads the records in their recorded order and tests each
+    BPF event with ``window.contains(ts_ns)`` keeps exactly the events the
+    correlator counted.
+    """
+    if isinstance(ev, events.Snapshot):
+        if ev.what == "vmstat" and ev.when == "start":
+            window.start_ns = ev.ts_ns
+    elif isinstance(ev, events.End):
+        window.end_ns = ev.ts_ns
+
+
+def replay(path: str, env: Environment, registry: Dict[str, Tracer],
+           tap: Optional[Tap] = None) -> Correlator:
+    """Feed a recording through the correlator, exactly as the live run did.
+
+    ``tap``, if given, sees every block of records too, in order (the
+    timeline collects per-event times there without a second read).
+    """
     try:
         f = open(path, "rb")
     except OSError as e:
@@ -42,6 +66,8 @@ def replay(path: str, env: Environment, registry: Dict[str, Tracer]) -> Correlat
         try:
             for block in reader.blocks_of_records():
                 corr.feed_records(block)
+                if tap is not None:
+                    tap(block)
         finally:
             if gc_was:
                 gc.enable()

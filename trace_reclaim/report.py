@@ -7,9 +7,11 @@ report cannot disagree, and a replay renders exactly what the live run did.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
 from tabulate import tabulate
+
+from trace_reclaim.tracer import Aggregator
 
 __all__ = ["fmt_ns", "fmt_bytes", "table", "render_text", "render_json",
            "interval_line", "interval_header", "render_findings", "render_episodes"]
@@ -33,7 +35,7 @@ def fmt_bytes(n: Any) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024  # type: ignore[assignment]
+        n /= 1024
     return str(n)
 
 
@@ -60,7 +62,7 @@ def _vm(delta: Dict[str, int], *keys: str) -> str:
     return f"{sum(delta[k] for k in have)}"
 
 
-def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
+def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     """The human report: summary, lost events, kernel cross-check, sections."""
     w, t, lost = doc["window"], doc["totals"], doc["lost"]
     out: List[str] = []
@@ -97,10 +99,8 @@ def render_text(doc: Dict[str, Any], tracers: Dict[str, Any]) -> str:
         ["LRU pages scanned, kswapd", t.get("lru_scanned_kswapd", "-"),
          _vm(vm, "pgscan_kswapd"), "pgscan_kswapd"],
     ]
-    for name in tracers:
-        extra_rows = getattr(tracers[name], "vmstat_rows", None)
-        if extra_rows is not None:
-            rows += extra_rows(t, vm)
+    for agg in tracers.values():
+        rows += agg.vmstat_rows(t, vm)
     out += table(["", "TRACED", "KERNEL", "COUNTER"], rows)
     out.append("")
 

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from importlib import resources
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import trace_reclaim
 from trace_reclaim import events, gfp
@@ -24,6 +24,7 @@ from trace_reclaim.probe import Plan, Probe
 from trace_reclaim.procfs import ProcFS, zone_names
 from trace_reclaim.recording import Writer
 from trace_reclaim.taskstats import DELAY_FIELDS
+from trace_reclaim.tracer import Tracer
 
 __all__ = ["BPF_DIR", "LiveSession", "build_header", "bpf_source", "SessionError"]
 
@@ -46,7 +47,7 @@ def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str
             f"-DTARG_TGID={tgid}", *plan.cflags]
 
 
-def bpf_source(tracers: Dict[str, Any]) -> str:
+def bpf_source(tracers: Mapping[str, Tracer]) -> str:
     """The one program bcc compiles: common.bpf.h, then each tracer's file.
 
     bcc rewrites map method calls (``events.ringbuf_reserve()``) and builds
@@ -63,7 +64,7 @@ def bpf_source(tracers: Dict[str, Any]) -> str:
 
 
 def build_header(probe: Probe, plan: Plan, argv: List[str], interval_s: float,
-                 tracers: Dict[str, Any], workload: Optional[Dict[str, Any]] = None,
+                 tracers: Mapping[str, Tracer], workload: Optional[Dict[str, Any]] = None,
                  ) -> Dict[str, Any]:
     """The system context a recording carries (what a replay elsewhere needs)."""
     fmt = probe.tracepoint_format("vmscan", "mm_vmscan_direct_reclaim_begin") or ""
@@ -101,13 +102,13 @@ class LiveSession:
     """One live trace from attach to the final report."""
 
     def __init__(self, *, bpf_factory: Callable[..., Any], procfs: ProcFS,
-                 tracers: Dict[str, Any], plan: Plan, header: Dict[str, Any],
+                 tracers: Mapping[str, Tracer], plan: Plan, header: Dict[str, Any],
                  interval_s: float = 1.0, duration_s: Optional[float] = None,
                  tgid: int = 0, writer: Optional[Writer] = None,
                  on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
                  ringbuf_pages: int = 1024, slow_consumer_ms: int = 0,
-                 taskstats: Optional[Any] = None) -> None:
+                 taskstats: Optional[Any] = None, history: bool = True) -> None:
         self.bpf_factory = bpf_factory
         self.procfs = procfs
         self.tracers = {n: tracers[n] for n in plan.tracers}
@@ -122,10 +123,11 @@ class LiveSession:
         self.ringbuf_pages = ringbuf_pages
         # Tests only: drain the ring buffer this rarely, to make real losses.
         self.slow_consumer_ms = slow_consumer_ms
-        self.correlator = Correlator(header, self.tracers.values())
+        self.correlator = Correlator(header, self.tracers.values(), history=history)
         self._batch: List[bytes] = []
         self._stop: Optional[str] = None
         self.bpf: Any = None
+        self.compiler_output = ""  # bcc's compiler messages when load() failed
         # Read live between ticks, emitted as records at the tick: whether a
         # kswapd woke (zoneinfo is re-read then), and which threads stalled in
         # direct reclaim (their taskstats are read then).
@@ -374,10 +376,10 @@ def _last_line(e: BaseException) -> str:
 def default_bpf_factory() -> Callable[..., Any]:
     """bcc's BPF class, imported only when a live session needs it."""
     try:
-        from bcc import BPF  # type: ignore[import-not-found]
+        from bcc import BPF
     except ImportError as e:
         raise SessionError(
             f"bcc is not importable from {sys.executable}: {e}",
             "install Debian's python3-bpfcc and run from a venv made with "
             "--system-site-packages (./bootstrap.sh does both)") from e
-    return BPF  # type: ignore[no-any-return]
+    return BPF

@@ -169,7 +169,7 @@ def pyroute2_message_class() -> Any:
     except ImportError:
         return None
 
-    class tstats_v16(nla_struct, TStatsDecoder):  # type: ignore[misc]
+    class tstats_v16(nla_struct, TStatsDecoder):
         fields = tuple((n or f"__pad{i}", c) for i, (n, c) in enumerate(FIELDS_V16))
 
     def versioned_stats(self: Any, *argv: Any, **kwarg: Any) -> Any:
@@ -184,12 +184,12 @@ def pyroute2_message_class() -> Any:
     fresh = {"_nlmsg_base__compiled_nla": False, "_nlmsg_base__t_nla_map": None,
              "_nlmsg_base__r_nla_map": None}
 
-    class aggr(taskstatsmsg.aggr_id):  # type: ignore[misc]
+    class aggr(taskstatsmsg.aggr_id):
         locals().update(fresh)
 
     aggr.versioned_stats = staticmethod(versioned_stats)
 
-    class taskstatsmsg16(taskstatsmsg):  # type: ignore[misc]
+    class taskstatsmsg16(taskstatsmsg):
         nla_map = (
             ("TASKSTATS_TYPE_UNSPEC", "none"),
             ("TASKSTATS_TYPE_PID", "uint32"),
@@ -201,10 +201,10 @@ def pyroute2_message_class() -> Any:
 
         locals().update(fresh)
 
-        class aggr_pid(aggr):  # type: ignore[misc]
+        class aggr_pid(aggr):
             locals().update(fresh)
 
-        class aggr_tgid(aggr):  # type: ignore[misc]
+        class aggr_tgid(aggr):
             locals().update(fresh)
 
     taskstatsmsg16.versioned_stats = staticmethod(versioned_stats)

@@ -4,16 +4,24 @@ A tracer (``trace_reclaim.tracers.NAME``) names its BPF source under
 ``bpf/``, the tracepoints it needs, its record decoders and an
 ``Aggregator`` (pure: events in, a report section out).  Only ``sample()``
 touches the live kernel (BPF maps, /proc), and only in a live session; what it
-returns is recorded, so replay needs no kernel.  The correlator, episode
-builder, live view and report call tracers only through what is declared here.
+returns is recorded, so replay needs no kernel.
+
+The correlator, episode builder, live view and report call tracers and
+aggregators only through the methods declared here: each is abstract or has
+a documented default, so a renamed or missing hook fails loudly (mypy, or an
+AttributeError) instead of reading as a silent zero.
 """
 
 from __future__ import annotations
 
+import abc
+import copy
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, final
 
-__all__ = ["Tracer", "Aggregator", "Window", "Attach"]
+from trace_reclaim.episodes import EpisodeFact
+
+__all__ = ["Tracer", "Aggregator", "Window", "Attach", "Options", "EpisodeFact"]
 
 
 @dataclass
@@ -38,7 +46,20 @@ class Attach:
     ok: bool = True
 
 
-class Aggregator:
+@dataclass(frozen=True)
+class Options:
+    """Command-line choices that change what a tracer attaches.
+
+    One declared type for all of them, so a misspelled option is a type
+    error, not an attribute set on a tracer that nobody reads.  Each tracer
+    reads only its own fields.
+    """
+
+    # --no-slab-accounting: no per-cache kmem_cache_alloc/free counting.
+    slab_cache_accounting: bool = True
+
+
+class Aggregator(abc.ABC):
     """Consume events of one tracer; produce interval rows and a report section."""
 
     section: ClassVar[str] = ""
@@ -46,32 +67,84 @@ class Aggregator:
     def __init__(self, window: Window) -> None:
         self.window = window
 
+    # -- events in ---------------------------------------------------------
+    @abc.abstractmethod
     def feed(self, ev: Any) -> None:
-        raise NotImplementedError
+        """Count one of this tracer's events (inside the window)."""
+
+    def handlers(self) -> Mapping[int, Callable[[Any], None]]:
+        """The function to call for each record type, bypassing ``feed``.
+
+        The correlator's hot path calls these directly; a type left out goes
+        through ``feed``.  Default: none, everything through ``feed``.
+        """
+        return {}
 
     def on_tick(self, ts_ns: int) -> Dict[str, Any]:
         """Return this interval's row fragment and start a new interval."""
         return {}
 
     def on_snapshot(self, snap: Any) -> None:
-        pass
+        """See a /proc or /sys snapshot (every tracer sees every one).  Default: ignore."""
+        return None
 
     def on_sample(self, sample: Any) -> None:
-        pass
+        """Take this tracer's own ``Tracer.sample()`` reading.  Default: ignore."""
+        return None
 
+    def close(self, end_ns: int) -> None:
+        """The window closed at ``end_ns``: finish what is still open.
+
+        Called once, after the last event and before ``report()``.
+        Default: nothing stays open.
+        """
+        return None
+
+    # -- what the episode builder asks ---------------------------------------
+    def episode_fact(self, ev: Any) -> Optional[EpisodeFact]:
+        """What ``ev`` adds to the reclaim episode open at its time.
+
+        A shrinker or vmalloc row (see ``EpisodeFact``); None when the event
+        adds nothing beyond what the episode builder itself handles.
+        Default: None.
+        """
+        return None
+
+    def symbolize(self, addr: int) -> Optional[str]:
+        """The kernel symbol at ``addr`` if this tracer resolved it (live, then
+        recorded in its samples), else None.  Default: None."""
+        return None
+
+    # -- report ------------------------------------------------------------
+    @abc.abstractmethod
     def report(self) -> Dict[str, Any]:
-        raise NotImplementedError
+        """This tracer's report section (JSON-able)."""
 
     def totals(self, section: Dict[str, Any]) -> Dict[str, Any]:
-        """Entries this tracer adds to the report's ``totals``."""
+        """Entries this tracer adds to the report's ``totals``.  Default: none."""
         return {}
 
+    @final
+    def live_totals(self) -> Dict[str, Any]:
+        """The report's ``totals`` entries as they stand now (the live view's).
+
+        Computed by the very code the report uses, so the view and the
+        report cannot disagree; not to be overridden with a shortcut.
+        """
+        return self.totals(self.report())
+
+    def vmstat_rows(self, totals: Dict[str, Any], vm: Dict[str, int]) -> List[List[Any]]:
+        """Rows [what, traced, kernel, counter] for the report's traced vs
+        /proc/vmstat table, from the report's totals and the vmstat delta.
+        Default: none."""
+        return []
+
     def render(self, section: Dict[str, Any]) -> List[str]:
-        """Text lines for the report (under 80 columns)."""
+        """Text lines for the report (under 80 columns).  Default: none."""
         return []
 
 
-class Tracer:
+class Tracer(abc.ABC):
     """A kernel area's BPF program and decoders; subclassed per area."""
 
     name: ClassVar[str] = ""
@@ -80,6 +153,17 @@ class Tracer:
     # (category, event) tracepoints the program attaches to unconditionally.
     tracepoints: ClassVar[Sequence[Tuple[str, str]]] = ()
     event_types: ClassVar[Sequence[int]] = ()
+    # The command line's choices (see ``configured``).
+    options: Options = Options()
+
+    def configured(self, options: Options) -> Tracer:
+        """This tracer with ``options``: itself when they are already its
+        options, else a copy (the registry's instances are shared)."""
+        if options == self.options:
+            return self
+        t = copy.copy(self)
+        t.options = options
+        return t
 
     def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
         """Return the attach plan and the extra cflags for this kernel."""
@@ -97,8 +181,9 @@ class Tracer:
         """Why the better attach options are not used (default: none better)."""
         return []
 
+    @abc.abstractmethod
     def aggregator(self, window: Window) -> Aggregator:
-        raise NotImplementedError
+        """A fresh aggregator for one trace window."""
 
     def sample(self, bpf: Any, procfs: Any, ts_ns: int, when: str) -> List[Any]:
         """Read in-kernel aggregates (live only) at "start", "tick" or "end".

@@ -10,13 +10,18 @@ state only, so what it shows is what the report will count.
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any, Callable, Dict, List, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TextIO
 
 from trace_reclaim.episodes import zone_state
-from trace_reclaim.report import fmt_ns, interval_header, interval_line
+from trace_reclaim.report import fmt_ns, interval_header, interval_line, render_text
+from trace_reclaim.tracer import Aggregator
 
-__all__ = ["LiveView", "render_screen", "WIDTH"]
+if TYPE_CHECKING:
+    from trace_reclaim.correlate import Correlator
+
+__all__ = ["LiveView", "render_screen", "totals_line", "SHOWN_TOTALS", "WIDTH"]
 
 WIDTH = 80
 HOME_CLEAR = "\x1b[H\x1b[2J"
@@ -34,14 +39,35 @@ def _fit(line: str, width: int) -> str:
     return line if len(line) <= width else line[: width - 1] + "~"
 
 
+# The report's totals the view shows (the "total" line and "lost" above it):
+# the same keys, from the same code (Correlator.live_totals), so at the end
+# the view and the report agree.
+SHOWN_TOTALS = ("direct_reclaim_stalls", "direct_reclaim_ns", "kswapd_wakes",
+                "compaction_runs_direct", "compaction_runs_kcompactd", "oom_kills",
+                "lost_events")
+
+
+def totals_line(t: Dict[str, Any]) -> str:
+    """The view's "total" line from the report's totals; "-" for what no loaded tracer counts."""
+    def n(key: str) -> Any:
+        return t.get(key, "-")
+
+    comp = "-"
+    if "compaction_runs_direct" in t and "compaction_runs_kcompactd" in t:
+        comp = t["compaction_runs_direct"] + t["compaction_runs_kcompactd"]
+    return (f"total   {n('direct_reclaim_stalls')} stalls {fmt_ns(t.get('direct_reclaim_ns'))}, "
+            f"{n('kswapd_wakes')} kswapd runs, {comp} compactions, "
+            f"{n('oom_kills')} OOM kills")
+
+
 def render_screen(state: Dict[str, Any], history: List[str], clock: str,
                   width: int = WIDTH) -> List[str]:
     """The lines of one screen (no escapes), each at most ``width`` columns."""
     row = state.get("row") or {}
     r = row.get("reclaim", {})
-    o = row.get("oom", {})
+    t = state.get("totals") or {}
     out = [f"trace-reclaim  {clock}  up {fmt_ns(state.get('elapsed_ns', 0))}  "
-           f"interval {row.get('interval', 0)}  lost {state.get('lost', 0)}  "
+           f"interval {row.get('interval', 0)}  lost {t.get('lost_events', '-')}  "
            "(Ctrl-C ends)"]
     m = state.get("meminfo") or {}
     psi = state.get("psi") or {}
@@ -77,12 +103,7 @@ def render_screen(state: Dict[str, Any], history: List[str], clock: str,
     if v is not None:
         out.append(f"vmalloc this interval: {v.get('areas', 0)} areas, {v.get('huge_areas', 0)} "
                    f"huge ({v.get('huge_pages', 0)} x 2 MiB), {v.get('fallbacks', 0)} fell back")
-    t = state.get("totals") or {}
-    out.append(f"total   {t.get('stalls', 0)} stalls {fmt_ns(t.get('stall_ns', 0))}, "
-               f"{t.get('kswapd_wakes', 0)} kswapd runs, {t.get('compaction', 0)} "
-               f"compactions, {t.get('oom_kills', 0)} OOM kills" if t else "total   -")
-    if o:
-        out[-1] = _fit(out[-1], width)
+    out.append(totals_line(t))
     eps = state.get("episodes") or {}
     out.append("")
     out.append(f"EPISODES ({eps.get('count', 0)} so far)")
@@ -103,23 +124,37 @@ def render_screen(state: Dict[str, Any], history: List[str], clock: str,
 
 
 class LiveView:
-    """Show each interval: redraw the screen on a terminal, else print a row."""
+    """What ``live`` prints: each interval, then the report.
+
+    On a terminal the screen is redrawn in place each interval; elsewhere
+    one plain row per interval; with ``json_lines`` (``live -j``) one JSON
+    line per interval, the report's ``intervals`` entry itself.  Then the
+    report, as text or as one JSON line.
+    """
 
     def __init__(self, out: TextIO, tty: Optional[bool] = None, width: int = WIDTH,
-                 clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S")) -> None:
+                 clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S"),
+                 json_lines: bool = False) -> None:
         self.out = out
         if tty is None:
-            isatty = getattr(out, "isatty", None)
-            tty = bool(isatty and isatty())
+            tty = out.isatty()
         self.tty = tty
         self.width = width
         self.clock = clock
+        self.json_lines = json_lines
         self.history: List[str] = []
         self.frames = 0
 
     def start(self) -> None:
-        if not self.tty:
+        if not self.tty and not self.json_lines:
             print(interval_header(), file=self.out, flush=True)
+
+    def interval(self, row: Dict[str, Any], correlator: Correlator) -> None:
+        """Show the row the correlator just closed, with its live state."""
+        if self.json_lines:
+            print(json.dumps({"type": "interval", **row}), file=self.out, flush=True)
+        else:
+            self.update(row, correlator.live_state())
 
     def update(self, row: Dict[str, Any], state: Dict[str, Any]) -> None:
         clock = self.clock()
@@ -139,3 +174,12 @@ class LiveView:
         if self.tty:
             self.out.write("\n")
             self.out.flush()
+
+    def end(self, doc: Dict[str, Any], aggs: Dict[str, Aggregator]) -> None:
+        """Print the report after the last interval."""
+        if self.json_lines:
+            print(json.dumps({"type": "report", "report": doc}), file=self.out)
+            return
+        self.finish()
+        print("", file=self.out)
+        self.out.write(render_text(doc, aggs))

@@ -17,8 +17,10 @@ from tests.livetools import machine_lock
 from trace_reclaim.examples import (_proc, _restore, anon_pressure, pressure, slab_churn,
                                     slab_dentries, vmalloc_fallback, vmalloc_huge,
                                     zram_lifecycle)
+from trace_reclaim.procfs import ProcFS
 
 PY = "/usr/bin/python3"
+PROC = ProcFS()
 
 
 def _live_or_skip():
@@ -39,9 +41,9 @@ def machine_state():
     """
     _live_or_skip()
     with machine_lock():
-        before = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
+        before = (PROC.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
         yield before
-        after = (_proc.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
+        after = (PROC.nr_hugepages(), zram_lifecycle.zram_devices(), anon_pressure.swaps())
     assert after == before
 
 
@@ -158,7 +160,7 @@ def test_pressure_restores_on_signal(machine_state, sig):
     hp0 = machine_state[0]
     p = _spawn("pressure.py", "--seconds", "30", "--mib", "1000000")
     try:
-        assert _wait_for(lambda: _proc.nr_hugepages() > hp0), "ballast never appeared"
+        assert _wait_for(lambda: PROC.nr_hugepages() > hp0), "ballast never appeared"
         time.sleep(0.5)
         p.send_signal(sig)
         out, err = p.communicate(timeout=30)
@@ -168,7 +170,7 @@ def test_pressure_restores_on_signal(machine_state, sig):
             p.wait()
     assert p.returncode == (130 if sig == signal.SIGINT else 128 + sig), err
     assert "Traceback" not in err and err.startswith("error:")
-    assert _proc.nr_hugepages() == hp0
+    assert PROC.nr_hugepages() == hp0
 
 
 def test_anon_pressure_restores_on_sigterm(machine_state):
@@ -184,7 +186,7 @@ def test_anon_pressure_restores_on_sigterm(machine_state):
             p.kill()
             p.wait()
     assert p.returncode == 128 + signal.SIGTERM, err
-    assert _proc.nr_hugepages() == hp0
+    assert PROC.nr_hugepages() == hp0
     assert zram_lifecycle.zram_devices() == zram0
     assert anon_pressure.swaps() == swaps0
 

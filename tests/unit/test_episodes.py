@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from trace_reclaim import events
 from trace_reclaim.correlate import Correlator
-from trace_reclaim.episodes import BURST_GAP_NS, EpisodeBuilder, EpisodeFact, fact_of
+from trace_reclaim.episodes import BURST_GAP_NS, EpisodeBuilder, EpisodeFact
 from trace_reclaim.tracer import Window
 from trace_reclaim.tracers import registry
 from trace_reclaim.tracers.compaction import Compaction
@@ -33,8 +33,8 @@ def stall(end, delta, tid=500, pages=32):
     return DirectReclaim(end, 4, tid, tid, 1, "dd", delta, 0, pages, 0, 0)
 
 
-def build(evs, start=1_000 * MS, end=0):
-    b = EpisodeBuilder(Window(start_ns=start))
+def build(evs, start=1_000 * MS, end=0, facts=None):
+    b = EpisodeBuilder(Window(start_ns=start), facts=facts)
     for e in evs:
         b.feed(e)
     if end:
@@ -121,33 +121,47 @@ def test_compaction_and_oom_attach_with_sequence():
 
 
 class ShrinkSlab(events.Event):
-    """What the slab tracer's record may look like: only field names matter."""
+    """Another tracer's record: only its tracer's episode_fact hook reads it."""
 
     def __init__(self, ts, nid, name, scanned, freed, delta_ns):
         super().__init__(ts, 32, 100, 100, 0, "kswapd0")
-        self.nid, self.name, self.total_scan = nid, name, scanned
-        self.retval, self.delta_ns = freed, delta_ns
+        self.nid, self.name, self.scanned = nid, name, scanned
+        self.freed, self.delta_ns = freed, delta_ns
 
 
-class Protocol(events.Event):
-    def episode_fact(self):
-        return EpisodeFact("vmalloc", "alloc_vmap_area", 0,
-                           {"count": 1, "bytes": 6 << 20, "failed": 0, "huge_attempts": 1})
+def shrinker_fact(ev):
+    return EpisodeFact("shrinker", ev.name, ev.nid, {
+        "calls": 1, "scanned": ev.scanned, "freed": ev.freed, "time_ns": ev.delta_ns})
 
 
-def test_foreign_events_by_protocol_and_duck_typing():
+def vmalloc_fact(ev):
+    return EpisodeFact("vmalloc", "alloc_vmap_area", 0,
+                       {"count": 1, "bytes": 6 << 20, "failed": 0, "huge_attempts": 1})
+
+
+def test_other_tracers_events_by_their_declared_facts():
     s1 = ShrinkSlab(1_120 * MS, 0, "super_cache_scan", 100, 0, 50_000)
     s2 = ShrinkSlab(1_130 * MS, 0, "scan_shadow_nodes", 10, 10, 5_000)
-    v = Protocol(1_140 * MS, 16, 100, 100, 0, "x")
-    eps, b = build([wake(1_100 * MS), s1, s2, v, sleep(1_200 * MS),
-                    ShrinkSlab(1_500 * MS, 0, "late", 1, 1, 1)], end=2_000 * MS)
+    v = events.Event(1_140 * MS, 16, 100, 100, 0, "x")
+    nofact = events.Event(1_150 * MS, 17, 100, 100, 0, "x")
+    unknown = events.Event(1_160 * MS, 30, 100, 100, 0, "x")
+    eps, b = build([wake(1_100 * MS), s1, s2, v, nofact, unknown, sleep(1_200 * MS),
+                    ShrinkSlab(1_500 * MS, 0, "late", 1, 1, 1)], end=2_000 * MS,
+                   facts={32: shrinker_fact, 16: vmalloc_fact, 17: lambda ev: None})
     sh = eps[0]["shrinkers"]
     assert sh["calls"] == 2 and sh["scanned"] == 110 and sh["freed"] == 10
     assert sh["top_by_time"][0]["name"] == "super_cache_scan"
     assert sh["top_by_freed"][0]["name"] == "scan_shadow_nodes"
     assert eps[0]["vmalloc"]["alloc_vmap_area"]["huge_attempts"] == 1
     assert b.outside["shrinker_calls"] == 1
-    assert fact_of(s1).kind == "shrinker"
+    # No fact (the hook said none, or no tracer declared the type): counted, not lost.
+    assert b.outside["other"] == 2
+    # The hot path's cached handlers do the same as feed().
+    b2 = EpisodeBuilder(Window(start_ns=1_000 * MS),
+                        facts={32: shrinker_fact, 16: vmalloc_fact, 17: lambda ev: None})
+    for e in [wake(1_100 * MS), s1, s2, v, nofact, unknown, sleep(1_200 * MS)]:
+        b2.handler(e.type)(e)
+    assert b2.report()[0]["shrinkers"] == sh and b2.outside["other"] == 2
 
 
 def test_psi_and_watermarks_from_snapshots():

@@ -77,7 +77,7 @@ class Workload:
         import importlib
 
         mod = importlib.import_module(f"trace_reclaim.examples.{self.module}")
-        return getattr(mod, self.function)  # type: ignore[no-any-return]
+        return getattr(mod, self.function)
 
     def params(self) -> Dict[str, Any]:
         """Parameter name -> default, from the entry point's signature."""

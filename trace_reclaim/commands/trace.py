@@ -6,14 +6,16 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
-from typing import Any, Dict, Iterator
+import threading
+from typing import Any, Dict, Iterator, Optional
 
 from trace_reclaim import tracers
 from trace_reclaim.env import Environment, ExitStatus, UserError
 from trace_reclaim.probe import Probe
 from trace_reclaim.recording import Writer
-from trace_reclaim.report import render_text
+from trace_reclaim.tracer import Options, Tracer
 
 __all__ = ["run"]
 
@@ -45,12 +47,8 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
             workload = json.loads(args.workload)
         except json.JSONDecodeError as e:
             raise UserError(f"--workload is not JSON: {e}", "pass a JSON object") from e
-    registry = tracers.registry()
-    if args.no_slab_accounting and "slab" in registry:
-        import copy
-
-        registry["slab"] = copy.copy(registry["slab"])  # not the shared instance
-        registry["slab"].cache_accounting = False  # type: ignore[attr-defined]
+    options = Options(slab_cache_accounting=not args.no_slab_accounting)
+    registry = {name: t.configured(options) for name, t in tracers.registry().items()}
     if args.ebpf:
         probe = Probe(env.procfs, None)
         plan = probe.plan(registry)
@@ -74,9 +72,31 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     for m in plan.missing:
         env.warn(f"not tracing {m}")
     header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
-    with _delayacct(env, args.delayacct) as da:
+    with _sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
         header["delayacct"] = da
         return _trace(args, env, live, plan, header, registry)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Let SIGTERM interrupt the block like Ctrl-C, so its cleanup runs.
+
+    Without this, a SIGTERM while the BPF program compiles would kill the
+    process with kernel.task_delayacct still on.  While tracing, the
+    session's own handler takes over: the trace ends and the report follows.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @contextlib.contextmanager
@@ -90,15 +110,17 @@ def _delayacct(env: Environment, want: bool) -> Iterator[Dict[str, Any]]:
     if want and before is None:
         raise UserError("--delayacct: /proc/sys/kernel/task_delayacct does not exist",
                         "this kernel lacks CONFIG_TASK_DELAY_ACCT; run without --delayacct")
-    if want and not before:
-        try:
-            set_delayacct(env.procfs, True)
-        except OSError as e:
-            raise UserError(f"--delayacct: cannot enable delay accounting: {e.strerror}",
-                            "run as root, or without --delayacct") from None
-        state["turned_on_for_run"] = True
-        state["during"] = True
     try:
+        if want and not before:
+            # Marked before the write: an interrupt right after it still restores.
+            state["turned_on_for_run"] = True
+            try:
+                set_delayacct(env.procfs, True)
+            except OSError as e:
+                state["turned_on_for_run"] = False
+                raise UserError(f"--delayacct: cannot enable delay accounting: {e.strerror}",
+                                "run as root, or without --delayacct") from None
+            state["during"] = True
         yield state
     finally:
         if state["turned_on_for_run"]:
@@ -120,7 +142,7 @@ def _taskstats_reader(env: Environment, on: bool) -> Any:
 
 
 def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
-           header: Dict[str, Any], registry: Dict[str, Any]) -> ExitStatus:
+           header: Dict[str, Any], registry: Dict[str, Tracer]) -> ExitStatus:
     from trace_reclaim.session import LiveSession, SessionError
     from trace_reclaim.view import LiveView
 
@@ -137,18 +159,12 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
                             "choose a writable path") from None
         writer = Writer(f, header)
 
-    json_out = live and args.json
-    out = env.stdout
-    view = LiveView(out, tty=env.stdout_tty())
-    session: Any = None
+    view = LiveView(env.stdout, tty=env.stdout_tty(), json_lines=args.json) if live else None
+    session: Optional[LiveSession] = None
 
     def on_row(row: Dict[str, Any]) -> None:
-        if not live:
-            return
-        if json_out:
-            print(json.dumps({"type": "interval", **row}), file=out, flush=True)
-        else:
-            view.update(row, session.correlator.live_state())
+        if view is not None and session is not None:
+            view.interval(row, session.correlator)
 
     taskstats = _taskstats_reader(env, header["delayacct"]["during"])
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
@@ -165,12 +181,12 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
                 f = writer = None
                 os.unlink(args.output)
             if args.traceback:
-                print(getattr(session, "compiler_output", ""), file=env.stderr)
+                print(session.compiler_output, file=env.stderr)
             raise UserError(str(e), e.hint) from e
         print(f"Tracing reclaim ({', '.join(plan.tracers)})"
               + (f", recording to {args.output}" if args.output else "")
               + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr)
-        if live and not json_out:
+        if view is not None:
             view.start()
         corr = session.run()
     finally:
@@ -181,13 +197,8 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
             writer.close()
             f.close()
     doc = corr.report()
-    if live:
-        if json_out:
-            print(json.dumps({"type": "report", "report": doc}), file=out)
-        else:
-            view.finish()
-            print("", file=out)
-            out.write(render_text(doc, corr.aggs))
+    if view is not None:
+        view.end(doc, corr.aggs)
     if writer is not None:
         print(f"recorded {writer.records} records, {writer.bytes} bytes to {args.output}",
               file=env.stderr)

@@ -19,11 +19,14 @@ import threading
 import time
 
 from trace_reclaim.examples import _proc
+from trace_reclaim.procfs import ProcFS
 
 __all__ = [
     "Terminated", "WorkloadError", "Restorer", "signals_to_exceptions",
     "sysctl", "hugetlb_ballast", "machine_lock", "run_cli", "ExitStatus",
 ]
+
+PROC = ProcFS()  # the live system
 
 
 class Terminated(BaseException):
@@ -125,7 +128,7 @@ class Restorer(contextlib.ExitStack):
 
     def write(self, path, value, restore_value=None):
         """Write ``value`` to ``path``; at exit write back the old (or ``restore_value``)."""
-        old = _proc.read_value(path) if restore_value is None else str(restore_value)
+        old = PROC.value(path) if restore_value is None else str(restore_value)
         self.undo("%s = %s" % (path, old), _proc.write_value, path, old)
         _proc.write_value(path, value)
         return old
@@ -142,7 +145,7 @@ class Restorer(contextlib.ExitStack):
         is restored at exit, which frees the pages back to the buddy allocator.
         """
         path = "/proc/sys/vm/nr_hugepages"
-        old = int(_proc.read_value(path))
+        old = PROC.nr_hugepages()
         self.undo("nr_hugepages = %d" % old, _write_nr_hugepages, old)
         try:
             _proc.write_value(path, int(pages))
@@ -151,7 +154,7 @@ class Restorer(contextlib.ExitStack):
             # after some pages were taken; the undo above still frees them.
             if e.errno not in (errno.ENOMEM, errno.EINTR):
                 raise
-        return int(_proc.read_value(path))
+        return PROC.nr_hugepages()
 
 
 def _write_nr_hugepages(value):
@@ -160,10 +163,10 @@ def _write_nr_hugepages(value):
     # signal_pending); signals are blocked during undo, but retry regardless.
     for _ in range(5):
         _proc.write_value(path, value)
-        if int(_proc.read_value(path)) == int(value):
+        if PROC.nr_hugepages() == int(value):
             return
         time.sleep(0.05)
-    raise OSError("nr_hugepages is %s, wanted %s" % (_proc.read_value(path), value))
+    raise OSError("nr_hugepages is %s, wanted %s" % (PROC.nr_hugepages(), value))
 
 
 def _sysctl_path(name):

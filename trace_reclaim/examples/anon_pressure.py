@@ -22,14 +22,16 @@ import subprocess
 import sys
 import time
 
-from trace_reclaim.examples import _proc, _restore, pressure, zram_lifecycle
-from trace_reclaim.examples._proc import GiB, MiB
+from trace_reclaim.examples import _restore, pressure, zram_lifecycle
+from trace_reclaim.examples._proc import RECLAIM_COUNTERS, GiB, MiB
+from trace_reclaim.procfs import ProcFS, vmstat_delta
 
 __all__ = ["run", "swaps", "main"]
 
 DEFAULT_DISKSIZE = 4 * GiB
 DEFAULT_OVER_MIB = 1024
 PAGE = 4096
+PROC = ProcFS()  # the live system
 
 
 def swaps():
@@ -103,9 +105,9 @@ def run(mib=None, ballast_mib=None, disksize=DEFAULT_DISKSIZE, over_mib=DEFAULT_
     "swaps_before/after", "zram_devices_before/after"}.
     """
     _restore.require_root()
-    hp_before, swaps_before = _proc.nr_hugepages(), swaps()
+    hp_before, swaps_before = PROC.nr_hugepages(), swaps()
     zram_before = zram_lifecycle.zram_devices()
-    pages = None if ballast_mib is None else ballast_mib * MiB // _proc.hugepage_size_bytes()
+    pages = None if ballast_mib is None else ballast_mib * MiB // PROC.hugepage_size_bytes()
     with _restore.signals_to_exceptions(), _restore.machine_lock():
         with pressure.ballast(pages, log=log) as b, \
                 zram_lifecycle.zram_device(disksize) as z, _restore.Restorer() as r:
@@ -113,7 +115,7 @@ def run(mib=None, ballast_mib=None, disksize=DEFAULT_DISKSIZE, over_mib=DEFAULT_
             _run_tool("mkswap", dev)
             r.undo("swapoff %s" % dev, _run_tool, "swapoff", dev)
             _run_tool("swapon", "-p", "32767", dev)
-            avail = _proc.mem_available_bytes()
+            avail = PROC.meminfo(in_bytes=True)["MemAvailable"]
             size = mib if mib is not None else avail // MiB + over_mib
             if (size * MiB - avail) > disksize // 2:
                 raise _restore.WorkloadError(
@@ -122,7 +124,7 @@ def run(mib=None, ballast_mib=None, disksize=DEFAULT_DISKSIZE, over_mib=DEFAULT_
             if log:
                 log("zram%d swap %d MiB on; MemAvailable %d MiB; child touches %d MiB"
                     % (z["n"], disksize // MiB, avail // MiB, size))
-            v0 = _proc.vmstat()
+            v0 = PROC.vmstat()
             t0 = time.monotonic()
             ready_r, ready_w = os.pipe()
             pid = os.fork()
@@ -145,12 +147,13 @@ def run(mib=None, ballast_mib=None, disksize=DEFAULT_DISKSIZE, over_mib=DEFAULT_
                                                      "use a smaller --mib")
                     time.sleep(0.05)
             elapsed = time.monotonic() - t0
-            v1 = _proc.vmstat()
+            v1 = PROC.vmstat()
             stat = zram_lifecycle.mm_stat(z["n"])
     res = {"ballast": b, "zram": {"n": z["n"], "disksize": disksize}, "mib": size,
            "child_status": os.waitstatus_to_exitcode(status), "elapsed_s": elapsed,
-           "vmstat": _proc.vmstat_delta(v0, v1), "swap_used_peak_kib": peak, "mm_stat": stat,
-           "nr_hugepages_before": hp_before, "nr_hugepages_after": _proc.nr_hugepages(),
+           "vmstat": vmstat_delta(v0, v1, RECLAIM_COUNTERS), "swap_used_peak_kib": peak,
+           "mm_stat": stat,
+           "nr_hugepages_before": hp_before, "nr_hugepages_after": PROC.nr_hugepages(),
            "swaps_before": swaps_before, "swaps_after": swaps(),
            "zram_devices_before": zram_before, "zram_devices_after": zram_lifecycle.zram_devices()}
     if log:

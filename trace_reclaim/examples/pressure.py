@@ -19,8 +19,9 @@ import sys
 import tempfile
 import time
 
-from trace_reclaim.examples import _proc, _restore
-from trace_reclaim.examples._proc import GiB, MiB
+from trace_reclaim.examples import _restore
+from trace_reclaim.examples._proc import RECLAIM_COUNTERS, GiB, MiB
+from trace_reclaim.procfs import ProcFS, vmstat_delta
 
 __all__ = ["safe_margin_bytes", "ballast_pages_for", "ballast", "sparse_file",
            "stream", "run", "main"]
@@ -32,12 +33,13 @@ MARGIN_FRACTION = 0.10
 DEFAULT_WORKING_MIB = 512
 SPARSE_SIZE = 30 * GiB
 READ_SIZE = 1 * MiB
+PROC = ProcFS()  # the live system
 
 
 def safe_margin_bytes(mem_total=None):
     """Return the memory to keep available: max(2 GiB, 10% of MemTotal)."""
     if mem_total is None:
-        mem_total = _proc.meminfo()["MemTotal"]
+        mem_total = PROC.meminfo(in_bytes=True)["MemTotal"]
     return max(MIN_MARGIN, int(mem_total * MARGIN_FRACTION))
 
 
@@ -47,7 +49,7 @@ def ballast_pages_for(working_bytes, margin=None, info=None):
     Sized from MemAvailable (free + reclaimable), so existing anonymous memory
     of other processes is never counted as takeable.
     """
-    info = info or _proc.meminfo()
+    info = info or PROC.meminfo(in_bytes=True)
     margin = safe_margin_bytes(info["MemTotal"]) if margin is None else margin
     hp = info.get("Hugepagesize", 2 * MiB)
     spare = info["MemAvailable"] - margin - working_bytes
@@ -64,20 +66,20 @@ def ballast(pages=None, working_bytes=DEFAULT_WORKING_MIB * MiB, margin=None, lo
     the ballast is shrunk until it does not.  Restores nr_hugepages at exit.
     """
     with _restore.machine_lock(), _restore.Restorer() as r:
-        before = _proc.meminfo()
+        before = PROC.meminfo(in_bytes=True)
         margin = safe_margin_bytes(before["MemTotal"]) if margin is None else margin
         hp = before.get("Hugepagesize", 2 * MiB)
-        old = _proc.nr_hugepages()
+        old = PROC.nr_hugepages()
         want = ballast_pages_for(working_bytes, margin, before) if pages is None else int(pages)
         # Pages already in the pool (someone else's) do not count toward ours.
         got = r.hugetlb_ballast(old + want) - old
-        after = _proc.meminfo()
+        after = PROC.meminfo(in_bytes=True)
         shrunk = 0
         while got > 0 and after["MemAvailable"] < margin:
             cut = max(1, (margin - after["MemAvailable"]) // hp + 1)
             got = r.hugetlb_ballast(old + max(0, got - cut)) - old
             shrunk += cut
-            after = _proc.meminfo()
+            after = PROC.meminfo(in_bytes=True)
         desc = {
             "pages_requested": want, "pages": got, "page_bytes": hp,
             "ballast_bytes": got * hp, "old_nr_hugepages": old,
@@ -147,7 +149,7 @@ def stream(path, mib, seconds=None, offset=0, until_direct_reclaim=False):
 
 
 def _allocstall():
-    v = _proc.vmstat()
+    v = PROC.vmstat()
     return sum(val for name, val in v.items() if name.startswith("allocstall_"))
 
 
@@ -161,8 +163,8 @@ def run(mib=None, seconds=10.0, ballast_mib=None, working_mib=DEFAULT_WORKING_MI
     "nr_hugepages_before", "nr_hugepages_after", "pid"}.
     """
     _restore.require_root()
-    hp_before = _proc.nr_hugepages()
-    pages = None if ballast_mib is None else ballast_mib * MiB // _proc.hugepage_size_bytes()
+    hp_before = PROC.nr_hugepages()
+    pages = None if ballast_mib is None else ballast_mib * MiB // PROC.hugepage_size_bytes()
     passes = []
     with _restore.signals_to_exceptions():
         with ballast(pages, working_mib * MiB, log=log) as b, \
@@ -170,23 +172,23 @@ def run(mib=None, seconds=10.0, ballast_mib=None, working_mib=DEFAULT_WORKING_MI
             left = b["mem_available_after"]
             todo = mib if mib is not None else 3 * left // MiB
             offset = 0
-            v_first = _proc.vmstat()
+            v_first = PROC.vmstat()
             for i in range(repeat):
-                v0 = _proc.vmstat()
+                v0 = PROC.vmstat()
                 s = stream(path, todo, seconds, offset, until_direct_reclaim)
-                v1 = _proc.vmstat()
+                v1 = PROC.vmstat()
                 offset = s["next_offset"]
-                s["vmstat"] = _proc.vmstat_delta(v0, v1)
+                s["vmstat"] = vmstat_delta(v0, v1, RECLAIM_COUNTERS)
                 del s["next_offset"]
                 passes.append(s)
                 if log:
                     log("pass %d: %s" % (i + 1, _summary(s["mib"], s["elapsed_s"], s["vmstat"])))
-            v_last = _proc.vmstat()
-    total = _proc.vmstat_delta(v_first, v_last)
+            v_last = PROC.vmstat()
+    total = vmstat_delta(v_first, v_last, RECLAIM_COUNTERS)
     return {
         "ballast": b, "passes": passes, "vmstat": total,
         "direct_reclaims": sum(v for k, v in total.items() if k.startswith("allocstall_")),
-        "nr_hugepages_before": hp_before, "nr_hugepages_after": _proc.nr_hugepages(),
+        "nr_hugepages_before": hp_before, "nr_hugepages_after": PROC.nr_hugepages(),
         "pid": os.getpid(),
     }
 

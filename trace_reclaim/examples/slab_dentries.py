@@ -35,12 +35,14 @@ import tempfile
 import time
 
 from trace_reclaim.examples import _proc, _restore
+from trace_reclaim.procfs import ProcFS
 
 __all__ = ["fs_type", "inode_cache_for", "raised_nofile", "pinned_dentries",
            "negative_dentries", "snapshot", "dentries_in_use", "run", "DEFAULT_FILES",
            "main"]
 
 DEFAULT_FILES = 50_000
+PROC = ProcFS()  # the live system
 #: Inode slab cache of common filesystems (the name passed to kmem_cache_create).
 _INODE_CACHE = {
     "ext4": "ext4_inode_cache", "ext3": "ext4_inode_cache", "ext2": "ext2_inode_cache",
@@ -67,6 +69,15 @@ def inode_cache_for(path):
     return _INODE_CACHE.get(fs_type(path), "inode_cache")
 
 
+def _active_objs(caches):
+    """Return {cache: active_objs} for ``caches`` (a cache missing -> None).
+
+    Needs root (/proc/slabinfo is mode 0400).
+    """
+    info = PROC.slabinfo()
+    return {c: (info[c]["active_objs"] if c in info else None) for c in caches}
+
+
 def snapshot(caches, settle=False):
     """Return {cache: active_objs} from /proc/slabinfo.
 
@@ -74,22 +85,21 @@ def snapshot(caches, settle=False):
     freed after an RCU grace period, so right after drop_caches part of them
     still count as active.
     """
-    snap = _proc.slab_active_objs(caches)
+    snap = _active_objs(caches)
     deadline = time.monotonic() + (2.0 if settle else 0)
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        nxt = _proc.slab_active_objs(caches)
+        nxt = _active_objs(caches)
         if all(nxt[c] is None or snap[c] is None or nxt[c] >= snap[c] * 0.995 for c in caches):
             return nxt
         snap = nxt
     return snap
 
 
-def dentries_in_use(procfs="/proc"):
+def dentries_in_use():
     """Return nr_dentry - nr_unused from /proc/sys/fs/dentry-state: dentries
     not on the LRU, which no shrinker may free."""
-    with open(os.path.join(procfs, "sys/fs/dentry-state")) as f:
-        nr_dentry, nr_unused = (int(x) for x in f.read().split()[:2])
+    nr_dentry, nr_unused = (int(x) for x in PROC.read("/proc/sys/fs/dentry-state").split()[:2])
     return nr_dentry - nr_unused
 
 
@@ -262,13 +272,16 @@ def run(mode="pinned", n=DEFAULT_FILES, drop=True, directory=None, log=print, pr
         in_use["after_release"] = dentries_in_use()
     res = {"mode": mode, "n": n, "caches": caches, "baseline": baseline, "held": held,
            "after_drop": after_drop, "after_release": after_release,
-           "dentry_drop": (held["dentry"] - after_drop["dentry"]) if drop else None,
-           "inode_drop": (held[caches[1]] - after_drop[caches[1]]) if drop else None,
+           "dentry_drop": (held["dentry"] - after_drop["dentry"])
+           if after_drop is not None else None,
+           "inode_drop": (held[caches[1]] - after_drop[caches[1]])
+           if after_drop is not None else None,
            "in_use": in_use, "proc_fd": bool(proc_fd and mode == "pinned")}
     if log:
         for c in caches:
             log("%-18s baseline %7d  held %7d  after drop_caches %7s  after release %7d"
-                % (c, baseline[c], held[c], after_drop[c] if drop else "-", after_release[c]))
+                % (c, baseline[c], held[c], "-" if after_drop is None else after_drop[c],
+                   after_release[c]))
         log("%-18s baseline %7d  held %7d  after drop_caches %7s  after release %7d"
             % ("dentries in use", in_use["baseline"], in_use["held"],
                in_use.get("after_drop", "-"), in_use["after_release"]))

@@ -24,16 +24,24 @@ import time
 
 from trace_reclaim.examples import _proc, _restore, vmalloc_huge
 from trace_reclaim.examples._proc import MiB
+from trace_reclaim.procfs import ProcFS
 
 __all__ = ["run", "DEFAULT_PAGES", "DEFAULT_MIN_FREE_MIB", "main"]
 
 DEFAULT_PAGES = 100_000
 DEFAULT_MIN_FREE_MIB = 128
 PMD_ORDER = 9
+PROC = ProcFS()  # the live system
 
 
 def _order9(info, zones=("Normal", "Movable")):
     return sum(sum(c[PMD_ORDER:]) for _n, z, c in info if z in zones)
+
+
+def _format_buddyinfo(info):
+    """Return buddyinfo as short text lines, one per zone."""
+    return ["node %d %-7s %s" % (node, zone, " ".join("%d" % c for c in counts))
+            for node, zone, counts in info]
 
 
 def _retake_on_each_cpu(restorer, target):
@@ -60,23 +68,23 @@ def run(pages=DEFAULT_PAGES, insns=vmalloc_huge.DEFAULT_INSNS, count=1,
     "nr_hugepages_after", "held_s"}.
     """
     _restore.require_root()
-    hp_before = _proc.nr_hugepages()
+    hp_before = PROC.nr_hugepages()
     min_free = min_free_mib * MiB
     with _restore.machine_lock(), _restore.Restorer() as r:
         if drop:
             _proc.drop_caches(3)
-        bi_before = _proc.buddyinfo()
+        bi_before = PROC.buddyinfo()
         t0 = time.monotonic()
         got = r.hugetlb_ballast(hp_before + pages)
-        mi = _proc.meminfo()
+        mi = PROC.meminfo(in_bytes=True)
         shrunk = 0
         hp = mi.get("Hugepagesize", 2 * MiB)
         while mi["MemFree"] < min_free and got > hp_before:
             cut = (min_free - mi["MemFree"]) // hp + 1
             got = r.hugetlb_ballast(max(hp_before, got - cut))
             shrunk += cut
-            mi = _proc.meminfo()
-        bi_during = _proc.buddyinfo()
+            mi = PROC.meminfo(in_bytes=True)
+        bi_during = PROC.buddyinfo()
         # Since 5.13 (commit 44042b449872, "mm/page_alloc: allow high-order pages
         # to be stored on the per-cpu lists") free order-9 pages can sit on
         # another CPU's pcp list, invisible in buddyinfo, and the BPF load may
@@ -85,9 +93,9 @@ def run(pages=DEFAULT_PAGES, insns=vmalloc_huge.DEFAULT_INSNS, count=1,
         mops = 0
         if not shrunk:
             mops = _retake_on_each_cpu(r, hp_before + pages)
-            got = _proc.nr_hugepages()
-            bi_during = _proc.buddyinfo()
-        mi = _proc.meminfo()
+            got = PROC.nr_hugepages()
+            bi_during = PROC.buddyinfo()
+        mi = PROC.meminfo(in_bytes=True)
         # Run the load on one CPU, right after emptying that CPU's pcp list.
         cpus = os.sched_getaffinity(0)
         try:
@@ -97,7 +105,7 @@ def run(pages=DEFAULT_PAGES, insns=vmalloc_huge.DEFAULT_INSNS, count=1,
             trig = vmalloc_huge.trigger(insns, count)
         finally:
             os.sched_setaffinity(0, cpus)
-        bi_after = _proc.buddyinfo()
+        bi_after = PROC.buddyinfo()
     held = time.monotonic() - t0
     res = {
         "hugepages_requested": hp_before + pages, "hugepages_obtained": got,
@@ -109,24 +117,24 @@ def run(pages=DEFAULT_PAGES, insns=vmalloc_huge.DEFAULT_INSNS, count=1,
         "order9_free_during": sum(sum(c[PMD_ORDER:]) for _n, _z, c in bi_during),
         "fallback_expected": _order9(bi_during) == 0,
         "trigger": trig, "nr_hugepages_before": hp_before,
-        "nr_hugepages_after": _proc.nr_hugepages(), "held_s": held,
+        "nr_hugepages_after": PROC.nr_hugepages(), "held_s": held,
         "retakes": mops,
     }
     if log:
         log("buddyinfo before (free blocks per order 0..10):")
-        for line in _proc.format_buddyinfo(bi_before):
+        for line in _format_buddyinfo(bi_before):
             log("  " + line)
         log("nr_hugepages: asked %d, kernel gave %d%s; MemFree %d MiB, MemAvailable %d MiB"
             % (hp_before + pages, got, " (shrunk by %d for safety)" % shrunk if shrunk else "",
                mi["MemFree"] // MiB, mi["MemAvailable"] // MiB))
         log("buddyinfo with ballast (order>=9 free: Normal %d, all zones %d):"
             % (res["order9_free_normal_during"], res["order9_free_during"]))
-        for line in _proc.format_buddyinfo(bi_during):
+        for line in _format_buddyinfo(bi_during):
             log("  " + line)
         log("trigger: pid %d tid %d, %d/%d loads ok"
             % (trig["pid"], trig["tid"], trig["loaded"], count))
         log("buddyinfo after trigger:")
-        for line in _proc.format_buddyinfo(bi_after):
+        for line in _format_buddyinfo(bi_after):
             log("  " + line)
         log("held ballast %.2f s; nr_hugepages restored: %d -> %d"
             % (held, hp_before, res["nr_hugepages_after"]))

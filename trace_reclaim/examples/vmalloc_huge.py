@@ -100,7 +100,7 @@ def load_program(insns=DEFAULT_INSNS, log_level=BPF_LOG_STATS, log_size=1 << 16,
     attr.license = ctypes.addressof(license)
     attr.log_level = log_level
     attr.log_size = log_size if log_level else 0
-    attr.log_buf = ctypes.addressof(log_buf) if log_level else 0
+    attr.log_buf = ctypes.addressof(log_buf) if log_buf is not None else 0
     attr.prog_name = b"tr_vmalloc_huge"
 
     tid = threading.get_native_id()

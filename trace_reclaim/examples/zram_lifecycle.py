@@ -18,15 +18,18 @@ import json
 import os
 import sys
 import time
+from typing import Dict, Iterable, Optional
 
 from trace_reclaim.examples import _proc, _restore
 from trace_reclaim.examples._proc import MiB
+from trace_reclaim.procfs import ProcFS
 
 __all__ = ["zram_device", "hot_add", "hot_remove", "set_disksize", "reset",
            "write_data", "cache_names", "slab_entries", "zram_devices", "run", "main"]
 
 ZRAM_CONTROL = "/sys/class/zram-control"
 SYS_SLAB = "/sys/kernel/slab"
+PROC = ProcFS()  # the live system
 
 
 def zram_devices():
@@ -39,7 +42,7 @@ def hot_add():
     if not os.path.isdir(ZRAM_CONTROL):
         raise _restore.WorkloadError("zram is not available (%s missing)" % ZRAM_CONTROL,
                                      "build the kernel with CONFIG_ZRAM or modprobe zram")
-    return int(_proc.read_value(os.path.join(ZRAM_CONTROL, "hot_add")))
+    return int(PROC.value(os.path.join(ZRAM_CONTROL, "hot_add")))
 
 
 def reset(n):
@@ -74,9 +77,9 @@ def cache_names(n):
     return ["zs_handle-zram%d" % n, "zspage-zram%d" % n]
 
 
-def slab_entries(names):
+def slab_entries(names: Iterable[str]) -> Dict[str, Optional[str]]:
     """Return {name: "-> target" for an alias symlink, "cache" for a real cache, None}."""
-    out = {}
+    out: Dict[str, Optional[str]] = {}
     for name in names:
         path = os.path.join(SYS_SLAB, name)
         if os.path.islink(path):
@@ -113,7 +116,7 @@ def mm_stat(n):
     """Return zramN's mm_stat as a dict (orig_data_size, compr_data_size, mem_used_total, ...)."""
     keys = ("orig_data_size", "compr_data_size", "mem_used_total", "mem_limit",
             "mem_used_max", "same_pages", "pages_compacted", "huge_pages", "huge_pages_since")
-    vals = _proc.read_value("/sys/block/zram%d/mm_stat" % n).split()
+    vals = PROC.value("/sys/block/zram%d/mm_stat" % n).split()
     return {k: int(v) for k, v in zip(keys, vals)}
 
 

@@ -4,6 +4,8 @@ Kernel side: ``bpf/reclaim.bpf.c`` on the vmscan tracepoints
 ``mm_vmscan_wakeup_kswapd``, ``mm_vmscan_kswapd_wake``, ``mm_vmscan_kswapd_sleep``
 and ``mm_vmscan_direct_reclaim_begin/end`` (paired in the kernel by thread).
 These exist since Linux 2.6.36; no kprobe or fentry would see more.
+kswapd's wakes, re-wakes and awake time come from ``trace_reclaim.kswapd``,
+the state machine the episode builder runs too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from trace_reclaim import events, gfp
+from trace_reclaim.kswapd import Kswapd, KswapdNode
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 
@@ -99,19 +102,22 @@ class _Proc:
 
 
 class _Node:
-    __slots__ = ("nid", "requests", "wakes", "sleeps", "re_wakes", "awake_ns",
-                 "awake_since", "interval_awake_ns", "max_order")
+    """One node's row: kswapd's state machine plus what only this report keeps."""
 
-    def __init__(self, nid: int) -> None:
-        self.nid = nid
+    __slots__ = ("k", "requests", "interval_awake_ns")
+
+    def __init__(self, k: KswapdNode) -> None:
+        self.k = k
         self.requests: Dict[Tuple[int, int], int] = {}  # (zid, order)
-        self.wakes = 0
-        self.sleeps = 0
-        self.re_wakes = 0
-        self.awake_ns = 0
-        self.awake_since: Optional[int] = None
         self.interval_awake_ns = 0
-        self.max_order = 0
+
+    @property
+    def nid(self) -> int:
+        return self.k.nid
+
+    @property
+    def wakes(self) -> int:
+        return self.k.wakes
 
 
 class ReclaimAggregator(Aggregator):
@@ -122,7 +128,8 @@ class ReclaimAggregator(Aggregator):
     def __init__(self, window: Window) -> None:
         super().__init__(window)
         self.procs: Dict[int, _Proc] = {}
-        self.nodes: Dict[int, _Node] = {}
+        self.kswapd = Kswapd(window)
+        self.nodes: Dict[int, _Node] = {}  # by the node id kswapd counts under
         self.stalls_before_window = 0
         self.retries = 0
         self.lru_first: Optional[Dict[str, Dict[str, int]]] = None
@@ -139,13 +146,10 @@ class ReclaimAggregator(Aggregator):
                 "stall_ns": 0, "stall_max_ns": 0, "pages": 0}
 
     def _node(self, nid: int) -> _Node:
-        n = self.nodes.get(nid)
+        k = self.kswapd.node(nid)
+        n = self.nodes.get(k.nid)
         if n is None:
-            if len(self.nodes) >= 1024:  # MAX_NUMNODES bound
-                nid = -1
-                n = self.nodes.get(nid)
-            if n is None:
-                n = self.nodes[nid] = _Node(nid)
+            n = self.nodes[k.nid] = _Node(k)
         return n
 
     def _proc(self, tgid: int, comm: str) -> _Proc:
@@ -206,29 +210,17 @@ class ReclaimAggregator(Aggregator):
             iv["stall_max_ns"] = d
 
     def _kswapd_wake(self, ev: Any) -> None:
-        n = self._node(ev.nid)
-        n.wakes += 1
-        if ev.order > n.max_order:
-            n.max_order = ev.order
+        k, _ = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
+        if k.nid not in self.nodes:
+            self.nodes[k.nid] = _Node(k)
         self._iv["kswapd_wakes"] += 1
-        if n.awake_since is not None:
-            # Woken again without sleeping in between: balance_pgdat()
-            # returned and kswapd went round its loop again.
-            n.re_wakes += 1
-        else:
-            n.awake_since = ev.ts_ns
 
     def _kswapd_sleep(self, ev: Any) -> None:
         n = self._node(ev.nid)
-        n.sleeps += 1
-        since = n.awake_since
-        if since is None:
-            # Awake when the trace began: count from the window start.
-            since = max(self.window.start_ns, self._tick_ns)
-            if n.wakes:
-                since = ev.ts_ns
-        self._add_awake(n, since, ev.ts_ns)
-        n.awake_since = None
+        span = self.kswapd.sleep(ev.nid, ev.ts_ns)
+        if span is not None and span.duration_ns > 0:
+            # The part of the span inside this interval.
+            n.interval_awake_ns += span.duration_ns - max(0, self._tick_ns - span.start_ns)
 
     def on_sample(self, sample: Any) -> None:
         lru = sample.data.get("lru") if isinstance(sample.data, dict) else None
@@ -247,17 +239,13 @@ class ReclaimAggregator(Aggregator):
                         for k in ("calls", "nr_scanned", "nr_reclaimed")}
         return out
 
-    def _add_awake(self, n: _Node, since: int, until: int) -> None:
-        if until > since:
-            n.awake_ns += until - since
-            n.interval_awake_ns += until - max(since, self._tick_ns)
-
     def on_tick(self, ts_ns: int) -> Dict[str, Any]:
         awake = {}
         for n in self.nodes.values():
             extra = 0
-            if n.awake_since is not None:
-                extra = ts_ns - max(n.awake_since, self._tick_ns)
+            span = n.k.span
+            if span is not None:
+                extra = ts_ns - max(span.start_ns, self._tick_ns)
             awake[n.nid] = n.interval_awake_ns + max(0, extra)
             n.interval_awake_ns = 0
         row: Dict[str, Any] = dict(self._iv)
@@ -268,10 +256,7 @@ class ReclaimAggregator(Aggregator):
 
     def close(self, end_ns: int) -> None:
         """At the window end, count kswapd still awake up to it."""
-        for n in self.nodes.values():
-            if n.awake_since is not None:
-                n.awake_ns += max(0, end_ns - n.awake_since)
-                n.awake_since = None
+        self.kswapd.close(end_ns)
 
     def report(self) -> Dict[str, Any]:
         procs = []
@@ -288,13 +273,14 @@ class ReclaimAggregator(Aggregator):
             })
         nodes = []
         for n in sorted(self.nodes.values(), key=lambda n: n.nid):
+            k = n.k
             nodes.append({
-                "nid": n.nid, "wakeup_requests": sum(n.requests.values()),
+                "nid": k.nid, "wakeup_requests": sum(n.requests.values()),
                 "requests": [{"zone": _zone(z, self.zone_names), "order": o, "count": c}
                              for (z, o), c in sorted(n.requests.items())],
-                "kswapd_wakes": n.wakes, "kswapd_sleeps": n.sleeps,
-                "re_wakes": n.re_wakes, "awake_ns": n.awake_ns,
-                "max_order": n.max_order,
+                "kswapd_wakes": k.wakes, "kswapd_sleeps": k.sleeps,
+                "re_wakes": k.re_wakes, "awake_ns": k.awake_ns,
+                "max_order": k.max_order,
             })
         # All stalls: merged from the per-process statistics (one add per stall).
         s = LatencyStats.merged([p.lat for p in self.procs.values()]).summary()

@@ -102,15 +102,12 @@ class SlabTracer(Tracer):
             }
         return self._btf_facts
 
-    # Per-cache alloc/free counting; --no-slab-accounting turns it off.
-    cache_accounting: bool = True
-
     def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
         attaches, cflags = super().plan(probe)
         f = self.btf_facts(probe)
         acct = f["alloc_arg"] is not None and f["free_arg"] is not None and all(
             probe.tracepoint_exists("kmem", e) for e in ("kmem_cache_alloc", "kmem_cache_free"))
-        if acct and not self.cache_accounting:
+        if acct and not self.options.slab_cache_accounting:
             attaches.append(Attach(
                 family="kmem:kmem_cache_alloc/free per cache", chosen="off (--no-slab-accounting)",
                 rejected=[("raw tracepoints", "turned off: every allocation would pay the "

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, ClassVar, Dict, List, Optional, Set, Tuple
 
-from trace_reclaim.tracer import Aggregator, Window
+from trace_reclaim.tracer import Aggregator, EpisodeFact, Window
 from trace_reclaim.tracers.slab.drain import (MIN_GROWTH, drain_reason, never_drains,
                                               pinned_never_drains)
 from trace_reclaim.tracers.slab.kmsg import MAX_KMSG_LINES, destroyed_with_objects
@@ -176,6 +176,20 @@ class SlabAggregator(Aggregator):
         self.lifecycle.append(d)
         self._iv["creates" if d["event"] == "create" else "destroys"] += 1
 
+    # -- what the episode builder asks -----------------------------------------
+    def episode_fact(self, ev: Any) -> Optional[EpisodeFact]:
+        """A shrink_slab call adds to its episode's row for the shrinker's
+        callback, keyed by address (named at report time by ``symbolize``)."""
+        if ev.type != EV_SHRINK_SLAB:
+            return None
+        return EpisodeFact("shrinker", f"{ev.shrink:#x}", ev.nid, {
+            "calls": 1, "scanned": ev.scanned, "freed": max(0, ev.freed),
+            "time_ns": ev.delta_ns})
+
+    def symbolize(self, addr: int) -> Optional[str]:
+        """Shrinker callbacks, symbolized live by ``SlabTracer.sample``."""
+        return self.symbols.get(addr)
+
     # -- samples (recorded by SlabTracer.sample) ----------------------------
     def _cache(self, name: str) -> Optional[_Cache]:
         c = self.caches.get(name)
@@ -267,7 +281,7 @@ class SlabAggregator(Aggregator):
     def _add_active(self, si: Dict[str, List[int]], ts: int, when: str) -> None:
         """/proc/slabinfo active_objs: each cache's ends, and reclaimable caches' series."""
         names = set(si) | set(self.cache_info) if when == "tick" else self.slabinfo_names
-        for name in names:
+        for name in sorted(names):  # a set: its order varies per process (str hash seed)
             row = self.slabinfo_last.get(name)
             if row is None or name not in self.slabinfo_names:
                 continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from trace_reclaim.tracer import Aggregator, Window
+from trace_reclaim.tracer import Aggregator, EpisodeFact, Window
 from trace_reclaim.tracers.vmalloc.areas import (VERDICTS, Area, area_record, area_verdict,
                                                  caller_of)
 from trace_reclaim.tracers.vmalloc.records import (EV_ALLOC_VMAP_AREA, EV_FREE_VMAP_AREA,
@@ -256,6 +256,30 @@ class VmallocAggregator(Aggregator):
             self.closed.append({"area": a})
         else:
             self.closed_not_listed += 1
+
+    # -- what the episode builder asks -----------------------------------------
+    _EPISODE_ROWS: ClassVar[Dict[int, str]] = {
+        EV_ALLOC_VMAP_AREA: "alloc_vmap_area", EV_FREE_VMAP_AREA: "free_vmap_area",
+        EV_PURGE_VMAP_AREA: "purge_vmap_area", EV_VMALLOC_PAGE_ALLOC: "page_alloc",
+        EV_KMALLOC_LARGE: "kmalloc_large"}
+
+    def episode_fact(self, ev: Any) -> Optional[EpisodeFact]:
+        """Each record adds to its episode's row for its kind: areas mapped
+        (bytes; huge attempts are PMD-aligned), failures."""
+        t = ev.type
+        size = align = failed = 0
+        nid: Optional[int] = None
+        if t == EV_ALLOC_VMAP_AREA:
+            size, align, failed = ev.size_bytes, ev.align_bytes, ev.failed
+        elif t == EV_VMALLOC_PAGE_ALLOC:
+            failed = ev.failed
+        elif t == EV_KMALLOC_LARGE:
+            size, nid = ev.bytes_alloc, ev.node
+        elif t not in self._EPISODE_ROWS:
+            return None
+        return EpisodeFact("vmalloc", self._EPISODE_ROWS[t], nid, {
+            "count": 1, "bytes": size, "failed": 1 if failed else 0,
+            "huge_attempts": 1 if align >= self.huge_bytes else 0})
 
     # -- samples, ticks, report ---------------------------------------------
     def on_sample(self, sample: Any) -> None:

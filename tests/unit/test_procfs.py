@@ -1,0 +1,79 @@
+"""The one set of /proc parsers, for the tool and the workloads (pure, no root)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trace_reclaim.examples import pressure, slab_dentries, vmalloc_fallback
+from trace_reclaim.procfs import ProcFS, parse_buddyinfo, parse_meminfo, vmstat_delta
+
+# Captured on the 6.18 test VM.
+BUDDYINFO = """\
+Node 0, zone      DMA      0      0      0      0      0      0      0      0      1      1      3 
+Node 0, zone    DMA32    191    200    190    158    122    107     92     65     44     53    694 
+Node 0, zone   Normal   1005   1970   1771    914    559    173     68     25     17    109   4871 
+"""  # noqa: W291 (the kernel ends each buddyinfo line with a space)
+
+MEMINFO = """\
+MemTotal:       24684084 kB
+MemFree:        23458104 kB
+MemAvailable:   24043424 kB
+HugePages_Total:       7
+HugePages_Free:        0
+Hugepagesize:       2048 kB
+Hugetlb:           14336 kB
+"""
+
+SLABINFO = """\
+slabinfo - version: 2.1
+# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables
+dentry 120000 126000 192 21 1 : tunables 0 0 0 : slabdata 6000 6000 0
+ext4_inode_cache 3000 3100 1184 27 8 : tunables 0 0 0 : slabdata 115 115 0
+"""
+
+
+def test_parse_buddyinfo():
+    info = parse_buddyinfo(BUDDYINFO + "\n")
+    assert [(n, z) for n, z, _ in info] == [(0, "DMA"), (0, "DMA32"), (0, "Normal")]
+    assert info[2][2] == [1005, 1970, 1771, 914, 559, 173, 68, 25, 17, 109, 4871]
+    assert all(len(c) == 11 for _, _, c in info)  # orders 0..MAX_PAGE_ORDER (10)
+
+
+def test_meminfo_in_kb_or_bytes_hugepage_counts_stay_counts():
+    kb, b = parse_meminfo(MEMINFO), parse_meminfo(MEMINFO, in_bytes=True)
+    assert kb["MemAvailable"] == 24043424 and b["MemAvailable"] == 24043424 * 1024
+    assert kb["HugePages_Total"] == b["HugePages_Total"] == 7
+    assert b["Hugepagesize"] == 2 << 20
+
+
+def test_vmstat_delta_only_names_in_both():
+    assert vmstat_delta({"a": 1, "b": 5}, {"a": 4, "c": 9}, ("a", "b", "c")) == {"a": 3}
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "proc/sys/vm").mkdir(parents=True)
+    (tmp_path / "proc/meminfo").write_text(MEMINFO)
+    (tmp_path / "proc/buddyinfo").write_text(BUDDYINFO)
+    (tmp_path / "proc/slabinfo").write_text(SLABINFO)
+    (tmp_path / "proc/sys/vm/nr_hugepages").write_text("7\n")
+    return ProcFS(str(tmp_path))
+
+
+def test_procfs_reads_under_its_root(root):
+    assert root.value("/proc/sys/vm/nr_hugepages") == "7"
+    assert root.nr_hugepages() == 7
+    assert root.hugepage_size_bytes() == 2 << 20
+    assert root.meminfo()["MemFree"] == 23458104
+    assert root.meminfo(in_bytes=True)["MemFree"] == 23458104 * 1024
+    assert root.buddyinfo()[1][1] == "DMA32"
+    assert root.slabinfo()["dentry"]["active_objs"] == 120000
+
+
+def test_workloads_read_through_procfs(root, monkeypatch):
+    for mod in (pressure, slab_dentries, vmalloc_fallback):
+        monkeypatch.setattr(mod, "PROC", root)
+    # max(2 GiB, 10% of MemTotal in bytes)
+    assert pressure.safe_margin_bytes() == int(24684084 * 1024 * 0.10)
+    assert pressure.ballast_pages_for(0, margin=0) == 24043424 * 1024 // (2 << 20)
+    assert slab_dentries.snapshot(["dentry", "nope"]) == {"dentry": 120000, "nope": None}

@@ -96,14 +96,14 @@ def untraced_lines(section: Dict[str, Any]) -> List[str]:
         caches = [c for c in section["caches"] if c.get(flag)]
         if caches:
             out.append("  " + head)
-            items = [f"{c['name']} {c['net_minus_slabinfo']:+d}" for c in caches[:6]]
-            line = f"    {why}: {items[0]}"
-            for item in items[1:]:
-                if len(line) + len(item) + 2 > 78:
+            out.append(f"    {why}:")
+            line = ""
+            for c in caches[:6]:
+                item = f"{c['name']} {c['net_minus_slabinfo']:+d}"
+                if line and len(line) + len(item) + 2 > 78:
                     out.append(line + ",")
-                    line = "      " + item
-                else:
-                    line += ", " + item
+                    line = ""
+                line = f"{line}, {item}" if line else f"      {item}"
             out.append(line)
     return out
 

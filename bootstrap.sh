@@ -102,6 +102,8 @@ case "$cmd" in
 trace)
     exec ./trace-reclaim "$@" ;;
 test)
+    # tests/unit/test_abi.py compiles bpf/events.h (cc, <linux/types.h>).
+    apt_install gcc libc6-dev linux-libc-dev
     # The serve live test scrapes with a real Prometheus (and lints with its
     # promtool); it starts its own on loopback, never the packaged service.
     apt_opts=--no-install-recommends apt_install prometheus

@@ -26,17 +26,19 @@ import sys
 import tempfile
 import time
 
-from trace_reclaim import events
+from trace_reclaim import abi, events
 from trace_reclaim.recording import Writer
 
-HDR = "<QIIII16s"
-LAYOUTS = {
-    1: struct.Struct(HDR + "QiiiI"), 2: struct.Struct(HDR + "iiiI"),
-    3: struct.Struct(HDR + "iiiI"), 4: struct.Struct(HDR + "QQQiI"),
-    49: struct.Struct(HDR + "QQQQQiI"), 50: struct.Struct(HDR + "QQQiiiiII"),
-    51: struct.Struct(HDR + "iiiiiI"),
-}
-MIX = [(1, 0.33), (2, 0.30), (3, 0.04), (4, 0.16), (49, 0.12), (50, 0.03), (51, 0.02)]
+# (type, struct of bpf/events.h, share of the records); pad fields are packed as 0.
+KINDS = [(abi.EV_WAKEUP_KSWAPD, "wakeup_kswapd_event", 0.33),
+         (abi.EV_KSWAPD_WAKE, "kswapd_wake_event", 0.30),
+         (abi.EV_KSWAPD_SLEEP, "kswapd_wake_event", 0.04),
+         (abi.EV_DIRECT_RECLAIM, "direct_reclaim_event", 0.16),
+         (abi.EV_COMPACTION, "compaction_event", 0.12),
+         (abi.EV_RECLAIM_RETRY_ZONE, "reclaim_retry_zone_event", 0.03),
+         (abi.EV_COMPACT_RETRY, "compact_retry_event", 0.02)]
+LAYOUTS = {t: struct.Struct(abi.layout(name).fmt) for t, name, _share in KINDS}
+MIX = [(t, share) for t, _name, share in KINDS]
 ZONES = [{"node": 0, "zone": "Normal", "free": 20000, "min": 14769, "low": 20163,
           "high": 25557, "boost": 0, "managed": 5394266}]
 
@@ -68,18 +70,19 @@ def build(path: str, n: int, seed: int = 1) -> int:
             comm = comms[rnd.randrange(5)]
             pid = 1000 + rnd.randrange(200)
             lay = LAYOUTS[t]
-            if t == 1:
+            if t == abi.EV_WAKEUP_KSWAPD:
                 rec = lay.pack(ts, t, pid, pid, 0, comm, 0x140cca, 0, 2, rnd.choice((0, 9)), 0)
-            elif t in (2, 3):
-                rec = lay.pack(ts, t, 90, 90, 0, b"kswapd0", 0, 2 if t == 2 else -1,
+            elif t in (abi.EV_KSWAPD_WAKE, abi.EV_KSWAPD_SLEEP):
+                rec = lay.pack(ts, t, 90, 90, 0, b"kswapd0", 0,
+                               2 if t == abi.EV_KSWAPD_WAKE else -1,
                                rnd.choice((0, 9)), 0)
-            elif t == 4:
+            elif t == abi.EV_DIRECT_RECLAIM:
                 rec = lay.pack(ts, t, pid, pid, 1, comm, rnd.randint(10_000, 2_000_000),
                                0x140cca, rnd.randint(0, 64), rnd.choice((0, 9)), 0)
-            elif t == 49:
+            elif t == abi.EV_COMPACTION:
                 rec = lay.pack(ts, t, pid, pid, 1, comm, rnd.randint(1_000, 5_000_000),
                                0x100000, 0x580000, 0x200000, 0x400000, rnd.randint(0, 8), 1)
-            elif t == 50:
+            elif t == abi.EV_RECLAIM_RETRY_ZONE:
                 rec = lay.pack(ts, t, pid, pid, 1, comm, 1000, 2000, 14769, 0, 2, 0,
                                rnd.randint(0, 16), 1, 0)
             else:

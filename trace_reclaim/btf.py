@@ -129,6 +129,21 @@ class BTF:
                 return bits // 8
         return None
 
+    def member(self, struct_name: str, member: str) -> Optional[Tuple[int, str]]:
+        """(byte offset, C type) of ``member`` in ``struct struct_name``, or None.
+
+        The type says how the member is held: ``struct shrinker *`` (a
+        pointer) or ``struct shrinker`` (embedded), which is what layout
+        branches test instead of kernel versions.
+        """
+        tid = self.find(_KIND_STRUCT, struct_name)
+        if tid is None:
+            return None
+        for m_name, m_type, bits in self._members(tid):
+            if m_name == member and bits % 8 == 0:
+                return bits // 8, self.type_name(m_type)
+        return None
+
     def type_name(self, tid: int, depth: int = 0) -> str:
         """C spelling of a type as BTF names it: ``const void *``, ``gfp_t``."""
         if tid == 0:
@@ -138,6 +153,9 @@ class BTF:
         kind, _v, _k, ref = self._type(tid)
         if kind == _KIND_PTR:
             return self.type_name(ref, depth + 1) + " *"
+        if kind == _KIND_ARRAY:
+            elem, _index, nelems = _TYPE.unpack_from(self._data, self._off[tid] + 12)
+            return f"{self.type_name(elem, depth + 1)}[{nelems}]"
         if kind in (_KIND_STRUCT, _KIND_UNION):
             return f"{'struct' if kind == _KIND_STRUCT else 'union'} {self.name_of(tid)}"
         if kind in (9, 10, 11):

@@ -3,9 +3,10 @@
 A record is ``(type, payload)``.  Types below ``USER_BASE`` are BPF records
 whose payload is the C struct from ``bpf/events.h``, starting with
 ``struct event_header``; each tracer module registers a decoder for its
-types.  Types from ``USER_BASE`` up are written by trace-reclaim's own user
-space (interval ticks, /proc snapshots, tracer samples) as JSON, so that a
-replay sees everything the live run's correlator saw.
+types, built from the struct's layout as ``trace_reclaim.abi`` parses it.
+Types from ``USER_BASE`` up are written by trace-reclaim's own user space
+(interval ticks, /proc snapshots, tracer samples) as JSON, so that a replay
+sees everything the live run's correlator saw.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import dataclasses
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+from trace_reclaim import abi
 
 __all__ = [
     "HEADER",
@@ -36,8 +39,8 @@ __all__ = [
     "encode_user",
 ]
 
-# struct event_header: ts_ns, type, pid, tgid, cpu, comm[16]
-HEADER = struct.Struct("<QIIII16s")
+#: struct event_header: ts_ns, type, pid, tgid, cpu, comm.
+HEADER = struct.Struct(abi.layout("event_header").fmt)
 
 USER_BASE = 0x8000
 USER_TICK = 0x8000
@@ -108,6 +111,7 @@ _comm_cache: Dict[bytes, str] = {}
 
 
 def _comm(raw: bytes) -> str:
+    """A NUL-terminated kernel string (comm, a cache name) as text."""
     name = _comm_cache.get(raw)
     if name is None:
         name = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -123,36 +127,65 @@ def register(type_id: int, decoder: Decoder) -> None:
     _DECODERS[type_id] = decoder
 
 
-def _maker(cls: type, nfields: int) -> Callable[[Any, str], Any]:
+def _maker(cls: type, names: List[str], strings: List[int]) -> Callable[[Any, str], Any]:
     """A constructor from an unpacked tuple, for the per-record hot path.
 
     Plain slot stores, generated from the dataclass's own field list the way
     dataclasses generates __init__, cost half of calling that __init__.
-    Classes with __post_init__ or fields beyond the record keep the normal path.
+    Value 5 is the header's comm, decoded by the caller; the values at
+    ``strings`` are other char arrays.  Classes with __post_init__ keep the
+    normal path.
     """
-    names = [f.name for f in dataclasses.fields(cls)]
-    if len(names) != 6 + nfields or hasattr(cls, "__post_init__") or \
-            not all(n.isidentifier() for n in names):
-        end = 6 + nfields
-        return lambda v, comm: cls(v[0], v[1], v[2], v[3], v[4], comm, *v[6:end])
-    body = "".join(f"    o.{n} = {'comm' if i == 5 else f'v[{i}]'}\n"
-                   for i, n in enumerate(names))
+    if hasattr(cls, "__post_init__"):
+        def make_slow(v: Any, comm: str) -> Any:
+            args = list(v)
+            args[5] = comm
+            for i in strings:
+                args[i] = _comm(args[i])
+            return cls(*args)
+        return make_slow
+    def value(i: int) -> str:
+        return "comm" if i == 5 else f"cstr(v[{i}])" if i in strings else f"v[{i}]"
+    body = "".join(f"    o.{n} = {value(i)}\n" for i, n in enumerate(names))
     src = f"def make(v, comm):\n    o = new(cls)\n{body}    return o\n"
-    scope: Dict[str, Any] = {"new": object.__new__, "cls": cls}
-    exec(src, scope)  # noqa: S102 - field names of our own dataclasses only
+    scope: Dict[str, Any] = {"new": object.__new__, "cls": cls, "cstr": _comm}
+    exec(src, scope)  # noqa: S102 - field names of our own dataclasses, checked against events.h
     return scope["make"]
 
 
-def struct_decoder(cls: type, fmt: str, nfields: int) -> Decoder:
-    """Build a decoder for ``event_header`` followed by ``fmt`` (little endian).
+def _type_name(t: Any) -> str:
+    return t if isinstance(t, str) else getattr(t, "__name__", repr(t))
 
-    ``cls`` takes the six header fields then the first ``nfields`` values of
-    ``fmt`` (trailing padding is unpacked and dropped).
+
+def struct_decoder(cls: type, struct_name: str) -> Decoder:
+    """Build a decoder of ``struct struct_name`` of events.h into ``cls``.
+
+    The format, size and field order come from the struct's layout
+    (``abi.layout``); pad fields are skipped.  ``cls``'s fields must be the
+    struct's other fields, header first, in order and by name: ``int`` for
+    numbers, ``str`` for char arrays.  A mismatch raises TypeError here, at
+    import, not in a user's recording.
     """
-    layout = struct.Struct("<QIIII16s" + fmt.lstrip("<"))
-    size = layout.size
-    unpack = layout.unpack_from
-    make = _maker(cls, nfields)
+    layout = abi.layout(struct_name)
+    if layout.fields[0].ctype != "struct event_header" or layout.fields[0].offset != 0:
+        raise TypeError(f"struct {struct_name} does not start with struct event_header")
+    flat = [f for f in layout.flat if not abi.is_pad(f.name)]
+    names = [f.name for f in dataclasses.fields(cls)]
+    if names != [f.name for f in flat]:
+        raise TypeError(f"{cls.__name__} fields {names} are not struct {struct_name}'s "
+                        f"{[f.name for f in flat]} (bpf/events.h)")
+    for f, d in zip(flat, dataclasses.fields(cls)):
+        if f.length is not None and not f.is_string:
+            raise TypeError(f"struct {struct_name}.{f.name}: only char arrays decode")
+        want = "str" if f.is_string else "int"
+        if _type_name(d.type) != want:
+            raise TypeError(f"{cls.__name__}.{f.name} is {_type_name(d.type)}, "
+                            f"struct {struct_name}.{f.name} decodes to {want}")
+    fmt = layout.format(skip=[f.name for f in layout.flat if abi.is_pad(f.name)])
+    compiled = struct.Struct(fmt)
+    size = compiled.size
+    unpack = compiled.unpack_from
+    make = _maker(cls, names, [i for i, f in enumerate(flat) if f.is_string and i != 5])
 
     def decode_struct(payload: bytes) -> Any:
         try:
@@ -165,7 +198,11 @@ def struct_decoder(cls: type, fmt: str, nfields: int) -> Decoder:
             comm = _comm(raw)
         return make(v, comm)
 
+    # What tests/unit/test_abi.py checks against the compiled header.
     decode_struct.size = size  # type: ignore[attr-defined]
+    decode_struct.format = fmt  # type: ignore[attr-defined]
+    decode_struct.layout = layout  # type: ignore[attr-defined]
+    decode_struct.cls = cls  # type: ignore[attr-defined]
     return decode_struct
 
 

@@ -12,8 +12,12 @@ never sees a stall in the stall counter and not yet in the histogram.
 
 Cardinality and memory are bounded: label values come from small fixed
 sets (nodes, reclaimers, vmalloc verdicts, compaction contexts, the loaded
-BPF programs), shrinker functions are cut to the top N by time with the rest
-folded into ``other``, and nothing is labelled by pid or comm.
+BPF programs), shrinkers are cut to the top N by time with the rest
+folded into ``other``, and nothing is labelled by pid or comm.  A shrinker's
+label is the report's stable name, callback and owner
+(``super_cache_scan (ext4 vda)``), where the kernel told what it shrinks;
+else its callback, all its instances together (instance numbers change
+from run to run).
 
 Cost: a refresh runs every tracer's ``report()``, percentiles included, and
 that grows with what the aggregators hold (bounded by their caps, but a
@@ -41,7 +45,7 @@ from trace_reclaim.tracers.reclaim import (EV_DIRECT_RECLAIM, EV_WAKEUP_KSWAPD, 
                                            ReclaimAggregator, ReclaimTracer)
 
 __all__ = ["Exporter", "Family", "FAMILIES", "STALL_BUCKETS_NS", "DEFAULT_TOP_SHRINKERS",
-           "MAX_REFRESH_SHARE", "ObservedReclaimTracer", "OTHER"]
+           "MAX_REFRESH_SHARE", "ObservedReclaimTracer", "OTHER", "shrinker_label"]
 
 # Direct-reclaim stalls run from ~10 us (a few pages off the inactive list)
 # to seconds (throttled writeback, OOM-adjacent retries): 1-2.5-5 steps.
@@ -97,14 +101,14 @@ FAMILIES: Tuple[Family, ...] = (
     Family("trace_reclaim_lru_reclaimed_pages", "counter",
            "LRU pages reclaimed by shrink_inactive_list() (pgsteal_*)", ("reclaimer",)),
     Family("trace_reclaim_shrinker_calls", "counter",
-           "do_shrink_slab() calls by scan_objects callback (top N by time, the rest "
-           "in 'other')", ("function",)),
+           "do_shrink_slab() calls by shrinker: scan_objects callback and what it "
+           "shrinks (top N by time, the rest in 'other')", ("shrinker",)),
     Family("trace_reclaim_shrinker_scanned_objects", "counter",
-           "Objects shrinkers scanned (slabs_scanned)", ("function",)),
+           "Objects shrinkers scanned (slabs_scanned)", ("shrinker",)),
     Family("trace_reclaim_shrinker_freed_objects", "counter",
-           "Objects shrinkers freed", ("function",)),
+           "Objects shrinkers freed", ("shrinker",)),
     Family("trace_reclaim_shrinker_seconds", "counter",
-           "Time spent in do_shrink_slab()", ("function",), "seconds"),
+           "Time spent in do_shrink_slab()", ("shrinker",), "seconds"),
     Family("trace_reclaim_slab_caches_never_draining", "gauge",
            "Reclaimable slab caches that did not drain after memory pressure"),
     Family("trace_reclaim_compaction_runs", "counter",
@@ -151,6 +155,15 @@ class _Histogram:
         h.buckets = list(self.buckets)
         h.sum_ns, h.count = self.sum_ns, self.count
         return h
+
+
+def shrinker_label(row: Mapping[str, Any]) -> Optional[str]:
+    """A report shrinker row's label: its name when that names the owner, else
+    its callback (None while the callback is not symbolized yet)."""
+    if row.get("owner"):
+        return str(row["name"])
+    cb = row.get("callback")
+    return str(cb) if cb else None
 
 
 class Exporter:
@@ -256,26 +269,26 @@ class Exporter:
             self._rise("trace_reclaim_lru_reclaimed_pages", (who,), lru.get("nr_reclaimed", 0))
 
     def _slab(self, sec: Dict[str, Any], t: Dict[str, Any]) -> None:
-        """Shrinkers by callback: the top N by time keep their own label for
+        """Shrinkers by stable name: the top N by time keep their own label for
         good (a counter must not move between series), the rest are 'other'."""
         rows = sec["shrinkers"]
-        by_fn: Dict[str, int] = {}
+        by_name: Dict[str, int] = {}
         for r in rows:
-            fn = r.get("callback")
-            if fn and r.get("shr") != "0x0":
-                by_fn[fn] = by_fn.get(fn, 0) + r["time_ns"]
+            name = shrinker_label(r)
+            if name and r.get("shr") != "0x0":
+                by_name[name] = by_name.get(name, 0) + r["time_ns"]
         free = self.top_shrinkers - len(self._shr_named)
         if free > 0:
-            new = sorted(((ns, fn) for fn, ns in by_fn.items()
-                          if fn not in self._shr_named and ns > 0), reverse=True)
-            self._shr_named.update(fn for _ns, fn in new[:free])
+            new = sorted(((ns, n) for n, ns in by_name.items()
+                          if n not in self._shr_named and ns > 0), reverse=True)
+            self._shr_named.update(n for _ns, n in new[:free])
         for r in rows:
             key = r["shr"]
             now = (r["calls"], r["scanned"], r["freed"], r["time_ns"])
             prev = self._shr_prev.get(key, (0, 0, 0, 0))
             self._shr_prev[key] = now
-            fn = r.get("callback")
-            label = (fn if fn in self._shr_named else OTHER,)
+            name = shrinker_label(r)
+            label = (name if name in self._shr_named else OTHER,)
             for name, a, b, scale in (
                     ("trace_reclaim_shrinker_calls", now[0], prev[0], 1),
                     ("trace_reclaim_shrinker_scanned_objects", now[1], prev[1], 1),

@@ -207,6 +207,19 @@ class Probe:
         """
         return self.btf_types.raw_tp_params(event) if self.btf_types else None
 
+    def kernel_symbol(self, name: str) -> Optional[int]:
+        """Address of kernel function ``name`` (bcc's BPF.ksymname), or None.
+
+        None when bcc is missing, the symbol is unknown, or kallsyms hides
+        addresses (kptr_restrict for a reader without CAP_SYSLOG shows 0).
+        """
+        try:
+            from bcc import BPF
+        except ImportError:
+            return None
+        addr = BPF.ksymname(name.encode())
+        return addr if isinstance(addr, int) and addr > 0 else None
+
     # -- headers, BTF, PSI, delay accounting --------------------------------
     @functools.cached_property
     def headers(self) -> Dict[str, Any]:

@@ -7,14 +7,20 @@ report cannot disagree, and a replay renders exactly what the live run did.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Mapping, Sequence
-
-from tabulate import tabulate
+import re
+import textwrap
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from trace_reclaim.tracer import Aggregator
 
-__all__ = ["fmt_ns", "fmt_bytes", "table", "render_text", "render_json",
+__all__ = ["WIDTH", "NBSP", "fmt_ns", "fmt_bytes", "fmt_count", "fit_count", "fit_ns",
+           "ellipsize", "wrap", "table", "compact_table", "render_text", "render_json",
            "interval_line", "interval_header", "render_findings", "render_episodes"]
+
+#: Every line of the text report fits this many columns (an 80x24 terminal).
+WIDTH = 80
+#: Joins two words that wrap() must not split ("0 failed", "ended by SIGINT").
+NBSP = "\xa0"
 
 
 def fmt_ns(ns: Any) -> str:
@@ -39,10 +45,149 @@ def fmt_bytes(n: Any) -> str:
     return str(n)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> List[str]:
-    text = tabulate(list(rows), headers=list(headers), tablefmt="plain",
-                    disable_numparse=True)
-    return ["  " + line.rstrip() for line in text.splitlines()]
+def fmt_count(n: int) -> str:
+    """Return ``n`` in at most 5 characters: 123456 -> 123k, 1234567 -> 1.23M."""
+    if abs(n) < 100_000:
+        return str(n)
+    for unit, div in (("k", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12), ("P", 10**15)):
+        v = n / div
+        if abs(v) < 999.5:
+            return (f"{v:.3g}" if abs(v) >= 1 else f"{v:.2f}") + unit
+    return f"{n / 10**18:.0f}E"
+
+
+def ellipsize(s: str, n: int, middle: bool = False) -> str:
+    """Cut ``s`` to ``n`` columns, marking the cut with ``~``.
+
+    ``middle`` keeps both ends (a shrinker's callback and the filesystem
+    its name ends with); otherwise the end goes.
+    """
+    if len(s) <= n:
+        return s
+    if n <= 1:
+        return "~"[:max(n, 0)]
+    if middle:
+        tail = (n - 1) // 2
+        return s[:n - 1 - tail] + "~" + (s[-tail:] if tail else "")
+    return s[:n - 1] + "~"
+
+
+class _Wrapper(textwrap.TextWrapper):
+    """textwrap that may also break after any character of ``breaks``."""
+
+    def __init__(self, breaks: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        if breaks:
+            # Chunks split at whitespace, and right after a break character
+            # (GFP_NOFS|__GFP_COMP -> "GFP_NOFS|", "__GFP_COMP"), so a line
+            # ends at a "|" and never inside a flag name.
+            self.wordsep_simple_re = re.compile(r"(\s+)|(?<=[%s])" % re.escape(breaks))
+
+
+def wrap(text: str, indent: str = "", width: int = WIDTH - 1, hang: str = "",
+         breaks: str = "") -> List[str]:
+    """Fill ``text`` to ``width``; later lines start with ``hang``.
+
+    Lines break at spaces, or after a character of ``breaks``; a word
+    longer than a whole line is cut (nothing is ever wider than ``width``).
+    A no-break space (``NBSP``) keeps two words on one line ("0 failed").
+    """
+    lines = _Wrapper(breaks, width=width, initial_indent=indent,
+                     subsequent_indent=hang or " " * len(indent),
+                     break_on_hyphens=False).wrap(text) or [indent.rstrip()]
+    return [ln.replace(NBSP, " ") for ln in lines]
+
+
+
+_SECONDS = re.compile(r"^(\d{4,})\.\d\ds$")   # fmt_ns of 1000 s and more
+
+
+def _cell(c: Any, si: bool) -> str:
+    if c is None:
+        return ""
+    if si and isinstance(c, int) and not isinstance(c, bool):
+        return fmt_count(c)
+    text = str(c)
+    m = _SECONDS.match(text) if si else None
+    return fit_ns(int(m.group(1)) * 10**9, 6) if m else text
+
+
+def _cells(rows: Iterable[Sequence[Any]], si: bool) -> List[List[str]]:
+    return [[_cell(c, si) for c in r] for r in rows]
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: str = "  ",
+          gap: int = 2, pad: int = 2, flex: Optional[int] = None, own_line: bool = False,
+          breaks: str = "", width: int = WIDTH) -> List[str]:
+    """Left-aligned columns, every line at most ``width`` columns.
+
+    A column is as wide as its widest cell, its header plus ``pad``.  When
+    that is too wide, tighten step by step: no header padding, then the
+    ``flex`` column narrowed to what is left (a longer cell wraps inside it
+    at spaces or ``breaks``, or with ``own_line`` stands on a line of its
+    own above its row), then one-space gaps, then big counts as 1.23M with
+    a note.  ``None`` prints as an empty cell.
+    """
+    headers = [str(h) for h in headers]
+    rows = list(rows)
+    one = min(gap, 1)
+    steps = [(pad, gap, False, None), (0, gap, False, None), (0, gap, False, flex),
+             (0, one, False, flex), (0, one, True, flex)]
+    lines: List[str] = []
+    for pad_, gap_, si, flex_ in steps:
+        lines = _layout(headers, _cells(rows, si), indent, gap_, pad_, flex_, own_line, breaks,
+                        width)
+        if all(len(ln) <= width for ln in lines):
+            break
+    else:
+        # Last resort, for headers alone wider than a line: cut each line.
+        lines = [ellipsize(ln, width) for ln in lines]
+    if si and _cells(rows, True) != _cells(rows, False):
+        lines.append(ellipsize(f"{indent}(k/M/G/T/P: 10^3/6/9/12/15; h hours, "
+                               "d days; exact in -j)", width))
+    return lines
+
+
+def _layout(headers: List[str], rows: List[List[str]], indent: str, gap: int, pad: int,
+            flex: Optional[int], own_line: bool, breaks: str, width: int) -> List[str]:
+    widths = [max([len(h) + pad] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    sep = " " * gap
+    spill = False
+    if flex is not None:
+        rest = len(indent) + sum(w for i, w in enumerate(widths) if i != flex) \
+            + gap * (len(widths) - 1)
+        # Too little room left to wrap inside the column: a cell that does
+        # not fit goes on lines of its own below its row, named by its header.
+        spill = not own_line and width - rest < max(len(headers[flex]), min(widths[flex], 12))
+        widths[flex] = max(len(headers[flex]), min(widths[flex], width - rest))
+
+    def line(cells: Sequence[str]) -> str:
+        return (indent + sep.join(c.ljust(w) for c, w in zip(cells, widths))).rstrip()
+
+    def blank(r: List[str]) -> List[str]:
+        assert flex is not None
+        return r[:flex] + [""] + r[flex + 1:]
+
+    out = [line(headers)]
+    if spill and len(out[0]) > width:
+        out = [line(blank(headers))]
+    for r in rows:
+        cell = r[flex] if flex is not None else ""
+        if flex is None or len(cell) <= widths[flex]:
+            out.append(line(r))
+        elif own_line:
+            out.append(indent + ellipsize(cell, width - len(indent), middle=True))
+            out.append(line(blank(r)))
+        elif spill:
+            out.append(line(blank(r)))
+            out += wrap(f"{headers[flex]}: {cell}", indent + "  ", width=width,
+                        hang=indent + "    ", breaks=breaks)
+        else:
+            parts = wrap(cell, width=widths[flex], breaks=breaks)
+            out.append(line(r[:flex] + [parts[0]] + r[flex + 1:]))
+            for p in parts[1:]:
+                out.append(line(["" for _ in r[:flex]] + [p] + ["" for _ in r[flex + 1:]]))
+    return out
 
 
 def render_json(doc: Dict[str, Any]) -> str:
@@ -68,10 +213,11 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     out: List[str] = []
     sysinfo = doc["system"]
     dur = fmt_ns(w["duration_ns"]) if w["duration_ns"] is not None else "unfinished"
-    out.append(f"trace-reclaim report: Linux {sysinfo.get('kernel') or '?'}, {dur}, "
-               f"{w['intervals']} intervals, ended by {w['ended_by'] or 'unknown'}")
+    out += wrap(f"trace-reclaim report: Linux {sysinfo.get('kernel') or '?'}, {dur}, "
+                f"{w['intervals']} intervals, ended{NBSP}by{NBSP}{w['ended_by'] or 'unknown'}",
+                hang="  ")
     if sysinfo.get("workload"):
-        out.append(f"workload: {sysinfo['workload']}")
+        out += wrap(f"workload: {sysinfo['workload']}", hang="  ")
     extra = []
     if lost["events_outside_window"]:
         extra.append(f"{lost['events_outside_window']} outside the window")
@@ -79,8 +225,8 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
         extra.append(f"{lost['unknown_records']} of unknown type skipped")
     if lost["undecodable_records"]:
         extra.append(f"{lost['undecodable_records']} undecodable")
-    out.append(f"Lost events: {lost['total']} (ring buffer full)"
-               + ("; records " + ", ".join(extra) if extra else ""))
+    out += wrap(f"Lost events: {lost['total']} (ring buffer full)"
+                + ("; records " + ", ".join(extra) if extra else ""), hang="  ")
     out.append("")
 
     vm = t.get("vmstat_delta", {})
@@ -123,7 +269,8 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
 
     if doc["zones"]:
         first = doc["zones"][0]
-        out.append(f"Zone watermarks at {first['when']} (pages; from /proc/zoneinfo):")
+        out += wrap(f"Zone watermarks at {first['when']} (pages; from /proc/zoneinfo):",
+                    hang="  ")
         zrows = []
         for z in first["zones"]:
             state = "ok"
@@ -133,7 +280,7 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
                 state = "below low"
             elif z.get("free", 0) < z.get("high", 0):
                 state = "below high"
-            zrows.append([z["node"], z["zone"], z.get("free"), z.get("min"), z.get("low"),
+            zrows.append([str(z["node"]), z["zone"], z.get("free"), z.get("min"), z.get("low"),
                           z.get("high"), z.get("boost", 0), z.get("managed"), state])
         out += table(["NODE", "ZONE", "FREE", "MIN", "LOW", "HIGH", "BOOST", "MANAGED",
                       "STATE"], zrows)
@@ -142,43 +289,62 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def fit_count(n: Any, w: int) -> str:
+    """Return count ``n`` in at most ``w`` (>= 3) columns: 12345 in 4 -> 12k."""
+    text = str(n)
+    if len(text) <= w or not isinstance(n, int):
+        return text
+    for unit, div in (("k", 10**3), ("M", 10**6), ("G", 10**9), ("T", 10**12),
+                      ("P", 10**15), ("E", 10**18)):
+        text = f"{round(n / div)}{unit}"
+        if len(text) <= w:
+            return text
+    return "~" * w
+
+
+def fit_ns(ns: Any, w: int) -> str:
+    """Return a duration in at most ``w`` (>= 4) columns: 12345.67s in 8 -> 12346s."""
+    text = fmt_ns(ns)
+    if len(text) <= w:
+        return text
+    for unit, div in (("s", 1e9), ("h", 3.6e12), ("d", 8.64e13)):
+        text = f"{ns / div:.0f}{unit}"
+        if len(text) <= w:
+            return text
+    return "~" * w
+
+
 def interval_header() -> str:
     return (f"{'TIME':>8} {'WKREQ':>6} {'WAKES':>5} {'AWAKE':>8} {'STALLS':>6} "
-            f"{'STALL':>8} {'MAX':>8} {'PAGES':>7} {'HUGE':>4} {'FB':>2} {'LOST':>5}")
+            f"{'STALL':>8} {'MAX':>8} {'PAGES':>7} {'HUGE':>4} {'FB':>3} {'LOST':>5}")
 
 
 def interval_line(row: Dict[str, Any], clock: str) -> str:
-    """One live row: reclaim, then huge vmalloc areas and fallbacks (FB)."""
+    """One live row: reclaim, then huge vmalloc areas and fallbacks (FB).
+
+    Each field keeps its width at any value (a count too wide becomes 12k,
+    a duration 12346s), so the row stays under 80 columns and aligned.
+    """
     r = row.get("reclaim", {})
     v = row.get("vmalloc")
+    c, t = fit_count, fit_ns
     awake = sum(r.get("kswapd_awake_ns", {}).values())
-    huge = f"{v.get('huge_areas', 0):>4} {v.get('fallbacks', 0):>2}" if v else f"{'-':>4} {'-':>2}"
-    return (f"{clock:>8} {r.get('wakeup_requests', 0):>6} {r.get('kswapd_wakes', 0):>5} "
-            f"{fmt_ns(awake):>8} {r.get('stalls', 0):>6} {fmt_ns(r.get('stall_ns', 0)):>8} "
-            f"{fmt_ns(r.get('stall_max_ns', 0)):>8} {r.get('pages', 0):>7} {huge} "
-            f"{row.get('lost_events', 0):>5}")
+    huge = (f"{c(v.get('huge_areas', 0), 4):>4} {c(v.get('fallbacks', 0), 3):>3}" if v
+            else f"{'-':>4} {'-':>3}")
+    return (f"{clock:>8} {c(r.get('wakeup_requests', 0), 6):>6} "
+            f"{c(r.get('kswapd_wakes', 0), 5):>5} {t(awake, 8):>8} "
+            f"{c(r.get('stalls', 0), 6):>6} {t(r.get('stall_ns', 0), 8):>8} "
+            f"{t(r.get('stall_max_ns', 0), 8):>8} {c(r.get('pages', 0), 7):>7} {huge} "
+            f"{c(row.get('lost_events', 0), 5):>5}")
 
 
 SEVERITY_MARK = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
 
 
 def compact_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
-                  indent: str = "  ", gap: int = 2) -> List[str]:
-    """A table with two-space gaps (tabulate's plain format uses four)."""
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    out = []
-    for r in [list(headers)] + rows:
-        out.append((indent + (" " * gap).join(c.ljust(w) for c, w in zip(r, widths))).rstrip())
-    return out
-
-
-def _wrap(text: str, indent: str, width: int = 79, hang: str = "") -> List[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width=width, initial_indent=indent,
-                         subsequent_indent=hang or " " * len(indent),
-                         break_on_hyphens=False) or [indent]
+                  indent: str = "  ", gap: int = 2, **kw: Any) -> List[str]:
+    """A table with two-space gaps (tabulate's plain format pads headers by two)."""
+    return table(headers, rows, indent=indent, gap=gap, pad=0, **kw)
 
 
 def _evidence(ev: Dict[str, Any]) -> str:
@@ -199,9 +365,9 @@ def render_findings(doc: Dict[str, Any]) -> List[str]:
     fs = doc.get("findings") or []
     out = [f"Findings: {len(fs)}" + ("" if fs else " (nothing unusual)")]
     for i, f in enumerate(fs, 1):
-        out += _wrap(f"[{SEVERITY_MARK.get(f['severity'], '?')}] {f['title']}", f"{i:>2}. ")
-        out += _wrap("evidence: " + _evidence(f["evidence"]), "      ")
-        out += _wrap("meaning: " + f["meaning"], "      ")
+        out += wrap(f"[{SEVERITY_MARK.get(f['severity'], '?')}] {f['title']}", f"{i:>2}. ")
+        out += wrap("evidence: " + _evidence(f["evidence"]), "      ")
+        out += wrap("meaning: " + f["meaning"], "      ")
     return out
 
 
@@ -218,7 +384,9 @@ def _psi_brief(ep: Dict[str, Any]) -> str:
     p = ep.get("psi")
     if not p:
         return "-"
-    return f"{p['some_us'] / 1000:.1f}/{p['full_us'] / 1000:.1f}ms"
+    if max(p["some_us"], p["full_us"]) < 10**6:
+        return f"{p['some_us'] / 1000:.1f}/{p['full_us'] / 1000:.1f}ms"
+    return f"{p['some_us'] / 10**6:.1f}/{p['full_us'] / 10**6:.1f}s"
 
 
 def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> List[str]:
@@ -226,9 +394,9 @@ def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> Li
     s = doc.get("episode_summary") or {}
     w0 = doc["window"]["start_ns"]
     da = doc.get("delayacct") or {}
-    out = [f"Episodes: {s.get('count', len(eps))} ({s.get('kswapd', 0)} kswapd wake-to-sleep, "
-           f"{s.get('direct', 0)} direct-reclaim bursts; burst gap "
-           f"{fmt_ns(s.get('burst_gap_ns'))})"]
+    out = wrap(f"Episodes: {s.get('count', len(eps))} ({s.get('kswapd', 0)} kswapd "
+               f"wake-to-sleep, {s.get('direct', 0)} direct-reclaim bursts; burst{NBSP}gap{NBSP}"
+               f"{fmt_ns(s.get('burst_gap_ns'))})", hang="  ")
     if not eps:
         out.append("  no reclaim episodes")
         return out
@@ -236,13 +404,14 @@ def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> Li
     for e in eps[:limit]:
         flag = "<" if e["began_before_trace"] else ""
         flag += ">" if e["open_at_end"] else ""
-        rows.append([e["id"], e["node"], e["kind"][:6] + flag,
+        rows.append([str(e["id"]), str(e["node"]), e["kind"][:6] + flag,
                      "+" + fmt_ns(max(0, e["start_ns"] - w0)), fmt_ns(e["duration_ns"]),
                      e["kswapd_wakes"], e["direct_reclaim_stalls"],
                      fmt_ns(e["direct_reclaim_ns"]), e["pages_reclaimed"],
-                     _zones_brief(e), _psi_brief(e)])
+                     _psi_brief(e), _zones_brief(e)])
+    # ZONES last: the one column of open length wraps at its own left edge
     out += compact_table(["#", "NODE", "KIND", "START", "DUR", "RUNS", "STALLS", "STALLED",
-                          "PAGES", "ZONES", "PSI S/F"], rows, gap=1)
+                          "PAGES", "PSI S/F", "ZONES"], rows, gap=1, flex=10)
     if len(eps) > limit:
         out.append(f"  ... {len(eps) - limit} more episodes (see -j)")
     out.append("  (RUNS: kswapd balance_pgdat() runs; PAGES: reclaimed by direct reclaim;")
@@ -260,21 +429,22 @@ def render_episodes(doc: Dict[str, Any], limit: int = 20, detail: int = 3) -> Li
 
 
 def _episode_detail(e: Dict[str, Any], w0: int) -> List[str]:
-    out = [f"Episode {e['id']} (node {e['node']}, {e['kind']}, "
-           f"+{fmt_ns(max(0, e['start_ns'] - w0))} for {fmt_ns(e['duration_ns'])}):"]
+    out = wrap(f"Episode {e['id']} (node {e['node']}, {e['kind']}, "
+               f"+{fmt_ns(max(0, e['start_ns'] - w0))} for {fmt_ns(e['duration_ns'])}):",
+               hang="  ")
     seq = " -> ".join(f"{p}@{'-' if off < 0 else '+'}{fmt_ns(abs(off))}"
                       for p, off in e["sequence"])
-    out += _wrap("order: " + (seq or "-"), "  ", hang="    ")
+    out += wrap("order: " + (seq or "-"), "  ", hang="    ")
     wm = e.get("watermarks")
     if wm:
         where = "inside the episode" if wm["inside_episode"] else "before it"
-        out.append(f"  watermarks ({wm['when']} snapshot, {where}):")
-        out += ["  " + ln for ln in compact_table(
+        out += wrap(f"watermarks ({wm['when']} snapshot, {where}):", "  ", hang="    ")
+        out += compact_table(
             ["ZONE", "FREE", "MIN", "LOW", "HIGH", "STATE"],
             [[z["zone"], z["free"], z["min"], z["low"], z["high"], z["state"]]
-             for z in wm["zones"]])]
+             for z in wm["zones"]], indent="    ")
     if e["stalls"]:
-        out += _wrap(f"direct-reclaim stalls: {e['direct_reclaim_stalls']} "
+        out += wrap(f"direct-reclaim stalls: {e['direct_reclaim_stalls']} "
                      f"({e['stalls_while_kswapd_awake']} while kswapd awake), "
                      f"{fmt_ns(e['direct_reclaim_ns'])}, max "
                      f"{fmt_ns(e['direct_reclaim_max_ns'])}, {e['pages_reclaimed']} pages",
@@ -282,34 +452,35 @@ def _episode_detail(e: Dict[str, Any], w0: int) -> List[str]:
         rows = []
         for t in e["stalls"][:5]:
             d = t.get("delays") or {}
-            rows.append([t["tid"], t["comm"], t["stalls"], fmt_ns(t["total_ns"]),
+            rows.append([str(t["tid"]), t["comm"], t["stalls"], fmt_ns(t["total_ns"]),
                          fmt_ns(t["max_ns"]), t["pages_reclaimed"],
                          fmt_ns(d.get("freepages_delay_total")) if d else "-",
                          fmt_ns(d.get("thrashing_delay_total")) if d else "-",
                          fmt_ns(d.get("compact_delay_total")) if d else "-"])
-        out += ["  " + ln for ln in compact_table(
+        out += compact_table(
             ["TID", "COMM", "STALLS", "TOTAL", "MAX", "PAGES", "D:RECLAIM", "D:THRASH",
-             "D:COMPACT"], rows)]
+             "D:COMPACT"], rows, indent="    ")
     sh = e["shrinkers"]
     if sh["calls"]:
-        out.append(f"  shrinkers: {sh['calls']} calls, {sh['scanned']} scanned, "
-                   f"{sh['freed']} freed, {fmt_ns(sh['time_ns'])}")
-        out += _wrap("by time: " + ", ".join(
+        out += wrap(f"shrinkers: {sh['calls']} calls, {sh['scanned']} scanned, "
+                    f"{sh['freed']} freed, {fmt_ns(sh['time_ns'])}", "  ", hang="    ")
+        out += wrap("by time: " + ", ".join(
             f"{s['name']} {fmt_ns(s['time_ns'])}" for s in sh["top_by_time"]), "    ")
-        out += _wrap("by freed: " + ", ".join(
+        out += wrap("by freed: " + ", ".join(
             f"{s['name']} {s['freed']}" for s in sh["top_by_freed"]), "    ")
     if e["vmalloc"]:
-        out += _wrap("vmalloc: " + ", ".join(
+        out += wrap("vmalloc: " + ", ".join(
             f"{k} x{v['count']} ({fmt_bytes(v['bytes'])}, {v['failed']} failed, "
             f"{v['huge_attempts']} huge)" for k, v in e["vmalloc"].items()), "  ")
     c = e["compaction"]
     if c["runs"] or e["compact_retry"] or e["reclaim_retry_zone"]:
         st = ", ".join(f"{k} x{v}" for k, v in c["status"].items())
-        out += _wrap(f"compaction: {c['runs']} runs ({c['direct_runs']} direct), "
+        out += wrap(f"compaction: {c['runs']} runs ({c['direct_runs']} direct), "
                      f"{fmt_ns(c['total_ns'])}" + (f": {st}" if st else "")
                      + f"; should_reclaim_retry {e['reclaim_retry_zone']}, "
                      f"should_compact_retry {e['compact_retry']}", "  ")
     for v in e["oom_kills"]:
-        out.append(f"  OOM kill: pid {v['pid']} ({v['comm']}), anon-rss "
-                   f"{v['anon_rss_kb']}kB, by {v['by_pid']} ({v['by_comm']})")
+        out += wrap(f"OOM kill: pid {v['pid']} ({v['comm']}), anon-rss "
+                    f"{v['anon_rss_kb']}kB, by {v['by_pid']} ({v['by_comm']})", "  ",
+                    hang="    ")
     return out

@@ -18,7 +18,8 @@ from importlib import resources
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import trace_reclaim
-from trace_reclaim import events, gfp
+from trace_reclaim import abi, events, gfp
+from trace_reclaim.abi import EV_DIRECT_RECLAIM, EV_KSWAPD_WAKE
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.probe import Plan, Probe
 from trace_reclaim.procfs import ProcFS, zone_names
@@ -31,8 +32,16 @@ __all__ = ["BPF_DIR", "LiveSession", "build_header", "bpf_source", "SessionError
 # The BPF sources ship inside the package; bcc needs a directory for -I.
 BPF_DIR = str(resources.files("trace_reclaim").joinpath("bpf"))
 _TS = int.from_bytes
-EV_KSWAPD_WAKE = 2
-EV_DIRECT_RECLAIM = 4
+
+
+def _header_slice(name: str) -> slice:
+    """Where a struct event_header field lies in a raw record."""
+    f = abi.layout("event_header").field(name)
+    return slice(f.offset, f.offset + f.size)
+
+
+_HDR_TS, _HDR_TYPE, _HDR_PID, _HDR_COMM = (_header_slice(n)
+                                           for n in ("ts_ns", "type", "pid", "comm"))
 MAX_TASKSTATS_PER_TICK = 32
 
 
@@ -142,9 +151,9 @@ class LiveSession:
         if type_id == EV_KSWAPD_WAKE:
             self._kswapd_woke = True
         elif type_id == EV_DIRECT_RECLAIM and len(self._stalled) < MAX_TASKSTATS_PER_TICK:
-            tid = _TS(payload[12:16], "little")
+            tid = _TS(payload[_HDR_PID], "little")
             if tid not in self._stalled:
-                self._stalled[tid] = payload[24:40].split(b"\0", 1)[0].decode(
+                self._stalled[tid] = payload[_HDR_COMM].split(b"\0", 1)[0].decode(
                     "utf-8", "replace")
 
     def _emit(self, type_id: int, payload: bytes) -> None:
@@ -168,8 +177,8 @@ class LiveSession:
             return
         self._batch = []
         # One ring buffer, many CPUs: commit order is nearly time order.
-        batch.sort(key=lambda b: _TS(b[:8], "little"))
-        records = [(_TS(raw[8:12], "little"), raw) for raw in batch]
+        batch.sort(key=lambda b: _TS(b[_HDR_TS], "little"))
+        records = [(_TS(raw[_HDR_TYPE], "little"), raw) for raw in batch]
         write = self.writer.write if self.writer is not None else None
         for type_id, raw in records:
             self._note(type_id, raw)

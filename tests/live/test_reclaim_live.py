@@ -149,7 +149,7 @@ def test_lost_events_are_counted_exactly_and_shown(live, tmp_path):
     """A one-page ring buffer (64 records) drained every 4 s overflows under
     pressure; every record that did not fit is counted: traced + lost equals
     the kernel's count, for kswapd wakes and for direct reclaim passes."""
-    from trace_reclaim.tracers.reclaim import EV_DIRECT_RECLAIM, EV_KSWAPD_WAKE
+    from trace_reclaim.abi import EV_DIRECT_RECLAIM, EV_KSWAPD_WAKE
 
     with Trace(str(tmp_path), ["--ringbuf-pages", "1", "--slow-consumer-ms", "4000"]) as t:
         press()

@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 
 from tests import FIXTURES, synth
-from trace_reclaim import cli, events, tracers
+from trace_reclaim import abi, cli, events, tracers
 from trace_reclaim.env import Environment, ExitStatus
 from trace_reclaim.export import MANIFEST, table_name
 from trace_reclaim.recording import Reader
@@ -238,9 +238,11 @@ def test_awkward_values_survive_the_round_trip(tmp_path):
     for i, c in enumerate(comms):
         recs.append(synth.direct_reclaim(base + 1000 * (i + 1), 10, comm=c, pid=50 + i))
     shr = 0xFFFF_8881_0000_1234
-    recs.append((32, synth.header(base + 9000, 32, comm="kswapd0") + __import__("struct").pack(
-        "<QQQQQQqqqQiiiIQ", 5, shr, 0xFFFF_FFFF_8100_0000, 1, 2, 3, -1, -2, -3, 0, 7, 0, 12,
-        0, 0)))
+    t = abi.EV_SHRINK_SLAB
+    recs.append((t, synth.record(
+        "shrink_slab_event", t, base + 9000, comm="kswapd0", delta_ns=5, shr=shr,
+        shrink=0xFFFF_FFFF_8100_0000, cache_items=1, delta=2, total_scan=3, unscanned=-1,
+        nr_deferred=-2, new_deferred=-3, freed=7, priority=12)))
     recs.append(synth.user(events.End(base + 10 ** 6, "x")))
     path = tmp_path / "w.trc"
     path.write_bytes(synth.recording(recs, {"plan": {"tracers": ["reclaim", "slab"]}}))

@@ -10,7 +10,6 @@ import copy
 import io
 import json
 import os
-import struct
 from typing import Any, Dict, List, Optional
 
 from tests import ROOT
@@ -18,12 +17,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trace_reclaim import cli
+from tests import synth
+from trace_reclaim import abi, cli
 from trace_reclaim.env import Environment, ExitStatus
 from trace_reclaim import compare as diff
+from trace_reclaim.compare.render import _short as render_short
 from trace_reclaim import events
 from trace_reclaim.recording import Writer
-from trace_reclaim.tracers import reclaim, registry
+from trace_reclaim.tracers import registry
 
 
 # -- synthetic documents -------------------------------------------------------
@@ -332,8 +333,8 @@ def test_json_has_the_required_fields():
 
 # -- the CLI, on synthetic recordings ---------------------------------------------
 def _direct_reclaim(ts: int, delta: int, pages: int = 32) -> bytes:
-    return struct.pack("<QIIII16sQQQiI", ts, reclaim.EV_DIRECT_RECLAIM, 77, 77, 0,
-                       b"dd", delta, 0x400, pages, 0, 0)
+    return synth.record("direct_reclaim_event", abi.EV_DIRECT_RECLAIM, ts, pid=77, comm="dd",
+                        delta_ns=delta, gfp_flags=0x400, nr_reclaimed_pages=pages)
 
 
 def write_recording(path: str, latencies: List[int], header: Optional[Dict] = None) -> None:
@@ -346,9 +347,9 @@ def write_recording(path: str, latencies: List[int], header: Optional[Dict] = No
         ts = start
         for lat in latencies:
             ts += 10_000_000
-            w.write(reclaim.EV_DIRECT_RECLAIM, _direct_reclaim(ts, lat))
+            w.write(abi.EV_DIRECT_RECLAIM, _direct_reclaim(ts, lat))
         # Before the window: not counted, by the correlator nor by diff.
-        w.write(reclaim.EV_DIRECT_RECLAIM, _direct_reclaim(start + 5, 1_000_000))
+        w.write(abi.EV_DIRECT_RECLAIM, _direct_reclaim(start + 5, 1_000_000))
         end = ts + 1_000_000
         w.write(events.USER_SNAPSHOT, events.encode_user(
             events.Snapshot(end, "vmstat", "end",
@@ -545,5 +546,5 @@ def test_shrinker_instances_are_compared_as_one_function():
 
 
 def test_long_names_keep_what_they_count():
-    assert diff._short("shrinker.kfree_rcu_shrink_scan.time_ns", 28) == \
+    assert render_short("shrinker.kfree_rcu_shrink_scan.time_ns", 28) == \
         "shrinker.kfree_rcu...time_ns"

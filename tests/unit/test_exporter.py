@@ -287,6 +287,10 @@ class _Probe:
         return True
 
     kprobes = fentry = (False, "not in this test")
+    btf_types = None
+
+    def kernel_symbol(self, name):
+        return None
 
 
 @pytest.mark.parametrize("accounting", [True, False])

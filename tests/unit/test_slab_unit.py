@@ -3,14 +3,14 @@ snapshots, the never-drains decision, shrinker aggregation, the report."""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 
+from tests import synth
 from trace_reclaim import events
+from trace_reclaim.abi import EV_SHRINK_SLAB
 from trace_reclaim.tracer import Window
-from trace_reclaim.tracers.slab import (BASIS_DENTRY_STATE, EV_SHRINK_SLAB, MIN_GROWTH,
-                                        SETTLE_NS, SlabAggregator, ShrinkSlab, diff_lifecycle,
+from trace_reclaim.tracers.slab import (BASIS_DENTRY_STATE, MIN_GROWTH, SETTLE_NS,
+                                        SlabAggregator, ShrinkSlab, diff_lifecycle,
                                         never_drains, pinned_never_drains, slabinfo_tolerance)
 
 S = 1_000_000_000
@@ -185,8 +185,9 @@ def test_shrink_before_window_not_counted():
 
 
 def test_decoder_round_trip():
-    payload = struct.pack("<QIIII16s", 5, EV_SHRINK_SLAB, 1, 1, 0, b"kswapd0") + struct.pack(
-        "<QQQQQQqqqQiiiIQ", 9, 1, 2, 3, 4, 128, 0, 0, 0, 0xcc0, 64, 0, 12, 0, 0)
+    payload = synth.record("shrink_slab_event", EV_SHRINK_SLAB, 5, pid=1, comm="kswapd0",
+                           delta_ns=9, shr=1, shrink=2, cache_items=3, delta=4, total_scan=128,
+                           gfp_flags=0xcc0, freed=64, priority=12)
     ev = events.decode(EV_SHRINK_SLAB, payload)
     assert isinstance(ev, ShrinkSlab) and ev.scanned == 128 and ev.freed == 64
 
@@ -292,7 +293,7 @@ def test_aggregator_judges_dentry_on_in_use():
     assert "52018 dentries in use" in dentry["reason_detail"]
     text = "\n".join(a.render(r))
     assert "! dentry: 52644 in use before shrink -> 52018 after" in text
-    assert "active_objs 118041 -> 54020" in text
+    assert "active_objs 118041 -> 54020 (unused dentries included)" in text
 
 
 # -- traced net against /proc/slabinfo ----------------------------------------------

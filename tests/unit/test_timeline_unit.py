@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import random
-import struct
 
 import pytest
 from hypothesis import given, settings
@@ -12,23 +11,23 @@ from hypothesis import strategies as st
 
 from tests import synth
 from trace_reclaim import events, tracers
+from trace_reclaim.abi import EV_COMPACTION, EV_SHRINK_SLAB
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.recording import Reader
 from trace_reclaim.timeline.collect import Bins, Thinned, TimelineCollector
 
-EV_SHRINK_SLAB, EV_COMPACTION = 32, 49
-
-
 def shrink_slab(end_ts, delta_ns, shr=0xFFFF888100000000, shrink=0xFFFFFFFF81000000,
                 freed=3, **kw):
-    return EV_SHRINK_SLAB, synth.header(end_ts, EV_SHRINK_SLAB, **kw) + struct.pack(
-        "<QQQQQQqqqQiiiIQ", delta_ns, shr, shrink, 100, 10, 20, 0, 0, 0, 0xCC0, freed, 0,
-        12, 0, 0)
+    return EV_SHRINK_SLAB, synth.record(
+        "shrink_slab_event", EV_SHRINK_SLAB, end_ts, delta_ns=delta_ns, shr=shr, shrink=shrink,
+        cache_items=100, delta=10, total_scan=20, gfp_flags=0xCC0, freed=freed, priority=12,
+        **kw)
 
 
 def compaction(end_ts, delta_ns, status=8, comm="task"):
-    return EV_COMPACTION, synth.header(end_ts, EV_COMPACTION, comm=comm) + struct.pack(
-        "<QQQQQiI", delta_ns, 0, 1 << 20, 10, 20, status, 0)
+    return EV_COMPACTION, synth.record(
+        "compaction_event", EV_COMPACTION, end_ts, comm=comm, delta_ns=delta_ns,
+        zone_end_pfn=1 << 20, migrate_pfn=10, free_pfn=20, status=status)
 
 
 def feed(records, header=None, **kw):

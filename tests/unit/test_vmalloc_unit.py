@@ -6,13 +6,12 @@ load trigger (shared/KERNEL-FACTS.md "Huge-page vmalloc"); no root needed.
 
 from __future__ import annotations
 
-import struct
 from typing import Any, Dict, List, Optional
 
-from tests import ROOT
 import pytest
 
-from trace_reclaim import events
+from tests import synth
+from trace_reclaim import abi, events
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.tracer import Window
 from trace_reclaim.tracers import registry
@@ -37,23 +36,23 @@ VZ_STACK = ["alloc_vmap_area", "__get_vm_area_node", "__vmalloc_node_range_nopro
 def alloc(ts: int, addr: int, size: int, align: int, tid: int = 100, stack: int = 1,
           flags: Optional[int] = None, requested: int = 0, vm_flags: int = 0) -> AllocVmapArea:
     if flags is None:
-        flags = vm.VMAP_EV_ARMED if align >= 2 * MiB else 0
-    return AllocVmapArea(ts, vm.EV_ALLOC_VMAP_AREA, tid, tid, 0, "python", addr, size, align,
+        flags = abi.VMAP_EV_ARMED if align >= 2 * MiB else 0
+    return AllocVmapArea(ts, abi.EV_ALLOC_VMAP_AREA, tid, tid, 0, "python", addr, size, align,
                          0, 0, requested, vm_flags, stack, 0, flags)
 
 
 def page(ts: int, addr: int, index: int, failed: bool = False, tid: int = 100,
          expected: int = 3) -> VmallocPageAlloc:
-    return VmallocPageAlloc(ts, vm.EV_VMALLOC_PAGE_ALLOC, tid, tid, 0, "python", addr,
+    return VmallocPageAlloc(ts, abi.EV_VMALLOC_PAGE_ALLOC, tid, tid, 0, "python", addr,
                             0x2dc2, 9, int(failed), index, expected)
 
 
 def free(ts: int, addr: int, tid: int = 100) -> FreeVmapArea:
-    return FreeVmapArea(ts, vm.EV_FREE_VMAP_AREA, tid, tid, 0, "python", addr, 0, 0)
+    return FreeVmapArea(ts, abi.EV_FREE_VMAP_AREA, tid, tid, 0, "python", addr, 0, 0)
 
 
 def kmalloc(ts: int, req: int, tid: int = 100) -> KmallocLarge:
-    return KmallocLarge(ts, vm.EV_KMALLOC_LARGE, tid, tid, 0, "python", req, 8 * MiB, 0, -1)
+    return KmallocLarge(ts, abi.EV_KMALLOC_LARGE, tid, tid, 0, "python", req, 8 * MiB, 0, -1)
 
 
 def run(evs: List[Any], stacks: Optional[Dict[int, List[str]]] = None,
@@ -171,7 +170,7 @@ def test_partial_pages_then_free_by_other_task_is_unknown():
 
 
 def test_arm_table_full_is_unknown():
-    s = run([alloc(10, A, HUGE_SIZE, 2 * MiB, flags=vm.VMAP_EV_ARM_FULL)])
+    s = run([alloc(10, A, HUGE_SIZE, 2 * MiB, flags=abi.VMAP_EV_ARM_FULL)])
     assert by_addr(s, A)["verdict"] == "unknown"
     assert "table was full" in by_addr(s, A)["why"]
 
@@ -192,7 +191,7 @@ def test_kmalloc_of_other_size_is_not_paired():
 
 
 def test_exact_request_from_fentry():
-    s = run([alloc(10, B, 20480, 1, flags=vm.VMAP_EV_EXACT, requested=16384, vm_flags=0)])
+    s = run([alloc(10, B, 20480, 1, flags=abi.VMAP_EV_EXACT, requested=16384, vm_flags=0)])
     a = by_addr(s, B)
     assert a["requested"] == 16384 and a["requested_from"] == "fentry"
     assert a["waste"] == 0
@@ -288,47 +287,37 @@ def test_unsymbolized_stack_never_shows_addresses():
 
 
 # -- decoding: the C structs in bpf/events.h -------------------------------
-HDR = struct.Struct("<QIIII16s")
-
-
-def _rec(ty: int, fmt: str, *vals: Any) -> bytes:
-    return HDR.pack(123, ty, 100, 99, 1, b"python") + struct.pack("<" + fmt, *vals)
+def _rec(ty: int, struct_name: str, **fields: Any) -> bytes:
+    return synth.record(struct_name, ty, 123, pid=100, tgid=99, cpu=1, comm="python", **fields)
 
 
 def test_decode_alloc_vmap_area():
-    raw = _rec(16, "QQQQQQQiiII", A, HUGE_SIZE, 2 * MiB, 1, 2, 0, 0, 42, 0, 1, 0)
-    assert len(raw) == 40 + 7 * 8 + 4 * 4  # struct alloc_vmap_area_event
-    e = events.decode(16, raw)
+    raw = _rec(abi.EV_ALLOC_VMAP_AREA, "alloc_vmap_area_event", addr=A, size_bytes=HUGE_SIZE,
+               align_bytes=2 * MiB, vstart=1, vend=2, stack_id=42, flags=abi.VMAP_EV_ARMED)
+    e = events.decode(abi.EV_ALLOC_VMAP_AREA, raw)
     assert isinstance(e, AllocVmapArea)
     assert (e.addr, e.size_bytes, e.align_bytes, e.stack_id, e.flags, e.comm, e.tgid) == \
         (A, HUGE_SIZE, 2 * MiB, 42, 1, "python", 99)
 
 
 def test_decode_others():
-    assert events.decode(17, _rec(17, "QQQ", A, 5, 6)) == \
-        FreeVmapArea(123, 17, 100, 99, 1, "python", A, 5, 6)
-    assert events.decode(18, _rec(18, "QQII", 1, 2, 3, 0)) == \
-        PurgeVmapArea(123, 18, 100, 99, 1, "python", 1, 2, 3)
-    p = events.decode(19, _rec(19, "QQIiII", A, 7, 9, 1, 2, 3))
+    free_t, purge_t = abi.EV_FREE_VMAP_AREA, abi.EV_PURGE_VMAP_AREA
+    assert events.decode(free_t, _rec(free_t, "free_vmap_area_event", addr=A, nr_lazy_pages=5,
+                                      nr_lazy_max_pages=6)) == \
+        FreeVmapArea(123, free_t, 100, 99, 1, "python", A, 5, 6)
+    assert events.decode(purge_t, _rec(purge_t, "purge_vmap_area_event", start=1, end=2,
+                                       nr_purged=3)) == \
+        PurgeVmapArea(123, purge_t, 100, 99, 1, "python", 1, 2, 3)
+    p = events.decode(abi.EV_VMALLOC_PAGE_ALLOC, _rec(
+        abi.EV_VMALLOC_PAGE_ALLOC, "vmalloc_page_alloc_event", area_addr=A, gfp_flags=7,
+        order=9, failed=1, index=2, expected=3))
     assert isinstance(p, VmallocPageAlloc) and p.failed == 1 and p.expected == 3
-    k = events.decode(20, _rec(20, "QQQiI", REQ, 8 * MiB, 7, -1, 0))
+    k = events.decode(abi.EV_KMALLOC_LARGE, _rec(
+        abi.EV_KMALLOC_LARGE, "kmalloc_large_event", bytes_req=REQ, bytes_alloc=8 * MiB,
+        gfp_flags=7, node=-1))
     assert isinstance(k, KmallocLarge) and k.bytes_req == REQ and k.node == -1
-    with pytest.raises(events.DecodeError):
-        events.decode(16, _rec(17, "QQQ", A, 5, 6))
-
-
-def test_events_h_structs_match_decoders():
-    import os
-    import re
-    text = open(os.path.join(ROOT, "bpf", "events.h")).read()
-    for name, ty in (("alloc_vmap_area_event", 16), ("free_vmap_area_event", 17),
-                     ("purge_vmap_area_event", 18), ("vmalloc_page_alloc_event", 19),
-                     ("kmalloc_large_event", 20)):
-        body = re.search(rf"struct {name} \{{(.*?)\}};", text, re.S).group(1)
-        size = 40 + sum({"__u64": 8, "__s64": 8, "__u32": 4, "__s32": 4}[m]
-                        for m in re.findall(r"^\s*(__[us]\d\d) ", body, re.M))
-        dec = events._DECODERS[ty]
-        assert dec.size == size, name  # type: ignore[attr-defined]
+    with pytest.raises(events.DecodeError):  # a free record is shorter than an alloc
+        events.decode(abi.EV_ALLOC_VMAP_AREA, _rec(free_t, "free_vmap_area_event", addr=A))
 
 
 # -- through the correlator, as live and replay do ---------------------------

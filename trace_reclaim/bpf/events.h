@@ -1,19 +1,31 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * Event records that cross from the kernel to trace-reclaim's Python side.
+ * The one description of everything that crosses from the kernel to
+ * trace-reclaim's Python side: event records, their type numbers, and the
+ * slots of the maps user space reads.  The BPF programs include this file;
+ * Python parses it (trace_reclaim/abi.py) and takes every number, struct
+ * format and offset from it, so there is no second copy to update.
+ * tests/unit/test_abi.py compiles it and checks every size, offset and value
+ * against the parsed layouts and the registered decoders.
  *
- * Every record starts with struct event_header.  Fields are fixed width and
- * carry their unit in the name.  Python decodes these with struct formats in
- * tracers/NAME.py; tests/test_events_h.py checks that both sides agree on sizes
- * and type numbers, so change them together.
+ * Every record starts with struct event_header.  Fields are fixed width
+ * (__u8..__s64, char arrays) and carry their unit in the name; a field named
+ * pad only fills a hole, is written as 0 and is not decoded.  abi.py rejects
+ * any other construct rather than guess its layout.
  *
- * Type numbers are grouped per tracer (reclaim 1-15, vmalloc 16-31,
- * slab 32-47, oom/compaction 48-63) and never reused: a recording keeps them.
+ * Type numbers are grouped per tracer (EV_*_FIRST below) and never reused:
+ * a recording keeps them.
  */
 #ifndef TRACE_RECLAIM_EVENTS_H
 #define TRACE_RECLAIM_EVENTS_H
 
 #define TASK_COMM_LEN_TR 16
+
+/* The first type number of each tracer's group; lost_events has MAX_EVENT_TYPES slots. */
+#define EV_RECLAIM_FIRST 1
+#define EV_VMALLOC_FIRST 16
+#define EV_SLAB_FIRST 32
+#define EV_OOM_FIRST 48
 #define MAX_EVENT_TYPES 64
 
 enum event_type {
@@ -215,6 +227,69 @@ struct kmem_cache_event {
 	struct event_header hdr;
 	__u64 cache;			/* struct kmem_cache * */
 	char name[SLAB_NAME_LEN];
+};
+
+/*
+ * Map slots user space reads by index.  Each enum lists slots 0..N-1 and
+ * then PREFIX_NR, the map's size; Python names a slot by its member name,
+ * lower case without the prefix (abi.slots()).
+ */
+
+/*
+ * lru_reclaim (reclaim.bpf.c): LRU pages scanned and reclaimed per reclaimer,
+ * split the way mm/vmscan.c's reclaimer_offset() splits pgscan_* and pgsteal_*.
+ */
+enum reclaimer {
+	RECLAIMER_KSWAPD = 0,
+	RECLAIMER_DIRECT = 1,		/* everyone else, memcg limit reclaim included */
+	RECLAIMER_KHUGEPAGED = 2,
+	RECLAIMER_NR = 3,
+};
+
+/* vmalloc_stats (vmalloc.bpf.c): why tasks were armed and disarmed. */
+enum vmalloc_stat {
+	VS_ARMED = 0,
+	VS_ARM_FULL = 1,
+	VS_DISARM_DONE = 2,
+	VS_DISARM_FAILED = 3,
+	VS_DISARM_FREE = 4,
+	VS_DISARM_REARM = 5,
+	VS_DISARM_TIMEOUT = 6,
+	VS_DISARM_MISSES = 7,
+	VS_PAGE_MISSES = 8,
+	VS_STACK_ERRORS = 9,		/* get_stackid() failed */
+	VS_EXACT_STALE = 10,		/* a fentry/kprobe request too old to match */
+	VS_NR = 11,
+};
+
+/* slab_cache_overflow (slab.bpf.c) */
+enum slab_cache_overflow_slot {
+	SLAB_OVERFLOW_UNCOUNTED = 0,	/* alloc/free events lost: slab_cache_counts full */
+	SLAB_OVERFLOW_NR = 1,
+};
+
+/* What a shrinker's private data was read as (shrinker_owner.kind). */
+enum shrinker_owner_kind {
+	SHRINKER_OWNER_NONE = 0,	/* function only (or shrinker->name alone) */
+	SHRINKER_OWNER_SUPER = 1,	/* struct super_block: s_type->name, s_id, s_dev */
+	SHRINKER_OWNER_ZS_POOL = 2,	/* struct zs_pool: name */
+	SHRINKER_OWNER_JOURNAL = 3,	/* journal_t: j_devname */
+};
+
+#define SHRINKER_NAME_LEN 32
+#define SHRINKER_ID_LEN 56
+
+/*
+ * What one struct shrinker * shrinks, read once in the kernel
+ * (slab_shrinker_owners, keyed by the pointer) and read from user space
+ * each interval; not a ring buffer record.
+ */
+struct shrinker_owner {
+	__u32 kind;			/* enum shrinker_owner_kind */
+	__u32 s_dev;			/* super_block.s_dev (MKDEV: major << 20 | minor) */
+	char name[SHRINKER_NAME_LEN];	/* shrinker->name (CONFIG_SHRINKER_DEBUG) */
+	char fs_type[SHRINKER_NAME_LEN];	/* s_type->name */
+	char id[SHRINKER_ID_LEN];	/* s_id, zs_pool.name or j_devname */
 };
 
 #endif /* TRACE_RECLAIM_EVENTS_H */

@@ -112,10 +112,8 @@ struct lru_counts {
 	__u64 nr_reclaimed;
 };
 
-#define RECLAIMER_KSWAPD 0
-#define RECLAIMER_DIRECT 1
-#define RECLAIMER_KHUGEPAGED 2
-BPF_PERCPU_ARRAY(lru_reclaim, struct lru_counts, 3);
+/* Slots: enum reclaimer (events.h). */
+BPF_PERCPU_ARRAY(lru_reclaim, struct lru_counts, RECLAIMER_NR);
 
 static __always_inline __u32 reclaimer(void)
 {

@@ -21,6 +21,9 @@
  *   MAX_SLAB_CACHES         bound on caches counted
  *   SLAB_CACHE_ACCOUNTING   attach the kmem raw tracepoints at all
  *   SLAB_LIFECYCLE_FENTRY   fentry/fexit on kmem_cache_destroy/create
+ *   SHRINKER_OWNERS         read what each shrinker shrinks; with it,
+ *                           shrinker and owner offsets and callback addresses
+ *                           (tracers/slab/owners.py lists them)
  */
 
 #ifndef KMEM_CACHE_NAME_OFF
@@ -31,6 +34,12 @@
 #endif
 #ifndef MAX_SHRINKERS
 #define MAX_SHRINKERS 1024
+#endif
+#ifndef SHRINKER_PRIVATE_DATA_OFF
+#define SHRINKER_PRIVATE_DATA_OFF -1
+#endif
+#ifndef SHRINKER_NAME_OFF
+#define SHRINKER_NAME_OFF -1
 #endif
 
 struct shrink_slab_start_state {
@@ -60,6 +69,108 @@ BPF_HASH(slab_reclaim_ctx, __u32, struct slab_reclaim_state, 10240);
 
 /* Every shrinker seen: its callback, so user space can symbolize it live. */
 BPF_HASH(slab_shrinkers, __u64, __u64, MAX_SHRINKERS);
+
+#ifdef SHRINKER_OWNERS
+/*
+ * What each shrinker shrinks, read once per struct shrinker * while
+ * do_shrink_slab() holds it (so the owner is alive).  Which struct the
+ * owner is comes from the callback: super_cache_scan's is a super_block,
+ * ext4_es_scan's an ext4_sb_info (whose super_block names it),
+ * zs_shrinker_scan's a zs_pool, jbd2_journal_shrink_scan's a journal_t.
+ * Callback addresses and every offset come from user space (kallsyms and
+ * the running kernel's BTF); a recipe whose callback or offsets are
+ * missing is compiled out and its shrinkers stay function-only.
+ *
+ * Since Linux 6.7 (commit c42d50aefd17, "mm: shrinker: add infrastructure
+ * for dynamically allocating shrinker") a shrinker is allocated apart and
+ * points at its owner through private_data; before, it was embedded in the
+ * owner (*_EMBED_OFF >= 0: the owner is container_of the shrinker).
+ */
+static __always_inline __u64 shrinker_owner_ptr(__u64 shr, long embed_off)
+{
+	__u64 p = 0;
+
+	if (embed_off >= 0)
+		return shr - embed_off;
+#if SHRINKER_PRIVATE_DATA_OFF >= 0
+	bpf_probe_read_kernel(&p, sizeof(p), (void *)(shr + SHRINKER_PRIVATE_DATA_OFF));
+#endif
+	return p;
+}
+
+#ifdef SB_S_ID_OFF
+static __always_inline void shrinker_owner_super(struct shrinker_owner *o, __u64 sb)
+{
+	__u64 type = 0, name = 0;
+
+	if (!sb)
+		return;
+	o->kind = SHRINKER_OWNER_SUPER;
+	bpf_probe_read_kernel(&type, sizeof(type), (void *)(sb + SB_S_TYPE_OFF));
+	if (type)
+		bpf_probe_read_kernel(&name, sizeof(name), (void *)(type + FS_TYPE_NAME_OFF));
+	if (name)
+		bpf_probe_read_kernel_str(o->fs_type, sizeof(o->fs_type), (void *)name);
+	bpf_probe_read_kernel_str(o->id, sizeof(o->id), (void *)(sb + SB_S_ID_OFF));
+	bpf_probe_read_kernel(&o->s_dev, sizeof(o->s_dev), (void *)(sb + SB_S_DEV_OFF));
+}
+#endif
+
+/* One entry per shrinker; a full map leaves later shrinkers function-only. */
+BPF_HASH(slab_shrinker_owners, __u64, struct shrinker_owner, MAX_SHRINKERS);
+
+static __always_inline void shrinker_owner_once(__u64 shr, __u64 shrink)
+{
+	struct shrinker_owner o = {};
+	__u64 owner = 0, p = 0;
+
+	if (slab_shrinker_owners.lookup(&shr))
+		return;
+#if SHRINKER_NAME_OFF >= 0
+	/* Since Linux 6.0 (commit e33c267ab70d, "mm: shrinkers: provide
+	 * shrinkers with names"), with CONFIG_SHRINKER_DEBUG only. */
+	bpf_probe_read_kernel(&p, sizeof(p), (void *)(shr + SHRINKER_NAME_OFF));
+	if (p)
+		bpf_probe_read_kernel_str(o.name, sizeof(o.name), (void *)p);
+#endif
+#ifdef SUPER_CACHE_SCAN
+	if (shrink == SUPER_CACHE_SCAN)
+		shrinker_owner_super(&o, shrinker_owner_ptr(shr, SB_SHRINK_EMBED_OFF));
+#endif
+#ifdef EXT4_ES_SCAN
+	if (shrink == EXT4_ES_SCAN) {
+		owner = shrinker_owner_ptr(shr, EXT4_ES_EMBED_OFF);
+		p = 0;
+		if (owner)
+			bpf_probe_read_kernel(&p, sizeof(p), (void *)(owner + EXT4_SBI_SB_OFF));
+		shrinker_owner_super(&o, p);
+	}
+#endif
+#ifdef ZS_SHRINKER_SCAN
+	if (shrink == ZS_SHRINKER_SCAN) {
+		owner = shrinker_owner_ptr(shr, ZS_POOL_EMBED_OFF);
+		p = 0;
+		if (owner)
+			bpf_probe_read_kernel(&p, sizeof(p), (void *)(owner + ZS_POOL_NAME_OFF));
+		if (p) {
+			o.kind = SHRINKER_OWNER_ZS_POOL;
+			bpf_probe_read_kernel_str(o.id, sizeof(o.id), (void *)p);
+		}
+	}
+#endif
+#ifdef JBD2_SHRINK_SCAN
+	if (shrink == JBD2_SHRINK_SCAN) {
+		owner = shrinker_owner_ptr(shr, JBD2_EMBED_OFF);
+		if (owner) {
+			o.kind = SHRINKER_OWNER_JOURNAL;
+			bpf_probe_read_kernel_str(o.id, sizeof(o.id),
+						  (void *)(owner + JBD2_DEVNAME_OFF));
+		}
+	}
+#endif
+	slab_shrinker_owners.insert(&shr, &o);
+}
+#endif /* SHRINKER_OWNERS */
 
 static __always_inline void slab_reclaim_begin(__u32 context)
 {
@@ -137,6 +248,9 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_start)
 	st.priority = args->priority;
 	shrink_slab_start.update(&tid, &st);
 	slab_shrinkers.update(&shr, &shrink);
+#ifdef SHRINKER_OWNERS
+	shrinker_owner_once(shr, shrink);
+#endif
 	return 0;
 }
 
@@ -218,8 +332,8 @@ struct slab_cache_name {
 BPF_PERCPU_ARRAY(slab_cache_slots, struct slab_cache_slot, SLAB_SLOTS);
 BPF_PERCPU_HASH(slab_cache_counts, __u64, struct slab_cache_counts, MAX_SLAB_CACHES);
 BPF_HASH(slab_cache_names, __u64, struct slab_cache_name, MAX_SLAB_CACHES);
-/* [0]: events not counted because slab_cache_counts was full */
-BPF_PERCPU_ARRAY(slab_cache_overflow, __u64, 1);
+/* Slots: enum slab_cache_overflow_slot (events.h). */
+BPF_PERCPU_ARRAY(slab_cache_overflow, __u64, SLAB_OVERFLOW_NR);
 
 static __always_inline void slab_cache_name_once(__u64 s)
 {
@@ -243,7 +357,7 @@ static __always_inline void slab_cache_name_once(__u64 s)
 static __always_inline void slab_cache_count_hashed(__u64 s, int is_free)
 {
 	struct slab_cache_counts zero = {}, *c;
-	__u32 k = 0;
+	__u32 k = SLAB_OVERFLOW_UNCOUNTED;
 	__u64 *over;
 
 	c = slab_cache_counts.lookup(&s);

@@ -59,19 +59,6 @@
 #define VMALLOC_STACKS 2048
 #endif
 
-/* Indices of vmalloc_stats: why tasks were armed and disarmed. */
-#define VS_ARMED		0
-#define VS_ARM_FULL		1
-#define VS_DISARM_DONE		2
-#define VS_DISARM_FAILED	3
-#define VS_DISARM_FREE		4
-#define VS_DISARM_REARM		5
-#define VS_DISARM_TIMEOUT	6
-#define VS_DISARM_MISSES	7
-#define VS_PAGE_MISSES		8
-#define VS_STACK_ERR		9
-#define VS_EXACT_STALE		10
-#define VS_NR			11
 
 struct vmalloc_arm {
 	__u64 addr;
@@ -86,6 +73,7 @@ struct vmalloc_arm {
 BPF_HASH(vmalloc_armed, __u32, struct vmalloc_arm, VMALLOC_MAX_ARMED);
 /* Number of entries in vmalloc_armed: the mm_page_alloc fast-path gate. */
 BPF_ARRAY(vmalloc_nr_armed, __u64, 1);
+/* Slots: enum vmalloc_stat (events.h), why tasks were armed and disarmed. */
 BPF_PERCPU_ARRAY(vmalloc_stats, __u64, VS_NR);
 /* Kernel stacks of alloc_vmap_area; symbolized live by tracers/vmalloc.py. */
 BPF_STACK_TRACE(vmalloc_stacks, VMALLOC_STACKS);
@@ -266,7 +254,7 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 #endif
 	e->stack_id = vmalloc_stacks.get_stackid(args, 0);
 	if (e->stack_id < 0)
-		vmalloc_stat(VS_STACK_ERR);
+		vmalloc_stat(VS_STACK_ERRORS);
 	e->flags = flags;
 	e->pad = 0;
 	events.ringbuf_submit(e, 0);

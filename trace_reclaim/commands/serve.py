@@ -57,8 +57,9 @@ def add_parser(sub: Any) -> None:
                    help="also record to FILE (must not exist; it grows for as long as "
                         "serve runs)")
     p.add_argument("--top-shrinkers", type=_positive_int, default=10, metavar="N",
-                   help="shrinker functions with their own label (by time; the rest are "
-                        "'other'; default 10)")
+                   help="shrinkers with their own label, named by callback and what "
+                        "they shrink, e.g. 'super_cache_scan (ext4 vda)' (by time; the "
+                        "rest are 'other'; default 10)")
     p.add_argument("--no-slab-accounting", action="store_true",
                    help="don't count kmem_cache allocations per cache in the kernel")
 

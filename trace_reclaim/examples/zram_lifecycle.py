@@ -25,7 +25,8 @@ from trace_reclaim.examples._proc import MiB
 from trace_reclaim.procfs import ProcFS
 
 __all__ = ["zram_device", "hot_add", "hot_remove", "set_disksize", "reset",
-           "write_data", "cache_names", "slab_entries", "zram_devices", "run", "main"]
+           "write_data", "write_fragmented", "cache_names", "slab_entries", "zram_devices",
+           "run", "main"]
 
 ZRAM_CONTROL = "/sys/class/zram-control"
 SYS_SLAB = "/sys/kernel/slab"
@@ -106,6 +107,30 @@ def write_data(n, mib=16):
         for i in range(mib * MiB // page):
             data = os.urandom(page) if i % 2 else (text % ((i,) * 200))[:page]
             os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return mm_stat(n)
+
+
+def write_fragmented(n, mib=16):
+    """Write ``mib`` MiB of compressible pages to /dev/zramN, then zero every other one.
+
+    A zeroed page is same-filled: zram frees its zsmalloc object, leaving
+    half-empty zspages that compaction can merge, so zs_shrinker_count()
+    reports pages to free and ``drop_caches`` (mode 2) runs the pool's
+    shrinker, zs_shrinker_scan().  Returns mm_stat (``pages_compacted`` counts
+    what that shrinker frees).
+    """
+    page = 4096
+    text = (b"trace-reclaim zram page %08d " * 200)
+    fd = os.open("/dev/zram%d" % n, os.O_WRONLY)
+    try:
+        for i in range(mib * MiB // page):
+            os.write(fd, (text % ((i,) * 200))[:page])
+        os.fsync(fd)
+        for i in range(0, mib * MiB // page, 2):
+            os.pwrite(fd, bytes(page), i * page)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -54,7 +54,9 @@ EV_SHRINK_SLAB = abi.value("EV_SHRINK_SLAB")
 EV_COMPACTION = abi.value("EV_COMPACTION")
 _DECODED = frozenset((EV_KSWAPD_WAKE, EV_KSWAPD_SLEEP, EV_DIRECT_RECLAIM, EV_SHRINK_SLAB,
                       EV_COMPACTION))
-_TS = struct.Struct("<Q")  # event_header.ts_ns leads every BPF record
+_TS_FIELD = abi.layout("event_header").field("ts_ns")  # in every BPF record
+_TS, _TS_OFF, _TS_END = (struct.Struct("<" + _TS_FIELD.code), _TS_FIELD.offset,
+                         _TS_FIELD.offset + _TS_FIELD.size)
 OTHER = 0                  # the shrinker series key of the ones past the cap
 
 
@@ -237,8 +239,8 @@ class TimelineCollector:
                 self._user(type_id, payload)
             elif type_id == EV_WAKEUP_KSWAPD:
                 # The most frequent record under pressure: only its time is needed.
-                if len(payload) >= 8:
-                    ts = _TS.unpack_from(payload)[0]
+                if len(payload) >= _TS_END:
+                    ts = _TS.unpack_from(payload, _TS_OFF)[0]
                     if ts >= w.start_ns and not (w.end_ns and ts > w.end_ns):
                         bins.add("wakeup_kswapd", ts)
             elif type_id in _DECODED:

@@ -16,18 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 from trace_reclaim import events
+from trace_reclaim.abi import EV_COMPACT_RETRY, EV_COMPACTION
 from trace_reclaim.mmenums import COMPACT_RETRY_RESULT, COMPACT_STATUS
-from trace_reclaim.report import fmt_ns
+from trace_reclaim.report import fmt_ns, wrap
 from trace_reclaim.stats import LatencyStats
 
 __all__ = [
-    "EV_COMPACTION", "EV_COMPACT_RETRY", "Compaction", "CompactRetry", "C_STRUCTS",
+    "EV_COMPACTION", "EV_COMPACT_RETRY", "Compaction", "CompactRetry",
     "CompactionStats", "is_kcompactd", "render_compaction", "render_compact_retry",
 ]
-
-EV_COMPACTION = 49
-EV_COMPACT_RETRY = 51
-
 
 @dataclass(slots=True)
 class Compaction(events.Event):
@@ -56,14 +53,8 @@ class CompactRetry(events.Event):
     retry: int
 
 
-events.register(EV_COMPACTION, events.struct_decoder(Compaction, "QQQQQiI", 7))
-events.register(EV_COMPACT_RETRY, events.struct_decoder(CompactRetry, "iiiiiI", 6))
-
-# bpf/events.h struct per record type (tests/test_events_h.py checks sizes).
-C_STRUCTS = {
-    EV_COMPACTION: "compaction_event",
-    EV_COMPACT_RETRY: "compact_retry_event",
-}
+events.register(EV_COMPACTION, events.struct_decoder(Compaction, "compaction_event"))
+events.register(EV_COMPACT_RETRY, events.struct_decoder(CompactRetry, "compact_retry_event"))
 
 
 def is_kcompactd(comm: str) -> bool:
@@ -111,13 +102,14 @@ def render_compaction(c: Dict[str, Any]) -> List[str]:
     out = []
     for who in ("direct", "kcompactd"):
         s = c[who]
-        out.append(f"Compaction ({who}): {s['runs']} runs, {fmt_ns(s['total_ns'])}, "
-                   f"p99 {fmt_ns(s['p99_ns'])}, max {fmt_ns(s['max_ns'])}")
+        out += wrap(f"Compaction ({who}): {s['runs']} runs, {fmt_ns(s['total_ns'])}, "
+                    f"p99 {fmt_ns(s['p99_ns'])}, max {fmt_ns(s['max_ns'])}", hang="  ")
     if c["status"]:
-        out.append("  results: " + ", ".join(f"{k} x{v}" for k, v in c["status"].items()))
+        out += wrap("results: " + ", ".join(f"{k} x{v}" for k, v in c["status"].items()),
+                    "  ", hang="    ")
     return out
 
 
 def render_compact_retry(cr: Dict[str, Any]) -> List[str]:
     """Text line for a section's ``compact_retry``."""
-    return [f"should_compact_retry: {cr['calls']} ({cr['gave_up']} gave up)"]
+    return wrap(f"should_compact_retry: {cr['calls']} ({cr['gave_up']} gave up)", hang="  ")

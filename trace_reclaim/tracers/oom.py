@@ -17,14 +17,14 @@ holds the reclaim retry decisions, the OOM victims, and the tracer that loads
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List
 
 from trace_reclaim import events
+from trace_reclaim.abi import EV_MARK_VICTIM, EV_RECLAIM_RETRY_ZONE
+from trace_reclaim.report import wrap
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
-from trace_reclaim.tracers.compaction import C_STRUCTS as COMPACTION_STRUCTS
 from trace_reclaim.tracers.compaction import (EV_COMPACT_RETRY, EV_COMPACTION, CompactionStats,
                                               render_compact_retry, render_compaction)
 
@@ -32,9 +32,6 @@ __all__ = [
     "EV_MARK_VICTIM", "EV_RECLAIM_RETRY_ZONE", "MarkVictim", "ReclaimRetryZone",
     "OomTracer", "OomAggregator", "TRACER",
 ]
-
-EV_MARK_VICTIM = 48
-EV_RECLAIM_RETRY_ZONE = 50
 
 MAX_VICTIMS = 256
 
@@ -74,31 +71,9 @@ class ReclaimRetryZone(events.Event):
     wmark_check: int
 
 
-_VICTIM = struct.Struct("<QIIII16sQQQQQIIiI16s")
-
-
-def _decode_mark_victim(payload: bytes) -> MarkVictim:
-    if len(payload) < _VICTIM.size:
-        raise events.DecodeError(f"MarkVictim: {len(payload)} bytes, need {_VICTIM.size}")
-    v = _VICTIM.unpack_from(payload)
-    return MarkVictim(v[0], v[1], v[2], v[3], v[4], events._comm(v[5]),
-                      v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13],
-                      events._comm(v[15]))
-
-
-_decode_mark_victim.size = _VICTIM.size  # type: ignore[attr-defined]
-
-events.register(EV_MARK_VICTIM, _decode_mark_victim)
+events.register(EV_MARK_VICTIM, events.struct_decoder(MarkVictim, "mark_victim_event"))
 events.register(EV_RECLAIM_RETRY_ZONE,
-                events.struct_decoder(ReclaimRetryZone, "QQQiiiiII", 8))
-
-
-# bpf/events.h struct per record type (tests/test_events_h.py checks sizes).
-C_STRUCTS = {
-    EV_MARK_VICTIM: "mark_victim_event",
-    EV_RECLAIM_RETRY_ZONE: "reclaim_retry_zone_event",
-    **COMPACTION_STRUCTS,
-}
+                events.struct_decoder(ReclaimRetryZone, "reclaim_retry_zone_event"))
 
 
 class OomAggregator(Aggregator):
@@ -167,15 +142,15 @@ class OomAggregator(Aggregator):
     def render(self, section: Dict[str, Any]) -> List[str]:
         out = render_compaction(section["compaction"])
         r = section["reclaim_retry_zone"]
-        out.append(f"should_reclaim_retry: {r['calls']} zone checks "
-                   f"(max {r['max_no_progress_loops']} no-progress loops)")
+        out += wrap(f"should_reclaim_retry: {r['calls']} zone checks "
+                    f"(max {r['max_no_progress_loops']} no-progress loops)", hang="  ")
         out += render_compact_retry(section["compact_retry"])
         if not section["victims"]:
             out.append("OOM kills: none")
         for v in section["victims"]:
-            out.append(f"OOM kill: pid {v['pid']} ({v['comm']}) anon-rss {v['anon_rss_kb']}kB "
-                       f"file-rss {v['file_rss_kb']}kB oom_score_adj {v['oom_score_adj']}, "
-                       f"chosen by pid {v['by_pid']} ({v['by_comm']})")
+            out += wrap(f"OOM kill: pid {v['pid']} ({v['comm']}) anon-rss {v['anon_rss_kb']}kB "
+                        f"file-rss {v['file_rss_kb']}kB oom_score_adj {v['oom_score_adj']}, "
+                        f"chosen by pid {v['by_pid']} ({v['by_comm']})", hang="  ")
         return out
 
 

@@ -14,7 +14,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from trace_reclaim import events, gfp
+from trace_reclaim import abi, events, gfp
+from trace_reclaim.abi import (EV_DIRECT_RECLAIM, EV_KSWAPD_SLEEP, EV_KSWAPD_WAKE,
+                               EV_WAKEUP_KSWAPD)
 from trace_reclaim.kswapd import Kswapd, KswapdNode
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
@@ -25,15 +27,10 @@ __all__ = [
     "ReclaimTracer", "ReclaimAggregator", "TRACER", "MAX_PROCESSES",
 ]
 
-EV_WAKEUP_KSWAPD = 1
-EV_KSWAPD_WAKE = 2
-EV_KSWAPD_SLEEP = 3
-EV_DIRECT_RECLAIM = 4
-
 # Per-process state is capped; later processes are folded into one row.
 MAX_PROCESSES = 512
 OTHER = "[other processes]"
-RECLAIMERS = ("kswapd", "direct", "khugepaged")  # lru_reclaim map index order
+RECLAIMERS = abi.slots("reclaimer", "RECLAIMER_")  # lru_reclaim's slots, in index order
 # x86-64's node_zones[] order, for recordings without the header's zone_names.
 ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable", "Device")
 
@@ -75,18 +72,10 @@ class DirectReclaim(events.Event):
         return self.ts_ns - self.delta_ns
 
 
-# The C struct behind each record type (tests/test_events_h.py compares sizes).
-C_STRUCTS = {
-    EV_WAKEUP_KSWAPD: "wakeup_kswapd_event",
-    EV_KSWAPD_WAKE: "kswapd_wake_event",
-    EV_KSWAPD_SLEEP: "kswapd_wake_event",
-    EV_DIRECT_RECLAIM: "direct_reclaim_event",
-}
-
-events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "QiiiI", 4))
-events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "iiiI", 3))
-events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "iiiI", 3))
-events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "QQQiI", 5))
+events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "wakeup_kswapd_event"))
+events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "kswapd_wake_event"))
+events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "kswapd_wake_event"))
+events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "direct_reclaim_event"))
 
 
 class _Proc:
@@ -316,33 +305,32 @@ class ReclaimAggregator(Aggregator):
         }
 
     def render(self, section: Dict[str, Any]) -> List[str]:
-        from trace_reclaim.report import fmt_ns, table
+        from trace_reclaim.report import NBSP, fmt_ns, table, wrap
 
         d = section["direct_reclaim"]
         retries = f" ({d['retries']} retried their priority loop)" if d["retries"] else ""
-        out = [f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} total, "
-               f"p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
-               f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']} pages reclaimed"]
+        out = wrap(f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} "
+                   f"total, p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
+                   f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']}{NBSP}pages{NBSP}reclaimed",
+                   hang="  ")
         if d["processes"]:
-            rows = [[p["pid"], p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
+            # identifiers as text: a count too wide may become 1.2M, a pid not
+            rows = [[str(p["pid"]), p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
                      fmt_ns(p["p50_ns"]), fmt_ns(p["p99_ns"]), fmt_ns(p["max_ns"]),
                      p["pages_reclaimed"],
                      ",".join(p["orders"]) or "-"]
                     for p in d["processes"][:20]]
             out += table(["PID", "COMM", "STALLS", "TOTAL", "P50", "P99", "MAX",
-                          "PAGES", "ORDERS"], rows)
+                          "PAGES", "ORDERS"], rows, flex=8, breaks=",")
             more = len(d["processes"]) - 20
             if more > 0:
                 out.append(f"  ... {more} more processes (see -j)")
             flags = Counter[str]()
             for p in d["processes"]:
                 flags.update(p["gfp_flags"])
-            import textwrap
-
-            out += textwrap.wrap(", ".join(f"{k} x{v}" for k, v in flags.most_common(4)),
-                                 78, initial_indent="  gfp flags: ",
-                                 subsequent_indent="    ", break_on_hyphens=False,
-                                 break_long_words=False)
+            # Break after a "|", never inside a flag name.
+            out += wrap(", ".join(f"{k} x{v}" for k, v in flags.most_common(4)),
+                        "  gfp flags: ", hang="    ", breaks="|")
         out.append("")
         out.append("kswapd:")
         if not section["kswapd"]:
@@ -352,12 +340,12 @@ class ReclaimAggregator(Aggregator):
             zones = Counter[str]()
             for r in n["requests"]:
                 zones[f"{r['zone']}/o{r['order']}"] += r["count"]
-            rows.append([n["nid"], n["wakeup_requests"], n["kswapd_wakes"],
+            rows.append([str(n["nid"]), n["wakeup_requests"], n["kswapd_wakes"],
                          n["re_wakes"], fmt_ns(n["awake_ns"]),
                          " ".join(f"{k}:{v}" for k, v in zones.most_common(3)) or "-"])
         if rows:
             out += table(["NODE", "REQUESTS", "WAKES", "RE-WAKES", "AWAKE",
-                          "REQUESTS BY ZONE/ORDER"], rows)
+                          "REQUESTS BY ZONE/ORDER"], rows, flex=5)
         return out
 
 

@@ -25,6 +25,7 @@ intervals, so their timing is only known to the interval.
 
 This package is laid out by what the code does: ``records`` (the event
 records and their decoders), ``aggregate`` (the aggregator), ``shrinkers``,
+``owners`` (what each shrinker shrinks, read in the kernel once per shrinker),
 ``drain`` (never-drains verdicts), ``lifecycle`` (merged caches and
 creations/destructions from /sys/kernel/slab), ``render`` (the text section);
 ``slabinfo``, ``sysfs`` and ``kmsg`` read /proc, /sys/kernel/slab and
@@ -38,23 +39,23 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from trace_reclaim import events
+from trace_reclaim import abi, events
 from trace_reclaim.tracer import Attach, Tracer, Window
-from trace_reclaim.tracers.slab import kmsg, slabinfo, sysfs
+from trace_reclaim.tracers.slab import kmsg, owners, slabinfo, sysfs
 from trace_reclaim.tracers.slab.aggregate import (MAX_LIFECYCLE, MAX_SERIES, MAX_SHRINKERS,
                                                   MAX_SLAB_CACHES, SlabAggregator)
 from trace_reclaim.tracers.slab.drain import (BASIS_DENTRY_STATE, BASIS_SLABINFO,
                                               DRAIN_FRACTION, MIN_GROWTH, MIN_HELD, SETTLE_NS,
                                               never_drains, pinned_never_drains)
 from trace_reclaim.tracers.slab.lifecycle import diff_lifecycle
-from trace_reclaim.tracers.slab.records import (C_STRUCTS, EV_KMEM_CACHE_CREATE,
+from trace_reclaim.tracers.slab.records import (EV_KMEM_CACHE_CREATE,
                                                 EV_KMEM_CACHE_DESTROY, EV_SHRINK_SLAB,
                                                 KmemCacheEvent, ShrinkSlab)
 from trace_reclaim.tracers.slab.shrinkers import FUTILE_CALLS
 from trace_reclaim.tracers.slab.slabinfo import slabinfo_tolerance
 
 __all__ = [
-    "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY", "C_STRUCTS",
+    "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
     "ShrinkSlab", "KmemCacheEvent", "SlabTracer", "SlabAggregator", "TRACER",
     "MAX_SLAB_CACHES", "MAX_SHRINKERS", "MAX_LIFECYCLE", "MAX_SERIES", "FUTILE_CALLS",
     "DRAIN_FRACTION", "MIN_GROWTH", "MIN_HELD", "SETTLE_NS", "BASIS_SLABINFO",
@@ -88,6 +89,7 @@ class SlabTracer(Tracer):
     def __init__(self) -> None:
         self._state: Dict[str, Any] = {}
         self._btf_facts: Optional[Dict[str, Any]] = None
+        self._owner_facts: Optional[Tuple[List[str], List[str], List[Tuple[str, str]]]] = None
 
     def btf_facts(self, probe: Any) -> Dict[str, Any]:
         """kmem_cache.name offset and raw tracepoint argument indexes, from BTF."""
@@ -102,9 +104,24 @@ class SlabTracer(Tracer):
             }
         return self._btf_facts
 
+    def owner_facts(self, probe: Any) -> Tuple[List[str], List[str], List[Tuple[str, str]]]:
+        """What names shrinkers here: (cflags, callbacks named, [(callback, why not)])."""
+        if self._owner_facts is None:
+            self._owner_facts = owners.owner_cflags(probe.btf_types, probe.kernel_symbol)
+        return self._owner_facts
+
     def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
         attaches, cflags = super().plan(probe)
         f = self.btf_facts(probe)
+        own_flags, named, unnamed = self.owner_facts(probe)
+        cflags += own_flags
+        attaches.append(Attach(
+            family="shrinker owners (what each shrinker shrinks)",
+            chosen=(f"read once per struct shrinker * for {', '.join(named)} "
+                    "(offsets from BTF)" if named else
+                    "shrinker->name only (CONFIG_SHRINKER_DEBUG)" if own_flags else
+                    "none: shrinkers named by their callback only"),
+            rejected=unnamed, ok=True))
         acct = f["alloc_arg"] is not None and f["free_arg"] is not None and all(
             probe.tracepoint_exists("kmem", e) for e in ("kmem_cache_alloc", "kmem_cache_free"))
         if acct and not self.options.slab_cache_accounting:
@@ -155,7 +172,8 @@ class SlabTracer(Tracer):
     def header(self, probe: Any) -> Dict[str, Any]:
         f = self.btf_facts(probe)
         return {"ncpus": os.cpu_count() or 1, "kmem_cache_name_offset": f["name_off"],
-                "kmem_cache_alloc_arg": f["alloc_arg"], "kmem_cache_free_arg": f["free_arg"]}
+                "kmem_cache_alloc_arg": f["alloc_arg"], "kmem_cache_free_arg": f["free_arg"],
+                "shrinker_owners": self.owner_facts(probe)[1]}
 
     # -- live reading -----------------------------------------------------
     def sample(self, bpf: Any, procfs: Any, ts_ns: int, when: str) -> List[Any]:
@@ -164,7 +182,8 @@ class SlabTracer(Tracer):
             if st.get("kmsg") is not None:
                 st["kmsg"].close()
             st.clear()
-            st.update(bpf=bpf, symbols=set(), slabinfo={}, sys_key=None, reclaimable=[],
+            st.update(bpf=bpf, symbols=set(), owners=set(), slabinfo={}, sys_key=None,
+                      reclaimable=[],
                       kmsg=kmsg.KmsgReader(procfs.path("/dev/kmsg")))
         if when == "start":
             _instantiate_own_fds(procfs)
@@ -172,10 +191,13 @@ class SlabTracer(Tracer):
         syms = self._read_symbols(bpf)
         if syms:
             data["symbols"] = syms
+        own = owners.read_owners(bpf, st["owners"], MAX_SHRINKERS)
+        if own:
+            data["shrinker_owners"] = own
         caches = _read_cache_counts(bpf)
         if caches is not None:
             data["caches"] = caches
-            data["overflow"] = sum(bpf["slab_cache_overflow"][0])
+            data["overflow"] = sum(bpf["slab_cache_overflow"][abi.SLAB_OVERFLOW_UNCOUNTED])
         slabinfo.read_slabinfo(procfs, when, st, data)
         sysfs.sample_sys_slab(procfs, when, st, data)
         slabinfo.read_fs_state(procfs, data)

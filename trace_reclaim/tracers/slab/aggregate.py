@@ -20,8 +20,8 @@ from trace_reclaim.tracers.slab.lifecycle import diff_lifecycle, root_name
 from trace_reclaim.tracers.slab.records import (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY,
                                                 EV_SHRINK_SLAB, ShrinkSlab)
 from trace_reclaim.tracers.slab.render import render as render_section
-from trace_reclaim.tracers.slab.shrinkers import (MAX_DIRECT_PIDS, Shrinker, shrink_context,
-                                                  shrinker_name, shrinker_row)
+from trace_reclaim.tracers.slab.shrinkers import (MAX_DIRECT_PIDS, Shrinker, owner_text,
+                                                  shrink_context, shrinker_name, shrinker_row)
 from trace_reclaim.tracers.slab.slabinfo import slabinfo_tolerance
 
 __all__ = ["SlabAggregator", "MAX_SLAB_CACHES", "MAX_SHRINKERS", "MAX_LIFECYCLE", "MAX_SERIES"]
@@ -71,6 +71,9 @@ class SlabAggregator(Aggregator):
         super().__init__(window)
         self.shrinkers: Dict[int, Shrinker] = {}
         self.symbols: Dict[int, str] = {}
+        # What each shrinker shrinks (by shr); None: a recording made without
+        # them, whose shrinkers keep their old names.
+        self.owners: Optional[Dict[int, Dict[str, str]]] = None
         self.caches: Dict[str, _Cache] = {}
         self.caches_dropped = 0
         self.overflow = 0
@@ -214,6 +217,13 @@ class SlabAggregator(Aggregator):
         for k, v in d.get("symbols", {}).items():
             if len(self.symbols) < MAX_SHRINKERS * 2:
                 self.symbols[int(k, 16)] = v
+        own = d.get("shrinker_owners")
+        if own is not None:
+            if self.owners is None:
+                self.owners = {}
+            for k, v in own.items():
+                if len(self.owners) < MAX_SHRINKERS * 2:
+                    self.owners[int(k, 16)] = v
         self.overflow = max(self.overflow, int(d.get("overflow", 0)))
         for line in d.get("kmsg", []):
             if len(self.kmsg) < MAX_KMSG_LINES:
@@ -327,10 +337,14 @@ class SlabAggregator(Aggregator):
 
     # -- report ----------------------------------------------------------
     def report(self) -> Dict[str, Any]:
-        shrinkers = [shrinker_row(s, shrinker_name(s, self.shrinkers, self.symbols),
-                                  self.symbols)
-                     for s in sorted(self.shrinkers.values(),
-                                     key=lambda s: (-s.lat.total, s.shr))]
+        shrinkers = []
+        for s in sorted(self.shrinkers.values(), key=lambda s: (-s.lat.total, s.shr)):
+            srow = shrinker_row(s, shrinker_name(s, self.shrinkers, self.symbols, self.owners),
+                                self.symbols)
+            if self.owners is not None:
+                # present only in recordings that read owners: older reports keep their shape
+                srow["owner"] = owner_text(self.owners.get(s.shr)) if s.shr else None
+            shrinkers.append(srow)
         pressure = [(a, b) for a, b in self.pressure]
         destroyed = self._destroyed()
         freeable = [s.items_last for s in self.shrinkers.values()]

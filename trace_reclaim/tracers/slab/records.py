@@ -15,19 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trace_reclaim import events
+from trace_reclaim.abi import (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY, EV_SHRINK_SLAB,
+                               SLAB_CTX_DIRECT, SLAB_CTX_MEMCG, SLAB_CTX_NODE, SLAB_CTX_OTHER)
 
 __all__ = [
     "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
     "SLAB_CTX_OTHER", "SLAB_CTX_DIRECT", "SLAB_CTX_MEMCG", "SLAB_CTX_NODE",
-    "ShrinkSlab", "KmemCacheEvent", "C_STRUCTS",
+    "ShrinkSlab", "KmemCacheEvent",
 ]
 
-EV_SHRINK_SLAB = 32
-EV_KMEM_CACHE_CREATE = 33
-EV_KMEM_CACHE_DESTROY = 34
-
-# shrink_slab_event.context: the reclaim the shrinker ran under (bpf/slab.bpf.c).
-SLAB_CTX_OTHER, SLAB_CTX_DIRECT, SLAB_CTX_MEMCG, SLAB_CTX_NODE = 0, 1, 2, 3
+# shrink_slab_event.context (SLAB_CTX_*, enum slab_reclaim_context of
+# bpf/events.h): the reclaim the shrinker ran under.
 
 
 @dataclass(slots=True)
@@ -59,21 +57,9 @@ class ShrinkSlab(events.Event):
 @dataclass(slots=True)
 class KmemCacheEvent(events.Event):
     cache: int
-    raw_name: bytes
-
-    @property
-    def name(self) -> str:
-        return self.raw_name.split(b"\0", 1)[0].decode("utf-8", "replace")
+    name: str
 
 
-# The C struct behind each record type (tests/test_events_h.py compares sizes).
-C_STRUCTS = {
-    EV_SHRINK_SLAB: "shrink_slab_event",
-    EV_KMEM_CACHE_CREATE: "kmem_cache_event",
-    EV_KMEM_CACHE_DESTROY: "kmem_cache_event",
-}
-
-events.register(EV_SHRINK_SLAB,
-                events.struct_decoder(ShrinkSlab, "QQQQQQqqqQiiiIQ", 15))
-events.register(EV_KMEM_CACHE_CREATE, events.struct_decoder(KmemCacheEvent, "Q40s", 2))
-events.register(EV_KMEM_CACHE_DESTROY, events.struct_decoder(KmemCacheEvent, "Q40s", 2))
+events.register(EV_SHRINK_SLAB, events.struct_decoder(ShrinkSlab, "shrink_slab_event"))
+events.register(EV_KMEM_CACHE_CREATE, events.struct_decoder(KmemCacheEvent, "kmem_cache_event"))
+events.register(EV_KMEM_CACHE_DESTROY, events.struct_decoder(KmemCacheEvent, "kmem_cache_event"))

@@ -2,7 +2,10 @@
 
 Fed by ``vmscan:mm_shrink_slab_start/end`` (``ShrinkSlab`` records).  A
 shrinker is keyed by its ``struct shrinker *`` (``shr``) and named by its
-``scan_objects`` callback (``shrink``), symbolized live.  The reclaim that
+``scan_objects`` callback (``shrink``), symbolized live, and by what it
+shrinks where the kernel says (``owners``): ``super_cache_scan (ext4 vda)``,
+``zs_shrinker_scan (zram1)``.  Those names are stable across runs, so
+``diff`` and the exporter match shrinkers by them.  The reclaim that
 called it comes from the BPF side's reclaim context, kswapd's comm, or
 priority 0 outside any reclaim: drop_slab() (``echo 2 > drop_caches``).
 Pure: events in, per-shrinker report rows out.
@@ -11,14 +14,14 @@ Pure: events in, per-shrinker report rows out.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Set
+from typing import Any, Dict, Optional, Set
 
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracers.slab.records import (SLAB_CTX_DIRECT, SLAB_CTX_MEMCG, SLAB_CTX_NODE,
                                                 ShrinkSlab)
 
-__all__ = ["Shrinker", "shrink_context", "shrinker_name", "shrinker_row", "FUTILE_CALLS",
-           "MAX_DIRECT_PIDS", "OTHER"]
+__all__ = ["Shrinker", "shrink_context", "owner_text", "shrinker_name", "shrinker_row",
+           "FUTILE_CALLS", "MAX_DIRECT_PIDS", "OTHER"]
 
 MAX_DIRECT_PIDS = 16
 # The row that gathers shrinkers beyond MAX_SHRINKERS.
@@ -69,14 +72,48 @@ class Shrinker:
         self.iv_calls = self.iv_freed = 0
 
 
-def shrinker_name(s: Shrinker, shrinkers: Dict[int, Shrinker], symbols: Dict[int, str]) -> str:
-    """The callback's symbol, numbered when several shrinkers share it."""
+def owner_text(owner: Optional[Dict[str, str]]) -> Optional[str]:
+    """What a shrinker shrinks, as recorded by the slab tracer (tracers/slab/owners.py).
+
+    A superblock is "<fs type> <s_id>": ``ext4 vda``.  alloc_super() sets
+    s_id to the type's name and only block filesystems replace it with
+    their device, so a superblock whose s_id is its type's name (tmpfs,
+    proc, cgroup) is told apart by its anonymous device, as
+    /proc/self/mountinfo shows it: ``tmpfs 0:25``.
+    """
+    if not owner:
+        return None
+    if "fs_type" in owner or "s_id" in owner:
+        fs, ident = owner.get("fs_type") or "?", owner.get("s_id") or ""
+        if not ident or ident == fs:
+            ident = owner.get("s_dev") or "?"
+        return f"{fs} {ident}"
+    for key in ("zs_pool", "journal", "name"):
+        if owner.get(key):
+            return owner[key]
+    return None
+
+
+def shrinker_name(s: Shrinker, shrinkers: Dict[int, Shrinker], symbols: Dict[int, str],
+                  owners: Optional[Dict[int, Dict[str, str]]] = None) -> str:
+    """The callback's symbol and what it shrinks: ``super_cache_scan (ext4 vda)``.
+
+    Shrinkers the kernel gives no owner for (and every shrinker of a
+    recording made without ``owners``) go by their callback, numbered when
+    several share it: ``mb_cache_scan#2`` (numbers that change from run to
+    run: they follow the pointers' order).
+    """
     if s.shr == 0:
         return OTHER
     sym = symbols.get(s.shrink) or f"0x{s.shrink:x}"
-    same = [x for x in shrinkers.values() if x.shrink == s.shrink and x.shr]
+    if owners is not None:
+        text = owner_text(owners.get(s.shr))
+        if text:
+            return f"{sym} ({text})"
+    same = [x for x in shrinkers.values() if x.shrink == s.shrink and x.shr and (
+        owners is None or not owner_text(owners.get(x.shr)))]
     if len(same) > 1:
-        # several instances (super_cache_scan: one per superblock)
+        # several unnamed instances (super_cache_scan: one per superblock)
         idx = sorted(x.shr for x in same).index(s.shr) + 1
         return f"{sym}#{idx}"
     return sym

@@ -30,14 +30,14 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar, Dict, List, Tuple
 
-from trace_reclaim import events
+from trace_reclaim import abi, events
 from trace_reclaim.tracer import Attach, Tracer, Window
 from trace_reclaim.tracers.vmalloc.aggregate import (MAX_EARLY, MAX_LISTED_AREAS,
                                                      MAX_LISTED_NOTABLE, MAX_LIVE_AREAS,
                                                      MAX_PENDING, MAX_STACKS, PAIR_WINDOW_NS,
                                                      STACK_DEPTH, VmallocAggregator)
 from trace_reclaim.tracers.vmalloc.areas import VERDICTS, caller_of
-from trace_reclaim.tracers.vmalloc.records import (C_STRUCTS, EV_ALLOC_VMAP_AREA,
+from trace_reclaim.tracers.vmalloc.records import (EV_ALLOC_VMAP_AREA,
                                                    EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
                                                    EV_PURGE_VMAP_AREA, EV_VMALLOC_PAGE_ALLOC,
                                                    VM_ALLOW_HUGE_VMAP, VM_NO_GUARD,
@@ -50,7 +50,7 @@ from trace_reclaim.tracers.vmalloc.vmallocinfo import (VMALLOCINFO_NOTE, parse_v
 
 __all__ = [
     "EV_ALLOC_VMAP_AREA", "EV_FREE_VMAP_AREA", "EV_PURGE_VMAP_AREA",
-    "EV_VMALLOC_PAGE_ALLOC", "EV_KMALLOC_LARGE", "C_STRUCTS",
+    "EV_VMALLOC_PAGE_ALLOC", "EV_KMALLOC_LARGE",
     "VMAP_EV_ARMED", "VMAP_EV_EXACT", "VMAP_EV_ARM_FULL", "VM_NO_GUARD", "VM_ALLOW_HUGE_VMAP",
     "AllocVmapArea", "FreeVmapArea", "PurgeVmapArea", "VmallocPageAlloc", "KmallocLarge",
     "VmallocTracer", "VmallocAggregator", "TRACER", "caller_of", "VERDICTS",
@@ -58,9 +58,7 @@ __all__ = [
     "MAX_STACKS", "STACK_DEPTH", "PAIR_WINDOW_NS", "VMALLOCINFO_NOTE", "parse_vmallocinfo",
 ]
 
-_STAT_NAMES = ("armed", "arm_full", "disarm_done", "disarm_failed", "disarm_free",
-               "disarm_rearm", "disarm_timeout", "disarm_misses", "page_misses",
-               "stack_errors", "exact_stale")
+_STAT_NAMES = abi.slots("vmalloc_stat", "VS_")  # vmalloc_stats' slots, in index order
 _HUGE_ORDER_MAX = 20
 
 

@@ -14,25 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trace_reclaim import events
+from trace_reclaim.abi import (EV_ALLOC_VMAP_AREA, EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
+                               EV_PURGE_VMAP_AREA, EV_VMALLOC_PAGE_ALLOC, VMAP_EV_ARM_FULL,
+                               VMAP_EV_ARMED, VMAP_EV_EXACT)
 
 __all__ = [
     "EV_ALLOC_VMAP_AREA", "EV_FREE_VMAP_AREA", "EV_PURGE_VMAP_AREA",
     "EV_VMALLOC_PAGE_ALLOC", "EV_KMALLOC_LARGE",
     "VMAP_EV_ARMED", "VMAP_EV_EXACT", "VMAP_EV_ARM_FULL", "VM_NO_GUARD", "VM_ALLOW_HUGE_VMAP",
     "AllocVmapArea", "FreeVmapArea", "PurgeVmapArea", "VmallocPageAlloc", "KmallocLarge",
-    "C_STRUCTS",
 ]
-
-EV_ALLOC_VMAP_AREA = 16
-EV_FREE_VMAP_AREA = 17
-EV_PURGE_VMAP_AREA = 18
-EV_VMALLOC_PAGE_ALLOC = 19
-EV_KMALLOC_LARGE = 20
-
-# struct alloc_vmap_area_event flags (bpf/events.h)
-VMAP_EV_ARMED = 1
-VMAP_EV_EXACT = 2
-VMAP_EV_ARM_FULL = 4
 
 # include/linux/vmalloc.h
 VM_NO_GUARD = 0x40
@@ -85,18 +76,11 @@ class KmallocLarge(events.Event):
     node: int
 
 
-# The C struct behind each record type (tests/test_events_h.py compares sizes).
-C_STRUCTS = {
-    EV_ALLOC_VMAP_AREA: "alloc_vmap_area_event",
-    EV_FREE_VMAP_AREA: "free_vmap_area_event",
-    EV_PURGE_VMAP_AREA: "purge_vmap_area_event",
-    EV_VMALLOC_PAGE_ALLOC: "vmalloc_page_alloc_event",
-    EV_KMALLOC_LARGE: "kmalloc_large_event",
-}
-
-events.register(EV_ALLOC_VMAP_AREA, events.struct_decoder(AllocVmapArea, "QQQQQQQiiII", 10))
-events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "QQQ", 3))
-events.register(EV_PURGE_VMAP_AREA, events.struct_decoder(PurgeVmapArea, "QQII", 3))
+events.register(EV_ALLOC_VMAP_AREA,
+                events.struct_decoder(AllocVmapArea, "alloc_vmap_area_event"))
+events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "free_vmap_area_event"))
+events.register(EV_PURGE_VMAP_AREA,
+                events.struct_decoder(PurgeVmapArea, "purge_vmap_area_event"))
 events.register(EV_VMALLOC_PAGE_ALLOC,
-                events.struct_decoder(VmallocPageAlloc, "QQIiII", 6))
-events.register(EV_KMALLOC_LARGE, events.struct_decoder(KmallocLarge, "QQQiI", 4))
+                events.struct_decoder(VmallocPageAlloc, "vmalloc_page_alloc_event"))
+events.register(EV_KMALLOC_LARGE, events.struct_decoder(KmallocLarge, "kmalloc_large_event"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from trace_reclaim.report import fmt_bytes, table
+from trace_reclaim.report import NBSP, ellipsize, fmt_bytes, table, wrap
 from trace_reclaim.tracers.vmalloc.areas import VERDICTS
 
 __all__ = ["render"]
@@ -26,10 +26,10 @@ def verdict_lines(section: Dict[str, Any]) -> List[str]:
     hp = section["huge_page_bytes"] >> 20
     v = section["by_verdict"]
     c = section["counts"]
-    out = [f"vmalloc areas: {sum(x['areas'] for x in v.values())} allocated, "
-           f"{c['frees']} frees ({c['frees_untracked']} of untracked areas), "
-           f"{c['purges']} lazy purges",
-           f"plan: {section['plan']}"]
+    out = wrap(f"vmalloc areas: {sum(x['areas'] for x in v.values())} allocated, "
+               f"{c['frees']} frees ({c['frees_untracked']} of untracked areas), "
+               f"{c['purges']} lazy purges", hang="  ")
+    out += wrap(f"plan: {section['plan']}", hang="  ")
     rows = []
     for name in VERDICTS:
         x = v[name]
@@ -40,9 +40,10 @@ def verdict_lines(section: Dict[str, Any]) -> List[str]:
     out += table(["VERDICT", "AREAS", "MAPPED", "HUGE PAGES", "WASTE"], rows)
     out.append("")
     out.append("By caller:")
-    crow = [[_short(x["caller"], 46), x["areas"],
+    crow = [[x["caller"], x["areas"],
              "/".join(str(x[k]) for k in VERDICTS)] for x in section["by_caller"][:12]]
-    out += table(["CALLER", "AREAS", "HUGE/FB/NE/UNK"], crow)
+    # A caller chain too long for its column gets a line of its own.
+    out += table(["CALLER", "AREAS", "HUGE/FB/NE/UNK"], crow, flex=0, own_line=True)
     return out
 
 
@@ -60,11 +61,12 @@ def notable_lines(section: Dict[str, Any]) -> List[str]:
             align = fmt_bytes(a["align"])
             if a.get("attempt"):
                 align += f" (attempt {fmt_bytes(a['attempt']['align'])})"
-            out.append(f"  {a['verdict']:<8} {fmt_bytes(a['size']):>9} "
-                       f"req {req:>9} align {align} {a['pid']}/{a['comm']}"[:80])
-            out.append(f"           {a['why']}")
-            out.append(f"           waste {waste}")
-            out.append(f"           {_short(a['caller'], 68)}")
+            out += wrap(f"{a['verdict']:<8} {fmt_bytes(a['size']):>9} "
+                        f"req {req:>9} align {align} {a['pid']}/{a['comm']}", "  ",
+                        hang=" " * 11)
+            out += wrap(str(a["why"]), " " * 11)
+            out += wrap(f"waste {waste}", " " * 11)
+            out += wrap(a["caller"], " " * 11, hang=" " * 13)
         if len(notable) > 20:
             out.append(f"  ... {len(notable) - 20} more (see -j)")
     return out
@@ -79,33 +81,31 @@ def end_lines(section: Dict[str, Any]) -> List[str]:
     out.append(f"Live at the end: {len(live)} areas allocated in the window, "
                f"{fmt_bytes(sum(a['size'] for a in live))}")
     for a in live[:8]:
-        out.append(f"  {a['addr']} {fmt_bytes(a['size']):>9} {a['verdict']:<12} "
-                   f"{_short(a['caller'], 36)}")
+        out.append(ellipsize(f"  {a['addr']} {fmt_bytes(a['size']):>9} {a['verdict']:<12} "
+                             f"{a['caller']}", 80))
     if len(live) > 8:
         out.append(f"  ... {len(live) - 8} more (see -j)")
     lost = [f"{k} {c[k]}" for k in ("areas_dropped", "areas_not_listed",
                                      "state_dropped", "replaced_unfreed") if c[k]]
     if lost:
-        out.append("Bounded state: " + ", ".join(lost))
+        out += wrap("Bounded state: " + ", ".join(lost), hang="  ")
     k = section["kernel"]
     if k:
-        out.append(f"In-kernel: {k.get('armed', 0)} huge attempts armed, "
-                   f"{k.get('arm_full', 0)} not (table full); disarmed: "
-                   f"{k.get('disarm_done', 0)} complete,")
-        out.append(f"  {k.get('disarm_failed', 0)} failed, {k.get('disarm_free', 0)} "
-                   f"freed, {k.get('disarm_timeout', 0)} timed out, "
-                   f"{k.get('disarm_misses', 0)} after {k.get('page_misses', 0)} "
-                   f"other page allocs; {k.get('stale_armed', 0)} stale")
+        n = {key: f"{k.get(key, 0)}{NBSP}" for key in (
+            "armed", "arm_full", "disarm_done", "disarm_failed", "disarm_free",
+            "disarm_timeout", "disarm_misses", "page_misses", "stale_armed")}
+        out += wrap(f"In-kernel: {n['armed']}huge attempts armed, {n['arm_full']}not "
+                    f"(table full); disarmed: {n['disarm_done']}complete, "
+                    f"{n['disarm_failed']}failed, {n['disarm_free']}freed, "
+                    f"{n['disarm_timeout']}timed{NBSP}out, {n['disarm_misses']}after "
+                    f"{n['page_misses']}other page allocs; {n['stale_armed']}stale",
+                    hang="  ")
     vi = section["vmallocinfo"]
     if "start" in vi and "end" in vi:
         s, e = vi["start"], vi["end"]
-        out.append(f"/proc/vmallocinfo: {s['areas']} -> {e['areas']} vmalloc'd areas "
-                   f"({e['areas'] - s['areas']:+d}); traced allocs - frees "
-                   f"{c['allocs'] - c['frees']:+d}")
+        out += wrap(f"/proc/vmallocinfo: {s['areas']} -> {e['areas']} vmalloc'd areas "
+                    f"({e['areas'] - s['areas']:+d}); traced allocs - frees "
+                    f"{c['allocs'] - c['frees']:+d}", hang="  ")
     out.append("Note: /proc/vmallocinfo cannot show huge mappings: its pages=")
     out.append("  counts 4 KiB pages for a 2 MiB-mapped area too (addresses hashed).")
     return out
-
-
-def _short(s: str, n: int) -> str:
-    return s if len(s) <= n else s[:n - 1] + "~"

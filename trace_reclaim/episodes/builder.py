@@ -1,164 +1,23 @@
-"""Group reclaim events into episodes: one node's stretch of memory pressure.
+"""Build episodes from the event stream: kswapd spans, direct-reclaim bursts, facts.
 
-An episode is either
-
-* ``kswapd``: from ``mm_vmscan_kswapd_wake`` on a node until that node's
-  kswapd goes back to sleep (``mm_vmscan_kswapd_sleep``).  kswapd may run
-  balance_pgdat() several times in between (each is a ``kswapd_wake`` and a
-  ``pageoutrun``): those are re-wakes inside one episode, because
-  kswapd_try_to_sleep() only emits ``kswapd_sleep`` when kswapd really
-  sleeps.  These are the awake spans of ``trace_reclaim.kswapd``, the
-  state machine the reclaim tracer's per-node counts come from too; or
-* ``direct``: a burst of direct-reclaim stalls while the node's kswapd
-  sleeps.  Stalls belong to one burst while each starts within
-  ``BURST_GAP_NS`` (100 ms) of the previous one's end.  100 ms is HZ/10,
-  the longest reclaim_throttle() sleep (VMSCAN_THROTTLE_WRITEBACK) and the
-  scale of the allocator's own retry loop: stalls closer together than that
-  are one allocation spike retrying, a longer quiet gap means the allocator
-  got its pages and the pressure went away.
-
-Every direct-reclaim stall lands in exactly one episode: the kswapd
-episode open on its node when it ended, or the kswapd episode it overlapped
-(it began before kswapd slept), or else a direct burst.  The stall's node
-is the node of the ``mm_vmscan_wakeup_kswapd`` the same thread issued last
-(the allocator's slow path wakes kswapd before it reclaims directly); with
-one node that is node 0.
-
-Other events (compaction, the allocator's retry decisions, OOM kills, and
-the slab and vmalloc tracers' events) attach to the episode open on their
-node at their time.  This module knows the reclaim and OOM events itself;
-what any other tracer's event adds (an :class:`EpisodeFact`) comes from that
-tracer's declared hook, ``Aggregator.episode_fact`` in trace_reclaim.tracer,
-passed in as ``facts`` by record type, so tracers plug in without this
-module knowing their classes.
-
-Pure: events and snapshots in, JSON-able episodes out.
+Feeding only; the report documents are ``document.py``'s.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from trace_reclaim.kswapd import AwakeSpan, Kswapd
-from trace_reclaim.mmenums import COMPACT_STATUS
+# Event type numbers from bpf/events.h: the builder only needs the numbers.
+from trace_reclaim.abi import (EV_COMPACT_RETRY, EV_COMPACTION, EV_DIRECT_RECLAIM,
+                               EV_KSWAPD_SLEEP, EV_KSWAPD_WAKE, EV_MARK_VICTIM,
+                               EV_RECLAIM_RETRY_ZONE, EV_WAKEUP_KSWAPD)
+from trace_reclaim.episodes.document import episode_docs
+from trace_reclaim.episodes.model import (BURST_GAP_NS, MAX_EPISODES, MAX_REPORTED, MAX_TASKS,
+                                          TOP, Episode, EpisodeFact, Task)
+from trace_reclaim.kswapd import Kswapd
 
-__all__ = [
-    "BURST_GAP_NS", "MAX_EPISODES", "EpisodeFact", "EpisodeBuilder", "zone_state",
-]
-
-BURST_GAP_NS = 100_000_000
-MAX_EPISODES = 2_000      # kept in memory; later ones are counted, not kept
-# Episodes the report details; the rest are counted in the summary.  The
-# ones kept are those with OOM kills, then the most direct-reclaim time.
-MAX_REPORTED = 500
-MAX_TASKS = 64            # per episode; later tasks fold into one row
-TOP = 5
-
-# Event type numbers (bpf/events.h); the builder only needs the numbers.
-EV_WAKEUP_KSWAPD = 1
-EV_KSWAPD_WAKE = 2
-EV_KSWAPD_SLEEP = 3
-EV_DIRECT_RECLAIM = 4
-EV_MARK_VICTIM = 48
-EV_COMPACTION = 49
-EV_RECLAIM_RETRY_ZONE = 50
-EV_COMPACT_RETRY = 51
-
-TASKSTATS_FIELDS = ("freepages_count", "freepages_delay_total",
-                    "thrashing_count", "thrashing_delay_total",
-                    "compact_count", "compact_delay_total",
-                    "swapin_count", "swapin_delay_total")
-
-
-class EpisodeFact(NamedTuple):
-    """What an event contributes to an episode.
-
-    ``kind`` is "shrinker" (values: calls, scanned, freed, time_ns) or
-    "vmalloc" (values: count, bytes, failed, huge_attempts); ``name`` keys
-    the row (shrinker function, vmalloc record kind); ``nid`` is the NUMA
-    node when the event knows it.
-    """
-
-    kind: str
-    name: str
-    nid: Optional[int]
-    values: Dict[str, int]
-
-
-def zone_state(z: Dict[str, Any]) -> str:
-    """Where free pages stand against the zone's watermarks."""
-    free = z.get("free", 0)
-    if free < z.get("min", 0):
-        return "below_min"
-    if free < z.get("low", 0):
-        return "below_low"
-    if free < z.get("high", 0):
-        return "below_high"
-    return "ok"
-
-
-class _Task:
-    __slots__ = ("tid", "tgid", "comm", "stalls", "total_ns", "max_ns", "pages")
-
-    def __init__(self, tid: int, tgid: int, comm: str) -> None:
-        self.tid = tid
-        self.tgid = tgid
-        self.comm = comm
-        self.stalls = 0
-        self.total_ns = 0
-        self.max_ns = 0
-        self.pages = 0
-
-
-@dataclass
-class _Episode:
-    id: int
-    node: int
-    kind: str
-    start_ns: int
-    end_ns: int = 0
-    last_ns: int = 0            # last stall end (bursts) / last event
-    began_before_trace: bool = False
-    open: bool = True
-    span: Optional[AwakeSpan] = None  # kswapd's awake span (kswapd episodes)
-    wakeup_requests: int = 0
-    stalls: int = 0
-    stall_ns: int = 0
-    stall_max_ns: int = 0
-    pages: int = 0
-    stalls_kswapd_awake: int = 0
-    tasks: Dict[int, _Task] = field(default_factory=dict)
-    longest: List[Tuple[int, int, int, str, int, int]] = field(default_factory=list)
-    shrinkers: Dict[str, List[int]] = field(default_factory=dict)
-    vmalloc: Dict[str, List[int]] = field(default_factory=dict)
-    compaction_runs: int = 0
-    compaction_direct: int = 0
-    compaction_ns: int = 0
-    compaction_status: Dict[int, int] = field(default_factory=dict)
-    reclaim_retries: int = 0
-    reclaim_retry_max_loops: int = 0
-    compact_retries: int = 0
-    compact_retry_gave_up: int = 0
-    victims: List[Dict[str, Any]] = field(default_factory=list)
-    sequence: Dict[str, int] = field(default_factory=dict)
-
-    def mark(self, phase: str, ts: int) -> None:
-        if phase not in self.sequence:
-            self.sequence[phase] = ts
-
-    @property
-    def kswapd_wakes(self) -> int:
-        return self.span.wakes if self.span is not None else 0
-
-    @property
-    def kswapd_re_wakes(self) -> int:
-        return self.span.re_wakes if self.span is not None else 0
-
-    @property
-    def max_order(self) -> int:
-        return self.span.max_order if self.span is not None else 0
+__all__ = ["EpisodeBuilder"]
 
 
 class EpisodeBuilder:
@@ -176,14 +35,14 @@ class EpisodeBuilder:
         # arrived (the slab tracer symbolizes them in later samples).
         self.symbolize = symbolize
         self.gap = burst_gap_ns
-        self.episodes: List[_Episode] = []
+        self.episodes: List[Episode] = []
         self.dropped = 0
         self.dropped_stalls = 0
         # kswapd's state per node; its awake spans are the kswapd episodes.
         self.kswapd = Kswapd(window)
-        self.kswapd_open: Dict[int, _Episode] = {}  # the episode of each open span
-        self.kswapd_last: Dict[int, _Episode] = {}
-        self.burst_open: Dict[int, _Episode] = {}
+        self.kswapd_open: Dict[int, Episode] = {}  # the episode of each open span
+        self.kswapd_last: Dict[int, Episode] = {}
+        self.burst_open: Dict[int, Episode] = {}
         self.tid_node: Dict[int, int] = {}
         self.stalls_before_window = 0
         self.outside: Dict[str, int] = {"shrinker_calls": 0, "vmalloc_events": 0,
@@ -206,8 +65,8 @@ class EpisodeBuilder:
         }
 
     # -- episodes ----------------------------------------------------------
-    def _new(self, node: int, kind: str, start_ns: int) -> Optional[_Episode]:
-        ep = _Episode(self._next_id, node, kind, start_ns, last_ns=start_ns)
+    def _new(self, node: int, kind: str, start_ns: int) -> Optional[Episode]:
+        ep = Episode(self._next_id, node, kind, start_ns, last_ns=start_ns)
         self._next_id += 1
         if len(self.episodes) >= MAX_EPISODES:
             self.dropped += 1
@@ -281,7 +140,7 @@ class EpisodeBuilder:
         ep.mark("kswapd_wake", ev.ts_ns)
 
     def _kswapd_sleep(self, ev: Any) -> None:
-        ep: Optional[_Episode]
+        ep: Optional[Episode]
         span = self.kswapd.sleep(ev.nid, ev.ts_ns)
         if span is None:
             return  # a second sleep without a wake: nothing to close
@@ -349,7 +208,7 @@ class EpisodeBuilder:
             key = ev.pid if len(ep.tasks) < MAX_TASKS else -1
             task = ep.tasks.get(key)
             if task is None:
-                task = ep.tasks[key] = _Task(key, ev.tgid if key >= 0 else -1,
+                task = ep.tasks[key] = Task(key, ev.tgid if key >= 0 else -1,
                                              ev.comm if key >= 0 else "[other tasks]")
         task.stalls += 1
         task.total_ns += d
@@ -361,7 +220,7 @@ class EpisodeBuilder:
             bisect.insort(lg, (-d, start, ev.pid, ev.comm, ev.nr_reclaimed_pages, ev.order))
             del lg[TOP:]
 
-    def _target(self, nid: Optional[int], ts: int, tid: int) -> Optional[_Episode]:
+    def _target(self, nid: Optional[int], ts: int, tid: int) -> Optional[Episode]:
         if nid is None or nid < 0:
             nid = self.tid_node.get(tid)
             if nid is None:
@@ -481,74 +340,8 @@ class EpisodeBuilder:
         for nid in list(self.burst_open):
             self._close_burst(nid)
 
-    # -- output ------------------------------------------------------------
-    def _watermarks(self, ep: _Episode, end: int) -> Optional[Dict[str, Any]]:
-        """The zones of the episode's node at its start.
-
-        A snapshot taken inside the episode (the first tick after kswapd
-        woke) is preferred, since this kernel grows a lazily initialised
-        zone's ``managed`` when memory is first needed; else the last one
-        before the episode.
-        """
-        before = None
-        chosen = None
-        for ts, when, zones in self.zoneinfo:
-            if ts <= ep.start_ns:
-                before = (ts, when, zones)
-            elif ts <= end:
-                chosen = (ts, when, zones)
-                break
-            else:
-                break
-        pick = chosen or before
-        if pick is None:
-            return None
-        ts, when, zones = pick
-        rows = []
-        for z in zones:
-            if z.get("node") != ep.node:
-                continue
-            rows.append({"zone": z.get("zone"), "free": z.get("free"), "min": z.get("min"),
-                         "low": z.get("low"), "high": z.get("high"),
-                         "boost": z.get("boost", 0), "managed": z.get("managed"),
-                         "state": zone_state(z)})
-        return {"ts_ns": ts, "when": when, "inside_episode": chosen is not None,
-                "zones": rows}
-
-    def _psi(self, start: int, end: int) -> Optional[Dict[str, Any]]:
-        """PSI memory stall time between the snapshots bracketing the episode.
-
-        /proc/pressure/memory's totals are cumulative microseconds; ticks are
-        an interval apart, so the bracket is at least as long as the episode.
-        """
-        ts = self.psi_ts
-        if len(ts) < 2:
-            return None
-        i = bisect.bisect_right(ts, start) - 1
-        j = bisect.bisect_left(ts, end)
-        if i < 0 or j >= len(ts) or j <= i:
-            return None
-        a, b = self.psi[i], self.psi[j]
-        inside = self.psi[i:j + 1]
-        return {"some_us": int(b[0] - a[0]), "full_us": int(b[1] - a[1]),
-                "bracket_ns": ts[j] - ts[i],
-                "some_avg10_max": max(p[2] for p in inside),
-                "full_avg10_max": max(p[3] for p in inside)}
-
-    def _delays(self, tid: int, after: int) -> Optional[Dict[str, Any]]:
-        readings = self.taskstats.get(tid)
-        if not readings:
-            return None
-        pick = None
-        for ts, t in readings:
-            if ts >= after:
-                pick = t
-                break
-        if pick is None:
-            pick = readings[-1][1]
-        return {k: pick.get(k) for k in TASKSTATS_FIELDS if k in pick}
-
-    def _shrinker_name(self, key: str) -> str:
+    def shrinker_name(self, key: str) -> str:
+        """A shrinker row's name: its callback symbolized, when the key is an address."""
         if self.symbolize is not None and key.startswith("0x"):
             try:
                 return self.symbolize(int(key, 16)) or key
@@ -556,7 +349,8 @@ class EpisodeBuilder:
                 return key
         return key
 
-    def _reported(self) -> List[_Episode]:
+    def reported(self) -> List[Episode]:
+        """The episodes the report details: all, or those with OOM kills and most stall time."""
         eps = self.episodes
         if len(eps) <= MAX_REPORTED:
             return eps
@@ -565,66 +359,8 @@ class EpisodeBuilder:
         return sorted(keep, key=lambda e: e.id)
 
     def report(self) -> List[Dict[str, Any]]:
-        out = []
-        w_end = self.window.end_ns
-        for ep in self._reported():
-            end = ep.end_ns or (ep.last_ns if ep.kind == "direct" else w_end) or ep.last_ns
-            open_at_end = ep.open and ep.kind == "kswapd"
-            tasks = sorted(ep.tasks.values(), key=lambda t: (-t.total_ns, t.tid))
-            stalls = []
-            for t in tasks[:10]:
-                row: Dict[str, Any] = {
-                    "tid": t.tid, "pid": t.tgid, "comm": t.comm, "stalls": t.stalls,
-                    "total_ns": t.total_ns, "max_ns": t.max_ns, "pages_reclaimed": t.pages}
-                if self.taskstats:
-                    row["delays"] = self._delays(t.tid, end)
-                stalls.append(row)
-            shr: List[Dict[str, Any]] = [
-                {"name": self._shrinker_name(k), "calls": v[0], "scanned": v[1],
-                 "freed": v[2], "time_ns": v[3]} for k, v in ep.shrinkers.items()]
-            seq = sorted(ep.sequence.items(), key=lambda kv: (kv[1], kv[0]))
-            doc: Dict[str, Any] = {
-                "id": ep.id, "node": ep.node, "kind": ep.kind,
-                "start_ns": ep.start_ns, "end_ns": end,
-                "duration_ns": max(0, end - ep.start_ns),
-                "began_before_trace": ep.began_before_trace, "open_at_end": open_at_end,
-                "kswapd_wakes": ep.kswapd_wakes,
-                "kswapd_re_wakes": ep.kswapd_re_wakes,
-                "wakeup_requests": ep.wakeup_requests, "max_order": ep.max_order,
-                "direct_reclaim_stalls": ep.stalls, "direct_reclaim_ns": ep.stall_ns,
-                "direct_reclaim_max_ns": ep.stall_max_ns,
-                "stalls_while_kswapd_awake": ep.stalls_kswapd_awake,
-                "pages_reclaimed": ep.pages,
-                "stalls": stalls,
-                "longest_stalls": [{"tid": x[2], "comm": x[3], "start_ns": x[1],
-                                    "delta_ns": -x[0], "pages_reclaimed": x[4],
-                                    "order": x[5]} for x in ep.longest],
-                "shrinkers": {
-                    "calls": sum(s["calls"] for s in shr),
-                    "scanned": sum(s["scanned"] for s in shr),
-                    "freed": sum(s["freed"] for s in shr),
-                    "time_ns": sum(s["time_ns"] for s in shr),
-                    "top_by_time": sorted(shr, key=lambda s: (-s["time_ns"], s["name"]))[:TOP],
-                    "top_by_freed": sorted(shr, key=lambda s: (-s["freed"], s["name"]))[:TOP],
-                },
-                "vmalloc": {k: {"count": v[0], "bytes": v[1], "failed": v[2],
-                                "huge_attempts": v[3]} for k, v in sorted(ep.vmalloc.items())},
-                "compaction": {
-                    "runs": ep.compaction_runs, "direct_runs": ep.compaction_direct,
-                    "total_ns": ep.compaction_ns,
-                    "status": {COMPACT_STATUS.get(k, str(k)): v
-                               for k, v in sorted(ep.compaction_status.items())}},
-                "reclaim_retry_zone": ep.reclaim_retries,
-                "reclaim_retry_max_no_progress_loops": ep.reclaim_retry_max_loops,
-                "compact_retry": ep.compact_retries,
-                "compact_retry_gave_up": ep.compact_retry_gave_up,
-                "oom_kills": ep.victims,
-                "sequence": [[k, v - ep.start_ns] for k, v in seq],
-                "watermarks": self._watermarks(ep, end),
-                "psi": self._psi(ep.start_ns, end),
-            }
-            out.append(doc)
-        return out
+        """The reported episodes as JSON-able documents."""
+        return episode_docs(self)
 
     def summary(self, episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Counts over every episode, including those the report leaves out."""

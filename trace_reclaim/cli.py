@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, List, NoReturn, Optional
+from typing import List, NoReturn, Optional
 
 import trace_reclaim
 from trace_reclaim.commands import check, diff, export, report, run, serve, trace
+from trace_reclaim.commands.args import positive, power_of_two
 from trace_reclaim.env import Environment, ExitStatus, UserError
 
 __all__ = ["main", "build_parser", "EPILOG"]
@@ -38,25 +39,6 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message, f"see '{self.prog} --help'", ExitStatus.USAGE)
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(s: str) -> Any:
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {s!r}")
-        return v
-    return parse
-
-
-def _power_of_two(s: str) -> int:
-    v = _positive(int)(s)
-    if v & (v - 1):
-        raise argparse.ArgumentTypeError(f"must be a power of two: {s!r}")
-    return int(v)
-
-
 def attach_opt(sp: argparse.ArgumentParser) -> None:
     from trace_reclaim.probe import ATTACH_CHOICES, ATTACH_ENV
 
@@ -80,11 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     attach_opt(cp)
 
     def trace_opts(sp: argparse.ArgumentParser, record_only: bool) -> None:
-        sp.add_argument("-d", "--duration", type=_positive(float), metavar="SECONDS",
+        sp.add_argument("-d", "--duration", type=positive(float), metavar="SECONDS",
                         help="stop after this many seconds (default: until Ctrl-C)")
-        sp.add_argument("-i", "--interval", type=_positive(float), default=1.0,
+        sp.add_argument("-i", "--interval", type=positive(float), default=1.0,
                         metavar="SECONDS", help="interval between rows (default 1)")
-        sp.add_argument("-p", "--pid", type=_positive(int), default=0,
+        sp.add_argument("-p", "--pid", type=positive(int), default=0,
                         help="trace direct reclaim of this process only")
         sp.add_argument("-o", "--output", metavar="FILE", required=record_only,
                         help="record to FILE (must not exist)")
@@ -98,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         attach_opt(sp)
         sp.add_argument("--workload", metavar="JSON", help=argparse.SUPPRESS)
         # Developer knobs: tests use them to force ring-buffer loss for real.
-        sp.add_argument("--ringbuf-pages", type=_power_of_two, default=1024,
+        sp.add_argument("--ringbuf-pages", type=power_of_two, default=1024,
                         help=argparse.SUPPRESS)
-        sp.add_argument("--slow-consumer-ms", type=_positive(int), default=0,
+        sp.add_argument("--slow-consumer-ms", type=positive(int), default=0,
                         help=argparse.SUPPRESS)
         sp.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
         if not record_only:

@@ -211,8 +211,11 @@ def test_prometheus_counts_equal_the_kernels_own(live):
 
         t1, v1 = settle()
         time.sleep(0.5)  # no scrape taken at or before t1 can see the workload
-        result = pressure.run(seconds=6, log=quiet)
-        assert result["direct_reclaims"] > 0, "the workload made no direct reclaim"
+        for _ in range(3):  # the workload's precondition, not the exporter's
+            if pressure.run(seconds=6, log=quiet)["direct_reclaims"]:
+                break
+        else:
+            raise AssertionError("the workload made no direct reclaim in 3 tries")
         t2, v2 = settle()
         assert serve.poll() is None
 

@@ -9,8 +9,9 @@ from tests import synth
 from trace_reclaim import events
 from trace_reclaim.abi import EV_SHRINK_SLAB
 from trace_reclaim.tracer import Window
-from trace_reclaim.tracers.slab import (SETTLE_NS, SlabAggregator, ShrinkSlab,
-                          diff_lifecycle, never_drains, slabinfo_tolerance)
+from trace_reclaim.tracers.slab import (BASIS_DENTRY_STATE, MIN_GROWTH, SETTLE_NS,
+                                        SlabAggregator, ShrinkSlab, diff_lifecycle,
+                                        never_drains, pinned_never_drains, slabinfo_tolerance)
 
 S = 1_000_000_000
 
@@ -304,3 +305,108 @@ def test_exact_destroy_with_objects_left_is_flagged():
     assert d["flag"] == "destroyed with 3 objects"
     (c,) = [c for c in r["caches"] if c["name"] == "leaky"]
     assert c["never_drains"] and c["reason"] == "destroyed_with_objects"
+
+
+# -- dentries judged on what is in use -------------------------------------------
+
+# Measured on the development VM (50,000 files held, drop_caches 2 while held):
+# every held file also had an unused /proc/PID/fd/N dentry, so active_objs
+# fell by half while the dentries in use did not move.
+MIXED_ACTIVE = [(0, 5486), (10 * S - 1, 118041), (10 * S + 1000 + SETTLE_NS, 54020)]
+MIXED_IN_USE = [(0, 2320), (10 * S - 1, 52644), (10 * S + 1000 + SETTLE_NS, 52018)]
+
+
+def test_pinned_dentries_mixed_with_freeable_ones_are_flagged():
+    assert never_drains(MIXED_ACTIVE, PRESSURE) is None   # active_objs alone: "drained"
+    ev = pinned_never_drains(MIXED_IN_USE, MIXED_ACTIVE, PRESSURE)
+    assert ev is not None and ev["basis"] == BASIS_DENTRY_STATE
+    assert (ev["before"], ev["after"], ev["growth_before"]) == (52644, 52018, 50324)
+    assert (ev["active_before"], ev["active_after"]) == (118041, 54020)
+
+
+def test_in_use_that_fell_is_not_pinned():
+    in_use = [(0, 2000), (10 * S - 1, 52000), (10 * S + 1000 + SETTLE_NS, 2100)]
+    assert pinned_never_drains(in_use, MIXED_ACTIVE, PRESSURE) is None
+
+
+def test_steady_large_in_use_is_not_pinned_growth():
+    # a busy machine's in-use dentries, unchanged by the pressure: nothing built up
+    in_use = [(0, 300_000), (10 * S - 1, 300_000 + MIN_GROWTH - 1),
+              (10 * S + 1000 + SETTLE_NS, 300_000)]
+    assert pinned_never_drains(in_use, MIXED_ACTIVE, PRESSURE) is None
+
+
+def _dentry_sample(ts, when, active, in_use, counts=None, extra_si=None, extra_sys=None):
+    si = {"dentry": [active, active + 100, 192, 21]}
+    si.update(extra_si or {})
+    d = {"when": when, "caches": counts or {"dentry": [0, 0]}, "slabinfo": si,
+         "slabinfo_full": True,
+         "dentry_state": {"nr_dentry": active, "nr_unused": active - in_use}}
+    if when != "tick":
+        caches = {"dentry": {"ino": 11, "reclaim_account": 1, "objs_per_slab": 21,
+                             "cpu_partial": 120}}
+        caches.update(extra_sys or {})
+        d["sys_slab"] = sysfs(caches, {})
+    return events.Sample(ts, "slab", d)
+
+
+def test_aggregator_judges_dentry_on_in_use():
+    a = agg()
+    for (ts, act), (_t, use) in zip(MIXED_ACTIVE, MIXED_IN_USE):
+        a.on_sample(_dentry_sample(ts, "start" if ts == 0 else "tick", act, use))
+    a.feed(shrink(10 * S + 1000, comm="sh", prio=0, delta_ns=1000))
+    a.on_sample(_dentry_sample(12 * S, "end", 54020, 52018))
+    r = a.report()
+    dentry = [c for c in r["caches"] if c["name"] == "dentry"][0]
+    assert dentry["never_drains"] and dentry["reason"] == "pinned"
+    assert dentry["evidence"]["basis"] == BASIS_DENTRY_STATE
+    assert "52018 dentries in use" in dentry["reason_detail"]
+    text = "\n".join(a.render(r))
+    assert "! dentry: 52644 in use before shrink -> 52018 after" in text
+    assert "active_objs 118041 -> 54020 (unused dentries included)" in text
+
+
+# -- traced net against /proc/slabinfo ----------------------------------------------
+
+def test_untraced_allocations_are_flagged_with_their_size():
+    """The measured failure: per held file one dentry and one proc inode that no
+    kmem_cache_alloc reported, freed by drop_caches with kmem_cache_free."""
+    a = agg()
+    proc_sys = {"proc_inode_cache": {"ino": 12, "reclaim_account": 1, "objs_per_slab": 23,
+                                     "cpu_partial": 52},
+                "filp": {"ino": 13, "reclaim_account": 0, "objs_per_slab": 21,
+                         "cpu_partial": 120}}
+    a.on_sample(_dentry_sample(0, "start", 4956, 2000,
+                               {"dentry": [10, 5], "proc_inode_cache": [3, 1], "filp": [0, 0]},
+                               {"proc_inode_cache": [874, 900, 696, 23],
+                                "filp": [1548, 1600, 256, 21]}, proc_sys))
+    a.on_sample(_dentry_sample(5 * S, "end", 54442, 52000,
+                               {"dentry": [10 + 53995, 5 + 55279],
+                                "proc_inode_cache": [3 + 402, 1 + 50061],
+                                "filp": [114622, 65253]},
+                               {"proc_inode_cache": [2206, 2300, 696, 23],
+                                "filp": [50883, 50900, 256, 21]}, proc_sys))
+    r = a.report()
+    rows = {c["name"]: c for c in r["caches"]}
+    d, p, f = rows["dentry"], rows["proc_inode_cache"], rows["filp"]
+    assert (d["net"], d["slabinfo_delta"], d["net_minus_slabinfo"]) == (-1284, 49486, -50770)
+    assert d["allocs_untraced"] and not d["frees_untraced"]
+    assert p["net_minus_slabinfo"] == -49659 - 1332 and p["allocs_untraced"]
+    # filp is not reclaimable: its tolerance comes from the start snapshot
+    assert f["tolerance"] == slabinfo_tolerance({"objs_per_slab": 21, "cpu_partial": 120}, 2)
+    assert f["net_minus_slabinfo"] == 49369 - 49335
+    assert not f["allocs_untraced"] and not f["frees_untraced"]
+    text = "\n".join(a.render(r))
+    assert "allocations no kmem_cache_alloc reported" in text, text
+    assert "dentry -50770" in text and "proc_inode_cache -50991" in text
+    assert all(len(line) <= 80 for line in text.splitlines()
+               if "kmem_cache_alloc reported" in line or "-50770" in line)
+
+
+def test_counts_within_the_slack_are_not_flagged():
+    a = agg()
+    a.on_sample(_dentry_sample(0, "start", 5000, 2000, {"dentry": [0, 0]}))
+    a.on_sample(_dentry_sample(5 * S, "end", 55000, 2000, {"dentry": [50400, 0]}))
+    d = [c for c in a.report()["caches"] if c["name"] == "dentry"][0]
+    assert d["net_minus_slabinfo"] == 400 <= d["tolerance"]
+    assert not d["allocs_untraced"] and not d["frees_untraced"]

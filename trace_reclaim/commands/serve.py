@@ -17,15 +17,14 @@ stats on itself (they cost every BPF program a clock read per run).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ipaddress
 import os
-import signal
 import sys
-import threading
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from trace_reclaim import tracers
+from trace_reclaim.commands.args import positive
+from trace_reclaim.commands.trace import preflight, sigterm_interrupts
 from trace_reclaim.env import Environment, ExitStatus, UserError
 from trace_reclaim.tracer import Options, Tracer
 
@@ -50,38 +49,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve /metrics on (default {DEFAULT_LISTEN}; "
                         "':PORT' for every interface, port 0 for any free port)")
-    p.add_argument("-i", "--interval", type=_positive_float, default=5.0, metavar="SECONDS",
+    p.add_argument("-i", "--interval", type=positive(float), default=5.0, metavar="SECONDS",
                    help="how often the counters are updated (default 5: each interval "
                         "reads /proc and the BPF maps, ~4%% of a core at 1 s)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="also record to FILE (must not exist; it grows for as long as "
                         "serve runs)")
-    p.add_argument("--top-shrinkers", type=_positive_int, default=10, metavar="N",
+    p.add_argument("--top-shrinkers", type=positive(int), default=10, metavar="N",
                    help="shrinkers with their own label, named by callback and what "
                         "they shrink, e.g. 'super_cache_scan (ext4 vda)' (by time; the "
                         "rest are 'other'; default 10)")
     p.add_argument("--no-slab-accounting", action="store_true",
                    help="don't count kmem_cache allocations per cache in the kernel")
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {s!r}")
-    return v
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {s!r}")
-    return v
 
 
 def parse_listen(s: str) -> Tuple[str, int]:
@@ -166,24 +145,6 @@ def _bpf_stats_enabled(env: Environment) -> bool:
     return bool(text and text.strip() == "1")
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Let SIGTERM interrupt set-up like Ctrl-C (while tracing, the session's
-    own handler stops the trace instead)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def serve_registry(exporter: Any, slab_accounting: bool = True) -> Dict[str, Tracer]:
     """Every tracer, the reclaim one observed by ``exporter``; the command
     line's choices applied to copies (the registry's instances are shared)."""
@@ -196,7 +157,6 @@ def serve_registry(exporter: Any, slab_accounting: bool = True) -> Dict[str, Tra
 
 
 def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    from trace_reclaim.commands.trace import _preflight
     from trace_reclaim.exporter import Exporter
     from trace_reclaim.session import build_header
 
@@ -212,8 +172,8 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     registry = serve_registry(exporter, slab_accounting=not args.no_slab_accounting)
     httpd = _listen(host, port, exporter)  # before the slow BPF load: fail fast
     try:
-        with _sigterm_interrupts():
-            probe = _preflight(env)
+        with sigterm_interrupts():
+            probe = preflight(env)
             plan = probe.plan(registry)
             if "reclaim" not in plan.tracers:
                 raise UserError("the vmscan tracepoints are missing: "

@@ -17,10 +17,10 @@ from trace_reclaim.probe import Probe
 from trace_reclaim.recording import Writer
 from trace_reclaim.tracer import Options, Tracer
 
-__all__ = ["run"]
+__all__ = ["run", "preflight", "sigterm_interrupts"]
 
 
-def _preflight(env: Environment, attach: Any = None) -> Probe:
+def preflight(env: Environment, attach: Any = None) -> Probe:
     if not env.is_root():
         raise UserError("trace-reclaim needs root to load BPF programs",
                         "run it as root, e.g. sudo ./trace-reclaim")
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         if not os.access(parent, os.W_OK):
             raise UserError(f"cannot write {args.output}: {parent} is not writable",
                             "choose a writable path")
-    probe = _preflight(env, args.attach)
+    probe = preflight(env, args.attach)
     plan = probe.plan(registry)
     if "reclaim" not in plan.tracers:
         raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan.missing),
@@ -72,13 +72,13 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     for m in plan.missing:
         env.warn(f"not tracing {m}")
     header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
-    with _sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
+    with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
         header["delayacct"] = da
         return _trace(args, env, live, plan, header, registry)
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def sigterm_interrupts() -> Iterator[None]:
     """Let SIGTERM interrupt the block like Ctrl-C, so its cleanup runs.
 
     Without this, a SIGTERM while the BPF program compiles would kill the

@@ -6,14 +6,25 @@ inode has a reference and ``super_cache_scan`` (the per-superblock shrinker
 run by ``echo 2 > /proc/sys/vm/drop_caches``) must skip them.  ``negative``:
 ``stat`` N missing names, leaving N unreferenced negative dentries that the
 shrinker frees.  Counts come from /proc/slabinfo (``dentry`` and the
-filesystem's inode cache, e.g. ``ext4_inode_cache``).  A system-wide
+filesystem's inode cache, e.g. ``ext4_inode_cache``) and
+/proc/sys/fs/dentry-state (dentries in use: not on the LRU).  A system-wide
 ``drop_caches(2)`` runs first so other unused dentries do not blur the result.
 RLIMIT_NOFILE is raised for the pinned mode and put back afterwards.
+
+``--proc-fd`` (pinned): each holder also looks up /proc/self/fd/N for every
+file it holds, which gives each one an unused proc dentry and a proc inode
+(proc_fd_instantiate()) that drop_caches does free, allocated by the holder
+itself.  Whoever looks the fds up first allocates them, and on the
+development VM the sandbox's init does that within a second of the open, in
+a context where no tracepoint fires: with the holders doing it first, every
+object the workload makes is traced, and the mix of pinned and freeable
+dentries is the same on every machine.
 """
 
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -27,7 +38,8 @@ from trace_reclaim.examples import _proc, _restore
 from trace_reclaim.procfs import ProcFS
 
 __all__ = ["fs_type", "inode_cache_for", "raised_nofile", "pinned_dentries",
-           "negative_dentries", "snapshot", "run", "DEFAULT_FILES", "main"]
+           "negative_dentries", "snapshot", "dentries_in_use", "run", "DEFAULT_FILES",
+           "main"]
 
 DEFAULT_FILES = 50_000
 PROC = ProcFS()  # the live system
@@ -84,6 +96,13 @@ def snapshot(caches, settle=False):
     return snap
 
 
+def dentries_in_use():
+    """Return nr_dentry - nr_unused from /proc/sys/fs/dentry-state: dentries
+    not on the LRU, which no shrinker may free."""
+    nr_dentry, nr_unused = (int(x) for x in PROC.read("/proc/sys/fs/dentry-state").split()[:2])
+    return nr_dentry - nr_unused
+
+
 @contextlib.contextmanager
 def raised_nofile(need):
     """Raise the RLIMIT_NOFILE soft limit toward ``need`` (at most the hard limit).
@@ -109,8 +128,9 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _holder(path, first, count, ready_w, release_r):
-    """Child: create+open files ``first..first+count-1``, report, wait for release."""
+def _holder(path, first, count, ready_w, release_r, proc_fd=False):
+    """Child: create+open files ``first..first+count-1`` (each looked up in
+    /proc/self/fd too with ``proc_fd``), report, wait for release."""
     status = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
@@ -119,9 +139,13 @@ def _holder(path, first, count, ready_w, release_r):
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() == 1:
             os._exit(1)
-        fds = [os.open(os.path.join(path, "f%07d" % i),
-                       os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-               for i in range(first, first + count)]
+        fds = []
+        for i in range(first, first + count):
+            fd = os.open(os.path.join(path, "f%07d" % i),
+                         os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            if proc_fd:
+                os.lstat("/proc/self/fd/%d" % fd)
+            fds.append(fd)
         os.write(ready_w, b"%d\n" % len(fds))
         os.read(release_r, 1)  # EOF when the parent closes its end (or dies)
         status = 0
@@ -147,14 +171,16 @@ def _tempdir(directory, prefix):
 
 
 @contextlib.contextmanager
-def pinned_dentries(n=DEFAULT_FILES, directory=None):
+def pinned_dentries(n=DEFAULT_FILES, directory=None, proc_fd=False):
     """Create ``n`` files and hold them all open for the block.
 
     The files are opened by holder processes, each up to its RLIMIT_NOFILE
     (root here cannot raise the hard limit: no CAP_SYS_RESOURCE).  Holders
-    die with the parent (PR_SET_PDEATHSIG).  Yields {"dir", "n", "fds",
-    "holders", "holder_pids", "inode_cache"}; on exit releases every fd,
-    deletes the directory and restores RLIMIT_NOFILE.
+    die with the parent (PR_SET_PDEATHSIG).  With ``proc_fd`` each holder
+    also looks up /proc/self/fd/N for each file (see the module docstring).
+    Yields {"dir", "n", "fds", "holders", "holder_pids", "inode_cache",
+    "proc_fd"}; on exit releases every fd, deletes the directory and
+    restores RLIMIT_NOFILE.
     """
     path = _tempdir(directory, "trace-reclaim-pinned-")
     children, release_w = [], None
@@ -170,7 +196,8 @@ def pinned_dentries(n=DEFAULT_FILES, directory=None):
                     if pid == 0:
                         os.close(ready_r)
                         os.close(release_w)
-                        _holder(path, first, min(per, n - first), ready_w, release_r)
+                        _holder(path, first, min(per, n - first), ready_w, release_r,
+                                proc_fd)
                     children.append(pid)
                 os.close(ready_w)
                 os.close(release_r)
@@ -184,7 +211,8 @@ def pinned_dentries(n=DEFAULT_FILES, directory=None):
                     raise _restore.WorkloadError("holders opened %d of %d files" % (opened, n),
                                                  "check free inodes and fs.file-max")
                 yield {"dir": path, "n": n, "fds": opened, "holders": len(children),
-                       "holder_pids": list(children), "inode_cache": inode_cache_for(path)}
+                       "holder_pids": list(children), "inode_cache": inode_cache_for(path),
+                       "proc_fd": proc_fd}
             finally:
                 _release(children, release_w)
     finally:
@@ -211,39 +239,52 @@ def negative_dentries(n=DEFAULT_FILES, directory=None):
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run(mode="pinned", n=DEFAULT_FILES, drop=True, directory=None, log=print):
+def run(mode="pinned", n=DEFAULT_FILES, drop=True, directory=None, log=print, proc_fd=False):
     """Run one mode; return {"mode", "n", "caches", "baseline", "held", "after_drop",
-    "after_release", "dentry_drop", "inode_drop"} with slabinfo active_objs.
+    "after_release", "dentry_drop", "inode_drop", "in_use", "proc_fd"} with
+    slabinfo active_objs.
 
-    ``dentry_drop`` = held - after_drop for ``dentry`` (None without ``drop``).
+    ``dentry_drop`` = held - after_drop for ``dentry`` (None without ``drop``);
+    ``in_use`` has dentries_in_use() at baseline, held, after_drop and
+    after_release.  ``proc_fd`` (pinned only) as in pinned_dentries().
     """
     _restore.require_root()
     if mode not in ("pinned", "negative"):
         raise ValueError("mode must be pinned or negative")
     directory = directory or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
     caches = ["dentry", inode_cache_for(directory)]
+    in_use = {}
     with _restore.signals_to_exceptions():
         _proc.drop_caches(2)
         baseline = snapshot(caches, settle=True)
-        cm = pinned_dentries if mode == "pinned" else negative_dentries
+        in_use["baseline"] = dentries_in_use()
+        cm = (functools.partial(pinned_dentries, proc_fd=proc_fd) if mode == "pinned"
+              else negative_dentries)
         with cm(n, directory):
             held = snapshot(caches)
+            in_use["held"] = dentries_in_use()
             after_drop = None
             if drop:
                 _proc.drop_caches(2)
                 after_drop = snapshot(caches, settle=True)
+                in_use["after_drop"] = dentries_in_use()
         after_release = snapshot(caches)
+        in_use["after_release"] = dentries_in_use()
     res = {"mode": mode, "n": n, "caches": caches, "baseline": baseline, "held": held,
            "after_drop": after_drop, "after_release": after_release,
            "dentry_drop": (held["dentry"] - after_drop["dentry"])
            if after_drop is not None else None,
            "inode_drop": (held[caches[1]] - after_drop[caches[1]])
-           if after_drop is not None else None}
+           if after_drop is not None else None,
+           "in_use": in_use, "proc_fd": bool(proc_fd and mode == "pinned")}
     if log:
         for c in caches:
             log("%-18s baseline %7d  held %7d  after drop_caches %7s  after release %7d"
                 % (c, baseline[c], held[c], "-" if after_drop is None else after_drop[c],
                    after_release[c]))
+        log("%-18s baseline %7d  held %7d  after drop_caches %7s  after release %7d"
+            % ("dentries in use", in_use["baseline"], in_use["held"],
+               in_use.get("after_drop", "-"), in_use["after_release"]))
     return res
 
 
@@ -252,6 +293,7 @@ def main(argv=None):
         description="Pinned vs. negative dentries: what drop_caches can and cannot free.",
         epilog="examples:\n"
                "  slab_dentries.py --mode pinned --drop-caches\n"
+               "  slab_dentries.py --mode pinned --proc-fd --drop-caches\n"
                "  slab_dentries.py --mode negative -n 100000 --drop-caches\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("pinned", "negative"), default="pinned")
@@ -259,13 +301,16 @@ def main(argv=None):
                    help="files to hold open / names to stat (default %(default)d)")
     p.add_argument("--drop-caches", action="store_true",
                    help="echo 2 > drop_caches while the objects are held")
+    p.add_argument("--proc-fd", action="store_true",
+                   help="pinned: also look up /proc/self/fd/N for each held file (an "
+                        "unused, freeable proc dentry and inode per file)")
     p.add_argument("--dir", default=None, help="where to make the temp dir (default /var/tmp)")
     _restore.common_args(p)
     args = p.parse_args(argv)
 
     def body():
         log = _restore.progress_log(args)
-        res = run(args.mode, args.files, args.drop_caches, args.dir, log)
+        res = run(args.mode, args.files, args.drop_caches, args.dir, log, args.proc_fd)
         if args.json:
             print(json.dumps(res))
     return _restore.run_cli(body, args.traceback)

@@ -7,14 +7,24 @@ against the pressure episodes; ``drain_reason()`` names the likeliest cause
 from /proc/sys/fs/{dentry,inode}-state, the cache's sysfs attributes, the
 kernel log and what the shrinkers counted.  Pure: recorded samples in,
 verdicts out.
+
+``dentry`` is also judged on the dentries in use (dentry-state nr_dentry -
+nr_unused: not on the LRU, so no shrinker may free them), by
+``pinned_never_drains()``.  The cache's active_objs mixes pinned dentries
+with unused ones that drop_caches does free: on the development VM every
+file a process holds open soon has an unused /proc/PID/fd/N dentry and proc
+inode too (the sandbox's init looks every fd up), so a cache holding N pinned
+dentries fell by half and passed for drained.  The in-use count isolates the
+pinned ones.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["never_drains", "drain_reason", "DRAIN_FRACTION", "MIN_GROWTH", "MIN_HELD",
-           "SETTLE_NS"]
+__all__ = ["never_drains", "pinned_never_drains", "around_pressure", "drain_reason",
+           "DRAIN_FRACTION", "MIN_GROWTH", "MIN_HELD", "SETTLE_NS", "BASIS_SLABINFO",
+           "BASIS_DENTRY_STATE"]
 
 # Never-drains: the cache fell by less than this fraction after pressure ...
 DRAIN_FRACTION = 0.10
@@ -25,16 +35,17 @@ MIN_HELD = 200_000
 # A sample this long after the last shrink counts as settled (dentries and
 # inodes are freed after an RCU grace period, see d_free()/i_callback()).
 SETTLE_NS = 500_000_000
+# What a verdict's evidence was judged on.
+BASIS_SLABINFO = "slabinfo"          # /proc/slabinfo active_objs of the cache
+BASIS_DENTRY_STATE = "dentry-state"  # dentries in use: nr_dentry - nr_unused
 
 
-def never_drains(series: List[Tuple[int, int]], pressure: List[Tuple[int, int]],
-                 ) -> Optional[Dict[str, Any]]:
-    """Decide from one cache's (ts_ns, active_objs) samples and the pressure
-    episodes [(first_ns, last_ns)] whether it failed to drain.
+def around_pressure(series: List[Tuple[int, int]], pressure: List[Tuple[int, int]],
+                    ) -> Optional[Dict[str, Any]]:
+    """Return one (ts_ns, count) series' level before and after the pressure
+    episodes [(first_ns, last_ns)]: before, after, fell, growth_before, settled.
 
-    Returns the evidence (before, after, growth, fell) when the cache did not
-    fall by DRAIN_FRACTION after the pressure although it had grown (or was
-    large) before it; None when it drained, or there is nothing to judge.
+    None when there is no pressure, or no sample before or after it.
     """
     if not pressure or not series:
         return None
@@ -50,14 +61,52 @@ def never_drains(series: List[Tuple[int, int]], pressure: List[Tuple[int, int]],
     if not after:
         return None
     a_after = after[0]
-    fell = b - a_after
-    growth = b - min(before)
-    ev = {"before": b, "after": a_after, "fell": fell,
-          "growth_before": growth, "settled": bool(settled)}
-    if fell >= DRAIN_FRACTION * b:
+    return {"before": b, "after": a_after, "fell": b - a_after,
+            "growth_before": b - min(before), "settled": bool(settled)}
+
+
+def never_drains(series: List[Tuple[int, int]], pressure: List[Tuple[int, int]],
+                 ) -> Optional[Dict[str, Any]]:
+    """Decide from one cache's (ts_ns, active_objs) samples and the pressure
+    episodes [(first_ns, last_ns)] whether it failed to drain.
+
+    Returns the evidence (before, after, growth, fell, basis) when the cache
+    did not fall by DRAIN_FRACTION after the pressure although it had grown
+    (or was large) before it; None when it drained, or there is nothing to
+    judge.
+    """
+    ev = around_pressure(series, pressure)
+    if ev is None:
+        return None
+    if ev["fell"] >= DRAIN_FRACTION * ev["before"]:
         return None          # it drained: never flag it
-    if growth < MIN_GROWTH and b < MIN_HELD:
+    if ev["growth_before"] < MIN_GROWTH and ev["before"] < MIN_HELD:
         return None          # nothing built up that should have gone
+    ev["basis"] = BASIS_SLABINFO
+    return ev
+
+
+def pinned_never_drains(in_use: List[Tuple[int, int]], active: List[Tuple[int, int]],
+                        pressure: List[Tuple[int, int]]) -> Optional[Dict[str, Any]]:
+    """Decide whether dentries that built up before the pressure stayed pinned.
+
+    ``in_use`` is (ts_ns, nr_dentry - nr_unused) from /proc/sys/fs/dentry-state
+    (fs/dcache.c: nr_unused counts the dentries on the LRU, the only ones
+    prune_dcache_sb() may free), ``active`` the cache's active_objs samples.
+    Flags at least MIN_GROWTH in-use dentries gained before the pressure that
+    did not fall by DRAIN_FRACTION after it; a large steady in-use count
+    alone is not flagged (every busy machine has one).  The evidence has the
+    in-use before/after and the cache's active_objs before/after.
+    """
+    ev = around_pressure(in_use, pressure)
+    if ev is None or ev["growth_before"] < MIN_GROWTH:
+        return None
+    if ev["fell"] >= DRAIN_FRACTION * ev["before"]:
+        return None
+    ev["basis"] = BASIS_DENTRY_STATE
+    act = around_pressure(active, pressure)
+    ev["active_before"] = act["before"] if act else None
+    ev["active_after"] = act["after"] if act else None
     return ev
 
 
@@ -74,6 +123,11 @@ def drain_reason(name: str, info: Dict[str, Any], evidence: Dict[str, Any],
     if name in destroyed:
         return ("destroyed_with_objects",
                 "destroyed with live objects: {}".format(destroyed[name].get("why", "")))
+    if evidence.get("basis") == BASIS_DENTRY_STATE:
+        return ("pinned", f"objects pinned: {evidence['after']} dentries in use after "
+                f"the shrink, {evidence['growth_before']} of them gained before it "
+                "(dentry-state nr_dentry - nr_unused: not on the LRU, held by open "
+                "files, cwd or mounts)")
     aliases = info.get("aliases") or 0
     fs_last = fs_state.get("end") or fs_state.get("last", {})
     if name == "dentry" and "dentry_state" in fs_last:

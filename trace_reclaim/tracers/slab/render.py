@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any, Dict, List, Tuple
 
 from trace_reclaim.report import NBSP, fmt_ns, table, wrap
+from trace_reclaim.tracers.slab.drain import BASIS_DENTRY_STATE
 
 __all__ = ["render", "context_letters", "CONTEXT_LETTERS"]
 
@@ -96,9 +97,17 @@ def cache_lines(section: Dict[str, Any]) -> List[str]:
     out.append(f"Caches that never drained: {len(nd) or 'none'}")
     for c in nd:
         ev = c["evidence"] or {}
-        out += wrap(f"! {c['name']}: active {ev.get('before', c['active_start'])} "
-                    f"before shrink -> {ev.get('after', c['active_end'])} after"
-                    f" (fell {ev.get('fell', '-')})", "  ", hang="    ")
+        if ev.get("basis") == BASIS_DENTRY_STATE:
+            out += wrap(f"! {c['name']}: {ev['before']} in use before shrink -> "
+                        f"{ev['after']} after (fell {ev['fell']}; dentry-state)",
+                        "  ", hang="    ")
+            out += wrap(f"active_objs {ev.get('active_before', '-')} -> "
+                        f"{ev.get('active_after', '-')} (unused dentries included)",
+                        "      ", hang="        ")
+        else:
+            out += wrap(f"! {c['name']}: active {ev.get('before', c['active_start'])} "
+                        f"before shrink -> {ev.get('after', c['active_end'])} after"
+                        f" (fell {ev.get('fell', '-')})", "  ", hang="    ")
         out += wrap(f"{c['reason']}: {c['reason_detail']}", "      ", hang="        ")
     grew = [c for c in section["caches"] if c["counted"]][:10]
     if grew:
@@ -110,13 +119,27 @@ def cache_lines(section: Dict[str, Any]) -> List[str]:
                 for c in grew]
         out += table(["CACHE", "ALLOCS", "FREES", "NET", "ACT START", "ACT END",
                       "SLAB DELTA"], rows, flex=0, own_line=True)
-    untraced = [c["name"] for c in section["caches"] if c.get("frees_untraced")]
-    if untraced:
-        out += wrap("net above the slabinfo change (frees by kfree/kfree_rcu/bulk, "
-                    "not traced): " + ", ".join(untraced[:6]), "  ", hang="    ")
+    out += untraced_lines(section)
     if section["caches_not_counted_map_full"]:
         out += wrap(f"{section['caches_not_counted_map_full']} events not counted "
                     "(per-cache map full)", "  ")
+    return out
+
+
+def untraced_lines(section: Dict[str, Any]) -> List[str]:
+    """Caches whose traced net and /proc/slabinfo disagree beyond the per-CPU slack."""
+    out: List[str] = []
+    for flag, head, why in (
+            ("frees_untraced", "net above /proc/slabinfo: frees no kmem_cache_free "
+             "reported", "(kfree, kfree_rcu, kmem_cache_free_bulk)"),
+            ("allocs_untraced", "net below /proc/slabinfo: allocations no "
+             "kmem_cache_alloc reported", "(kmem_cache_alloc_bulk, or tasks tracing "
+             "cannot see)")):
+        caches = [c for c in section["caches"] if c.get(flag)]
+        if caches:
+            out += wrap(f"{head} {why}:", "  ", hang="    ")
+            out += wrap(", ".join(f"{c['name']}{NBSP}{c['net_minus_slabinfo']:+d}"
+                                  for c in caches[:6]), "      ")
     return out
 
 

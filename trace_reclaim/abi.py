@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 __all__ = ["EVENTS_H", "source", "parse", "ABIError", "Field", "Layout", "ENUMS", "DEFINES",
-           "LAYOUTS", "EVENT_TYPES", "value", "layout", "slots", "is_pad"]
+           "LAYOUTS", "EVENT_TYPES", "value", "layout", "slots", "is_pad", "enum_range"]
 
 
 class ABIError(ValueError):
@@ -316,6 +316,12 @@ def layout(name: str) -> Layout:
         return LAYOUTS[name]
     except KeyError:
         raise KeyError(f"events.h has no struct {name}") from None
+
+
+def enum_range(enum: str) -> Tuple[int, int]:
+    """The smallest and largest value of ``enum``: a field of that enum outside is damage."""
+    members = ENUMS[enum].values()
+    return min(members), max(members)
 
 
 def slots(enum: str, prefix: str) -> Tuple[str, ...]:

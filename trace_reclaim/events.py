@@ -15,9 +15,10 @@ import dataclasses
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from trace_reclaim import abi
+from trace_reclaim import abi, schema
+from trace_reclaim.taskstats import DELAY_FIELDS
 
 __all__ = [
     "HEADER",
@@ -37,6 +38,10 @@ __all__ = [
     "DecodeError",
     "struct_decoder",
     "encode_user",
+    "register_sample",
+    "register_header",
+    "check_header",
+    "SNAPSHOT_DATA",
 ]
 
 #: struct event_header: ts_ns, type, pid, tgid, cpu, comm.
@@ -125,6 +130,9 @@ def register(type_id: int, decoder: Decoder) -> None:
     if type_id in _DECODERS and _DECODERS[type_id] is not decoder:
         raise ValueError(f"event type {type_id} registered twice")
     _DECODERS[type_id] = decoder
+    types = getattr(decoder, "types", None)
+    if types is not None:
+        types.add(type_id)
 
 
 def _maker(cls: type, names: List[str], strings: List[int]) -> Callable[[Any, str], Any]:
@@ -184,14 +192,23 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
     fmt = layout.format(skip=[f.name for f in layout.flat if abi.is_pad(f.name)])
     compiled = struct.Struct(fmt)
     size = compiled.size
-    unpack = compiled.unpack_from
+    unpack = compiled.unpack
     make = _maker(cls, names, [i for i, f in enumerate(flat) if f.is_string and i != 5])
+    in_limits = _limits_check(cls, names)
+    # The record types this decoder is registered for (``register`` fills it):
+    # a payload whose event_header.type is another type's is damage.
+    types: Set[int] = set()
+    name = cls.__name__
 
     def decode_struct(payload: bytes) -> Any:
         try:
             v = unpack(payload)
         except struct.error:
-            raise DecodeError(f"{cls.__name__}: {len(payload)} bytes, need {size}") from None
+            raise DecodeError(f"{name}: {len(payload)} bytes, need {size}") from None
+        if v[1] not in types:
+            raise DecodeError(f"{name}: event_header.type {v[1]} is not its type")
+        if in_limits is not None and not in_limits(v):
+            raise DecodeError(f"{name}: a field outside its declared limits {cls.LIMITS}")
         raw = v[5]
         comm = _comm_cache.get(raw)
         if comm is None:
@@ -203,50 +220,132 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
     decode_struct.format = fmt  # type: ignore[attr-defined]
     decode_struct.layout = layout  # type: ignore[attr-defined]
     decode_struct.cls = cls  # type: ignore[attr-defined]
+    decode_struct.types = types  # type: ignore[attr-defined]
     return decode_struct
+
+
+def _limits_check(cls: type, names: List[str]) -> Optional[Callable[[Any], bool]]:
+    """One generated expression testing every field of ``cls.LIMITS`` at once.
+
+    ``LIMITS`` (field name -> inclusive (lo, hi)) narrows a field below what
+    its C type allows, to what the kernel can send and the aggregators can
+    take (an ``order`` past MAX_PAGE_ORDER is damage, not an allocation).
+    """
+    limits: Dict[str, Tuple[int, int]] = getattr(cls, "LIMITS", {})
+    if not limits:
+        return None
+    terms = []
+    for fname, (lo, hi) in sorted(limits.items()):
+        if fname not in names:
+            raise TypeError(f"{cls.__name__}.LIMITS names {fname}, not one of its fields")
+        terms.append(f"{int(lo)} <= v[{names.index(fname)}] <= {int(hi)}")
+    scope: Dict[str, Any] = {}
+    exec(f"def in_limits(v):\n    return {' and '.join(terms)}\n", scope)  # noqa: S102
+    return scope["in_limits"]
 
 
 def _json(payload: bytes) -> Dict[str, Any]:
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise DecodeError(f"bad JSON record: {e}") from None
     if not isinstance(obj, dict):
         raise DecodeError("JSON record is not an object")
     return obj
 
 
+# -- the declared shapes of the user records (trace_reclaim.schema) ----------
+_TS = schema.U64
+_COUNT = schema.Int(0)
+_PSI_LINE = schema.Obj(optional={"avg10": schema.Num(0), "avg60": schema.Num(0),
+                                 "avg300": schema.Num(0), "total": _COUNT})
+_ZONE = schema.Obj({"node": schema.Int(0, 1 << 16), "zone": schema.STR},
+                   {k: _COUNT for k in ("free", "min", "low", "high", "promo", "boost",
+                                        "managed", "spanned", "present")})
+_TASK = schema.Obj({"tid": schema.INT, "comm": schema.STR},
+                   {"tgid": schema.Opt(schema.INT), **{k: _COUNT for k in DELAY_FIELDS}})
+#: Snapshot.data by Snapshot.what, as session.py writes them from trace_reclaim.procfs
+#: and taskstats; a ``what`` not listed here is kept but never read.
+SNAPSHOT_DATA: Dict[str, schema.Check] = {
+    "vmstat": schema.Map(schema.INT),
+    "meminfo": schema.Map(schema.INT),
+    "zoneinfo": schema.List(_ZONE),
+    "psi": schema.Obj(optional={"some": _PSI_LINE, "full": _PSI_LINE}),
+    "taskstats": schema.Obj({"tasks": schema.List(_TASK)},
+                            {"enabled": schema.BOOL, "gone": _COUNT}),
+}
+_TICK = schema.Obj({"ts_ns": _TS, "interval": _COUNT}, {"lost": schema.Map(_COUNT)})
+_SNAPSHOT = schema.Obj({"ts_ns": _TS, "what": schema.STR, "when": schema.STR, "data": schema.ANY})
+_SAMPLE = schema.Obj({"ts_ns": _TS, "tracer": schema.STR, "data": schema.ANY})
+_END = schema.Obj({"ts_ns": _TS}, {"reason": schema.STR})
+#: Sample.data by tracer name: each tracer declares its own (``register_sample``).
+_SAMPLE_DATA: Dict[str, schema.Check] = {}
+
+
+def register_sample(tracer: str, data: schema.Check) -> None:
+    """Declare the shape of ``tracer``'s Sample.data: a sample that does not fit is damage."""
+    _SAMPLE_DATA[tracer] = data
+
+
+#: Each tracer's entry in the header's "tracers" (Tracer.header()), by tracer name.
+_HEADER_DATA: Dict[str, schema.Check] = {}
+
+
+def register_header(tracer: str, data: schema.Check) -> None:
+    """Declare the shape of ``tracer``'s entry in the recording header."""
+    _HEADER_DATA[tracer] = data
+
+
+def check_header(header: Dict[str, Any]) -> None:
+    """Raise DecodeError unless each tracer's header entry has its declared shape.
+
+    The rest of the header is checked by the reader (recording.HEADER_SCHEMA).
+    """
+    for name, entry in (header.get("tracers") or {}).items():
+        shape = _HEADER_DATA.get(name)
+        if shape is not None:
+            _checked(shape, entry, f"header.tracers.{name}")
+
+
+def _checked(shape: schema.Check, o: Any, what: str) -> None:
+    try:
+        schema.check(shape, o, what)
+    except schema.SchemaError as e:
+        raise DecodeError(str(e)) from None
+
+
 def _decode_tick(payload: bytes) -> Tick:
     o = _json(payload)
+    _checked(_TICK, o, "tick")
     try:
-        return Tick(int(o["ts_ns"]), int(o["interval"]),
-                    {int(k): int(v) for k, v in o.get("lost", {}).items()})
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        lost = {int(k): v for k, v in o.get("lost", {}).items()}
+    except ValueError as e:
         raise DecodeError(f"bad tick record: {e!r}") from None
+    return Tick(o["ts_ns"], o["interval"], lost)
 
 
 def _decode_snapshot(payload: bytes) -> Snapshot:
     o = _json(payload)
-    try:
-        return Snapshot(int(o["ts_ns"]), str(o["what"]), str(o["when"]), o["data"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise DecodeError(f"bad snapshot record: {e!r}") from None
+    _checked(_SNAPSHOT, o, "snapshot")
+    shape = SNAPSHOT_DATA.get(o["what"])
+    if shape is not None:
+        _checked(shape, o["data"], f"snapshot {o['what']}")
+    return Snapshot(o["ts_ns"], o["what"], o["when"], o["data"])
 
 
 def _decode_sample(payload: bytes) -> Sample:
     o = _json(payload)
-    try:
-        return Sample(int(o["ts_ns"]), str(o["tracer"]), o["data"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise DecodeError(f"bad sample record: {e!r}") from None
+    _checked(_SAMPLE, o, "sample")
+    shape = _SAMPLE_DATA.get(o["tracer"])
+    if shape is not None:
+        _checked(shape, o["data"], f"sample of {o['tracer']}")
+    return Sample(o["ts_ns"], o["tracer"], o["data"])
 
 
 def _decode_end(payload: bytes) -> End:
     o = _json(payload)
-    try:
-        return End(int(o["ts_ns"]), str(o.get("reason", "")))
-    except (KeyError, TypeError, ValueError) as e:
-        raise DecodeError(f"bad end record: {e!r}") from None
+    _checked(_END, o, "end")
+    return End(o["ts_ns"], o.get("reason", ""))
 
 
 register(USER_TICK, _decode_tick)

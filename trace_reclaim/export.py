@@ -39,6 +39,7 @@ import dataclasses
 import json
 import os
 import shutil
+import struct
 import tempfile
 from collections import Counter
 from typing import Any, Callable, Dict, IO, Iterable, List, Optional, Tuple
@@ -59,6 +60,9 @@ INT64_MAX = (1 << 63) - 1
 # x86-64's node_zones[] order, for recordings without the header's zone_names.
 ZONE_NAMES = ("DMA", "DMA32", "Normal", "Movable", "Device")
 
+# event_header.type, to make a zero record of a given type.
+_TYPE_FIELD = struct.Struct("<I")
+_TYPE_OFFSET = abi.layout("event_header").field("type").offset
 _TYPE_NAMES = {v: k[3:].lower() for k, v in abi.EVENT_TYPES.items() if k.startswith("EV_")}
 
 
@@ -281,8 +285,10 @@ class _Exporter:
             size = getattr(_DECODERS.get(t), "size", None)
             if not size:
                 continue
+            zeros = bytearray(size)  # but for its own type: decoders check the header's
+            _TYPE_FIELD.pack_into(zeros, _TYPE_OFFSET, t)
             try:
-                ev = events.decode(t, bytes(size))
+                ev = events.decode(t, bytes(zeros))
             except events.DecodeError:
                 continue
             if ev is None:

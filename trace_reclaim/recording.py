@@ -26,6 +26,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Tuple
 
+from trace_reclaim import schema
+
 __all__ = [
     "MAGIC",
     "VERSION",
@@ -33,6 +35,29 @@ __all__ = [
     "Writer",
     "Reader",
 ]
+
+#: The header as session.build_header() writes it.  Every key is optional (old
+#: and synthetic recordings lack some) but typed when present; each tracer's
+#: own entry under "tracers" is declared by that tracer (events.register_header).
+HEADER_SCHEMA = schema.Obj(optional={
+    "tool": schema.STR, "tool_version": schema.STR,
+    "kernel_release": schema.STR, "kernel_version": schema.STR, "machine": schema.STR,
+    "hostname": schema.STR, "cmdline": schema.Opt(schema.STR),
+    "config": schema.Map(schema.Opt(schema.STR)),
+    "argv": schema.List(schema.STR),
+    "interval_s": schema.Num(1e-6, 1e6), "wall_start": schema.Opt(schema.NUM),
+    "plan": schema.Obj(optional={"tracers": schema.List(schema.STR),
+                                 "cflags": schema.List(schema.STR)}),
+    "headers": schema.Opt(schema.Map(schema.ANY)),
+    "gfp_bits": schema.Map(schema.Int(0, 63)),
+    "page_size": schema.Int(512, 1 << 30),
+    "zone_names": schema.List(schema.STR),
+    "workload": schema.Opt(schema.Obj(optional={"name": schema.STR})),
+    "delayacct": schema.Obj(optional={"before": schema.Opt(schema.BOOL),
+                                      "during": schema.Opt(schema.BOOL),
+                                      "turned_on_for_run": schema.Opt(schema.BOOL)}),
+    "tracers": schema.Map(schema.Map(schema.ANY)),
+})
 
 MAGIC = b"TRECLAIM"
 BLOCK_MAGIC = b"TRB1"
@@ -149,12 +174,18 @@ class Reader:
                                  "the file was modified or corrupted")
         try:
             header = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise RecordingError("recording header is not valid JSON",
                                  "the file is damaged") from None
         if not isinstance(header, dict):
             raise RecordingError("recording header is not a JSON object",
                                  "the file is damaged")
+        try:
+            schema.check(HEADER_SCHEMA, header, "header")
+        except schema.SchemaError as e:
+            raise RecordingError(f"recording header is damaged: {e}",
+                                 "it was written by another program or edited; nothing in "
+                                 "it can be trusted, record again") from None
         self.header = header
         self.version = version
 

@@ -50,10 +50,13 @@ def replay(path: str, env: Environment, registry: Dict[str, Tracer],
         except RecordingError as e:
             raise UserError(f"{path}: {e}", e.hint) from None
         header = reader.header
+        try:
+            events.check_header(header)
+        except events.DecodeError as e:
+            raise UserError(f"{path}: recording header is damaged: {e}",
+                            "it was written by another program or edited; nothing in it "
+                            "can be trusted, record again") from None
         names = header.get("plan", {}).get("tracers", [])
-        if not isinstance(names, list):
-            raise UserError(f"{path}: recording header has no valid tracer list",
-                            "the file is damaged")
         unknown = [n for n in names if n not in registry]
         if unknown:
             env.warn(f"{path} has events of tracers this version lacks: "
@@ -78,5 +81,6 @@ def replay(path: str, env: Environment, registry: Dict[str, Tracer],
                  f"this version does not know ({', '.join(map(str, sorted(corr.unknown_types)))})"
                  "; a newer trace-reclaim wrote them")
     if corr.decode_errors:
-        env.warn(f"{path}: {corr.decode_errors} records could not be decoded")
+        env.warn(f"{path}: {corr.decode_errors} records were damaged and skipped "
+                 "(they do not fit their type's declared layout)")
     return corr

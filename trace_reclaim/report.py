@@ -223,10 +223,11 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
         extra.append(f"{lost['events_outside_window']} outside the window")
     if lost["unknown_records"]:
         extra.append(f"{lost['unknown_records']} of unknown type skipped")
-    if lost["undecodable_records"]:
-        extra.append(f"{lost['undecodable_records']} undecodable")
     out += wrap(f"Lost events: {lost['total']} (ring buffer full)"
                 + ("; records " + ", ".join(extra) if extra else ""), hang="  ")
+    if lost["undecodable_records"]:
+        out += wrap(f"{lost['undecodable_records']} records were damaged and skipped "
+                    "(they do not fit their type's declared layout)", hang="  ")
     out.append("")
 
     vm = t.get("vmstat_delta", {})

@@ -207,6 +207,7 @@ def test_decoders_read_each_field_where_the_compiler_put_it(events_h):
     """Write a distinct value at each C offset, decode, read it back by name."""
     for t, dec in registered().items():
         s = dec.layout.name  # type: ignore[attr-defined]
+        limits = getattr(dec.cls, "LIMITS", {})  # type: ignore[attr-defined]
         buf = bytearray(events_h["size", s])
         want = {}
         for i, (path, f) in enumerate(p for p in paths(dec.layout) if p[1].layout is None):  # type: ignore[attr-defined]
@@ -218,6 +219,11 @@ def test_decoders_read_each_field_where_the_compiler_put_it(events_h):
             else:
                 signed = bool(events_h["signed", s, path])
                 v = -(i + 1) if signed else (i + 1) << (8 * size - 8)
+                if f.name == "type":     # the decoder takes only its own type
+                    v = t
+                elif f.name in limits:   # and only values inside the declared limits
+                    lo, hi = limits[f.name]
+                    v = lo + (i + 1) % (hi - lo + 1)
                 buf[off:off + size] = v.to_bytes(size, "little", signed=signed)
                 want[f.name] = v
         ev = events.decode(t, bytes(buf))
@@ -226,6 +232,23 @@ def test_decoders_read_each_field_where_the_compiler_put_it(events_h):
                 assert getattr(ev, name) == v, f"type {t}: {s}.{name}"
         with pytest.raises(events.DecodeError):
             events.decode(t, bytes(buf[:-1]))
+        with pytest.raises(events.DecodeError):
+            events.decode(t, bytes(buf) + b"\0")
+        other = bytearray(buf)
+        struct.pack_into("<I", other, events_h["offset", s, "hdr.type"], t + 1)
+        with pytest.raises(events.DecodeError, match="is not its type"):
+            events.decode(t, bytes(other))
+        for name, (lo, hi) in limits.items():
+            off = events_h["offset", s, name]
+            f = dec.layout.field(name)  # type: ignore[attr-defined]
+            signed = f.code.islower()
+            fits = range(-(1 << (8 * f.size - 1)), 1 << (8 * f.size - 1)) if signed \
+                else range(0, 1 << (8 * f.size))
+            for bad in [b for b in (lo - 1, hi + 1) if b in fits]:
+                out = bytearray(buf)
+                out[off:off + f.size] = bad.to_bytes(f.size, "little", signed=signed)
+                with pytest.raises(events.DecodeError, match="declared limits"):
+                    events.decode(t, bytes(out))
 
 
 def test_a_decoder_whose_fields_disagree_fails_at_import():

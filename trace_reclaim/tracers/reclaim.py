@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from trace_reclaim import abi, events, gfp
+from trace_reclaim import abi, events, gfp, schema
 from trace_reclaim.abi import (EV_DIRECT_RECLAIM, EV_KSWAPD_SLEEP, EV_KSWAPD_WAKE,
                                EV_WAKEUP_KSWAPD)
 from trace_reclaim.kswapd import Kswapd, KswapdNode
@@ -85,6 +85,12 @@ events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "wakeup_ks
 events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "kswapd_wake_event"))
 events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "kswapd_wake_event"))
 events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "direct_reclaim_event"))
+_LRU = schema.Obj({"calls": schema.Int(0), "nr_scanned": schema.Int(0),
+                   "nr_reclaimed": schema.Int(0)}, {"nr_taken": schema.Int(0)})
+# ReclaimTracer.sample(): lru_reclaim per reclaimer; /sys/kernel/mm/lru_gen/enabled.
+events.register_sample("reclaim", schema.Obj(optional={
+    "lru": schema.Obj(optional={who: _LRU for who in RECLAIMERS}),
+    "lru_gen": schema.Opt(schema.INT)}))
 
 
 class _Proc:

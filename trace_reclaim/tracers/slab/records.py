@@ -15,8 +15,9 @@ The structs are ``shrink_slab_event`` and ``kmem_cache_event`` in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Dict, Tuple
 
-from trace_reclaim import events
+from trace_reclaim import abi, events, schema
 from trace_reclaim.abi import (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY,
                                EV_KMEM_CACHE_SHUTDOWN, EV_SHRINK_SLAB, SLAB_CTX_DIRECT,
                                SLAB_CTX_MEMCG, SLAB_CTX_NODE, SLAB_CTX_OTHER)
@@ -52,6 +53,10 @@ class ShrinkSlab(events.Event):
     context: int
     reclaim_start_ns: int
 
+    # Checked by the decoder: a context outside enum slab_reclaim_context is damage.
+    LIMITS: ClassVar[Dict[str, Tuple[int, int]]] = {
+        "context": abi.enum_range("slab_reclaim_context")}
+
     @property
     def scanned(self) -> int:
         """Objects the shrinker scanned: what SLABS_SCANNED counted for this call."""
@@ -72,3 +77,29 @@ class KmemCacheEvent(events.Event):
 events.register(EV_SHRINK_SLAB, events.struct_decoder(ShrinkSlab, "shrink_slab_event"))
 for _t in (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN):
     events.register(_t, events.struct_decoder(KmemCacheEvent, "kmem_cache_event"))
+
+_COUNT = schema.Int(0)
+# /sys/kernel/slab as sysfs.read_sys_slab() gives it: attributes per cache
+# directory, and each cache name's link (target directory, inode).
+_SYS_SLAB = schema.Obj({"caches": schema.Map(schema.Map(schema.Opt(schema.INT))),
+                        "links": schema.Map(schema.Tuple(schema.STR, schema.INT))},
+                       {"readable": schema.BOOL})
+# SlabTracer.header()
+events.register_header("slab", schema.Obj(optional={
+    "ncpus": schema.Int(1, 1 << 16), "kmem_cache_name_offset": schema.Opt(schema.INT),
+    "lifecycle_exact": schema.BOOL, "lifecycle_method": schema.STR,
+    "kmem_cache_alloc_arg": schema.Opt(schema.INT),
+    "kmem_cache_free_arg": schema.Opt(schema.INT)}))
+# SlabTracer.sample()
+events.register_sample("slab", schema.Obj({"when": schema.STR}, {
+    "symbols": schema.Map(schema.STR, keys=schema.HEX),
+    "shrinker_owners": schema.Map(schema.Map(schema.STR), keys=schema.HEX),
+    "caches": schema.Map(schema.Tuple(_COUNT, _COUNT)),
+    "overflow": _COUNT,
+    "kmsg": schema.List(schema.STR),
+    "dentry_state": schema.Map(schema.INT),
+    "inode_state": schema.Map(schema.INT),
+    "slabinfo": schema.Map(schema.Tuple(_COUNT, _COUNT, _COUNT, _COUNT)),
+    "slabinfo_full": schema.BOOL,
+    "sys_slab": _SYS_SLAB,
+}))

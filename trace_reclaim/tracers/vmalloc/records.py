@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trace_reclaim import events
+from trace_reclaim import events, schema
 from trace_reclaim.abi import (EV_ALLOC_VMAP_AREA, EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
                                EV_PURGE_VMAP_AREA, EV_VMALLOC_PAGE_ALLOC, VMAP_EV_ARM_FULL,
                                VMAP_EV_ARMED, VMAP_EV_EXACT)
@@ -88,7 +88,7 @@ def _decode_alloc_vmap_area_any(payload: bytes) -> AllocVmapArea:
     return _decode_alloc_vmap_area(payload)
 
 
-for _attr in ("size", "format", "layout", "cls"):
+for _attr in ("size", "format", "layout", "cls", "types"):
     setattr(_decode_alloc_vmap_area_any, _attr, getattr(_decode_alloc_vmap_area, _attr))
 events.register(EV_ALLOC_VMAP_AREA, _decode_alloc_vmap_area_any)
 events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "free_vmap_area_event"))
@@ -97,3 +97,18 @@ events.register(EV_PURGE_VMAP_AREA,
 events.register(EV_VMALLOC_PAGE_ALLOC,
                 events.struct_decoder(VmallocPageAlloc, "vmalloc_page_alloc_event"))
 events.register(EV_KMALLOC_LARGE, events.struct_decoder(KmallocLarge, "kmalloc_large_event"))
+_COUNT = schema.Int(0)
+# VmallocTracer.header()
+events.register_header("vmalloc", schema.Obj(optional={
+    "page_bytes": schema.Int(512, 1 << 30), "huge_bytes": schema.Int(1, 1 << 40),
+    "huge_order": schema.Int(0, 63), "plan": schema.STR,
+    "huge_vmalloc": schema.Obj(optional={"possible": schema.Opt(schema.BOOL),
+                                         "why": schema.Opt(schema.STR)})}))
+# VmallocTracer.sample(): stacks by id, callers by address, vmalloc_stats, /proc/vmallocinfo.
+events.register_sample("vmalloc", schema.Obj({"when": schema.STR}, {
+    "stacks": schema.Map(schema.List(schema.STR), keys=schema.DECIMAL),
+    "callers": schema.Map(schema.STR, keys=schema.HEX),
+    "stats": schema.Map(schema.INT),
+    "vmallocinfo": schema.Obj({"areas": _COUNT, "pages": _COUNT},
+                              {"by_caller": schema.Map(_COUNT)}),
+}))

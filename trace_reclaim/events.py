@@ -259,9 +259,11 @@ _TS = schema.U64
 _COUNT = schema.Int(0)
 _PSI_LINE = schema.Obj(optional={"avg10": schema.Num(0), "avg60": schema.Num(0),
                                  "avg300": schema.Num(0), "total": _COUNT})
-_ZONE = schema.Obj({"node": schema.Int(0, 1 << 16), "zone": schema.STR},
-                   {k: _COUNT for k in ("free", "min", "low", "high", "promo", "boost",
-                                        "managed", "spanned", "present")})
+# procfs.parse_zoneinfo() keeps zones with managed pages, which always have
+# their free count and watermarks; promo (6.9+), boost, spanned, present vary.
+_ZONE = schema.Obj({"node": schema.Int(0, 1 << 16), "zone": schema.STR,
+                    **{k: _COUNT for k in ("free", "min", "low", "high", "managed")}},
+                   {k: _COUNT for k in ("promo", "boost", "spanned", "present")})
 _TASK = schema.Obj({"tid": schema.INT, "comm": schema.STR},
                    {"tgid": schema.Opt(schema.INT), **{k: _COUNT for k in DELAY_FIELDS}})
 #: Snapshot.data by Snapshot.what, as session.py writes them from trace_reclaim.procfs

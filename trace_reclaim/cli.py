@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="trace direct reclaim of this process only")
         sp.add_argument("-o", "--output", metavar="FILE", required=record_only,
                         help="record to FILE (must not exist)")
+        sp.add_argument("--redact", action="store_true",
+                        help="write the recording (-o) without kernel addresses (keyed "
+                             "hashes), host name or command lines, to share it")
         sp.add_argument("--delayacct", action="store_true",
                         help="turn on per-task delay accounting (kernel.task_delayacct) "
                              "for the run and read stalled tasks' reclaim, thrashing and "
@@ -98,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="the report of a recording")
     rp.add_argument("file", help="a recording made with -o")
     rp.add_argument("-j", "--json", action="store_true", help="one JSON document")
+    rp.add_argument("--redact", action="store_true",
+                    help="hash kernel addresses and hide the host name, to share the report")
     rp.add_argument("--plot", metavar="FILE",
                     help="also draw the run's timeline to FILE (.png or .svg; needs "
                          "matplotlib)")

@@ -195,6 +195,7 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
     unpack = compiled.unpack
     make = _maker(cls, names, [i for i, f in enumerate(flat) if f.is_string and i != 5])
     in_limits = _limits_check(cls, names)
+    limits = getattr(cls, "LIMITS", {})
     # The record types this decoder is registered for (``register`` fills it):
     # a payload whose event_header.type is another type's is damage.
     types: Set[int] = set()
@@ -208,7 +209,7 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
         if v[1] not in types:
             raise DecodeError(f"{name}: event_header.type {v[1]} is not its type")
         if in_limits is not None and not in_limits(v):
-            raise DecodeError(f"{name}: a field outside its declared limits {cls.LIMITS}")
+            raise DecodeError(f"{name}: a field outside its declared limits {limits}")
         raw = v[5]
         comm = _comm_cache.get(raw)
         if comm is None:

@@ -21,6 +21,7 @@ rather than fail.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "MAGIC",
     "VERSION",
     "RecordingError",
+    "create",
     "Writer",
     "Reader",
 ]
@@ -57,6 +59,7 @@ HEADER_SCHEMA = schema.Obj(optional={
                                       "during": schema.Opt(schema.BOOL),
                                       "turned_on_for_run": schema.Opt(schema.BOOL)}),
     "tracers": schema.Map(schema.Map(schema.ANY)),
+    "redacted": schema.Map(schema.ANY),
 })
 
 MAGIC = b"TRECLAIM"
@@ -77,6 +80,17 @@ class RecordingError(Exception):
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
         self.hint = hint
+
+
+def create(path: str) -> IO[bytes]:
+    """Open a new recording for writing, mode 0600, never over an existing file.
+
+    A recording holds process names, command lines and kernel addresses:
+    only its owner may read it.  FileExistsError if ``path`` exists.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                 0o600)
+    return os.fdopen(fd, "wb")
 
 
 class Writer:

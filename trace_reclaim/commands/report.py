@@ -59,8 +59,13 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
             raise UserError(f"cannot write {plot}: {e.strerror or e}",
                             "choose a writable path") from None
         print(f"timeline written to {plot}", file=env.stderr)
-    if args.json:
-        env.stdout.write(render_json(doc))
+    if getattr(args, "redact", False):
+        from trace_reclaim.redact import Redactor
+
+        redactor = Redactor()
+        doc = redactor.report(doc)
+        out = render_json(doc) if args.json else redactor.text(render_text(doc, corr.aggs))
     else:
-        env.stdout.write(render_text(doc, corr.aggs))
+        out = render_json(doc) if args.json else render_text(doc, corr.aggs)
+    env.stdout.write(out)
     return ExitStatus.OK

@@ -196,13 +196,14 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 def _serve(args: argparse.Namespace, env: Environment, plan: Any, header: Dict[str, Any],
            registry: Dict[str, Any], exporter: Any, httpd: Any) -> ExitStatus:
+    from trace_reclaim import recording
     from trace_reclaim.recording import Writer
     from trace_reclaim.session import LiveSession, SessionError
 
     f = writer = None
     if args.output:
         try:
-            f = open(args.output, "xb")
+            f = recording.create(args.output)
         except OSError as e:
             raise UserError(f"cannot write {args.output}: {e.strerror}",
                             "choose a writable path") from None

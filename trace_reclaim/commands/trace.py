@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, Optional
 from trace_reclaim import tracers
 from trace_reclaim.env import Environment, ExitStatus, UserError
 from trace_reclaim.probe import Probe
+from trace_reclaim import recording
 from trace_reclaim.recording import Writer
 from trace_reclaim.tracer import Options, Tracer
 
@@ -55,6 +56,10 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         print(bpf_source({n: registry[n] for n in plan.tracers}), file=env.stdout)
         print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid)) + " */", file=env.stdout)
         return ExitStatus.OK
+    if getattr(args, "redact", False) and not args.output:
+        raise UserError("--redact applies to the recording, and there is none",
+                        "add -o FILE (or redact a report: trace-reclaim report --redact FILE)",
+                        ExitStatus.USAGE)
     if args.output:  # before any slow step: bad input fails fast
         if os.path.lexists(args.output):
             raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
@@ -147,17 +152,22 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
     from trace_reclaim.view import LiveView
 
     f = None
-    writer = None
+    writer: Optional[Writer] = None
     if args.output:
         try:
-            f = open(args.output, "xb")
+            f = recording.create(args.output)
         except FileExistsError:
             raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
                             "recordings", "choose another file name") from None
         except OSError as e:
             raise UserError(f"cannot write {args.output}: {e.strerror}",
                             "choose a writable path") from None
-        writer = Writer(f, header)
+        if getattr(args, "redact", False):
+            from trace_reclaim.redact import RedactingWriter
+
+            writer = RedactingWriter(f, header)
+        else:
+            writer = Writer(f, header)
 
     view = LiveView(env.stdout, tty=env.stdout_tty(), json_lines=args.json) if live else None
     session: Optional[LiveSession] = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 import zlib
 
@@ -11,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trace_reclaim.recording import (
-    BLOCK_MAGIC, MAGIC, VERSION, Reader, RecordingError, Writer,
+    BLOCK_MAGIC, MAGIC, VERSION, Reader, RecordingError, Writer, create,
 )
 from tests import synth
 
@@ -154,3 +156,16 @@ def test_random_bytes_never_crash_the_reader(blob):
     except RecordingError:
         return
     list(r.records())
+
+
+def test_recordings_are_created_0600_and_never_over_a_file(tmp_path):
+    old = os.umask(0)
+    try:
+        path = tmp_path / "r.trc"
+        with create(str(path)) as f:
+            Writer(f, {"tool": "trace-reclaim"}).close()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with pytest.raises(FileExistsError):
+            create(str(path))
+    finally:
+        os.umask(old)

@@ -61,6 +61,12 @@ def Num(lo: float = -math.inf, hi: float = math.inf) -> Check:
     return check_num
 
 
+def _join(where: str, e: SchemaError) -> str:
+    """``where`` prefixed to an inner error: ".a.b[2]: why"."""
+    msg = str(e)
+    return f"{where}{msg}" if msg.startswith((".", "[")) else f"{where}: {msg}"
+
+
 def _is(t: type, name: str) -> Check:
     def check_type(v: Any) -> None:
         if type(v) is not t:
@@ -98,7 +104,7 @@ def List(item: Check, max_len: Optional[int] = None) -> Check:
             try:
                 item(x)
             except SchemaError as e:
-                raise SchemaError(f"[{i}] {e}") from None
+                raise SchemaError(_join(f"[{i}]", e)) from None
     return check_list
 
 
@@ -114,7 +120,7 @@ def Tuple(*items: Check) -> Check:
             try:
                 c(x)
             except SchemaError as e:
-                raise SchemaError(f"[{i}] {e}") from None
+                raise SchemaError(_join(f"[{i}]", e)) from None
     return check_tuple
 
 
@@ -139,7 +145,7 @@ def Map(value: Check, keys: Optional[str] = None, max_len: Optional[int] = None)
             try:
                 value(x)
             except SchemaError as e:
-                raise SchemaError(f".{k} {e}") from None
+                raise SchemaError(_join(f".{k}", e)) from None
     return check_map
 
 
@@ -158,13 +164,13 @@ def Obj(required: Optional[Dict[str, Check]] = None,
             try:
                 c(v[k])
             except SchemaError as e:
-                raise SchemaError(f".{k} {e}") from None
+                raise SchemaError(_join(f".{k}", e)) from None
         for k, c in opt:
             if k in v:
                 try:
                     c(v[k])
                 except SchemaError as e:
-                    raise SchemaError(f".{k} {e}") from None
+                    raise SchemaError(_join(f".{k}", e)) from None
     return check_obj
 
 
@@ -187,5 +193,4 @@ def check(schema: Check, value: Any, what: str = "value") -> None:
     try:
         schema(value)
     except SchemaError as e:
-        msg = str(e)
-        raise SchemaError(f"{what}{'' if msg.startswith(('.', '[')) else ': '}{msg}") from None
+        raise SchemaError(_join(what, e)) from None

@@ -32,6 +32,7 @@ import io
 import json
 import os
 import random
+import re
 import struct
 import sys
 import tempfile
@@ -184,7 +185,10 @@ def _json_mutate(obj: Any, c: Chooser, depth: int = 0) -> Tuple[Any, bool]:
 
 
 MUTATIONS = ("truncate", "extend", "flip", "field", "retype", "inject", "json", "header",
-             "swap", "move", "shuffle_block", "drop", "duplicate")
+             "swap", "move", "shuffle_block", "drop", "duplicate", "json_text")
+# Valid JSON texts Python refuses or chokes on: past int_max_str_digits, deep nesting.
+_HOSTILE_JSON = [b"1" * 5000, b"[" * 100_000 + b"]" * 100_000, b"-" + b"9" * 4400,
+                 b"1e999999", b"NaN", b"-Infinity"]
 
 
 def mutate(c: Chooser, fx: Fixture) -> Tuple[bytes, List[str], bool]:
@@ -247,6 +251,12 @@ def mutate(c: Chooser, fx: Fixture) -> Tuple[bytes, List[str], bool]:
             if top and (not isinstance(new, dict) or "ts_ns" not in new
                         or type(new["ts_ns"]) is not int):
                 must.append(block[ri])
+        elif op == "json_text" and t >= events.USER_BASE:
+            # A number in the record's text becomes one Python's json refuses.
+            m = re.search(rb"-?[0-9]+(\.[0-9]+)?", p)
+            if m is None:
+                continue
+            block[ri] = (t, p[:m.start()] + c.choice(_HOSTILE_JSON) + p[m.end():])
         elif op == "header":
             header, _ = _json_mutate(header, c)
         elif op == "swap":

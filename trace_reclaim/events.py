@@ -248,8 +248,10 @@ def _limits_check(cls: type, names: List[str]) -> Optional[Callable[[Any], bool]
 def _json(payload: bytes) -> Dict[str, Any]:
     try:
         obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise DecodeError(f"bad JSON record: {e}") from None
+    except (ValueError, RecursionError) as e:
+        # ValueError: not UTF-8, not JSON, or an integer past Python's
+        # int_max_str_digits; RecursionError: nested deeper than the parser goes.
+        raise DecodeError(f"bad JSON record: {str(e)[:200]}") from None
     if not isinstance(obj, dict):
         raise DecodeError("JSON record is not an object")
     return obj

@@ -188,7 +188,7 @@ class Reader:
                                  "the file was modified or corrupted")
         try:
             header = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, a 5000-digit number
             raise RecordingError("recording header is not valid JSON",
                                  "the file is damaged") from None
         if not isinstance(header, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import random
+import zlib
 import json
 
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import fuzz_recordings as fz
-from trace_reclaim import cli, events
+from trace_reclaim import cli, events, recording
 from trace_reclaim.env import Environment
 
 BPF_TYPES = sorted(fz._decoders())
@@ -114,6 +115,30 @@ def test_samples_of_the_wrong_shape_are_counted(tmp_path, tracer, data):
     (rc, j, _), (_rc, text, _err) = _report(tmp_path, [(events.USER_SAMPLE, rec)])
     assert rc == 0
     assert json.loads(j)["lost"]["undecodable_records"] == 1
+
+
+@pytest.mark.parametrize("text", [b"1" * 5000, b"[" * 100_000 + b"]" * 100_000])
+def test_json_python_cannot_take_is_counted(tmp_path, text):
+    rec = b'{"ts_ns": 1, "what": "vmstat", "when": "tick", "data": {"x": ' + text + b"}}"
+    (rc, j, _), (_rc, text_out, _err) = _report(tmp_path, [(events.USER_SNAPSHOT, rec)])
+    assert rc == 0
+    assert json.loads(j)["lost"]["undecodable_records"] == 1
+
+
+def test_a_header_python_cannot_take_is_a_clean_error(tmp_path):
+    fx = fz.fixtures()[0]
+    data = fz.serialize(fx.header, fx.blocks)
+    head = json.dumps(fx.header, sort_keys=True, separators=(",", ":")).encode()
+    bad = head.replace(b'"page_size":4096', b'"page_size":' + b"4" * 5000)
+    assert bad != head
+    data = (recording._FILE_HEAD.pack(recording.MAGIC, recording.VERSION, 0, len(bad)) + bad
+            + recording._U32.pack(zlib.crc32(bad)) + data[recording._FILE_HEAD.size + len(head) + 4:])
+    path = tmp_path / "h.trc"
+    path.write_bytes(data)
+    out, err = io.StringIO(), io.StringIO()
+    rc = cli.main(["report", str(path)], Environment(stdout=out, stderr=err))
+    assert rc == 1 and "error: " in err.getvalue() and "hint: " in err.getvalue()
+    assert "Traceback" not in err.getvalue()
 
 
 @pytest.mark.parametrize("key,value", [

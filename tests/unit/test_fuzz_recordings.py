@@ -131,8 +131,9 @@ def test_a_header_python_cannot_take_is_a_clean_error(tmp_path):
     head = json.dumps(fx.header, sort_keys=True, separators=(",", ":")).encode()
     bad = head.replace(b'"page_size":4096', b'"page_size":' + b"4" * 5000)
     assert bad != head
+    blocks = data[recording._FILE_HEAD.size + len(head) + 4:]
     data = (recording._FILE_HEAD.pack(recording.MAGIC, recording.VERSION, 0, len(bad)) + bad
-            + recording._U32.pack(zlib.crc32(bad)) + data[recording._FILE_HEAD.size + len(head) + 4:])
+            + recording._U32.pack(zlib.crc32(bad)) + blocks)
     path = tmp_path / "h.trc"
     path.write_bytes(data)
     out, err = io.StringIO(), io.StringIO()

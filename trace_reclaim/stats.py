@@ -21,6 +21,18 @@ def _bucket(v: int) -> int:
     return (shift << 5) + (v >> shift)
 
 
+def _count_buckets(hist: Dict[int, int], values: List[int]) -> None:
+    """Count each of ``values`` (non-negative) in its bucket: ``_bucket`` inlined."""
+    get = hist.get
+    for v in values:
+        if v < _SUB:
+            b = v
+        else:
+            shift = v.bit_length() - 6
+            b = (shift << 5) + (v >> shift)
+        hist[b] = get(b, 0) + 1
+
+
 def _bucket_low(b: int) -> int:
     if b < _SUB * 2:
         return b
@@ -59,10 +71,7 @@ class LatencyStats:
             # Leaving exact mode: the histogram starts from every value so far
             # (while exact it is not needed, so it is not kept).
             self._exact = None
-            hist = self._hist
-            for x in ex:
-                b = _bucket(x)
-                hist[b] = hist.get(b, 0) + 1
+            _count_buckets(self._hist, ex)
         if v < _SUB:
             b = v
         else:
@@ -98,15 +107,7 @@ class LatencyStats:
             # Past the cap: the histogram starts from every value so far.
             self._exact = None
             values = ex + values
-        hist = self._hist
-        get = hist.get
-        for v in values:
-            if v < _SUB:
-                b = v
-            else:
-                shift = v.bit_length() - 6
-                b = (shift << 5) + (v >> shift)
-            hist[b] = get(b, 0) + 1
+        _count_buckets(self._hist, values)
 
     @classmethod
     def merged(cls, parts: List[LatencyStats]) -> LatencyStats:
@@ -132,9 +133,7 @@ class LatencyStats:
         hist = out._hist
         for s in parts:
             if s._exact is not None:
-                for x in s._exact:
-                    b = _bucket(x)
-                    hist[b] = hist.get(b, 0) + 1
+                _count_buckets(hist, s._exact)
             else:
                 for b, n in s._hist.items():
                     hist[b] = hist.get(b, 0) + n

@@ -8,7 +8,7 @@ zoneinfo and LRU samples every 10,000 events), then runs the report the
 way a user does, as a subprocess, and prints the wall time.
 
     .venv/bin/python bench/report_speed.py [--events 1000000] [--keep FILE] [--json] [--plot]
-        [--baseline DIR [--rounds 5]]
+        [--baseline DIR [--rounds 5] [--instructions]]
 
 ``--baseline DIR`` times the report of another checkout (e.g. a ``git
 worktree`` of an older commit) against this one on the same recording,
@@ -17,6 +17,10 @@ events per second and the speed-up.  The recording is written by this
 checkout's Writer; the file format (recording.py) and the reclaim/oom
 structs of bpf/events.h it holds are unchanged since commit a65185c, so a
 checkout from then on reads it (each round's exit status is checked).
+``--instructions`` also counts the instructions each report executes under
+``valgrind --tool=callgrind`` (one run each; about 50x slower, so use it with
+``--events 100000``): a figure the machine's load does not move, where wall
+and CPU times on a busy VM drift by tens of percent between rounds.
 
 ``--plot`` also times ``report --plot`` (the timeline picture) against the
 plain report, alternating them over 3 rounds, and prints the CPU-time ratio.
@@ -130,6 +134,8 @@ def main() -> int:
     p.add_argument("--baseline", metavar="DIR",
                    help="also time the report of the checkout in DIR, alternated with this one's")
     p.add_argument("--rounds", type=int, default=5, help="rounds with --baseline (default 5)")
+    p.add_argument("--instructions", action="store_true",
+                   help="with --baseline: also count instructions under valgrind (callgrind)")
     a = p.parse_args()
     path = a.keep or os.path.join(tempfile.mkdtemp(prefix="trace-reclaim-bench-"), "b.trc")
     t0 = time.monotonic()
@@ -162,6 +168,8 @@ def main() -> int:
         modes = (["report"], ["report", "-j"]) if a.json else (["report"],)
         for mode in modes:
             baseline_ratio(path, n, a.baseline, mode, a.rounds)
+        if a.instructions:
+            instruction_ratio(path, n, a.baseline)
     if not a.keep:
         os.unlink(path)
         os.rmdir(os.path.dirname(path))
@@ -221,6 +229,31 @@ def baseline_ratio(path: str, n: int, baseline: str, mode: list, rounds: int) ->
           f"{med[base][1] / med[ours][1]:.2f}x CPU; "
           f"this checkout's output {'identical' if len(outputs) == 1 else 'DIFFERS'} "
           "across rounds")
+
+
+def _instructions(checkout: str, argv: list) -> int:
+    """Instructions (callgrind's Ir) that one run of ``checkout``'s CLI executes."""
+    out = os.path.join(tempfile.mkdtemp(prefix="trace-reclaim-cg-"), "cg.out")
+    env = dict(os.environ, PYTHONPATH=checkout)
+    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        *_report_argv(checkout), *argv], cwd=checkout, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode:
+        raise SystemExit(f"{checkout}: valgrind {' '.join(argv)} failed:\n{r.stderr.decode()}")
+    with open(out) as f:
+        total = next(int(line.split()[1]) for line in f if line.startswith("summary:"))
+    os.unlink(out)
+    os.rmdir(os.path.dirname(out))
+    return total
+
+
+def instruction_ratio(path: str, n: int, baseline: str) -> None:
+    """Instructions of ``report`` for ``baseline`` and this checkout (startup included)."""
+    base = _instructions(os.path.abspath(baseline), ["report", os.path.abspath(path)])
+    ours = _instructions(ROOT, ["report", os.path.abspath(path)])
+    print(f"report under callgrind: baseline {baseline} {base / 1e9:.2f} G instructions "
+          f"({base / n:.0f} per event), this checkout {ours / 1e9:.2f} G ({ours / n:.0f} per "
+          f"event): baseline/this {base / ours:.2f}")
 
 
 def _cpu_of(argv: list) -> float:

@@ -244,7 +244,7 @@ def mutate(c: Chooser, fx: Fixture) -> Tuple[bytes, List[str], bool]:
         elif op == "json" and t >= events.USER_BASE:
             try:
                 obj = json.loads(p)
-            except ValueError:
+            except (ValueError, RecursionError):  # damaged by an earlier mutation
                 continue
             new, top = _json_mutate(obj, c)
             block[ri] = (t, json.dumps(new).encode())

@@ -52,8 +52,11 @@ class SessionError(Exception):
 
 
 def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str]:
+    # The tracers name every kprobe choice -D..._KPROBE...; only those
+    # programs need struct pt_regs, whose header costs compile time.
+    kprobes = any(c.startswith("-D") and "_KPROBE" in c for c in plan.cflags)
     return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}",
-            f"-DTARG_TGID={tgid}", *plan.cflags]
+            f"-DTARG_TGID={tgid}", *(["-DNEED_PT_REGS"] if kprobes else []), *plan.cflags]
 
 
 def bpf_source(tracers: Mapping[str, Tracer]) -> str:

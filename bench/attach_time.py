@@ -111,8 +111,10 @@ class Pressure:
         self.python = python
         self.proc: Optional[subprocess.Popen] = None
         self.vmstat0: Dict[str, int] = {}
+        self.hp_before = 0
 
     def __enter__(self) -> Pressure:
+        self.hp_before = ProcFS().nr_hugepages()
         env, fds = _restore.lock_for_child()
         self.proc = subprocess.Popen(
             [self.python, "-m", "trace_reclaim.examples.pressure", "--seconds", "3600",
@@ -145,6 +147,10 @@ class Pressure:
             rest, _ = self.proc.communicate()
         for line in (rest or "").splitlines()[-3:]:
             print("  pressure: " + line, flush=True)
+        if self.proc.returncode == -signal.SIGKILL and \
+                ProcFS().nr_hugepages() > self.hp_before:
+            # Killed before its own restore ran: free its ballast here.
+            _restore._write_nr_hugepages(self.hp_before)
 
 
 def spread(xs: List[float]) -> str:
@@ -197,9 +203,7 @@ def main() -> int:
     _restore.require_root()
     ratios = {}
     hp_before = ProcFS().nr_hugepages()
-    with _restore.machine_lock(timeout=600), _restore.Restorer() as r:
-        # Whatever the pressure child does, nr_hugepages ends as it was.
-        r.undo(f"nr_hugepages = {hp_before}", _restore._write_nr_hugepages, hp_before)
+    with _restore.machine_lock(timeout=600), _restore.signals_to_exceptions():
         print(f"load average before: {os.getloadavg()[0]:.2f}; "
               f"nr_hugepages {hp_before}", flush=True)
         for mode in modes:

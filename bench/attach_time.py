@@ -13,13 +13,16 @@ alternates from round to round):
   everything is attached is shown too.
 
 Both are timed from the fork to the line that says "attached", with the
-same interpreter.  Medians, spread and the ratio of medians are printed for
-each mode: ``idle`` (whatever else runs on the machine; say so with the
-figure) and ``pressure`` (``trace_reclaim.examples.pressure`` runs in a child
-for the whole mode: hugetlb ballast plus page-cache streaming, so kswapd and
-direct reclaim run while both compile).  The pressure child runs inside this
-process's machine lock and restores nr_hugepages itself; this bench checks
-afterwards and puts it back if it did not.
+same interpreter, and with bytecode caching on (as an installed package has
+it: Debian's bcc ships its .pyc files; PYTHONDONTWRITEBYTECODE, if set, is
+dropped for the children, and one warm-up round per mode is not counted).
+Medians, spread and the ratio of medians are printed for each mode:
+``idle`` (whatever else runs on the machine; say so with the figure) and
+``pressure`` (``trace_reclaim.examples.pressure`` runs in a child for the
+whole mode: hugetlb ballast plus page-cache streaming, so kswapd and direct
+reclaim run while both compile).  The pressure child runs inside this
+process's machine lock and restores nr_hugepages itself; if it has to be
+killed, this bench frees its ballast.
 
 Run as root from the repository root:
 ``.venv/bin/python bench/attach_time.py [--rounds 7] [--modes idle,pressure]``.
@@ -51,13 +54,16 @@ print("attached", flush=True)
 """
 READY = "Tracing reclaim"
 ALL_ATTACHED = "attached:"      # the tracer's line once a deferred part is attached
+# Bytecode caching on for the children, as installed packages have it.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 PRESSURE_COUNTERS = ("pgscan_kswapd", "pgscan_direct", "allocstall_normal",
                      "allocstall_movable", "pageoutrun")
 
 
 def time_baseline(python: str) -> float:
     t0 = time.monotonic()
-    p = subprocess.Popen([python, "-c", BASELINE], cwd=ROOT, stdout=subprocess.PIPE,
+    p = subprocess.Popen([python, "-c", BASELINE], cwd=ROOT, env=CHILD_ENV,
+                         stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True)
     assert p.stdout is not None
     try:
@@ -76,7 +82,8 @@ def time_record(python: str, extra: List[str]) -> Tuple[float, Optional[float]]:
         out = os.path.join(d, "x.rec")
         t0 = time.monotonic()
         p = subprocess.Popen([python, "-m", "trace_reclaim", "record", "-o", out, *extra],
-                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             cwd=ROOT, env=CHILD_ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE,
                              text=True)
         assert p.stderr is not None
         ready = done = None
@@ -162,7 +169,10 @@ def run_mode(mode: str, rounds: int, python: str, extra: List[str]) -> float:
     base: List[float] = []
     ours: List[float] = []
     full: List[float] = []
-    print(f"\n{mode}: {rounds} rounds, alternating order", flush=True)
+    print(f"\n{mode}: {rounds} rounds, alternating order, after one warm-up round",
+          flush=True)
+    time_baseline(python)
+    time_record(python, extra)
     for i in range(rounds):
         order = ("baseline", "ours") if i % 2 == 0 else ("ours", "baseline")
         for who in order:

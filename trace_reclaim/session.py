@@ -81,9 +81,11 @@ class Compile:
 
     The compile is one ctypes call into clang and LLVM, which releases the
     GIL: while it runs, the caller builds the recording header, the
-    correlator and the live view on the other core.  bcc and clang write
-    warnings straight to fd 2, so fd 2 is captured from start() to result()
-    (the caller must not print in between; --traceback shows the text).
+    correlator and the live view.  bcc and clang write warnings straight to
+    fd 2, so fd 2 is captured from start() to wait() (the caller must not
+    print in between; --traceback shows the text).  wait() joins the thread
+    on every path, Ctrl-C included, so fd 2 is never handed back while clang
+    may still write to it.
     """
 
     def __init__(self, bpf_factory: Callable[..., Any], tracers: Mapping[str, Tracer],
@@ -109,7 +111,7 @@ class Compile:
 
         self._capture = captured_stderr()
         self._captured = self._capture.__enter__()
-        # A daemon: Ctrl-C in the main thread must not wait for clang to finish.
+        # A daemon: whatever goes wrong in the main thread, exit never hangs on it.
         self._thread = threading.Thread(target=self._run, name="bpf-compile", daemon=True)
         self._thread.start()
         return self

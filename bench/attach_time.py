@@ -206,6 +206,8 @@ def main() -> int:
                    help="comma-separated: idle, pressure (default both)")
     p.add_argument("--python", default=sys.executable,
                    help="interpreter for both processes (default: this one)")
+    p.add_argument("--lock-timeout", type=float, default=3600,
+                   help="seconds to wait for the machine lock (default %(default)s)")
     p.add_argument("record_args", nargs="*",
                    help="extra arguments for 'trace-reclaim record' (after --)")
     args = p.parse_args()
@@ -215,7 +217,7 @@ def main() -> int:
     _restore.require_root()
     ratios = {}
     hp_before = ProcFS().nr_hugepages()
-    with _restore.machine_lock(timeout=600), _restore.signals_to_exceptions():
+    with _restore.machine_lock(timeout=args.lock_timeout), _restore.signals_to_exceptions():
         print(f"load average before: {os.getloadavg()[0]:.2f}; "
               f"nr_hugepages {hp_before}", flush=True)
         for mode in modes:

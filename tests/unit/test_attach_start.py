@@ -113,3 +113,37 @@ def test_btf_walk_indexes_every_kind_of_record():
     assert b.func_id("f") == 6
     assert b.name_of(3) == "e"
     assert b.find(6, "e") == 3 and b.find(4, "e") is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel/tracing/events/vmscan") or os.geteuid() != 0,
+                    reason="needs tracefs with the vmscan events (root)")
+def test_relative_output_is_not_moved_by_the_compilers_chdir(tmp_path, monkeypatch):
+    """bcc chdir()s into the kernel headers while it compiles, for the whole
+    process: a relative -o must still mean the user's directory."""
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+
+    elsewhere = tmp_path / "headers"
+    elsewhere.mkdir()
+    seen = {}
+
+    def compiling(text, cflags):
+        import time
+
+        user = os.getcwd()
+        os.chdir(elsewhere)  # what bcc's loader does for the compile's duration
+        try:
+            time.sleep(0.3)
+            seen["files"] = sorted(os.listdir(tmp_path / "user"))
+        finally:
+            os.chdir(user)
+        raise Exception("Failed to compile BPF module <text>")
+
+    (tmp_path / "user").mkdir()
+    monkeypatch.chdir(tmp_path / "user")
+    rc = cli.main(["record", "-o", "run.trc", "-d", "1"],
+                  Environment(bpf_factory=compiling, is_root=lambda: True))
+    assert rc != 0
+    assert seen["files"] in ([], ["run.trc"])  # opened before or during, never elsewhere
+    assert os.listdir(elsewhere) == []
+    assert os.listdir(tmp_path / "user") == []  # the failed load removes it

@@ -73,13 +73,18 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     for m in plan.missing:
         env.warn(f"not tracing {m}")
     # From here until the session takes the compile's result, nothing may
-    # print: fd 2 holds the compiler's output.
+    # print: fd 2 holds the compiler's output.  Nor may anything use a
+    # relative path or import: bcc chdir()s into the kernel headers while it
+    # compiles, and the working directory belongs to the whole process.
+    out_path = os.path.abspath(args.output) if args.output else None
+    import trace_reclaim.view  # noqa: F401  (imported now, while the cwd is the user's)
+
     pending = Compile(env.bpf(), registry, plan, args.pid, args.ringbuf_pages).start()
     try:
         header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
         with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
             header["delayacct"] = da
-            return _trace(args, env, live, plan, header, registry, pending)
+            return _trace(args, env, live, plan, header, registry, pending, out_path)
     finally:
         pending.wait()
 
@@ -149,15 +154,16 @@ def _taskstats_reader(env: Environment, on: bool) -> Any:
 
 
 def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
-           header: Dict[str, Any], registry: Dict[str, Tracer], pending: Any) -> ExitStatus:
+           header: Dict[str, Any], registry: Dict[str, Tracer], pending: Any,
+           out_path: Optional[str]) -> ExitStatus:
     from trace_reclaim.session import LiveSession, SessionError
     from trace_reclaim.view import LiveView
 
     f = None
     writer = None
-    if args.output:
+    if out_path:
         try:
-            f = open(args.output, "xb")
+            f = open(out_path, "xb")
         except FileExistsError:
             raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
                             "recordings", "choose another file name") from None
@@ -185,8 +191,8 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         except SessionError as e:
             if f is not None:  # holds only our header: nothing recorded is lost
                 f.close()
+                os.unlink(f.name)  # absolute: opened as out_path
                 f = writer = None
-                os.unlink(args.output)
             if args.traceback:
                 print(session.compiler_output, file=env.stderr)
             raise UserError(str(e), e.hint) from e

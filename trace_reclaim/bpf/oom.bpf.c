@@ -33,7 +33,7 @@ TRACEPOINT_PROBE(oom, mark_victim)
 	e->pad = 0;
 	__builtin_memset(e->victim_comm, 0, sizeof(e->victim_comm));
 	TP_DATA_LOC_READ_STR(e->victim_comm, comm, sizeof(e->victim_comm));
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -70,7 +70,7 @@ TRACEPOINT_PROBE(compaction, mm_compaction_end)
 	e->free_pfn = args->free_pfn;
 	e->status = args->status;
 	e->sync = args->sync;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -90,7 +90,7 @@ TRACEPOINT_PROBE(oom, reclaim_retry_zone)
 	e->no_progress_loops = args->no_progress_loops;
 	e->wmark_check = args->wmark_check;
 	e->pad = 0;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -107,6 +107,6 @@ TRACEPOINT_PROBE(oom, compact_retry)
 	e->retries = args->retries;
 	e->max_retries = args->max_retries;
 	e->retry = args->ret;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }

@@ -216,8 +216,8 @@ def main() -> int:
         p.error("--modes takes idle and/or pressure")
     _restore.require_root()
     ratios = {}
-    hp_before = ProcFS().nr_hugepages()
     with _restore.machine_lock(timeout=args.lock_timeout), _restore.signals_to_exceptions():
+        hp_before = ProcFS().nr_hugepages()  # under the lock: no other workload's ballast
         print(f"load average before: {os.getloadavg()[0]:.2f}; "
               f"nr_hugepages {hp_before}", flush=True)
         for mode in modes:

@@ -193,8 +193,12 @@ def _rootfs_of(image: str, release: str) -> Optional[str]:
     return None
 
 
-def resolve(spec: str, log: Log = _stderr) -> Kernel:
-    """Turn ``spec`` into a bootable Kernel, preparing a Debian one if needed."""
+def resolve(spec: str, log: Log = _stderr, debug_info: bool = False) -> Kernel:
+    """Turn ``spec`` into a bootable Kernel, preparing a Debian one if needed.
+
+    ``debug_info``: a Debian kernel's debug-info vmlinux too (for drgn); a
+    build tree has its own vmlinux.
+    """
     if os.path.isdir(spec):
         image = os.path.join(spec, "arch/x86/boot/bzImage")
         if not os.path.isfile(image):
@@ -217,7 +221,7 @@ def resolve(spec: str, log: Log = _stderr) -> Kernel:
                       origin=os.path.abspath(spec))
     if re.fullmatch(r"\d+\.\d+", spec):
         rel, pkg = _debian_newest(spec)
-        return prepare(rel, pkg, log=log)
+        return prepare(rel, pkg, log=log, debug_info=debug_info)
     if re.fullmatch(r"\d+\.\d+\.[\w.+-]+-amd64", spec):
         pkg = f"linux-image-{spec}"
         if not _apt_show(pkg):
@@ -225,7 +229,7 @@ def resolve(spec: str, log: Log = _stderr) -> Kernel:
             if not _apt_show(pkg):
                 raise UserError(f"no Debian package linux-image-{spec}[-unsigned]",
                                 "run apt-get update, or give a series such as 6.12")
-        return prepare(spec, pkg, log=log)
+        return prepare(spec, pkg, log=log, debug_info=debug_info)
     raise UserError(f"unknown kernel {spec!r}",
                     "give a Debian series (6.1, 6.12), a Debian release "
                     "(6.12.117+deb12-amd64), a bzImage or a kernel build tree")
@@ -284,9 +288,49 @@ def _decompress_boot_modules(root: str, release: str) -> int:
     return done
 
 
+def _debug_vmlinux(release: str, image_pkg: str, moddir: str, log: Log) -> None:
+    """Put the debug-info vmlinux of Debian's ``image_pkg`` at MODDIR/vmlinux.
+
+    Where drgn looks for it (/lib/modules/RELEASE/vmlinux in the guest).  The
+    ``-dbg`` package is ~1 GB; only the one file is taken out of it (tar stops
+    at it) and the package is deleted.
+    """
+    dest = os.path.join(moddir, "vmlinux")
+    if os.path.isfile(dest):
+        return
+    t0 = time.monotonic()
+    pkg = f"{image_pkg}-dbg"
+    dl = os.path.join(moddir, ".download-dbg")
+    shutil.rmtree(dl, ignore_errors=True)
+    os.makedirs(dl)
+    try:
+        log(f"vm: fetching the debug-info vmlinux from {pkg} (for drgn)")
+        _run(["apt-get", "download", "-qq", "-o", "APT::Sandbox::User=root", pkg],
+             f"apt-get download {pkg}", "run apt-get update; check the apt sources", cwd=dl)
+        debs = [os.path.join(dl, f) for f in os.listdir(dl) if f.endswith(".deb")]
+        member = f"./usr/lib/debug/boot/vmlinux-{release}"
+        # tar --occurrence stops reading at the file; dpkg-deb then sees a
+        # closed pipe, which is expected: the file is checked instead.
+        subprocess.run(f"dpkg-deb --fsys-tarfile {shlex.quote(debs[0])} | "
+                       f"tar -x -C {shlex.quote(dl)} --occurrence=1 {shlex.quote(member)}",
+                       shell=True, capture_output=True)
+        got = os.path.join(dl, member)
+        if not os.path.isfile(got):
+            raise UserError(f"{pkg} has no {member[1:]}",
+                            "drgn needs the kernel's debug info; check the package")
+        os.replace(got, dest)
+    finally:
+        shutil.rmtree(dl, ignore_errors=True)
+    log(f"vm: debug-info vmlinux ready in {time.monotonic() - t0:.0f}s")
+
+
 def prepare(release: str, image_pkg: str, log: Log = _stderr,
-            cache: Optional[str] = None) -> Kernel:
-    """Download, extract and set up Debian's ``image_pkg`` (idempotent)."""
+            cache: Optional[str] = None, debug_info: bool = False) -> Kernel:
+    """Download, extract and set up Debian's ``image_pkg`` (idempotent).
+
+    ``debug_info`` also fetches the debug-info vmlinux drgn reads
+    (``_debug_vmlinux``).
+    """
     if not release.endswith("-amd64"):
         raise UserError(f"{release}: only amd64 kernels boot here",
                         "use the generic -amd64 flavour")
@@ -336,6 +380,8 @@ def prepare(release: str, image_pkg: str, log: Log = _stderr,
                 os.symlink(target, link)
         with open(stamp, "w") as f:
             f.write(f"{image_pkg}\n")
+        if debug_info:
+            _debug_vmlinux(release, image_pkg.removesuffix("-unsigned"), moddir, log)
     version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", headers],
                              capture_output=True, text=True).stdout.strip()
     return Kernel(release, image, root=d, origin=f"Debian {image_pkg} {version}".strip())
@@ -605,6 +651,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     rp.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     rp.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="set in the guest command's environment")
+    for q in (pp, rp):
+        q.add_argument("--debug-info", action="store_true",
+                       help="also fetch a Debian kernel's debug-info vmlinux (for drgn)")
     argv = list(sys.argv[1:] if argv is None else argv)
     command: List[str] = []
     if "--" in argv:
@@ -619,7 +668,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # in its own session.
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        kernel = resolve(args.kernel)
+        kernel = resolve(args.kernel, debug_info=args.debug_info)
         if args.cmd == "prepare":
             print(f"{kernel.release} {kernel.image} {kernel.origin}")
             return 0

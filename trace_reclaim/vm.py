@@ -49,7 +49,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from trace_reclaim.env import UserError
 
-__all__ = ["Kernel", "Result", "resolve", "prepare", "run", "CACHE_ENV", "DEFAULT_CACHE",
+__all__ = ["Kernel", "Result", "resolve", "prepare", "run", "why_failed", "CACHE_ENV",
+           "DEFAULT_CACHE",
            "debian_candidates", "bzimage_release"]
 
 CACHE_ENV = "TRACE_RECLAIM_KERNEL_CACHE"
@@ -495,7 +496,7 @@ def _script(out: str, command: str, cwd: str, env: Dict[str, str]) -> str:
 
 
 def _vng_argv(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
-              rodirs: Sequence[str]) -> List[str]:
+              rodirs: Sequence[str], rwdirs: Sequence[str] = ()) -> List[str]:
     argv = [_vng(), "--run", kernel.kdir or kernel.image, "--force-9p",
             "--memory", memory, "--cpus", str(cpus), "--rwdir", out]
     if accel == "tcg":
@@ -506,17 +507,20 @@ def _vng_argv(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
         argv += ["--rodir", kernel.root]
     for d in rodirs:
         argv += ["--rodir", d]
+    for d in rwdirs:
+        argv += ["--rwdir", d]
     argv += ["--exec", f"sh {shlex.quote(os.path.join(out, 'run.sh'))}"]
     return argv
 
 
 def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
                timeout: Optional[float], rodirs: Sequence[str],
-               stream: Optional[Callable[[str, str], None]]) -> Result:
+               stream: Optional[Callable[[str, str], None]],
+               rwdirs: Sequence[str] = ()) -> Result:
     for name in ("started", "status", "stdout", "stderr", "console"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(out, name))
-    argv = _vng_argv(kernel, out, accel, memory, cpus, rodirs)
+    argv = _vng_argv(kernel, out, accel, memory, cpus, rodirs, rwdirs)
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(argv[0]) + os.pathsep + env.get("PATH", "")
     t0 = time.monotonic()
@@ -558,7 +562,8 @@ def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
                   timed_out=timed_out, console=_read(os.path.join(out, "console"), 65536))
 
 
-def _why_failed(res: Result) -> str:
+def why_failed(res: Result) -> str:
+    """Say why the guest command did not finish, from the console's last line."""
     lines = [ln.strip() for ln in res.console.splitlines() if ln.strip()]
     last = lines[-1] if lines else "no output"
     if res.boot_s is None:
@@ -569,14 +574,15 @@ def _why_failed(res: Result) -> str:
 def run(kernel: Kernel, command: str, *, cwd: Optional[str] = None,
         env: Optional[Dict[str, str]] = None, memory: str = "3G", cpus: int = 2,
         timeout: Optional[float] = None, accel: str = "auto",
-        rodirs: Sequence[str] = (), log: Log = _stderr,
+        rodirs: Sequence[str] = (), rwdirs: Sequence[str] = (), log: Log = _stderr,
         stream: Optional[Callable[[str, str], None]] = None,
         keep: bool = False) -> Result:
     """Boot ``kernel``, run the shell ``command`` in ``cwd`` inside, tear it down.
 
     ``stream(name, text)`` receives the command's stdout/stderr as the guest
     writes them.  ``accel`` is "auto" (KVM, falling back to TCG), "kvm" or
-    "tcg".  ``timeout`` bounds the whole run (boot included).
+    "tcg".  ``timeout`` bounds the whole run (boot included).  ``rwdirs``
+    are shared read-write (the rest of the host's root is read-only).
     """
     if accel not in ("auto", "kvm", "tcg"):
         raise UserError(f"unknown acceleration {accel!r}", "use auto, kvm or tcg")
@@ -607,11 +613,12 @@ def run(kernel: Kernel, command: str, *, cwd: Optional[str] = None,
                 name = "KVM" if acc == "kvm" else "QEMU TCG emulation"
                 why = f" ({notes[-1]})" if acc == "tcg" and notes else ""
                 log(f"vm: booting {kernel.release} with {name}{why}, {memory}, {cpus} CPUs")
-                res = _boot_once(kernel, out, acc, memory, cpus, timeout, rodirs, stream)
+                res = _boot_once(kernel, out, acc, memory, cpus, timeout, rodirs, stream,
+                                 rwdirs)
                 res.notes = notes
                 if acc == "kvm" and res.boot_s is None and not res.timed_out \
                         and i + 1 < len(tries):
-                    reason = _why_failed(res)
+                    reason = why_failed(res)
                     notes.append(f"KVM: {reason}")
                     _remember_kvm_bad(cache, reason)
                     continue
@@ -691,7 +698,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   accel=args.accel, stream=stream)
         if res.returncode is None:
             sys.stderr.write(res.console[-4000:])
-            raise UserError(f"the VM ended before the command finished: {_why_failed(res)}",
+            raise UserError(f"the VM ended before the command finished: {why_failed(res)}",
                             "see the console output above; try a longer --timeout")
         return res.returncode
     except UserError as e:

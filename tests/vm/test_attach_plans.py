@@ -496,6 +496,14 @@ def test_counts_equal_the_kernels_own(window_b):
     passes that retry) and page-cache streaming (kswapd)."""
     doc = window_b["report"]
     tot, vm = doc["totals"], doc["totals"]["vmstat_delta"]
+    record_timing(what="traced vs vmstat", plan=window_b["plan"], **{
+        f"{k} (traced/vmstat)": f"{tot[k]}/{vm[v]}" for k, v in (
+            ("direct_reclaim_stalls", "allocstall_normal"),
+            ("lru_reclaimed_direct", "pgsteal_direct"), ("lru_scanned_direct", "pgscan_direct"),
+            ("lru_reclaimed_kswapd", "pgsteal_kswapd"), ("lru_scanned_kswapd", "pgscan_kswapd"),
+            ("kswapd_wakes", "pageoutrun"), ("shrink_slab_scanned", "slabs_scanned"),
+            ("drop_caches_runs", "drop_slab"), ("oom_kills", "oom_kill")) if v in vm},
+        direct_reclaim_retries=tot["direct_reclaim_retries"])
     assert tot["lost_events"] == 0
     allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
     assert allocstall > 0

@@ -135,12 +135,18 @@ test-vm)
         say "installing virtme-ng into .venv"
         .venv/bin/python -m pip install -q --disable-pip-version-check virtme-ng >&2
     fi
+    # drgn reads the guest kernel's memory for the ground-truth tests (with
+    # the kernel's debug-info vmlinux, fetched by --debug-info below).
+    if ! .venv/bin/python -c "import drgn" 2>/dev/null; then
+        say "installing drgn into .venv"
+        .venv/bin/python -m pip install -q --disable-pip-version-check drgn >&2
+    fi
     # The kernel packages are looked up in the apt lists: make sure there are some.
     if [ -z "$apt_updated" ] && [ -z "$(apt-cache pkgnames linux-image- | head -n1)" ]; then
         say "apt-get update"; apt-get update -qq >&2; apt_updated=1
     fi
     say "test-vm: kernel $kernel"
-    exec .venv/bin/python -m trace_reclaim.vm run "$kernel" --timeout 3600 \
+    exec .venv/bin/python -m trace_reclaim.vm run "$kernel" --debug-info --timeout 3600 \
         --env TRACE_RECLAIM_REQUIRE_LIVE=1 -- sh tests/vm/guest.sh "$@" ;;
 *)
     die "unknown command: $cmd" "use: sudo ./bootstrap.sh trace [ARGS] | test [PYTEST ARGS] | test-vm [KERNEL]" ;;

@@ -59,7 +59,8 @@ class Trace:
     """``with Trace(tmp_path) as t: workload()`` then ``t.report`` (the -j document)."""
 
     def __init__(self, directory: str, args: Optional[List[str]] = None,
-                 live: bool = False, ready_timeout: float = 60) -> None:
+                 live: bool = False, ready_timeout: float = 60,
+                 report: bool = True) -> None:
         self.path = os.path.join(directory, f"trace-{time.monotonic_ns()}.trc")
         self.args = args or []
         self.live = live
@@ -68,6 +69,7 @@ class Trace:
         self.stdout = ""
         self.stderr = ""
         self.report: Dict[str, Any] = {}
+        self.want_report = report   # False: the caller replays the recording itself
 
     def __enter__(self) -> Trace:
         cmd = [sys.executable, "-m", "trace_reclaim",
@@ -105,7 +107,8 @@ class Trace:
         self.returncode = self.proc.returncode
         if exc[0] is None:
             assert self.returncode == 0, self.stderr
-            self.report = report_json(self.path)
+            if self.want_report:
+                self.report = report_json(self.path)
 
 
 def vmstat() -> Dict[str, int]:

@@ -88,9 +88,7 @@ def create(path: str) -> IO[bytes]:
     A recording holds process names, command lines and kernel addresses:
     only its owner may read it.  FileExistsError if ``path`` exists.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                 0o600)
-    return os.fdopen(fd, "wb")
+    return open(path, "xb", opener=lambda p, flags: os.open(p, flags, 0o600))
 
 
 class Writer:

@@ -49,7 +49,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from trace_reclaim.env import UserError
 
-__all__ = ["Kernel", "Result", "resolve", "prepare", "run", "CACHE_ENV", "DEFAULT_CACHE",
+__all__ = ["Kernel", "Result", "resolve", "prepare", "run", "why_failed", "CACHE_ENV",
+           "DEFAULT_CACHE",
            "debian_candidates", "bzimage_release"]
 
 CACHE_ENV = "TRACE_RECLAIM_KERNEL_CACHE"
@@ -193,8 +194,12 @@ def _rootfs_of(image: str, release: str) -> Optional[str]:
     return None
 
 
-def resolve(spec: str, log: Log = _stderr) -> Kernel:
-    """Turn ``spec`` into a bootable Kernel, preparing a Debian one if needed."""
+def resolve(spec: str, log: Log = _stderr, debug_info: bool = False) -> Kernel:
+    """Turn ``spec`` into a bootable Kernel, preparing a Debian one if needed.
+
+    ``debug_info``: a Debian kernel's debug-info vmlinux too (for drgn); a
+    build tree has its own vmlinux.
+    """
     if os.path.isdir(spec):
         image = os.path.join(spec, "arch/x86/boot/bzImage")
         if not os.path.isfile(image):
@@ -217,7 +222,7 @@ def resolve(spec: str, log: Log = _stderr) -> Kernel:
                       origin=os.path.abspath(spec))
     if re.fullmatch(r"\d+\.\d+", spec):
         rel, pkg = _debian_newest(spec)
-        return prepare(rel, pkg, log=log)
+        return prepare(rel, pkg, log=log, debug_info=debug_info)
     if re.fullmatch(r"\d+\.\d+\.[\w.+-]+-amd64", spec):
         pkg = f"linux-image-{spec}"
         if not _apt_show(pkg):
@@ -225,7 +230,7 @@ def resolve(spec: str, log: Log = _stderr) -> Kernel:
             if not _apt_show(pkg):
                 raise UserError(f"no Debian package linux-image-{spec}[-unsigned]",
                                 "run apt-get update, or give a series such as 6.12")
-        return prepare(spec, pkg, log=log)
+        return prepare(spec, pkg, log=log, debug_info=debug_info)
     raise UserError(f"unknown kernel {spec!r}",
                     "give a Debian series (6.1, 6.12), a Debian release "
                     "(6.12.117+deb12-amd64), a bzImage or a kernel build tree")
@@ -284,9 +289,49 @@ def _decompress_boot_modules(root: str, release: str) -> int:
     return done
 
 
+def _debug_vmlinux(release: str, image_pkg: str, moddir: str, log: Log) -> None:
+    """Put the debug-info vmlinux of Debian's ``image_pkg`` at MODDIR/vmlinux.
+
+    Where drgn looks for it (/lib/modules/RELEASE/vmlinux in the guest).  The
+    ``-dbg`` package is ~1 GB; only the one file is taken out of it (tar stops
+    at it) and the package is deleted.
+    """
+    dest = os.path.join(moddir, "vmlinux")
+    if os.path.isfile(dest):
+        return
+    t0 = time.monotonic()
+    pkg = f"{image_pkg}-dbg"
+    dl = os.path.join(moddir, ".download-dbg")
+    shutil.rmtree(dl, ignore_errors=True)
+    os.makedirs(dl)
+    try:
+        log(f"vm: fetching the debug-info vmlinux from {pkg} (for drgn)")
+        _run(["apt-get", "download", "-qq", "-o", "APT::Sandbox::User=root", pkg],
+             f"apt-get download {pkg}", "run apt-get update; check the apt sources", cwd=dl)
+        debs = [os.path.join(dl, f) for f in os.listdir(dl) if f.endswith(".deb")]
+        member = f"./usr/lib/debug/boot/vmlinux-{release}"
+        # tar --occurrence stops reading at the file; dpkg-deb then sees a
+        # closed pipe, which is expected: the file is checked instead.
+        subprocess.run(f"dpkg-deb --fsys-tarfile {shlex.quote(debs[0])} | "
+                       f"tar -x -C {shlex.quote(dl)} --occurrence=1 {shlex.quote(member)}",
+                       shell=True, capture_output=True)
+        got = os.path.join(dl, member)
+        if not os.path.isfile(got):
+            raise UserError(f"{pkg} has no {member[1:]}",
+                            "drgn needs the kernel's debug info; check the package")
+        os.replace(got, dest)
+    finally:
+        shutil.rmtree(dl, ignore_errors=True)
+    log(f"vm: debug-info vmlinux ready in {time.monotonic() - t0:.0f}s")
+
+
 def prepare(release: str, image_pkg: str, log: Log = _stderr,
-            cache: Optional[str] = None) -> Kernel:
-    """Download, extract and set up Debian's ``image_pkg`` (idempotent)."""
+            cache: Optional[str] = None, debug_info: bool = False) -> Kernel:
+    """Download, extract and set up Debian's ``image_pkg`` (idempotent).
+
+    ``debug_info`` also fetches the debug-info vmlinux drgn reads
+    (``_debug_vmlinux``).
+    """
     if not release.endswith("-amd64"):
         raise UserError(f"{release}: only amd64 kernels boot here",
                         "use the generic -amd64 flavour")
@@ -336,6 +381,8 @@ def prepare(release: str, image_pkg: str, log: Log = _stderr,
                 os.symlink(target, link)
         with open(stamp, "w") as f:
             f.write(f"{image_pkg}\n")
+        if debug_info:
+            _debug_vmlinux(release, image_pkg.removesuffix("-unsigned"), moddir, log)
     version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", headers],
                              capture_output=True, text=True).stdout.strip()
     return Kernel(release, image, root=d, origin=f"Debian {image_pkg} {version}".strip())
@@ -449,7 +496,7 @@ def _script(out: str, command: str, cwd: str, env: Dict[str, str]) -> str:
 
 
 def _vng_argv(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
-              rodirs: Sequence[str]) -> List[str]:
+              rodirs: Sequence[str], rwdirs: Sequence[str] = ()) -> List[str]:
     argv = [_vng(), "--run", kernel.kdir or kernel.image, "--force-9p",
             "--memory", memory, "--cpus", str(cpus), "--rwdir", out]
     if accel == "tcg":
@@ -460,17 +507,20 @@ def _vng_argv(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
         argv += ["--rodir", kernel.root]
     for d in rodirs:
         argv += ["--rodir", d]
+    for d in rwdirs:
+        argv += ["--rwdir", d]
     argv += ["--exec", f"sh {shlex.quote(os.path.join(out, 'run.sh'))}"]
     return argv
 
 
 def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
                timeout: Optional[float], rodirs: Sequence[str],
-               stream: Optional[Callable[[str, str], None]]) -> Result:
+               stream: Optional[Callable[[str, str], None]],
+               rwdirs: Sequence[str] = ()) -> Result:
     for name in ("started", "status", "stdout", "stderr", "console"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(out, name))
-    argv = _vng_argv(kernel, out, accel, memory, cpus, rodirs)
+    argv = _vng_argv(kernel, out, accel, memory, cpus, rodirs, rwdirs)
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(argv[0]) + os.pathsep + env.get("PATH", "")
     t0 = time.monotonic()
@@ -512,7 +562,8 @@ def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
                   timed_out=timed_out, console=_read(os.path.join(out, "console"), 65536))
 
 
-def _why_failed(res: Result) -> str:
+def why_failed(res: Result) -> str:
+    """Say why the guest command did not finish, from the console's last line."""
     lines = [ln.strip() for ln in res.console.splitlines() if ln.strip()]
     last = lines[-1] if lines else "no output"
     if res.boot_s is None:
@@ -523,14 +574,15 @@ def _why_failed(res: Result) -> str:
 def run(kernel: Kernel, command: str, *, cwd: Optional[str] = None,
         env: Optional[Dict[str, str]] = None, memory: str = "3G", cpus: int = 2,
         timeout: Optional[float] = None, accel: str = "auto",
-        rodirs: Sequence[str] = (), log: Log = _stderr,
+        rodirs: Sequence[str] = (), rwdirs: Sequence[str] = (), log: Log = _stderr,
         stream: Optional[Callable[[str, str], None]] = None,
         keep: bool = False) -> Result:
     """Boot ``kernel``, run the shell ``command`` in ``cwd`` inside, tear it down.
 
     ``stream(name, text)`` receives the command's stdout/stderr as the guest
     writes them.  ``accel`` is "auto" (KVM, falling back to TCG), "kvm" or
-    "tcg".  ``timeout`` bounds the whole run (boot included).
+    "tcg".  ``timeout`` bounds the whole run (boot included).  ``rwdirs``
+    are shared read-write (the rest of the host's root is read-only).
     """
     if accel not in ("auto", "kvm", "tcg"):
         raise UserError(f"unknown acceleration {accel!r}", "use auto, kvm or tcg")
@@ -561,11 +613,12 @@ def run(kernel: Kernel, command: str, *, cwd: Optional[str] = None,
                 name = "KVM" if acc == "kvm" else "QEMU TCG emulation"
                 why = f" ({notes[-1]})" if acc == "tcg" and notes else ""
                 log(f"vm: booting {kernel.release} with {name}{why}, {memory}, {cpus} CPUs")
-                res = _boot_once(kernel, out, acc, memory, cpus, timeout, rodirs, stream)
+                res = _boot_once(kernel, out, acc, memory, cpus, timeout, rodirs, stream,
+                                 rwdirs)
                 res.notes = notes
                 if acc == "kvm" and res.boot_s is None and not res.timed_out \
                         and i + 1 < len(tries):
-                    reason = _why_failed(res)
+                    reason = why_failed(res)
                     notes.append(f"KVM: {reason}")
                     _remember_kvm_bad(cache, reason)
                     continue
@@ -605,6 +658,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     rp.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     rp.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="set in the guest command's environment")
+    for q in (pp, rp):
+        q.add_argument("--debug-info", action="store_true",
+                       help="also fetch a Debian kernel's debug-info vmlinux (for drgn)")
     argv = list(sys.argv[1:] if argv is None else argv)
     command: List[str] = []
     if "--" in argv:
@@ -619,7 +675,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # in its own session.
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        kernel = resolve(args.kernel)
+        kernel = resolve(args.kernel, debug_info=args.debug_info)
         if args.cmd == "prepare":
             print(f"{kernel.release} {kernel.image} {kernel.origin}")
             return 0
@@ -642,7 +698,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   accel=args.accel, stream=stream)
         if res.returncode is None:
             sys.stderr.write(res.console[-4000:])
-            raise UserError(f"the VM ended before the command finished: {_why_failed(res)}",
+            raise UserError(f"the VM ended before the command finished: {why_failed(res)}",
                             "see the console output above; try a longer --timeout")
         return res.returncode
     except UserError as e:

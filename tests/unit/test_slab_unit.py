@@ -147,6 +147,20 @@ def agg():
     return a
 
 
+def test_drop_caches_runs_split_on_a_pause_not_a_long_call():
+    """One echo to drop_caches is one run however long one shrinker call takes
+    (a call freeing 50,000 dentries took over a second under emulation); a
+    pause of over a second between two calls starts another."""
+    s = 1_000_000_000
+    a = agg()
+    a.feed(shrink(1 * s, comm="sh", pid=43, prio=0))
+    a.feed(shrink(3 * s, comm="sh", pid=43, prio=0, delta_ns=2 * s - 1000))   # 2 s long
+    a.feed(shrink(3 * s + 5000, comm="sh", pid=43, prio=0))
+    assert a.report()["drop_caches_runs"] == 1
+    a.feed(shrink(5 * s, comm="sh", pid=43, prio=0))   # 2 s after the last one ended
+    assert a.report()["drop_caches_runs"] == 2
+
+
 def test_shrinker_aggregation_and_contexts():
     a = agg()
     a.feed(shrink(10))

@@ -106,3 +106,55 @@ def test_attach_cap_from_the_environment(monkeypatch):
     monkeypatch.setenv("TRACE_RECLAIM_ATTACH", "uprobe")
     with pytest.raises(UserError, match="unknown attach mechanism 'uprobe'"):
         Probe(_FS())
+
+
+def test_vng_argv_shares_the_kernel_and_the_output_directories(monkeypatch):
+    monkeypatch.setattr(vm, "_vng", lambda: "vng")
+    k = vm.Kernel("6.12.117+deb12-amd64", "/c/6.12/boot/vmlinuz", root="/c/6.12")
+    argv = vm._vng_argv(k, "/tmp/out", "tcg", "3G", 2, ["/ro"], ["/data/base"])
+    assert argv[:3] == ["vng", "--run", "/c/6.12/boot/vmlinuz"]
+    assert "--disable-kvm" in argv and "--force-9p" in argv
+    pairs = list(zip(argv, argv[1:]))
+    assert ("--rwdir", "/tmp/out") in pairs and ("--rwdir", "/data/base") in pairs
+    assert ("--rodir", "/c/6.12") in pairs and ("--rodir", "/ro") in pairs
+    assert argv[-2] == "--exec" and argv[-1].endswith("run.sh")
+    assert "--disable-kvm" not in vm._vng_argv(k, "/tmp/out", "kvm", "3G", 2, [])
+
+
+def test_run_kernel_reruns_the_command_in_the_vm(tmp_path, monkeypatch):
+    """``run --kernel``: the same run, without --kernel, in the guest; DIR shared."""
+    import io
+
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+
+    seen = {}
+    kernel = vm.Kernel("6.1.0-57-amd64", "/c/vmlinuz", root="/c")
+
+    def fake_run(k, command, **kw):
+        seen.update(kernel=k, command=command, **kw)
+        kw["stream"]("stdout", "guest out\n")
+        return vm.Result(returncode=0, stdout="", stderr="", accel="tcg", boot_s=30.0,
+                         wall_s=90.0)
+
+    monkeypatch.setattr(vm, "resolve", lambda spec, log=None, debug_info=False: kernel)
+    monkeypatch.setattr(vm, "run", fake_run)
+    out, err = io.StringIO(), io.StringIO()
+    d = tmp_path / "base"
+    rc = cli.main(["run", "pressure", "-n", "2", "-o", str(d), "--param", "seconds=5",
+                   "--sysctl", "vm.watermark_scale_factor=100", "--kernel", "6.1"],
+                  Environment(stdout=out, stderr=err, is_root=lambda: False))
+    assert rc == 0, err.getvalue()
+    assert d.is_dir() and seen["rwdirs"] == [str(d)] and seen["kernel"] is kernel
+    cmd = seen["command"]
+    assert " -m trace_reclaim run pressure -n 2 -o " + str(d) in cmd
+    assert "--param seconds=5 --sysctl vm.watermark_scale_factor=100" in cmd
+    assert "--kernel" not in cmd and out.getvalue() == "guest out\n"
+    monkeypatch.setattr(vm, "run", lambda k, c, **kw: vm.Result(
+        returncode=None, stdout="", stderr="", accel="tcg", boot_s=None, wall_s=600.0,
+        console="Kernel panic - not syncing\n"))
+    err = io.StringIO()
+    rc = cli.main(["run", "pressure", "-n", "1", "-o", str(d), "--kernel", "6.1"],
+                  Environment(stdout=io.StringIO(), stderr=err))
+    assert rc != 0 and "error: the VM (6.1.0-57-amd64) ended" in err.getvalue()
+    assert "Kernel panic" in err.getvalue() and "Traceback" not in err.getvalue()

@@ -145,11 +145,21 @@ def test_fallback_without_retry_seen():
 
 
 def test_retry_too_late_is_not_linked():
-    late = 15 + vm.PAIR_WINDOW_NS + 1
+    late = 15 + vm.RETRY_WINDOW_NS + 1
     s = run([alloc(10, A, HUGE_SIZE, 2 * MiB), page(12, A, 0, failed=True), free(15, A),
              alloc(late, B, RETRY_SIZE, 1)])
     assert by_addr(s, A)["verdict"] == "fallback"
     assert by_addr(s, B)["verdict"] == "not_eligible"
+
+
+def test_slow_retry_is_still_linked():
+    """Under emulation the retry came more than PAIR_WINDOW_NS after the free."""
+    slow = 15 + vm.PAIR_WINDOW_NS + 1
+    assert slow < 15 + vm.RETRY_WINDOW_NS
+    s = run([alloc(10, A, HUGE_SIZE, 2 * MiB), page(12, A, 0, failed=True), free(15, A),
+             alloc(slow, B, RETRY_SIZE, 1)])
+    b = by_addr(s, B)
+    assert b["verdict"] == "fallback" and b["attempt"]["addr"] == f"0x{A:x}"
 
 
 def test_missing_page_events_are_unknown_not_huge():

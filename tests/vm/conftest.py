@@ -21,16 +21,19 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
 from tests.conftest import REQUIRE_LIVE
 from tests.livetools import live_unavailable_reason, machine_lock
+from trace_reclaim.examples import slab_dentries
 
 TIMINGS: List[Dict[str, Any]] = []
+N_FILES = 50_000   # pinned ones must dominate the dentry cache (never_drains: < 10% fell)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -57,6 +60,10 @@ def pytest_terminal_summary(terminalreporter):
 
 def record_timing(**row: Any) -> None:
     TIMINGS.append(row)
+    # Progress as it happens (pytest shows the table only at the end): fd 2
+    # itself, which ``--capture=sys`` (tests/vm/guest.sh) leaves alone.
+    with contextlib.suppress(OSError):
+        os.write(2, ("vm tier: " + json.dumps(row, sort_keys=True) + "\n").encode())
 
 
 @contextlib.contextmanager
@@ -126,3 +133,88 @@ def page_cache_dir(vm_live) -> Iterator[str]:
             subprocess.run(["umount", mnt], capture_output=True)
     finally:
         subprocess.run(["rm", "-rf", work])
+
+
+@pytest.fixture(scope="session")
+def pinned_files(page_cache_dir) -> Iterator[str]:
+    """N_FILES empty files, made once for every plan's pinned-dentry case.
+
+    Creating them is most of that case's cost under emulation; each window
+    drops their dentries and inodes (drop_caches) before it starts and opens
+    them again inside it.
+    """
+    with contextlib.ExitStack() as stack:
+        with timed("create the pinned-dentry files", files=N_FILES):
+            path = stack.enter_context(slab_dentries.created_files(N_FILES,
+                                                                   directory=page_cache_dir))
+        yield path
+
+
+class DrgnTruth:
+    """tests/vm/drgn_truth.py running beside the tests: the kernel's memory, read by drgn."""
+
+    def __init__(self, vmlinux: str) -> None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(here, "drgn_truth.py"), vmlinux],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready: Optional[Dict[str, Any]] = None
+        self.t0 = time.monotonic()
+
+    def _line(self) -> Dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, f"drgn_truth.py exited ({self.proc.wait()})"
+        return json.loads(line)
+
+    def ask(self, op: str, **kw: Any) -> Dict[str, Any]:
+        assert self.proc.stdin is not None
+        if self.ready is None:
+            self.ready = self._line()
+            record_timing(what="drgn: load vmlinux debug info",
+                          seconds=self.ready["load_s"],
+                          waited=round(time.monotonic() - self.t0, 1))
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        a = self._line()
+        assert "error" not in a, (op, a["error"])
+        record_timing(what=f"drgn: {op}", seconds=a["seconds"])
+        return a
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def drgn_truth(vm_live) -> Iterator[Optional[DrgnTruth]]:
+    """drgn on /proc/kcore with this kernel's debug-info vmlinux, loaded once.
+
+    None when drgn cannot run (the drgn tests then skip; a failure with
+    TRACE_RECLAIM_REQUIRE_LIVE=1): the other tests do not need it.
+    """
+    vmlinux = f"/lib/modules/{os.uname().release}/vmlinux"
+    why = None
+    try:
+        import drgn  # noqa: F401
+    except ImportError:
+        why = "drgn is not importable (pip install drgn; bootstrap.sh test-vm does)"
+    if why is None and not os.path.exists(vmlinux):
+        why = f"no debug-info {vmlinux} (trace_reclaim.vm prepares it from linux-image-*-dbg)"
+    if why is None and not os.path.exists("/proc/kcore"):
+        why = "no /proc/kcore (CONFIG_PROC_KCORE)"
+    if why:
+        if REQUIRE_LIVE:
+            pytest.fail(f"drgn ground truth cannot run ({why}) but TRACE_RECLAIM_REQUIRE_LIVE=1")
+        yield None
+        return
+    d = DrgnTruth(vmlinux)
+    try:
+        yield d
+    finally:
+        d.close()

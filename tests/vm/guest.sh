@@ -7,5 +7,5 @@ up=$(cut -d' ' -f1 /proc/uptime)
 echo "guest: Linux $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB, command started at uptime ${up}s"
 base=/var/tmp/trace-reclaim-vm-pytest
 rm -rf "$base"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --basetemp="$base" \
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --capture=sys --basetemp="$base" \
     -m vm -rfEP --durations=0 tests/vm "$@"

@@ -4,7 +4,8 @@ Run inside a VM by ``sudo ./bootstrap.sh test-vm [KERNEL]`` (see conftest.py).
 For every plan (fentry: the best the kernel allows; kprobe: fentry left
 unused; tracepoint: both left unused) two recordings are made, each one
 ``trace-reclaim record`` (one BPF compile, most of a minute under emulation)
-around several workloads from trace_reclaim/examples:
+around several workloads from trace_reclaim/examples, replayed once in this
+process for both the -j document and the text report:
 
   window A: vmalloc_huge (2 loads), the zram kmem_cache lifecycle, then
             pinned dentries with drop_caches, stopped while they are held;
@@ -21,21 +22,26 @@ lifecycle times.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from tests.livetools import ROOT, Trace, run_cli
-from tests.vm.conftest import record_timing, timed
-from trace_reclaim import events
+from tests.livetools import ROOT, Trace
+from tests.vm.conftest import N_FILES, record_timing, timed
+from trace_reclaim import events, tracers
+from trace_reclaim.env import Environment
 from trace_reclaim.examples import _proc, pressure, slab_dentries, vmalloc_fallback, vmalloc_huge
 from trace_reclaim.examples import zram_lifecycle
 from trace_reclaim.procfs import ProcFS, vmstat_delta
 from trace_reclaim.recording import Reader
+from trace_reclaim.replay import replay
+from trace_reclaim.report import render_json, render_text
 from trace_reclaim.tracers.vmalloc import EV_KMALLOC_LARGE, VM_ALLOW_HUGE_VMAP
 
 PLANS = ("fentry", "kprobe", "tracepoint")
@@ -49,7 +55,6 @@ HUGE = 2 * MiB
 # 6.12, fits a free order-10 block and never reaches vmalloc).
 INSNS = 700_000
 KMALLOC_MAX = 4 * MiB
-N_FILES = 50_000   # pinned ones must dominate the dentry cache (never_drains: < 10% fell)
 INTERVAL = ["-i", "0.5"]
 ALLOCSTALL = ("allocstall_dma", "allocstall_dma32", "allocstall_normal",
               "allocstall_movable", "allocstall_device")
@@ -82,7 +87,7 @@ def _window_open(path: str) -> bool:
 
 
 def _start(tmp: str, plan: str) -> Trace:
-    t = Trace(tmp, INTERVAL + ["--attach", plan], ready_timeout=600)
+    t = Trace(tmp, INTERVAL + ["--attach", plan], ready_timeout=600, report=False)
     with timed("record start (BPF compile + attach)", plan=plan):
         t.__enter__()
     with timed("record window open (start samples)", plan=plan):
@@ -95,8 +100,20 @@ def _start(tmp: str, plan: str) -> Trace:
 
 
 def _stop(t: Trace, plan: str, window: str) -> None:
-    with timed("record stop + report -j", plan=plan, window=window):
+    with timed("record stop", plan=plan, window=window):
         t.__exit__(None, None, None)
+
+
+def _report(t: Trace, plan: str, window: str) -> Tuple[Dict[str, Any], str]:
+    """The recording's ``report -j`` document and text report, from one replay.
+
+    What commands/report.py does, in this process: under emulation a replay
+    costs seconds, and each ``report`` run would replay the file again.
+    """
+    with timed("replay (report -j + text)", plan=plan, window=window):
+        corr = replay(t.path, Environment(), tracers.registry())
+        doc = corr.report()
+        return json.loads(render_json(doc)), render_text(doc, corr.aggs)
 
 
 def _kill(t: Trace) -> None:
@@ -106,14 +123,22 @@ def _kill(t: Trace) -> None:
 
 
 @pytest.fixture(scope="module")
-def window_a(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
-    """vmalloc_huge, zram lifecycle, pinned dentries: one recording."""
-    out: Dict[str, Any] = {"plan": plan}
+def window_a(plan, tmp_path_factory, pinned_files, drgn_truth) -> Dict[str, Any]:
+    """vmalloc_huge, zram lifecycle, pinned dentries: one recording.
+
+    drgn reads the kernel's own structures while they exist: the slab caches
+    while the zram device has its caches, every vmap_area and the pinned
+    directory's dentries after the recording stopped, with a huge fd table
+    (vmalloc_huge.held_fd_table) and the pinned files still held.
+    """
+    out: Dict[str, Any] = {"plan": plan, "drgn": {}}
     _proc.drop_caches(2)   # few unused dentries at the start; before the window
     t = _start(str(tmp_path_factory.mktemp(f"a-{plan}")), plan)
+    held = contextlib.ExitStack()
     try:
         with timed("vmalloc_huge x2", plan=plan):
             out["huge"] = vmalloc_huge.trigger(insns=INSNS, count=2)
+        out["fdtable"] = held.enter_context(vmalloc_huge.held_fd_table())
         with timed("zram lifecycle", plan=plan):
             with zram_lifecycle.zram_device() as z:
                 n = out["zram_n"] = z["n"]
@@ -123,6 +148,8 @@ def window_a(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
                 out["create_ns"] = (t0, time.monotonic_ns())
                 time.sleep(0.8)
                 zram_lifecycle.write_data(n, 8)
+                if drgn_truth:
+                    out["drgn"]["caches"] = drgn_truth.ask("slab_caches")["caches"]
                 time.sleep(0.8)
                 t0 = time.monotonic_ns()
                 zram_lifecycle.reset(n)
@@ -130,17 +157,21 @@ def window_a(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
                 time.sleep(0.8)
         with timed("pinned dentries", plan=plan, files=N_FILES):
             out["pinned_ns"] = time.monotonic_ns()
-            with slab_dentries.pinned_dentries(N_FILES, directory=page_cache_dir) as p:
+            with slab_dentries.pinned_dentries(N_FILES, files=pinned_files) as p:
                 out["pinned"] = p
                 time.sleep(1.2)           # samples with the files held
                 out["drop_ns"] = time.monotonic_ns()
                 _proc.drop_caches(2)
                 time.sleep(1.5)           # RCU frees, then settled samples
                 _stop(t, plan, "A")       # stop before the holders let go
+                if drgn_truth:
+                    out["drgn"]["vmap"] = drgn_truth.ask("vmap")["areas"]
+                    out["drgn"]["dentries"] = drgn_truth.ask("dentries", dir=p["dir"])
     finally:
+        held.close()
         _kill(t)
     out["trace"] = t
-    out["report"] = t.report
+    out["report"], out["text"] = _report(t, plan, "A")
     return out
 
 
@@ -175,7 +206,7 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
     finally:
         _kill(t)
     out["trace"] = t
-    out["report"] = t.report
+    out["report"], out["text"] = _report(t, plan, "B")
     return out
 
 
@@ -184,18 +215,30 @@ def _stream_page_cache(directory: str) -> Dict[str, Any]:
 
     examples/pressure.py's pieces; in a guest of 4 GiB or less with a 512 MiB
     margin instead of its 2 GiB (sized for a shared host): only clean page
-    cache is reclaimed.  Stops at the first direct reclaim or after 3 x what
-    was left.
+    cache is reclaimed.  Streams 64 MiB at a time and stops once kswapd has
+    reclaimed page cache during the stream (pgsteal_kswapd rose), at the
+    first direct reclaim, or after 3 x what was left: under emulation each
+    GiB streamed costs most of a minute, and one kswapd run is what the
+    window needs from it.
     """
     small = ProcFS().meminfo()["MemTotal"] <= 4 * 1024 * 1024   # kB
     before = ProcFS().vmstat()
     with pressure.ballast(working_bytes=256 * MiB, margin=512 * MiB if small else None,
                           log=None) as b, \
             pressure.sparse_file(directory=directory) as path:
-        s = pressure.stream(path, 3 * b["mem_available_after"] // MiB, 120, 0,
-                            until_direct_reclaim=True)
+        t0, done, offset = time.monotonic(), 0, 0
+        start = ProcFS().vmstat()
+        limit = 3 * b["mem_available_after"] // MiB
+        while done < limit and time.monotonic() - t0 < 120:
+            s = pressure.stream(path, 64, None, offset)
+            done, offset = done + s["mib"], s["next_offset"]
+            now = ProcFS().vmstat()
+            if now["pgsteal_kswapd"] > start["pgsteal_kswapd"] or \
+                    sum(now.get(k, 0) - start.get(k, 0) for k in ALLOCSTALL) > 0:
+                break
     after = ProcFS().vmstat()
-    return {"ballast": b, "stream": s, "vmstat": vmstat_delta(before, after, after)}
+    return {"ballast": b, "stream": {"mib": done, "elapsed_s": time.monotonic() - t0},
+            "vmstat": vmstat_delta(before, after, after)}
 
 
 def _mine(report: Dict[str, Any], tid: int) -> List[Dict[str, Any]]:
@@ -370,9 +413,9 @@ def test_real_fallback_is_fallback(window_b):
 
 # -- slab ------------------------------------------------------------------
 def test_zram_zsmalloc_cache_lifecycle(window_a):
-    t, plan = window_a["trace"], window_a["plan"]
+    plan = window_a["plan"]
     slab = window_a["report"]["slab"]
-    text = run_cli(["report", t.path]).stdout
+    text = window_a["text"]
     n = window_a["zram_n"]
     lc = slab["lifecycle"]
     for name in zram_lifecycle.cache_names(n):
@@ -453,6 +496,14 @@ def test_counts_equal_the_kernels_own(window_b):
     passes that retry) and page-cache streaming (kswapd)."""
     doc = window_b["report"]
     tot, vm = doc["totals"], doc["totals"]["vmstat_delta"]
+    record_timing(what="traced vs vmstat", plan=window_b["plan"], **{
+        f"{k} (traced/vmstat)": f"{tot[k]}/{vm[v]}" for k, v in (
+            ("direct_reclaim_stalls", "allocstall_normal"),
+            ("lru_reclaimed_direct", "pgsteal_direct"), ("lru_scanned_direct", "pgscan_direct"),
+            ("lru_reclaimed_kswapd", "pgsteal_kswapd"), ("lru_scanned_kswapd", "pgscan_kswapd"),
+            ("kswapd_wakes", "pageoutrun"), ("shrink_slab_scanned", "slabs_scanned"),
+            ("drop_caches_runs", "drop_slab"), ("oom_kills", "oom_kill")) if v in vm},
+        direct_reclaim_retries=tot["direct_reclaim_retries"])
     assert tot["lost_events"] == 0
     allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
     assert allocstall > 0
@@ -474,3 +525,77 @@ def test_counts_equal_the_kernels_own(window_b):
     pids = {p["pid"] for p in doc["reclaim"]["direct_reclaim"]["processes"]}
     assert os.getpid() in pids   # nr_hugepages was written from this process
     assert sum(n["awake_ns"] for n in doc["reclaim"]["kswapd"]) > 0
+
+
+# -- drgn: the kernel's own structures ------------------------------------------
+def _drgn(window: Dict[str, Any], what: str) -> Any:
+    if what not in window["drgn"]:
+        pytest.skip("drgn is not available (see the drgn_truth fixture)")
+    return window["drgn"][what]
+
+
+def test_drgn_huge_areas_have_order_9_pages(window_a):
+    """Every area the report says is live and drgn finds live (same start and
+    size) is huge exactly when its vm_struct maps 2 MiB pages (page_order 9).
+
+    The fd table held across the window (8 MiB, kvmalloc'd) must be one of
+    them; the rest are thread stacks and other areas made in the window.
+    """
+    plan, rep = window_a["plan"], window_a["report"]
+    live = {start: (size, order) for start, size, order in _drgn(window_a, "vmap")}
+    seen = []
+    for a in rep["vmalloc"]["areas"]:
+        d = live.get(int(a["addr"], 16))
+        if a["live"] and d is not None and d[0] == a["size"]:
+            seen.append((a, d[1]))
+    agreed = [a for a, order in seen if (a["verdict"] == "huge") == (order == 9)]
+    huge = [a for a, order in seen if order == 9]
+    record_timing(what="drgn vmalloc agreement", plan=plan, live_in_both=len(seen),
+                  agreed=len(agreed), drgn_order9=len(huge),
+                  inferred=rep["vmalloc"]["plan"].startswith("tracepoint"))
+    fd = [(a, order) for a, order in seen if a["pid"] == window_a["fdtable"]["pid"]
+          and a["size"] > KMALLOC_MAX + PAGE]
+    assert fd, [(a["caller"], a["size"], a["pid"]) for a, _o in seen]
+    for a, order in fd:
+        assert order == 9 and a["verdict"] == "huge", (a, order)
+        assert a["huge_pages"] == (a["size"] - PAGE) // HUGE
+    assert len(agreed) == len(seen), [(a["caller"], a["size"], a["verdict"], order)
+                                      for a, order in seen if a not in agreed]
+
+
+def test_drgn_merged_caches_are_the_reported_aliases(window_a):
+    """A zram cache the report calls an alias has no kmem_cache of its own,
+    and the cache it names is one drgn finds merged (refcount > 1)."""
+    plan, lc = window_a["plan"], window_a["report"]["slab"]["lifecycle"]
+    caches = _drgn(window_a, "caches")
+    by_name = {c["name"]: c for c in caches}
+    by_kobj = {c["kobj"]: c for c in caches if c["kobj"]}
+    checked = 0
+    for name in zram_lifecycle.cache_names(window_a["zram_n"]):
+        (c,) = [e for e in lc if e["name"] == name and e["event"] == "create"]
+        if c["alias_of"]:
+            assert name not in by_name, (name, by_name[name])
+            tgt = by_name.get(c["alias_of"]) or by_kobj.get(c["alias_of"])
+            assert tgt is not None, (c, sorted(by_kobj))
+            assert tgt["merged"] and tgt["refcount"] > 1, (c, tgt)
+            if c["merged_dir"]:
+                assert by_kobj.get(os.path.basename(c["merged_dir"])) is tgt, (c, tgt)
+        else:
+            assert name in by_name and not by_name[name]["merged"], (c, by_name.get(name))
+        checked += 1
+    record_timing(what="drgn merged-cache agreement", plan=plan, caches=checked,
+                  agreed=checked, inferred=window_a["report"]["slab"]["lifecycle_method"]
+                  .startswith("/sys/kernel/slab"))
+
+
+def test_drgn_pinned_count_is_the_dentries_in_use(window_a):
+    """The never-drains verdict's pinned count against the pinned directory's
+    dentries that drgn finds referenced (d_lockref.count > 0) after the shrink."""
+    dentry = _cache(window_a["report"]["slab"], "dentry")
+    d = _drgn(window_a, "dentries")
+    assert d["referenced"] == d["positive"] == N_FILES, d
+    ev = dentry["evidence"]
+    assert dentry["never_drains"] and ev["after"] >= d["referenced"], (ev, d)
+    assert abs(ev["growth_before"] - d["referenced"]) <= 0.1 * N_FILES, (ev, d)
+    record_timing(what="drgn pinned dentries", plan=window_a["plan"], drgn=d["referenced"],
+                  verdict_after=ev["after"], verdict_growth=ev["growth_before"])

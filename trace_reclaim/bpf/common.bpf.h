@@ -6,11 +6,21 @@
  * fill.  Tunables arrive as -D cflags from trace_reclaim/session.py:
  *   RINGBUF_PAGES  ring buffer size in pages (power of two)
  *   TARG_TGID      only this process (0: all); kernel threads are never filtered
+ *   NEED_PT_REGS   a kprobe plan was chosen (some -D..._KPROBE...): its
+ *                  programs read struct pt_regs (PT_REGS_PARM1, PT_REGS_SP)
  */
 #ifndef TRACE_RECLAIM_COMMON_BPF_H
 #define TRACE_RECLAIM_COMMON_BPF_H
 
-#include <linux/sched.h>
+/*
+ * bcc parses every header included here on each start, on top of the ones
+ * its helpers.h always includes: <linux/sched.h> alone more than doubled the
+ * compile time (bench/attach_time.py).  Tracepoint and fentry programs need
+ * nothing more; kprobe programs need struct pt_regs.
+ */
+#ifdef NEED_PT_REGS
+#include <uapi/linux/ptrace.h>
+#endif
 #include "events.h"
 
 #ifndef RINGBUF_PAGES

@@ -28,6 +28,13 @@ back after the last (also on Ctrl-C, SIGTERM and errors), through
 ``workload`` object carries the workload name, parameters, the repetition,
 the sysctls set and the values of the reclaim sysctls in force, and the
 kernel and machine, so ``trace-reclaim diff`` can say when two sides differ.
+
+``--kernel KERNEL`` runs the same command inside a VM booted with KERNEL
+(trace_reclaim/vm.py: a Debian series such as 6.12, a bzImage or a build
+tree), sharing this machine's root read-only and DIR read-write: the
+recordings land in DIR on this machine, their headers carrying the guest
+kernel's release and configuration.  A kernel developer compares a patched
+kernel with its baseline without rebooting (docs/validating-a-patch.md).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import fcntl
 import inspect
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -107,6 +115,8 @@ examples:
       --sysctl vm.watermark_scale_factor=1000
   trace-reclaim diff base/*.trc -- wsf/*.trc
   trace-reclaim run vmalloc-huge --list-params
+  trace-reclaim run pressure -n 3 -o base --kernel 6.1     # in a VM, Debian's 6.1
+  trace-reclaim run pressure -n 3 -o new --kernel ~/linux  # ... a kernel build tree
 """
 
 
@@ -380,6 +390,11 @@ def add_parser(sub: Any) -> None:
                    help="do not drop caches and compact memory before each run")
     p.add_argument("--list-params", action="store_true",
                    help="print the workload's parameters and defaults, then exit")
+    p.add_argument("--kernel", metavar="KERNEL",
+                   help="run inside a VM booted with KERNEL: a Debian series (6.1, 6.12), "
+                        "a Debian release, a bzImage or a kernel build tree")
+    p.add_argument("--vm-memory", default="3G", metavar="SIZE",
+                   help="the VM's memory with --kernel (default 3G)")
     p.add_argument("--no-machine-lock", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -397,6 +412,8 @@ def run(args: argparse.Namespace, env: Any) -> int:
         raise UserError("run needs -o DIR", "e.g. -o base", ExitStatus.USAGE)
     params = parse_params(w, args.param)
     sysctls = parse_sysctls(args.sysctl)
+    if args.kernel:
+        return _run_in_vm(args, env)
     if not env.is_root():
         raise UserError("run changes kernel settings and loads BPF: it needs root",
                             "run it as root, e.g. sudo trace-reclaim run ...")
@@ -423,6 +440,43 @@ def run(args: argparse.Namespace, env: Any) -> int:
             return _run_all(args, env, w, params, sysctls, paths, first, log)
     except _restore.WorkloadError as e:  # the lock timed out
         raise UserError(str(e), e.hint or "") from None
+
+
+def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
+    """Boot ``args.kernel`` and run this command (without --kernel) inside it."""
+    from trace_reclaim import vm
+
+    out = os.path.abspath(args.output)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot use {args.output}: {e.strerror or e}",
+                        "choose a writable directory") from None
+    argv = [sys.executable, "-m", "trace_reclaim", "run", args.workload, "-n", str(args.runs),
+            "-o", out]
+    for kv in args.param:
+        argv += ["--param", kv]
+    for kv in args.sysctl:
+        argv += ["--sysctl", kv]
+    if args.no_settle:
+        argv.append("--no-settle")
+
+    def log(msg: str) -> None:
+        print(msg, file=env.stderr, flush=True)
+
+    def stream(name: str, text: str) -> None:
+        f = env.stdout if name == "stdout" else env.stderr
+        f.write(text)
+        f.flush()
+
+    kernel = vm.resolve(args.kernel, log=log)
+    res = vm.run(kernel, " ".join(shlex.quote(a) for a in argv), cwd=os.getcwd(),
+                 memory=args.vm_memory, rwdirs=[out], log=log, stream=stream)
+    if res.returncode is None:
+        raise UserError(f"the VM ({kernel.release}) ended before the runs finished: "
+                        f"{vm.why_failed(res)}",
+                        "try again; a longer run may need more --vm-memory")
+    return res.returncode
 
 
 def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, Any],

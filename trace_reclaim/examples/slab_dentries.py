@@ -37,7 +37,7 @@ import time
 from trace_reclaim.examples import _proc, _restore
 from trace_reclaim.procfs import ProcFS
 
-__all__ = ["fs_type", "inode_cache_for", "raised_nofile", "pinned_dentries",
+__all__ = ["fs_type", "inode_cache_for", "raised_nofile", "created_files", "pinned_dentries",
            "negative_dentries", "snapshot", "dentries_in_use", "run", "DEFAULT_FILES",
            "main"]
 
@@ -171,18 +171,39 @@ def _tempdir(directory, prefix):
 
 
 @contextlib.contextmanager
-def pinned_dentries(n=DEFAULT_FILES, directory=None, proc_fd=False):
+def created_files(n=DEFAULT_FILES, directory=None):
+    """Create ``n`` empty files in a fresh directory; yield it, remove it at exit.
+
+    For ``pinned_dentries(n, files=DIR)`` to hold the same files open more
+    than once: creating them is the slow part (a journal entry each), and
+    after ``drop_caches(2)`` their dentries and inodes are gone, so opening
+    them again allocates both anew.
+    """
+    path = _tempdir(directory, "trace-reclaim-files-")
+    try:
+        for i in range(n):
+            os.close(os.open(os.path.join(path, "f%07d" % i),
+                             os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pinned_dentries(n=DEFAULT_FILES, directory=None, proc_fd=False, files=None):
     """Create ``n`` files and hold them all open for the block.
 
     The files are opened by holder processes, each up to its RLIMIT_NOFILE
     (root here cannot raise the hard limit: no CAP_SYS_RESOURCE).  Holders
     die with the parent (PR_SET_PDEATHSIG).  With ``proc_fd`` each holder
     also looks up /proc/self/fd/N for each file (see the module docstring).
+    ``files`` is a directory made by created_files(): its ``n`` files are opened
+    instead, and the directory is left in place.
     Yields {"dir", "n", "fds", "holders", "holder_pids", "inode_cache",
-    "proc_fd"}; on exit releases every fd, deletes the directory and
-    restores RLIMIT_NOFILE.
+    "proc_fd"}; on exit releases every fd, deletes the directory (unless
+    ``files``) and restores RLIMIT_NOFILE.
     """
-    path = _tempdir(directory, "trace-reclaim-pinned-")
+    path = files or _tempdir(directory, "trace-reclaim-pinned-")
     children, release_w = [], None
     try:
         with raised_nofile(n + 64) as soft:
@@ -216,7 +237,8 @@ def pinned_dentries(n=DEFAULT_FILES, directory=None, proc_fd=False):
             finally:
                 _release(children, release_w)
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if files is None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

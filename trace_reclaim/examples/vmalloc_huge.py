@@ -15,22 +15,30 @@ more than 4096 instructions), i.e. root here.
 """
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import json
 import os
+import resource
+import signal
 import sys
 import threading
 import time
 
 from trace_reclaim.examples import _restore
 
-__all__ = ["load_program", "trigger", "DEFAULT_INSNS", "main"]
+__all__ = ["load_program", "trigger", "held_fd_table", "DEFAULT_INSNS", "FDTABLE_FD", "main"]
 
 DEFAULT_INSNS = 300_000
 #: Linux 5.2+ (commit c04c0d2b968a, "bpf: increase complexity limit and maximum
 #: program size"): privileged programs may have up to 1,000,000 instructions.
 BPF_COMPLEXITY_LIMIT_INSNS = 1_000_000
+
+#: A descriptor this high makes fs/file.c's alloc_fdtable() kvmalloc an fd array
+#: of 1,048,576 pointers (8 MiB: above KMALLOC_MAX_SIZE, so vmalloc'd with
+#: VM_ALLOW_HUGE_VMAP), within the default fs.nr_open (1,048,576).
+FDTABLE_FD = 600_000
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "s390x": 351, "ppc64le": 361}
 BPF_PROG_LOAD = 5
@@ -144,6 +152,50 @@ def trigger(insns=DEFAULT_INSNS, count=1, pause=0.0, log_level=BPF_LOG_STATS):
         "tid": threading.get_native_id(),
         "insns": insns + 1,
     }
+
+
+@contextlib.contextmanager
+def held_fd_table(fd=FDTABLE_FD):
+    """Hold a live huge-eligible vmalloc area for the block.
+
+    A child process raises its RLIMIT_NOFILE past ``fd`` and dup2()s a pipe
+    to ``fd``: expand_fdtable() -> alloc_fdtable() kvmallocs the fd array
+    (roundup_pow_of_two of the table size, 8 bytes a slot), which lives until
+    the child exits at the end of the block.  Unlike the verifier's tables
+    (freed when the load returns) it can be looked at while it exists.
+    Needs CAP_SYS_RESOURCE past the hard limit.  Yields {"pid", "fd"}.
+    """
+    ready_r, ready_w = os.pipe()
+    release_r, release_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+            _libc.prctl(1, signal.SIGKILL, 0, 0, 0)        # PR_SET_PDEATHSIG
+            os.close(ready_r)
+            os.close(release_w)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd + 1, fd + 1))
+            os.dup2(release_r, fd)
+            os.write(ready_w, b"ok")
+            os.read(release_r, 1)   # EOF when the parent closes its end (or dies)
+            status = 0
+        except BaseException:  # noqa: B036 -- never return into the parent's code
+            pass
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    os.close(release_r)
+    try:
+        got = os.read(ready_r, 2)
+        if got != b"ok":
+            raise _restore.WorkloadError(f"the fd-table holder could not dup2 to fd {fd}",
+                                         "run as root (CAP_SYS_RESOURCE); check fs.nr_open")
+        yield {"pid": pid, "fd": fd}
+    finally:
+        os.close(ready_r)
+        os.close(release_w)
+        os.waitpid(pid, 0)
 
 
 def _stats_line(log):

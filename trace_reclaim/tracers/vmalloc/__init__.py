@@ -35,7 +35,8 @@ from trace_reclaim.tracer import Attach, Tracer, Window
 from trace_reclaim.tracers.vmalloc.aggregate import (MAX_EARLY, MAX_LISTED_AREAS,
                                                      MAX_LISTED_NOTABLE, MAX_LIVE_AREAS,
                                                      MAX_PENDING, MAX_STACKS, PAIR_WINDOW_NS,
-                                                     STACK_DEPTH, VmallocAggregator)
+                                                     RETRY_WINDOW_NS, STACK_DEPTH,
+                                                     VmallocAggregator)
 from trace_reclaim.tracers.vmalloc.areas import VERDICTS, caller_of
 from trace_reclaim.tracers.vmalloc.records import (EV_ALLOC_VMAP_AREA,
                                                    EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
@@ -55,7 +56,8 @@ __all__ = [
     "AllocVmapArea", "FreeVmapArea", "PurgeVmapArea", "VmallocPageAlloc", "KmallocLarge",
     "VmallocTracer", "VmallocAggregator", "TRACER", "caller_of", "VERDICTS",
     "MAX_LIVE_AREAS", "MAX_LISTED_AREAS", "MAX_LISTED_NOTABLE", "MAX_PENDING", "MAX_EARLY",
-    "MAX_STACKS", "STACK_DEPTH", "PAIR_WINDOW_NS", "VMALLOCINFO_NOTE", "parse_vmallocinfo",
+    "MAX_STACKS", "STACK_DEPTH", "PAIR_WINDOW_NS", "RETRY_WINDOW_NS", "VMALLOCINFO_NOTE",
+    "parse_vmallocinfo",
 ]
 
 _STAT_NAMES = abi.slots("vmalloc_stat", "VS_")  # vmalloc_stats' slots, in index order

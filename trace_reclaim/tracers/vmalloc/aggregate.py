@@ -26,7 +26,8 @@ from trace_reclaim.tracers.vmalloc.render import render as render_section
 from trace_reclaim.tracers.vmalloc.vmallocinfo import VMALLOCINFO_NOTE
 
 __all__ = ["VmallocAggregator", "MAX_LIVE_AREAS", "MAX_LISTED_AREAS", "MAX_LISTED_NOTABLE",
-           "MAX_PENDING", "MAX_EARLY", "MAX_STACKS", "STACK_DEPTH", "PAIR_WINDOW_NS"]
+           "MAX_PENDING", "MAX_EARLY", "MAX_STACKS", "STACK_DEPTH", "PAIR_WINDOW_NS",
+           "RETRY_WINDOW_NS"]
 
 # Bounds on user-space state.
 MAX_LIVE_AREAS = 8192        # areas allocated in the window and not yet freed
@@ -39,6 +40,11 @@ STACK_DEPTH = 16
 # A kvmalloc's vmalloc follows its failed kmalloc at once; a fallback's retry
 # follows the failed attempt's free at once.
 PAIR_WINDOW_NS = 100_000_000
+# ... but between them the attempt's huge pages and page tables are freed,
+# which under CPU emulation (the VM tier, QEMU TCG on a busy host) took
+# longer than PAIR_WINDOW_NS.  Only the same task's next area, not itself a
+# huge attempt and no larger than the attempt, is taken for the retry.
+RETRY_WINDOW_NS = 1_000_000_000
 
 
 class VmallocAggregator(Aggregator):
@@ -117,7 +123,7 @@ class VmallocAggregator(Aggregator):
         self._pair_request(a, ev)
         att = self.pending_retry.pop(ev.pid, None)
         if att is not None:
-            if (not a.huge_attempt and ev.ts_ns - (att.freed_ns or att.ts_ns) <= PAIR_WINDOW_NS
+            if (not a.huge_attempt and ev.ts_ns - (att.freed_ns or att.ts_ns) <= RETRY_WINDOW_NS
                     and a.size <= att.size):
                 self._link_retry(a, att)
             else:
@@ -161,7 +167,12 @@ class VmallocAggregator(Aggregator):
             "huge_pages_got": att.pages_ok, "huge_pages_needed": att.expected,
             "page_failed": att.page_failed,
         }
-        if a.requested is None and att.requested is not None:
+        # __vmalloc_node_range() retries inside the same call: the request
+        # fentry/kprobe saw belongs to the retry as much as to the attempt,
+        # and is exact where the retry's own pairing with kvmalloc's failed
+        # kmalloc is an inference.
+        if att.requested is not None and (a.requested is None or (
+                a.requested_from == "kmalloc" and att.requested_from != "kmalloc")):
             a.requested, a.requested_from = att.requested, att.requested_from
         if a.vm_flags is None:
             a.vm_flags = att.vm_flags

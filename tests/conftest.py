@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 from tests.livetools import live_unavailable_reason, machine_lock
 
@@ -39,3 +40,10 @@ def pytest_collection_modifyitems(config, items):
         if "live" in getattr(item, "fixturenames", ()) and \
                 item.get_closest_marker("live") is None:
             raise pytest.UsageError(f"{item.nodeid} uses the live fixture: move it to tests/live")
+
+
+# Property tests check behaviour, never speed: hypothesis's default 200 ms
+# per-example deadline is a timing assertion, and it fails on a loaded machine.
+settings.register_profile("trace-reclaim", deadline=None)
+settings.load_profile("trace-reclaim")
+

@@ -157,8 +157,14 @@ def _type_name(t: Any) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", repr(t))
 
 
-def struct_decoder(cls: type, struct_name: str) -> Decoder:
+def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> Decoder:
     """Build a decoder of ``struct struct_name`` of events.h into ``cls``.
+
+    ``since`` names the first of the fields appended to the struct after
+    recordings were made without them: a record that ends exactly where
+    that field or a later one begins (the struct as it was then) decodes
+    with the missing fields 0, so old recordings keep replaying.  Any
+    other length is damage.
 
     The format, size and field order come from the struct's layout
     (``abi.layout``); pad fields are skipped.  ``cls``'s fields must be the
@@ -185,13 +191,18 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
     compiled = struct.Struct(fmt)
     size = compiled.size
     unpack = compiled.unpack_from
+    first = layout.field(since).offset if since is not None else size
+    legacy = frozenset(f.offset for f in layout.flat if f.offset >= first)
     make = _maker(cls, names, [i for i, f in enumerate(flat) if f.is_string and i != 5])
 
     def decode_struct(payload: bytes) -> Any:
         try:
             v = unpack(payload)
         except struct.error:
-            raise DecodeError(f"{cls.__name__}: {len(payload)} bytes, need {size}") from None
+            if len(payload) not in legacy:
+                raise DecodeError(f"{cls.__name__}: {len(payload)} bytes, "
+                                  f"need {size}") from None
+            v = unpack(bytes(payload) + bytes(size - len(payload)))
         raw = v[5]
         comm = _comm_cache.get(raw)
         if comm is None:
@@ -203,6 +214,7 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
     decode_struct.format = fmt  # type: ignore[attr-defined]
     decode_struct.layout = layout  # type: ignore[attr-defined]
     decode_struct.cls = cls  # type: ignore[attr-defined]
+    decode_struct.legacy_sizes = legacy  # type: ignore[attr-defined]
     return decode_struct
 
 

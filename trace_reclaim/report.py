@@ -261,6 +261,8 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
         section = doc.get(agg.section)
         if section is None:
             continue
+        if agg.top_level:  # what the report lifted out of the section, back in
+            section = {**section, **{k: doc[k] for k in agg.top_level if k in doc}}
         lines = agg.render(section)
         if lines:
             out.append(f"== {agg.section} ==")

@@ -19,6 +19,7 @@ __all__ = ["registry"]
 
 def registry() -> Dict[str, Tracer]:
     """Every tracer this version has, by name, in report order."""
-    from trace_reclaim.tracers import oom, reclaim, slab, vmalloc
+    from trace_reclaim.tracers import memcg, oom, reclaim, slab, vmalloc
 
-    return {t.name: t for t in (reclaim.TRACER, vmalloc.TRACER, slab.TRACER, oom.TRACER)}
+    return {t.name: t for t in (reclaim.TRACER, vmalloc.TRACER, slab.TRACER, oom.TRACER,
+                                memcg.TRACER)}

@@ -34,8 +34,8 @@ from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window
 
 __all__ = [
-    "EV_MEMCG_RECLAIM", "EV_CGROUP_MKDIR", "MemcgReclaim", "CgroupMkdir", "MemcgTracer", "MemcgAggregator", "TRACER",
-    "limit_of_callers", "MAX_CGROUPS",
+    "EV_MEMCG_RECLAIM", "EV_CGROUP_MKDIR", "MemcgReclaim", "CgroupMkdir", "MemcgTracer",
+    "MemcgAggregator", "TRACER", "limit_of_callers", "MAX_CGROUPS",
 ]
 
 #: Cgroups kept per report (the rest are summed as "other").

@@ -70,5 +70,5 @@ def render_memcg(section: Dict[str, Any]) -> List[str]:
         by = ", ".join(f"{k} {v}" for k, v in r["memcg_by_limit"].items()) or "-"
         out += wrap(f"{r['name']} ({r['kind']}): {limit_text(r)}; reclaims by limit: {by}; "
                     f"own counters: {events_text(r)}; path {r['path'] or '?'}",
-                    "  ", hang="    ", breaks="/")
+                    "  ", hang="    ")
     return out

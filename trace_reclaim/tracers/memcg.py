@@ -378,7 +378,7 @@ class MemcgAggregator(Aggregator):
         return out
 
     def report(self) -> Dict[str, Any]:
-        rows = []
+        rows: List[Dict[str, Any]] = []
         for c in self.cgs.values():
             kind, name, path = self.name_of(c.key)
             d, m = c.direct.summary(), c.memcg.summary()

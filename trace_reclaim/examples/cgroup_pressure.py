@@ -29,14 +29,17 @@ from trace_reclaim.examples import _cgroup, _restore, pressure
 from trace_reclaim.examples._proc import RECLAIM_COUNTERS, MiB
 from trace_reclaim.procfs import ProcFS, vmstat_delta
 
-__all__ = ["run", "counter_delta", "main"]
+__all__ = ["run", "counter_delta", "main", "CHILD_COMM"]
 
 PROC = ProcFS()
 DEFAULT_LIMIT_MIB = 64
 DEFAULT_MIB = 512
+#: The child's comm (PR_SET_NAME), so its records are told from the parent's.
+CHILD_COMM = "trace-cg-child"
+_SET_COMM = "import ctypes; ctypes.CDLL(None).prctl(15, b'%s', 0, 0, 0)\n" % CHILD_COMM
 
 # The child: stream (file) or touch (anon) ``mib`` MiB, then print what it did.
-_FILE_CHILD = """
+_FILE_CHILD = _SET_COMM + """
 import os, sys
 path, mib = sys.argv[1], int(sys.argv[2])
 fd = os.open(path, os.O_RDONLY)
@@ -45,7 +48,7 @@ for i in range(mib):
     done += len(os.pread(fd, 1 << 20, i << 20))
 print(done, flush=True)
 """
-_ANON_CHILD = """
+_ANON_CHILD = _SET_COMM + """
 import mmap, os, sys
 mib = int(sys.argv[1])
 m = mmap.mmap(-1, mib << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

@@ -36,6 +36,7 @@ def _workload(**kw):
     """cgroup_pressure.run until the cgroup hit its limit (up to 3 tries)."""
     kw.setdefault("limit_mib", LIMIT_MIB)
     kw.setdefault("mib", 512)
+    kw.setdefault("hold_s", 1.5)   # a tick reads the final counters
     for _ in range(3):
         res = cgroup_pressure.run(log=None, enable_v2_memory=ENABLE_V2, **kw)
         assert res["child_status"] == 0, res["child_stderr"]
@@ -115,6 +116,16 @@ def test_memcg_reclaim_is_attributed_and_counted_like_the_cgroup(live, tmp_path)
     if res["cgroup"]["version"] == cgroupfs.V2:
         steal = d["stat"]["pgsteal"]
         assert row["memcg_pages"] <= steal <= row["memcg_pages"] + global_steal, (steal, row)
+    # The report's own reading of the counters (zero at cgroup_mkdir, last at
+    # the tick during the hold) is the workload's.
+    ev = row["limit_events"]
+    if res["cgroup"]["version"] == cgroupfs.V1:
+        assert ev["failcnt"] == d["failcnt"]
+    else:
+        assert (ev["max"], ev["high"]) == (d["events"]["max"], d["events"]["high"])
+    assert row["counters"]["baseline"] == "created"
+    kinds = {f["kind"] for f in doc["findings"] if f["evidence"].get("id") == row["id"]}
+    assert {"cgroup_memory_max", "cgroup_own_limit"} <= kinds, kinds
     # the text report carries the row, under 80 columns
     assert all(len(ln) <= 80 for ln in t.stdout.splitlines())
 

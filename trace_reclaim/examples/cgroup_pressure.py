@@ -91,8 +91,12 @@ def _zram_swap(log):
 
 def run(limit_mib=DEFAULT_LIMIT_MIB, mib=DEFAULT_MIB, mode="file", high_mib=None,
         zram=False, version=None, enable_v2_memory=False, directory=None, timeout=120.0,
-        name="pressure", log=print):
-    """Run the workload; return a result dict (see the module docstring)."""
+        name="pressure", hold_s=0.0, log=print):
+    """Run the workload; return a result dict (see the module docstring).
+
+    ``hold_s`` keeps the (idle) cgroup that long after the child exits, so a
+    tracer sampling once per interval reads its final counters.
+    """
     _restore.require_root()
     if mode not in ("file", "anon"):
         raise _restore.WorkloadError("unknown mode %r" % mode, "use --mode file or anon")
@@ -132,6 +136,7 @@ def run(limit_mib=DEFAULT_LIMIT_MIB, mib=DEFAULT_MIB, mode="file", high_mib=None
         elapsed = time.monotonic() - t0
         c1 = cg.counters()
         v1 = PROC.vmstat()
+        time.sleep(hold_s)
         res = {
             "cgroup": {"path": cg.path, "rel": cg.rel, "id": cg.id, "version": cg.version,
                        "name": cgroupfs.classify(cg.rel)[1]},
@@ -179,13 +184,16 @@ def main(argv=None):
                         "guests only; undone at exit)")
     p.add_argument("--dir", default=None, help="directory for the sparse file (default /var/tmp)")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--hold", type=float, default=0.0,
+                   help="keep the idle cgroup this many seconds after the child exits")
     _restore.common_args(p)
     args = p.parse_args(argv)
 
     def body():
         log = _restore.progress_log(args)
         res = run(args.limit_mib, args.mib, args.mode, args.high_mib, args.zram,
-                  args.cgroup_version, args.enable_v2_memory, args.dir, args.timeout, log=log)
+                  args.cgroup_version, args.enable_v2_memory, args.dir, args.timeout,
+                  hold_s=args.hold, log=log)
         if args.json:
             print(json.dumps(res))
         if res["child_status"] != 0 and not (args.mode == "anon" and not args.zram):

@@ -128,6 +128,19 @@ def _slim_counters(c: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+class _Zeros(dict):
+    """Counters of a cgroup just created: every key reads 0."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+    def get(self, key: str, default: Any = None) -> int:
+        return 0
+
+
 class _Cg:
     """One cgroup's row."""
 
@@ -180,6 +193,7 @@ class MemcgAggregator(Aggregator):
         self.first: Dict[Tuple[str, int], Dict[str, Any]] = {}
         self.last: Dict[Tuple[str, int], Dict[str, Any]] = {}
         self.symbols: Dict[int, str] = {}
+        self.created: Set[Tuple[str, int]] = set()
         self.mounts: Dict[str, Any] = {}
         self.filter: List[str] = []
         self._iv: Dict[str, int] = {"memcg_reclaims": 0, "memcg_reclaim_ns": 0,
@@ -220,6 +234,8 @@ class MemcgAggregator(Aggregator):
         for hier in hiers:
             if len(self.paths) < 4 * MAX_CGROUPS:
                 self.paths.setdefault((hier, ev.id), ev.path)
+                # A new cgroup's counters start at zero: its exact baseline.
+                self.created.add((hier, ev.id))
 
     def _memcg_reclaim(self, ev: MemcgReclaim) -> None:
         d = ev.delta_ns
@@ -346,8 +362,15 @@ class MemcgAggregator(Aggregator):
         kind, name = cgroupfs.classify(path)
         return kind, name, path
 
+    def _first(self, key: Tuple[str, int]) -> Optional[Dict[str, Any]]:
+        """The baseline reading: zeros for a cgroup created in the window."""
+        if key in self.created:
+            return {"ts_ns": None, "failcnt": 0, "events": _Zeros(), "stat": _Zeros(),
+                    "pressure_total_us": _Zeros()}
+        return self.first.get(key)
+
     def _limit_events(self, key: Tuple[str, int]) -> Dict[str, Any]:
-        a, b = self.first.get(key), self.last.get(key)
+        a, b = self._first(key), self.last.get(key)
         if not a or not b:
             return {}
         out: Dict[str, Any] = {}
@@ -360,10 +383,11 @@ class MemcgAggregator(Aggregator):
         return out
 
     def _counters(self, key: Tuple[str, int]) -> Dict[str, Any]:
-        a, b = self.first.get(key), self.last.get(key)
+        a, b = self._first(key), self.last.get(key)
         if not a or not b:
             return {}
-        out: Dict[str, Any] = {"first_ts_ns": a["ts_ns"], "last_ts_ns": b["ts_ns"]}
+        out: Dict[str, Any] = {"baseline": "created" if key in self.created else "sampled",
+                               "first_ts_ns": a["ts_ns"], "last_ts_ns": b["ts_ns"]}
         for k in ("limit_bytes", "max_bytes", "high_bytes", "low_bytes", "min_bytes",
                   "usage_bytes", "current_bytes", "max_usage_bytes"):
             if k in b:

@@ -44,7 +44,6 @@ def _ms(ns: int) -> str:
 
 def _f(kind: str, severity: str, title: str, evidence: Dict[str, Any], meaning: str,
        episodes: Optional[List[int]] = None) -> Dict[str, Any]:
-    evidence = {k: v for k, v in evidence.items() if v is not None}
     return {"kind": kind, "severity": severity, "title": title, "evidence": evidence,
             "meaning": meaning, "episodes": episodes or []}
 
@@ -337,7 +336,21 @@ def _limit_bytes(row: Dict[str, Any]) -> Optional[int]:
 
 
 def _cgroups(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Findings per cgroup from the top-level ``cgroups`` list (memcg tracer)."""
+    """Findings per cgroup from the top-level ``cgroups`` list (memcg tracer).
+
+    Evidence the trace could not read (a cgroup gone before its counters
+    were sampled) is left out rather than shown as None.
+    """
+    out = [_known(f) for f in _cgroup_findings(doc)]
+    return out
+
+
+def _known(f: Dict[str, Any]) -> Dict[str, Any]:
+    f["evidence"] = {k: v for k, v in f["evidence"].items() if v is not None}
+    return f
+
+
+def _cgroup_findings(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     out = []
     for r in doc.get("cgroups") or []:
         by = r.get("memcg_by_limit") or {}

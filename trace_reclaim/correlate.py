@@ -80,7 +80,7 @@ class Correlator:
         # and names the shrinker callbacks it symbolized.
         self.episodes = EpisodeBuilder(
             self.window, facts={ty: agg.episode_fact for ty, agg in self._by_type.items()},
-            symbolize=self._symbolize)
+            symbolize=self._symbolize, cgroup_name=self._cgroup_name)
         self._ep_feed = self.episodes.feed if history else _ignore
         self._hot: Dict[int, Any] = {}
         self.lost: Dict[int, int] = {}
@@ -198,6 +198,13 @@ class Correlator:
     def _symbolize(self, addr: int) -> Optional[str]:
         for a in self.aggs.values():
             name = a.symbolize(addr)
+            if name is not None:
+                return name
+        return None
+
+    def _cgroup_name(self, key: Tuple[str, int]) -> Optional[str]:
+        for a in self.aggs.values():
+            name = a.cgroup_name(key)
             if name is not None:
                 return name
         return None

@@ -462,6 +462,10 @@ def _episode_detail(e: Dict[str, Any], w0: int) -> List[str]:
         out += compact_table(
             ["TID", "COMM", "STALLS", "TOTAL", "MAX", "PAGES", "D:RECLAIM", "D:THRASH",
              "D:COMPACT"], rows, indent="    ")
+        if e.get("cgroups"):
+            out += wrap("cgroups: " + ", ".join(
+                f"{c['name']} x{c['stalls']} {fmt_ns(c['stall_ns'])}" for c in e["cgroups"]),
+                "    ", hang="      ")
     sh = e["shrinkers"]
     if sh["calls"]:
         out += wrap(f"shrinkers: {sh['calls']} calls, {sh['scanned']} scanned, "

@@ -124,6 +124,11 @@ class Aggregator(abc.ABC):
         """
         return None
 
+    def cgroup_name(self, key: Tuple[str, int]) -> Optional[str]:
+        """The name of a cgroup, ``("memcg" | "cgroup", id)``, if this tracer
+        resolved it (the memcg tracer).  Default: None."""
+        return None
+
     def symbolize(self, addr: int) -> Optional[str]:
         """The kernel symbol at ``addr`` if this tracer resolved it (live, then
         recorded in its samples), else None.  Default: None."""

@@ -150,3 +150,10 @@ def test_interval_row_names_the_top_cgroups():
     top = row["memcg"]["top"]
     assert [t["name"] for t in top] == ["/", "trace-reclaim-test-1-x", "box"]
     assert row["memcg"]["memcg_reclaims"] == 3
+
+
+def test_episodes_list_the_cgroups_whose_tasks_stalled():
+    doc = correlate(story()).report()
+    (ep,) = [e for e in doc["episodes"] if e.get("cgroups")]
+    assert [(c["hierarchy"], c["id"], c["name"], c["stalls"]) for c in ep["cgroups"]] == \
+        [("memory", 1, "/", 1), ("memory", 77, "box", 1)]

@@ -352,6 +352,10 @@ class MemcgAggregator(Aggregator):
         return row
 
     # -- report -----------------------------------------------------------------
+    def cgroup_name(self, key: Tuple[str, int]) -> Optional[str]:
+        kind, name, path = self.name_of(key)
+        return name if path is not None else None
+
     def name_of(self, key: Tuple[str, int]) -> Tuple[str, str, Optional[str]]:
         """(kind, name, path) of a row; path None when the id was never resolved."""
         if key == OTHER:

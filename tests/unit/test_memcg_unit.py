@@ -157,3 +157,16 @@ def test_episodes_list_the_cgroups_whose_tasks_stalled():
     (ep,) = [e for e in doc["episodes"] if e.get("cgroups")]
     assert [(c["hierarchy"], c["id"], c["name"], c["stalls"]) for c in ep["cgroups"]] == \
         [("memory", 1, "/", 1), ("memory", 77, "box", 1)]
+
+
+def test_diff_compares_per_cgroup_with_our_test_cgroups_pid_elided():
+    from trace_reclaim.compare.metrics import cgroup_key, run_metrics
+
+    m = run_metrics(correlate(story()).report())
+    assert m["memcg.reclaims"] == 3
+    assert m["cgroup.trace-reclaim-test-*-x.memcg_reclaims"] == 2
+    assert m["cgroup.trace-reclaim-test-*-x.memcg_pages"] == 52
+    assert m["cgroup.box.direct_stall_ns"] == 2_000_000
+    assert "cgroup./.memcg_reclaims" not in m       # no memcg reclaim there: not compared
+    assert cgroup_key({"name": "trace-reclaim-test-42-pressure"}) == \
+        "trace-reclaim-test-*-pressure"

@@ -15,7 +15,10 @@ bounds taken from mm/memcontrol.c and mm/vmscan.c (see each test).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -23,7 +26,7 @@ from tests.livetools import Trace
 from trace_reclaim import abi, cgroupfs, events
 from trace_reclaim.examples import cgroup_pressure, pressure
 from trace_reclaim.recording import Reader
-from trace_reclaim.tracers import registry
+from trace_reclaim.tracers import memcg, registry
 
 pytestmark = pytest.mark.live
 
@@ -34,11 +37,12 @@ ENABLE_V2 = os.environ.get("TRACE_RECLAIM_ENABLE_V2_MEMORY") == "1"
 
 def _workload(**kw):
     """cgroup_pressure.run until the cgroup hit its limit (up to 3 tries)."""
+    kw.setdefault("enable_v2_memory", ENABLE_V2)
     kw.setdefault("limit_mib", LIMIT_MIB)
     kw.setdefault("mib", 512)
     kw.setdefault("hold_s", 1.5)   # a tick reads the final counters
     for _ in range(3):
-        res = cgroup_pressure.run(log=None, enable_v2_memory=ENABLE_V2, **kw)
+        res = cgroup_pressure.run(log=None, **kw)
         assert res["child_status"] == 0, res["child_stderr"]
         d = res["delta"]
         if d.get("failcnt") or d["events"].get("max") or d["events"].get("high"):
@@ -63,7 +67,14 @@ def _records(path, type_id):
 
 
 def test_memcg_reclaim_is_attributed_and_counted_like_the_cgroup(live, tmp_path):
+    check_memcg_reclaim(str(tmp_path))
+
+
+def check_memcg_reclaim(tmp: str, **kw) -> None:
     """Memcg reclaim of our cgroup, beside the cgroup's own counters.
+
+    (Shared with the VM tier, tests/vm/test_cgroups_v2.py: ``kw`` go to the
+    workload.)
 
     - Attribution: the row of our cgroup (id = its directory's inode) has
       its path (named by the cgroup_mkdir record even though the cgroup is
@@ -88,8 +99,8 @@ def test_memcg_reclaim_is_attributed_and_counted_like_the_cgroup(live, tmp_path)
       v2 memory.stat pgsteal counts every page reclaimed from the cgroup's
       LRUs: equal to the memcg pages plus what global reclaim took.
     """
-    with Trace(str(tmp_path)) as t:
-        res = _workload()
+    with Trace(tmp) as t:
+        res = _workload(**kw)
     doc = t.report
     row = _row(doc, res)
     assert row["path"] == res["cgroup"]["rel"]
@@ -182,16 +193,51 @@ def test_global_direct_reclaim_elsewhere_is_not_attributed_to_the_limited_cgroup
                     cgroupfs.memory_mount(cgroupfs.cgroup_mounts()).version != cgroupfs.V2,
                     reason="memory.high exists on cgroup v2 only (this machine: v1)")
 def test_memory_high_reclaim_equals_memory_events_high(live, tmp_path):
+    check_memory_high(str(tmp_path))
+
+
+def check_memory_high(tmp: str, **kw) -> None:
     """memory.high below memory.max: reclaim_high() raises MEMCG_HIGH right
     before each try_to_free_mem_cgroup_pages() it makes for a cgroup over
     its high limit, so the "high" reclaims equal memory.events high (our
     cgroup has no children and its parent no high limit).  The report has
     the finding that the cgroup was throttled at memory.high.
     """
-    with Trace(str(tmp_path)) as t:
-        res = _workload(limit_mib=256, high_mib=32, mib=512)
+    with Trace(tmp) as t:
+        res = _workload(limit_mib=256, high_mib=32, mib=512, **kw)
     row = _row(t.report, res)
     d = res["delta"]
     assert row["memcg_by_limit"].get("high", 0) == d["events"]["high"] > 0, (row, d)
     kinds = {f["kind"] for f in t.report["findings"]}
     assert "cgroup_memory_high" in kinds
+
+
+def test_cgroup_filter_keeps_only_that_cgroups_tasks(live, tmp_path):
+    """``record -c PATH``: the BPF side drops every other task's records.
+
+    The limited cgroup's child makes memcg reclaim; this process runs every
+    shrinker (drop_caches) from outside it.  Every attributed record in the
+    recording is the cgroup's; the shrinker calls of drop_caches are not
+    there, and the report says which cgroups it was limited to.
+    """
+    from trace_reclaim.examples import _cgroup
+
+    with _cgroup.memory_cgroup("filter", limit_bytes=LIMIT_MIB << 20,
+                               enable_v2_memory=ENABLE_V2) as cg, \
+            pressure.sparse_file(513 << 20) as path:
+        with Trace(str(tmp_path), ["-c", cg.rel]) as t:
+            child = cg.popen([sys.executable, "-c", cgroup_pressure._FILE_CHILD, path, "512"],
+                             stdout=subprocess.DEVNULL)
+            assert child.wait(timeout=120) == 0
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2")
+            time.sleep(1.5)
+        ids = {cg.id}
+    doc = t.report
+    assert doc["memcg"]["filter"] == [cg.rel]
+    recs = [e for ty in (abi.EV_MEMCG_RECLAIM, abi.EV_DIRECT_RECLAIM, abi.EV_SHRINK_SLAB,
+                         abi.EV_ALLOC_VMAP_AREA) for e in _records(t.path, ty)]
+    memcg_recs = [e for e in recs if isinstance(e, memcg.MemcgReclaim)]
+    assert memcg_recs, "the cgroup made no memcg reclaim"
+    assert {e.memcg_id for e in recs} == ids, {(type(e).__name__, e.memcg_id) for e in recs}
+    assert {e.tgid for e in recs} == {child.pid}

@@ -29,8 +29,20 @@ def quiet(*a, **k):
 
 
 def press(seconds: float = 6) -> dict:
-    """Stream three times the memory left outside the ballast (at most ``seconds``)."""
-    return pressure.run(seconds=seconds, log=quiet)
+    """Stream three times the memory left outside the ballast (at most ``seconds``).
+
+    Repeated, up to 3 times, until the kernel itself counted direct reclaim:
+    that is the workload's precondition, not the tracer's (a busy machine's
+    kswapd can keep up with one pass).  The result sums the passes.
+    """
+    total: dict = {}
+    for _ in range(3):
+        result = pressure.run(seconds=seconds, log=quiet)
+        total["direct_reclaims"] = total.get("direct_reclaims", 0) + result["direct_reclaims"]
+        total["pid"] = result["pid"]
+        if total["direct_reclaims"]:
+            break
+    return total
 
 
 def test_counts_equal_the_kernels_own(live, tmp_path):

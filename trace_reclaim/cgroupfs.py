@@ -274,11 +274,14 @@ class CgroupResolver:
             yield ino, rel
 
     def rescan(self) -> None:
+        """Read the hierarchy again: cgroups removed since are forgotten."""
         self.walks += 1
+        paths: Dict[int, str] = {}
         for ino, rel in self.walk():
-            if len(self.paths) >= self.max_entries and ino not in self.paths:
+            if len(paths) >= self.max_entries:
                 break
-            self.paths[ino] = rel
+            paths[ino] = rel
+        self.paths = paths
 
     def lookup(self, cgid: int, rescan: bool = True) -> Optional[str]:
         """Return the path of ``cgid``, walking the hierarchy once if unknown."""

@@ -336,7 +336,8 @@ class MemcgAggregator(Aggregator):
                 if "path" in info:
                     self.paths[key] = str(info["path"])
                 cnt = info.get("counters")
-                if isinstance(cnt, dict):
+                if isinstance(cnt, dict) and (key in self.last
+                                              or len(self.last) < 4 * MAX_CGROUPS):
                     self.first.setdefault(key, {**cnt, "ts_ns": sample.ts_ns})
                     self.last[key] = {**cnt, "ts_ns": sample.ts_ns}
 
@@ -568,7 +569,8 @@ class MemcgTracer(Tracer):
             for cgid in seen:
                 if cgid:
                     due[hier].add(cgid)
-                    live["counted"].add((hier, cgid))
+                    if len(live["counted"]) < 4 * MAX_CGROUPS:
+                        live["counted"].add((hier, cgid))
         if when == "end":
             for hier, cgid in live["counted"]:
                 due[hier].add(cgid)
@@ -576,13 +578,17 @@ class MemcgTracer(Tracer):
                 due["memcg"].add(cgid)
         for hier in ("memcg", "cgroup"):
             out: Dict[str, Any] = {}
-            for cgid in sorted(due[hier])[:MAX_COUNTED]:
+            # Cgroups with records first: they are what the report is about.
+            counted = live["counted"]
+            order = sorted(due[hier], key=lambda i: ((hier, i) not in counted, i))
+            for cgid in order[:MAX_COUNTED]:
                 sent = live["sent"][hier]
                 info = self._read(hier, cgid)
                 if not info or (cgid in sent and "counters" not in info):
                     continue
                 out[str(cgid)] = info
-                sent.add(cgid)
+                if len(sent) < 4 * MAX_CGROUPS:
+                    sent.add(cgid)
             if out:
                 data[hier] = out
         callers: Dict[str, str] = {}

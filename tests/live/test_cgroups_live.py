@@ -14,6 +14,7 @@ bounds taken from mm/memcontrol.c and mm/vmscan.c (see each test).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -241,3 +242,35 @@ def test_cgroup_filter_keeps_only_that_cgroups_tasks(live, tmp_path):
     assert memcg_recs, "the cgroup made no memcg reclaim"
     assert {e.memcg_id for e in recs} == ids, {(type(e).__name__, e.memcg_id) for e in recs}
     assert {e.tgid for e in recs} == {child.pid}
+
+
+def _cli(*argv):
+    from trace_reclaim.examples import _restore
+
+    env, fds = _restore.lock_for_child()   # the workload runs inside this test's lock
+    p = subprocess.run([sys.executable, "-m", "trace_reclaim.examples.cgroup_pressure", *argv,
+                        "-j"], capture_output=True, text=True, timeout=300, env=env,
+                       pass_fds=fds)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_cgroup_pressure_modes_restore_everything(live):
+    """The workload's three modes from its command line, each leaving no cgroup,
+    swap or zram device behind: page cache at the limit (the cgroup's own limit
+    counter moves), anonymous memory past the limit without swap (the child is
+    OOM-killed inside the cgroup), and with zram swap (pages swapped out)."""
+    from trace_reclaim.examples import anon_pressure, zram_lifecycle
+
+    before = (anon_pressure.swaps(), zram_lifecycle.zram_devices())
+    res = _cli("--limit-mib", "32", "--mib", "128")
+    d = res["delta"]
+    assert res["cgroup_removed"] and res["child_status"] == 0
+    assert d.get("failcnt", 0) or d["events"].get("max", 0)
+    oom = _cli("--mode", "anon", "--limit-mib", "32", "--mib", "128")
+    assert oom["child_status"] == -9 and oom["cgroup_removed"], oom["child_stderr"]
+    assert oom["vmstat"]["oom_kill"] >= 1
+    swapped = _cli("--mode", "anon", "--limit-mib", "32", "--mib", "96", "--zram")
+    assert swapped["child_status"] == 0, swapped["child_stderr"]
+    assert swapped["vmstat"]["pswpout"] > 0 and swapped["cgroup_removed"]
+    assert (anon_pressure.swaps(), zram_lifecycle.zram_devices()) == before

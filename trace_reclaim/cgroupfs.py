@@ -187,7 +187,7 @@ def read_memory_counters(path: str, version: int) -> Dict[str, object]:
     else:
         for key, name in (("current_bytes", "memory.current"), ("max_bytes", "memory.max"),
                           ("high_bytes", "memory.high"), ("low_bytes", "memory.low"),
-                          ("min_bytes", "memory.min")):
+                          ("min_bytes", "memory.min"), ("peak_bytes", "memory.peak")):
             text = _read(os.path.join(path, name))
             if text is not None:
                 out[key] = _num(text)

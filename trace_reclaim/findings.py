@@ -377,9 +377,12 @@ def _cgroup_findings(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
         if mx or ev.get("max") or ev.get("failcnt"):
             limit = _limit_bytes(r)
             usage = c.get("current_bytes", c.get("usage_bytes"))
-            peak = c.get("max_usage_bytes")
-            close = (f", usage {usage * 100 // limit}% of the limit"
-                     if limit and usage is not None else "")
+            peak = c.get("max_usage_bytes", c.get("peak_bytes"))
+            close = ""
+            if limit and peak is not None:
+                close = f", peak usage {peak * 1000 // limit / 10}% of the limit"
+            elif limit and usage is not None:
+                close = f", usage {usage * 1000 // limit / 10}% of the limit"
             kills = r.get("oom_kills", 0) + ev.get("oom_kill", 0)
             out.append(_f(
                 "cgroup_memory_max", "critical" if kills or ev.get("oom") else "warning",

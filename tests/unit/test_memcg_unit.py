@@ -122,7 +122,7 @@ def test_findings_say_which_limit_and_which_cause():
     for f in doc["findings"]:
         by.setdefault(f["kind"], []).append(f)
     (mx,) = [f for f in by["cgroup_memory_max"] if f["evidence"]["id"] == 88]
-    assert "98%" in mx["title"] and mx["evidence"]["failcnt"] == 9
+    assert "usage 98.4% of the limit" in mx["title"] and mx["evidence"]["failcnt"] == 9
     assert [f["evidence"]["id"] for f in by["cgroup_memory_high"]] == [88]
     assert [f["evidence"]["id"] for f in by["cgroup_own_limit"]] == [88]
     # box: 2 ms direct reclaim vs 0.5 ms memcg reclaim (80%); the root: direct only

@@ -394,7 +394,7 @@ class MemcgAggregator(Aggregator):
         out: Dict[str, Any] = {"baseline": "created" if key in self.created else "sampled",
                                "first_ts_ns": a["ts_ns"], "last_ts_ns": b["ts_ns"]}
         for k in ("limit_bytes", "max_bytes", "high_bytes", "low_bytes", "min_bytes",
-                  "usage_bytes", "current_bytes", "max_usage_bytes"):
+                  "usage_bytes", "current_bytes", "max_usage_bytes", "peak_bytes"):
             if k in b:
                 out[k] = b[k]
         sa, sb = a.get("stat") or {}, b.get("stat") or {}

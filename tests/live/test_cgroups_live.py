@@ -274,3 +274,24 @@ def test_cgroup_pressure_modes_restore_everything(live):
     assert swapped["child_status"] == 0, swapped["child_stderr"]
     assert swapped["vmstat"]["pswpout"] > 0 and swapped["cgroup_removed"]
     assert (anon_pressure.swaps(), zram_lifecycle.zram_devices()) == before
+
+
+def test_oom_kill_is_attributed_to_its_cgroup(live, tmp_path):
+    """examples/oom_kill.py: a task past its cgroup's limit with nothing to
+    reclaim.  try_charge_memcg() reclaims MAX_RECLAIM_RETRIES times, then
+    mem_cgroup_out_of_memory() kills it; mark_victim fires in the charging
+    task, inside the cgroup.  The cgroup's row has the kill and the reclaims
+    before it, and the finding is critical."""
+    from trace_reclaim.examples import oom_kill
+
+    with Trace(str(tmp_path)) as t:
+        res = oom_kill.run(kills=1, log=None)
+    victims = list(_records(t.path, abi.EV_MARK_VICTIM))
+    assert len(victims) == 1 and victims[0].memcg_id == res["cgroup_id"]
+    rows = [r for r in t.report["cgroups"] if r["hierarchy"] == "memory"
+            and r["id"] == res["cgroup_id"]]
+    assert len(rows) == 1 and rows[0]["oom_kills"] == 1
+    assert rows[0]["memcg_by_limit"].get("max", 0) > 0
+    (f,) = [f for f in t.report["findings"] if f["kind"] == "cgroup_memory_max"
+            and f["evidence"]["id"] == res["cgroup_id"]]
+    assert f["severity"] == "critical" and f["evidence"]["oom_kills"] == 1

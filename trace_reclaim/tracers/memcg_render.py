@@ -68,7 +68,10 @@ def render_memcg(section: Dict[str, Any]) -> List[str]:
         if not (r["memcg_reclaims"] or any((r["limit_events"] or {}).values())):
             continue
         by = ", ".join(f"{k} {v}" for k, v in r["memcg_by_limit"].items()) or "-"
+        psi = (r.get("counters") or {}).get("pressure_us") or {}
+        stalled = "; memory.pressure " + ", ".join(
+            f"{k} +{fmt_ns(v * 1000)}" for k, v in psi.items()) if psi else ""
         out += wrap(f"{r['name']} ({r['kind']}): {limit_text(r)}; reclaims by limit: {by}; "
-                    f"own counters: {events_text(r)}; path {r['path'] or '?'}",
+                    f"own counters: {events_text(r)}{stalled}; path {r['path'] or '?'}",
                     "  ", hang="    ")
     return out

@@ -41,7 +41,9 @@ def _workload(**kw):
     kw.setdefault("enable_v2_memory", ENABLE_V2)
     kw.setdefault("limit_mib", LIMIT_MIB)
     kw.setdefault("mib", 512)
-    kw.setdefault("hold_s", 1.5)   # a tick reads the final counters
+    # The tracer reads a cgroup's counters at each interval for 3 intervals
+    # after its last record: keep the idle cgroup long enough for one of them.
+    kw.setdefault("hold_s", 3.0)
     for _ in range(3):
         res = cgroup_pressure.run(log=None, **kw)
         assert res["child_status"] == 0, res["child_stderr"]
@@ -111,6 +113,16 @@ def check_memcg_reclaim(tmp: str, **kw) -> None:
     child = [e for e in _records(t.path, abi.EV_MEMCG_RECLAIM) if e.tgid == res["child_pid"]]
     assert len(child) == row["memcg_reclaims"]
     assert {e.memcg_id for e in child} == {res["cgroup"]["id"]}
+    # bpf_get_current_cgroup_id() is the child's cgroup v2: ours on a v2
+    # machine; on a hybrid one the v2 cgroup it inherited from this process.
+    if res["cgroup"]["version"] == cgroupfs.V2:
+        v2_id = res["cgroup"]["id"]
+    else:
+        uni = cgroupfs.unified_mount(cgroupfs.cgroup_mounts())
+        with open("/proc/self/cgroup") as f:
+            rel = cgroupfs.parse_proc_cgroup(f.read())[""]
+        v2_id = os.stat(os.path.join(uni.path, rel.lstrip("/"))).st_ino
+    assert {e.cgroup_id for e in child} == {v2_id}
     assert row["memcg_by_limit"] == {"max": row["memcg_reclaims"]}
 
     d = res["delta"]

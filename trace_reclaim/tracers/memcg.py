@@ -43,6 +43,8 @@ MAX_CGROUPS = 256
 #: Cgroups whose counters one sample reads.
 MAX_COUNTED = 256
 MAX_CALLERS = 256
+#: Samples after a cgroup's last record that still read its counters.
+RECENT_SAMPLES = 3
 OTHER = ("other", 0)
 
 KIND_LIMIT = abi.MEMCG_RECLAIM_LIMIT
@@ -506,6 +508,7 @@ class MemcgTracer(Tracer):
             "mem_version": mem.version if mem else None,
             "uni": cgroupfs.CgroupResolver(uni.path if uni else None),
             "counted": set(), "sent": {"memcg": set(), "cgroup": set()},
+            "recent": {}, "samples": 0,
             "callers": set(),
             "mounts": {"memory": {"path": mem.path, "version": mem.version,
                                   "hierarchy_id": cgroupfs.hierarchy_id("memory")
@@ -571,6 +574,17 @@ class MemcgTracer(Tracer):
                     due[hier].add(cgid)
                     if len(live["counted"]) < 4 * MAX_CGROUPS:
                         live["counted"].add((hier, cgid))
+                    live["recent"][(hier, cgid)] = live["samples"]
+        # Read again for RECENT_SAMPLES more samples after a cgroup's last
+        # record: its counters move on without records (a charge that fails
+        # its batch and then succeeds counts in failcnt but reclaims nothing),
+        # and its tasks may exit and the cgroup go away soon after.
+        for (hier, cgid), n in list(live["recent"].items()):
+            if live["samples"] - n > RECENT_SAMPLES:
+                del live["recent"][(hier, cgid)]
+            else:
+                due[hier].add(cgid)
+        live["samples"] += 1
         if when == "end":
             for hier, cgid in live["counted"]:
                 due[hier].add(cgid)

@@ -36,6 +36,13 @@ LIMIT_MIB = 64
 ENABLE_V2 = os.environ.get("TRACE_RECLAIM_ENABLE_V2_MEMORY") == "1"
 
 
+def FORCED_SLACK(reclaims: int) -> int:  # noqa: N802 -- a named bound, read as a constant
+    """Forced charges (MEMCG_MAX without reclaim) a page-cache stream may make:
+    the few accounted kernel allocations made inside reclaim or without
+    blocking; 1% of the reclaims, at least 16."""
+    return max(16, reclaims // 100)
+
+
 def _workload(**kw):
     """cgroup_pressure.run until the cgroup hit its limit (up to 3 tries)."""
     kw.setdefault("enable_v2_memory", ENABLE_V2)
@@ -91,9 +98,12 @@ def check_memcg_reclaim(tmp: str, **kw) -> None:
       reclaim follows one failure, and batch failures that then succeed
       add more without a reclaim.  So reclaims <= failcnt (not equal).
     - v2 memory.events max: memcg_memory_event(MEMCG_MAX) is raised right
-      before each such reclaim (and for forced charges that skip reclaim:
-      __GFP_NOFAIL/__GFP_HIGH ones, which this page cache workload makes
-      none of): exact.
+      before each such reclaim, so reclaims <= max.  It is also raised once
+      for a charge forced over the limit without reclaim (the "force:" path:
+      a PF_MEMALLOC task, i.e. one already inside reclaim, or a non-blocking
+      __GFP_HIGH/__GFP_NOFAIL charge), which no tracepoint shows.  Seen in
+      the 6.12 guest: 1796 max events, 1792 reclaims (4 forced kmem
+      charges).  So max exceeds the reclaims by at most FORCED_SLACK.
     - Pages: memcg reclaim frees only LRU pages (flush_reclaim_state() adds
       shrinkers' slab pages only for root reclaim), and the only LRU pages
       charged to the cgroup that can go without swap are the file's.  All
@@ -129,7 +139,8 @@ def check_memcg_reclaim(tmp: str, **kw) -> None:
     if res["cgroup"]["version"] == cgroupfs.V1:
         assert 0 < row["memcg_reclaims"] <= d["failcnt"], (row["memcg_reclaims"], d)
     else:
-        assert row["memcg_reclaims"] == d["events"]["max"], (row["memcg_reclaims"], d)
+        forced = d["events"]["max"] - row["memcg_reclaims"]
+        assert 0 <= forced <= FORCED_SLACK(row["memcg_reclaims"]), (row["memcg_reclaims"], d)
 
     read_pages = res["bytes"] // PAGE
     limit_pages = res["limit_bytes"] // PAGE

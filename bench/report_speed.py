@@ -8,6 +8,19 @@ zoneinfo and LRU samples every 10,000 events), then runs the report the
 way a user does, as a subprocess, and prints the wall time.
 
     .venv/bin/python bench/report_speed.py [--events 1000000] [--keep FILE] [--json] [--plot]
+        [--baseline DIR [--rounds 5] [--instructions]]
+
+``--baseline DIR`` times the report of another checkout (e.g. a ``git
+worktree`` of an older commit) against this one on the same recording,
+alternating them round by round, and prints median wall and CPU times,
+events per second and the speed-up.  The recording is written by this
+checkout's Writer; the file format (recording.py) and the reclaim/oom
+structs of bpf/events.h it holds are unchanged since commit a65185c, so a
+checkout from then on reads it (each round's exit status is checked).
+``--instructions`` also counts the instructions each report executes under
+``valgrind --tool=callgrind`` (one run each; about 50x slower, so use it with
+``--events 100000``): a figure the machine's load does not move, where wall
+and CPU times on a busy VM drift by tens of percent between rounds.
 
 ``--plot`` also times ``report --plot`` (the timeline picture) against the
 plain report, alternating them over 3 rounds, and prints the CPU-time ratio.
@@ -20,6 +33,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import struct
 import subprocess
 import sys
@@ -117,6 +131,11 @@ def main() -> int:
     p.add_argument("--json", action="store_true", help="time 'report -j' too")
     p.add_argument("--plot", action="store_true",
                    help="time 'report --plot' against 'report' (CPU ratio, 3 rounds)")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also time the report of the checkout in DIR, alternated with this one's")
+    p.add_argument("--rounds", type=int, default=5, help="rounds with --baseline (default 5)")
+    p.add_argument("--instructions", action="store_true",
+                   help="with --baseline: also count instructions under valgrind (callgrind)")
     a = p.parse_args()
     path = a.keep or os.path.join(tempfile.mkdtemp(prefix="trace-reclaim-bench-"), "b.trc")
     t0 = time.monotonic()
@@ -145,10 +164,96 @@ def main() -> int:
               f"({n / dt / 1e6:.2f} M events/s) -> {'OK' if dt < 5 else 'SLOW'} (< 5 s)")
     if a.plot:
         plot_ratio(path, n)
+    if a.baseline:
+        modes = (["report"], ["report", "-j"]) if a.json else (["report"],)
+        for mode in modes:
+            baseline_ratio(path, n, a.baseline, mode, a.rounds)
+        if a.instructions:
+            instruction_ratio(path, n, a.baseline)
     if not a.keep:
         os.unlink(path)
         os.rmdir(os.path.dirname(path))
     return 0 if all(dt < 5 for dt in results.values()) else 1
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _report_argv(checkout: str) -> list:
+    """How to run the CLI of ``checkout``: ``-m trace_reclaim`` once it has a
+    ``__main__`` (after a65185c), its ``cli.py`` script before."""
+    if os.path.exists(os.path.join(checkout, "trace_reclaim", "__main__.py")):
+        return [sys.executable, "-m", "trace_reclaim"]
+    return [sys.executable, os.path.join(checkout, "cli.py")]
+
+
+def _timed(checkout: str, argv: list) -> tuple:
+    """Wall and CPU seconds of one run of ``checkout``'s CLI, and its stdout."""
+    env = dict(os.environ, PYTHONPATH=checkout)  # its own trace_reclaim, not an installed one
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    r = subprocess.run(_report_argv(checkout) + argv, cwd=checkout, env=env,
+                       capture_output=True)
+    dt = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode:
+        raise SystemExit(f"{checkout}: {' '.join(argv)} failed:\n{r.stderr.decode()}")
+    return dt, (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), r.stdout
+
+
+def baseline_ratio(path: str, n: int, baseline: str, mode: list, rounds: int) -> None:
+    """Time ``mode`` of ``baseline`` and of this checkout, alternated, on one recording."""
+    base, ours = os.path.abspath(baseline), ROOT
+    wall: dict = {base: [], ours: []}
+    cpu: dict = {base: [], ours: []}
+    outputs = set()
+    for i in range(rounds):
+        # Alternate who goes first, so a drift in the machine's speed hits both.
+        for who in ((base, ours) if i % 2 == 0 else (ours, base)):
+            w, c, out = _timed(who, [*mode, os.path.abspath(path)])
+            wall[who].append(w)
+            cpu[who].append(c)
+            if who == ours:
+                outputs.add(out)
+    name = " ".join(mode)
+    print(f"{name}: {rounds} rounds alternated, medians (min-max); "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    med = {}
+    for label, who in (("baseline " + baseline, base), ("this checkout", ours)):
+        mw, mc = statistics.median(wall[who]), statistics.median(cpu[who])
+        med[who] = (mw, mc)
+        print(f"  {label}: {mw:.2f} s wall ({min(wall[who]):.2f}-{max(wall[who]):.2f}), "
+              f"{mc:.2f} s CPU ({min(cpu[who]):.2f}-{max(cpu[who]):.2f}): "
+              f"{n / mw / 1e6:.3f} M events/s wall, {n / mc / 1e6:.3f} M events/s CPU")
+    print(f"  speed-up (events/s, this over baseline): {med[base][0] / med[ours][0]:.2f}x wall, "
+          f"{med[base][1] / med[ours][1]:.2f}x CPU; "
+          f"this checkout's output {'identical' if len(outputs) == 1 else 'DIFFERS'} "
+          "across rounds")
+
+
+def _instructions(checkout: str, argv: list) -> int:
+    """Instructions (callgrind's Ir) that one run of ``checkout``'s CLI executes."""
+    out = os.path.join(tempfile.mkdtemp(prefix="trace-reclaim-cg-"), "cg.out")
+    env = dict(os.environ, PYTHONPATH=checkout)
+    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        *_report_argv(checkout), *argv], cwd=checkout, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode:
+        raise SystemExit(f"{checkout}: valgrind {' '.join(argv)} failed:\n{r.stderr.decode()}")
+    with open(out) as f:
+        total = next(int(line.split()[1]) for line in f if line.startswith("summary:"))
+    os.unlink(out)
+    os.rmdir(os.path.dirname(out))
+    return total
+
+
+def instruction_ratio(path: str, n: int, baseline: str) -> None:
+    """Instructions of ``report`` for ``baseline`` and this checkout (startup included)."""
+    base = _instructions(os.path.abspath(baseline), ["report", os.path.abspath(path)])
+    ours = _instructions(ROOT, ["report", os.path.abspath(path)])
+    print(f"report under callgrind: baseline {baseline} {base / 1e9:.2f} G instructions "
+          f"({base / n:.0f} per event), this checkout {ours / 1e9:.2f} G ({ours / n:.0f} per "
+          f"event): baseline/this {base / ours:.2f}")
 
 
 def _cpu_of(argv: list) -> float:

@@ -128,35 +128,50 @@ class Correlator:
 
     def feed_records(self, records: Iterable[Tuple[int, bytes]]) -> None:
         """Feed each record: BPF records of a loaded tracer take the hot path
-        (decode and dispatch in one go; same checks, same order as ``feed``)."""
+        (decode and dispatch in one go; same checks, same order as ``feed``).
+
+        The window's bounds are held in locals: only a user record (through
+        ``_decode_and_feed``) moves them, so they are read again after one.
+        """
         hot_of = self._hot
         w = self.window
+        start_ns, end_ns = w.start_ns, w.end_ns
         user_base = events.USER_BASE
-        for type_id, payload in records:
-            if type_id >= user_base:
-                self._decode_and_feed(type_id, payload)
-                continue
-            hot = hot_of.get(type_id)
-            if hot is None:
-                hot = hot_of[type_id] = self._hot_path(type_id)
-            if not hot:  # decodes and counts as unknown or not-this-session
-                self._decode_and_feed(type_id, payload)
-                continue
-            dec, agg_feed, ep_feed = hot
-            try:
-                ev = dec(payload)
-            except events.DecodeError:
-                self.decode_errors += 1
-                continue
-            ts = ev.ts_ns
-            if w.end_ns and ts > w.end_ns:
-                self.after_window += 1
-            elif ts < w.start_ns:
-                self.before_window += 1
-            else:
-                self.events += 1
-                agg_feed(ev)
-                ep_feed(ev)
+        counted = 0
+        try:
+            for type_id, payload in records:
+                hot = hot_of.get(type_id)
+                if hot is None:
+                    if type_id >= user_base:
+                        self.events += counted
+                        counted = 0
+                        self._decode_and_feed(type_id, payload)
+                        start_ns, end_ns = w.start_ns, w.end_ns
+                        continue
+                    hot = hot_of[type_id] = self._hot_path(type_id)
+                if not hot:  # decodes and counts as unknown or not-this-session
+                    self._decode_and_feed(type_id, payload)
+                    continue
+                dec, agg_feed, ep_feed = hot
+                try:
+                    ev = dec(payload)
+                except events.DecodeError:
+                    self.decode_errors += 1
+                    continue
+                ts = ev.ts_ns
+                if ts < start_ns:
+                    if end_ns and ts > end_ns:
+                        self.after_window += 1
+                    else:
+                        self.before_window += 1
+                elif end_ns and ts > end_ns:
+                    self.after_window += 1
+                else:
+                    counted += 1
+                    agg_feed(ev)
+                    ep_feed(ev)
+        finally:
+            self.events += counted
 
     def feed(self, ev: Any) -> Optional[Dict[str, Any]]:
         agg = self._by_type.get(ev.type) if isinstance(ev, events.Event) else None

@@ -340,7 +340,11 @@ class LiveSession:
                     b.ring_buffer_consume()
                     last_consume = now
             else:
+                # Records are submitted without a wakeup until the buffer is
+                # a quarter full (submit_event() in bpf/common.bpf.h): a
+                # timeout is the usual way out of the poll, so drain here.
                 b.ring_buffer_poll(int(timeout_ms))
+                b.ring_buffer_consume()
             self._flush_batch()
             now = self.clock()
             if end is not None and now >= end:

@@ -21,6 +21,18 @@ def _bucket(v: int) -> int:
     return (shift << 5) + (v >> shift)
 
 
+def _count_buckets(hist: Dict[int, int], values: List[int]) -> None:
+    """Count each of ``values`` (non-negative) in its bucket: ``_bucket`` inlined."""
+    get = hist.get
+    for v in values:
+        if v < _SUB:
+            b = v
+        else:
+            shift = v.bit_length() - 6
+            b = (shift << 5) + (v >> shift)
+        hist[b] = get(b, 0) + 1
+
+
 def _bucket_low(b: int) -> int:
     if b < _SUB * 2:
         return b
@@ -45,7 +57,7 @@ class LatencyStats:
     def add(self, v: int) -> None:
         if v < 0:
             v = 0
-        if self.count == 0 or v < self.min:
+        if v < self.min or not self.count:
             self.min = v
         if v > self.max:
             self.max = v
@@ -59,10 +71,7 @@ class LatencyStats:
             # Leaving exact mode: the histogram starts from every value so far
             # (while exact it is not needed, so it is not kept).
             self._exact = None
-            hist = self._hist
-            for x in ex:
-                b = _bucket(x)
-                hist[b] = hist.get(b, 0) + 1
+            _count_buckets(self._hist, ex)
         if v < _SUB:
             b = v
         else:
@@ -70,6 +79,35 @@ class LatencyStats:
             b = (shift << 5) + (v >> shift)
         hist = self._hist
         hist[b] = hist.get(b, 0) + 1
+
+    def add_many(self, values: List[int]) -> None:
+        """Add every one of ``values``: what as many ``add`` calls leave, in one go.
+
+        For callers that batch a hot path's values (the order of values is
+        not kept: nothing here depends on it).
+        """
+        if not values:
+            return
+        lo = min(values)
+        if lo < 0:
+            values = [v if v > 0 else 0 for v in values]
+            lo = 0
+        hi = max(values)
+        if lo < self.min or not self.count:
+            self.min = lo
+        if hi > self.max:
+            self.max = hi
+        self.count += len(values)
+        self.total += sum(values)
+        ex = self._exact
+        if ex is not None:
+            if len(ex) + len(values) <= EXACT_CAP:
+                ex.extend(values)
+                return
+            # Past the cap: the histogram starts from every value so far.
+            self._exact = None
+            values = ex + values
+        _count_buckets(self._hist, values)
 
     @classmethod
     def merged(cls, parts: List[LatencyStats]) -> LatencyStats:
@@ -95,9 +133,7 @@ class LatencyStats:
         hist = out._hist
         for s in parts:
             if s._exact is not None:
-                for x in s._exact:
-                    b = _bucket(x)
-                    hist[b] = hist.get(b, 0) + 1
+                _count_buckets(hist, s._exact)
             else:
                 for b, n in s._hist.items():
                     hist[b] = hist.get(b, 0) + n

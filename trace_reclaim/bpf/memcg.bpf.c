@@ -98,7 +98,7 @@ static __always_inline int memcg_end(__u32 kind, __u64 nr_reclaimed)
 	e->caller2_ip = begin.ips[3];
 	e->order = begin.order;
 	e->kind = begin.kind;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -134,6 +134,6 @@ TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
 	e->level = args->level;
 	__builtin_memset(e->path, 0, sizeof(e->path));
 	TP_DATA_LOC_READ_STR(e->path, path, sizeof(e->path));
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }

@@ -37,7 +37,7 @@ TRACEPOINT_PROBE(oom, mark_victim)
 	cg = current_cgroups();
 	e->cgroup_id = cg.cgroup_id;
 	e->memcg_id = cg.memcg_id;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -74,7 +74,7 @@ TRACEPOINT_PROBE(compaction, mm_compaction_end)
 	e->free_pfn = args->free_pfn;
 	e->status = args->status;
 	e->sync = args->sync;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -94,7 +94,7 @@ TRACEPOINT_PROBE(oom, reclaim_retry_zone)
 	e->no_progress_loops = args->no_progress_loops;
 	e->wmark_check = args->wmark_check;
 	e->pad = 0;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -111,6 +111,6 @@ TRACEPOINT_PROBE(oom, compact_retry)
 	e->retries = args->retries;
 	e->max_retries = args->max_retries;
 	e->retry = args->ret;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }

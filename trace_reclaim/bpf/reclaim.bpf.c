@@ -30,7 +30,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_wakeup_kswapd)
 	e->zid = args->zid;
 	e->order = args->order;
 	e->pad = 0;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -44,7 +44,7 @@ static __always_inline void emit_kswapd(__u32 type, int nid, int zid, int order)
 	e->zid = zid;
 	e->order = order;
 	e->pad = 0;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_kswapd_wake)
@@ -99,7 +99,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 	cg = current_cgroups();
 	e->cgroup_id = cg.cgroup_id;
 	e->memcg_id = cg.memcg_id;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 

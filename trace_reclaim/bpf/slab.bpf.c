@@ -294,7 +294,7 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_end)
 	cg = current_cgroups();
 	e->cgroup_id = cg.cgroup_id;
 	e->memcg_id = cg.memcg_id;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -482,7 +482,7 @@ static __always_inline void slab_lifecycle_event(__u32 type, __u64 s, int refcou
 #endif
 	if (requested)
 		bpf_probe_read_kernel_str(e->requested, sizeof(e->requested), requested);
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 }
 
 static __always_inline void slab_created(__u64 s, const char *requested)

@@ -294,7 +294,7 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 	cg = current_cgroups();
 	e->cgroup_id = cg.cgroup_id;
 	e->memcg_id = cg.memcg_id;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -316,7 +316,7 @@ TRACEPOINT_PROBE(vmalloc, free_vmap_area_noflush)
 	e->addr = addr;
 	e->nr_lazy_pages = args->nr_lazy;
 	e->nr_lazy_max_pages = args->nr_lazy_max;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -331,7 +331,7 @@ TRACEPOINT_PROBE(vmalloc, purge_vmap_area_lazy)
 	e->end = args->end;
 	e->nr_purged = args->npurged;
 	e->pad = 0;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -374,7 +374,7 @@ static __always_inline int vmalloc_page_alloc(int ok, __u32 order, __u64 gfp_fla
 	e->failed = !ok;
 	e->index = index;
 	e->expected = expected;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 
@@ -393,7 +393,7 @@ static __always_inline int vmalloc_kmalloc(__u64 bytes_req, __u64 bytes_alloc,
 	e->gfp_flags = gfp_flags;
 	e->node = node;
 	e->pad = 0;
-	events.ringbuf_submit(e, 0);
+	submit_event(e);
 	return 0;
 }
 

@@ -117,18 +117,20 @@ class EpisodeBuilder:
             self._fact(ev, fact)
 
     def _wakeup_kswapd(self, ev: Any) -> None:
+        # The most frequent record under pressure: Episode.mark is inlined.
         nid = ev.nid
         if nid not in self.kswapd.nodes:
             nid = self.kswapd.node(nid).nid
-        if len(self.tid_node) > 8192:
-            self.tid_node.clear()
-        self.tid_node[ev.pid] = nid
-        ep = self.kswapd_open.get(nid)
-        if ep is None:
-            ep = self.burst_open.get(nid)
-        if ep is not None:
+        tid_node = self.tid_node
+        if len(tid_node) > 8192:
+            tid_node.clear()
+        tid_node[ev.pid] = nid
+        ep = self.kswapd_open.get(nid) or self.burst_open.get(nid)
+        if ep is not None and ep.id < MAX_EPISODES:
             ep.wakeup_requests += 1
-            ep.mark("wakeup_kswapd", ev.ts_ns)
+            seq = ep.sequence
+            if "wakeup_kswapd" not in seq:
+                seq["wakeup_kswapd"] = ev.ts_ns
 
     def _kswapd_wake(self, ev: Any) -> None:
         k, opened = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
@@ -139,9 +141,7 @@ class EpisodeBuilder:
             assert ep is not None
             ep.span = k.span
             self.kswapd_open[nid] = ep
-        else:
-            ep = self.kswapd_open[nid]
-        ep.mark("kswapd_wake", ev.ts_ns)
+            ep.sequence["kswapd_wake"] = ev.ts_ns
 
     def _kswapd_sleep(self, ev: Any) -> None:
         ep: Optional[Episode]
@@ -171,11 +171,14 @@ class EpisodeBuilder:
         self.kswapd_last[nid] = ep
 
     def _direct_reclaim(self, ev: Any) -> None:
-        start = ev.ts_ns - ev.delta_ns
+        ts = ev.ts_ns
+        d = ev.delta_ns
+        start = ts - d
         if start < self.window.start_ns:
             self.stalls_before_window += 1
             return
-        nid = self.tid_node.get(ev.pid)
+        pid = ev.pid
+        nid = self.tid_node.get(pid)
         if nid is None:
             nid = self._default_node()
         ep = self.kswapd_open.get(nid)
@@ -194,38 +197,43 @@ class EpisodeBuilder:
                     ep = self._new(nid, "direct", start)
                     assert ep is not None
                     self.burst_open[nid] = ep
-                if ev.ts_ns > ep.last_ns:
-                    ep.last_ns = ev.ts_ns
+                if ts > ep.last_ns:
+                    ep.last_ns = ts
         if ep.id >= MAX_EPISODES:
+            # Counted, not kept: nothing reads a dropped episode's figures.
             self.dropped_stalls += 1
-        d = ev.delta_ns
+            return
+        pages = ev.nr_reclaimed_pages
         ep.stalls += 1
         ep.stall_ns += d
-        ep.pages += ev.nr_reclaimed_pages
+        ep.pages += pages
         if d > ep.stall_max_ns:
             ep.stall_max_ns = d
         if awake:
             ep.stalls_kswapd_awake += 1
-        ep.mark("direct_reclaim", start)
-        task = ep.tasks.get(ev.pid)
+        seq = ep.sequence
+        if "direct_reclaim" not in seq:
+            seq["direct_reclaim"] = start
+        tasks = ep.tasks
+        task = tasks.get(pid)
         if task is None:
-            key = ev.pid if len(ep.tasks) < MAX_TASKS else -1
-            task = ep.tasks.get(key)
+            key = pid if len(tasks) < MAX_TASKS else -1
+            task = tasks.get(key)
             if task is None:
-                task = ep.tasks[key] = Task(key, ev.tgid if key >= 0 else -1,
-                                             ev.comm if key >= 0 else "[other tasks]")
+                task = tasks[key] = Task(key, ev.tgid if key >= 0 else -1,
+                                         ev.comm if key >= 0 else "[other tasks]")
                 # The task's cgroup (records since cgroup attribution carry it).
                 memcg_id, cgroup_id = getattr(ev, "memcg_id", 0), getattr(ev, "cgroup_id", 0)
                 if key >= 0 and (memcg_id or cgroup_id):
                     task.cgroup = ("memcg", memcg_id) if memcg_id else ("cgroup", cgroup_id)
         task.stalls += 1
         task.total_ns += d
-        task.pages += ev.nr_reclaimed_pages
+        task.pages += pages
         if d > task.max_ns:
             task.max_ns = d
         lg = ep.longest  # (-delta, start, ...): ascending is longest first
         if len(lg) < TOP or -d < lg[-1][0]:
-            bisect.insort(lg, (-d, start, ev.pid, ev.comm, ev.nr_reclaimed_pages, ev.order))
+            bisect.insort(lg, (-d, start, pid, ev.comm, pages, ev.order))
             del lg[TOP:]
 
     def _target(self, nid: Optional[int], ts: int, tid: int) -> Optional[Episode]:
@@ -246,12 +254,19 @@ class EpisodeBuilder:
         if ep is None:
             self.outside["compaction_runs"] += 1
             return
+        if ep.id >= MAX_EPISODES:
+            return  # counted, not kept
+        d = ev.delta_ns
         ep.compaction_runs += 1
-        ep.compaction_ns += ev.delta_ns
+        ep.compaction_ns += d
         if not ev.comm.startswith("kcompactd"):
             ep.compaction_direct += 1
-            ep.mark("direct_compaction", ev.ts_ns - ev.delta_ns)
-        ep.compaction_status[ev.status] = ep.compaction_status.get(ev.status, 0) + 1
+            seq = ep.sequence
+            if "direct_compaction" not in seq:
+                seq["direct_compaction"] = ev.ts_ns - d
+        status = ev.status
+        st = ep.compaction_status
+        st[status] = st.get(status, 0) + 1
 
     def _reclaim_retry_zone(self, ev: Any) -> None:
         ep = self._target(ev.nid, ev.ts_ns, ev.pid)

@@ -61,26 +61,48 @@ def is_kcompactd(comm: str) -> bool:
     return comm.startswith("kcompactd")
 
 
+# compact_zone() run times held before they are added to the statistics in
+# one go (``LatencyStats.add_many``): a bound on memory.
+RUN_BATCH = 4096
+
+
 class CompactionStats:
     """Compaction runs (direct and kcompactd) by result; should_compact_retry() calls."""
 
     def __init__(self) -> None:
-        self.lat = {"direct": LatencyStats(), "kcompactd": LatencyStats()}
+        self._lat = {"direct": LatencyStats(), "kcompactd": LatencyStats()}
+        self._runs: Dict[str, List[int]] = {"direct": [], "kcompactd": []}  # not added yet
         self.status: Counter[str] = Counter()
         self.retries = 0
         self.retry_gave_up = 0
         self.retry_results: Counter[str] = Counter()
 
+    @property
+    def lat(self) -> Dict[str, LatencyStats]:
+        """compact_zone() run times by who ran it, every run so far added."""
+        self._add_runs()
+        return self._lat
+
+    def _add_runs(self) -> None:
+        for who, runs in self._runs.items():
+            self._lat[who].add_many(runs)
+            runs.clear()
+
     def add_compaction(self, ev: Compaction) -> None:
-        who = "kcompactd" if is_kcompactd(ev.comm) else "direct"
-        self.lat[who].add(ev.delta_ns)
-        self.status[COMPACT_STATUS.get(ev.status, str(ev.status))] += 1
+        runs = self._runs["kcompactd" if is_kcompactd(ev.comm) else "direct"]
+        runs.append(ev.delta_ns)
+        if len(runs) >= RUN_BATCH:
+            self._add_runs()
+        # A per-event path: the number's str() only when the name is unknown.
+        name = COMPACT_STATUS.get(ev.status)
+        self.status[str(ev.status) if name is None else name] += 1
 
     def add_compact_retry(self, ev: CompactRetry) -> None:
         self.retries += 1
         if not ev.retry:
             self.retry_gave_up += 1
-        self.retry_results[COMPACT_RETRY_RESULT.get(ev.result, str(ev.result))] += 1
+        name = COMPACT_RETRY_RESULT.get(ev.result)
+        self.retry_results[str(ev.result) if name is None else name] += 1
 
     def compaction(self) -> Dict[str, Any]:
         """The section's ``compaction``: runs and latency by who, results."""

@@ -98,16 +98,25 @@ class OomAggregator(Aggregator):
         """compact_zone() latency by who ran it (direct, kcompactd)."""
         return self.compaction.lat
 
+    def handlers(self) -> Dict[int, Any]:
+        """The function for each record type (the correlator calls them directly)."""
+        return {EV_COMPACTION: self.compaction.add_compaction,
+                EV_RECLAIM_RETRY_ZONE: self._reclaim_retry_zone,
+                EV_COMPACT_RETRY: self.compaction.add_compact_retry}
+
+    def _reclaim_retry_zone(self, ev: Any) -> None:
+        self.reclaim_retries += 1
+        if ev.no_progress_loops > self.reclaim_retry_max_loops:
+            self.reclaim_retry_max_loops = ev.no_progress_loops
+        if not ev.wmark_check:
+            self.reclaim_retry_wmark_fail += 1
+
     def feed(self, ev: Any) -> None:
         t = ev.type
         if t == EV_COMPACTION:
             self.compaction.add_compaction(ev)
         elif t == EV_RECLAIM_RETRY_ZONE:
-            self.reclaim_retries += 1
-            self.reclaim_retry_max_loops = max(self.reclaim_retry_max_loops,
-                                               ev.no_progress_loops)
-            if not ev.wmark_check:
-                self.reclaim_retry_wmark_fail += 1
+            self._reclaim_retry_zone(ev)
         elif t == EV_COMPACT_RETRY:
             self.compaction.add_compact_retry(ev)
         elif t == EV_MARK_VICTIM:

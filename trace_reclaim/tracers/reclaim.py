@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from trace_reclaim import abi, events, gfp
@@ -34,6 +35,14 @@ __all__ = [
 
 # Per-process state is capped; later processes are folded into one row.
 MAX_PROCESSES = 512
+# Direct-reclaim stalls held before they are folded into the per-process
+# figures in one go (``_fold``): a bound on memory, not a unit of meaning.
+STALL_BATCH = 4096
+_delta_ns = attrgetter("delta_ns")
+_pages = attrgetter("nr_reclaimed_pages")
+_order = attrgetter("order")
+_gfp_flags = attrgetter("gfp_flags")
+_retries = attrgetter("retries")
 OTHER = "[other processes]"
 RECLAIMERS = abi.slots("reclaimer", "RECLAIMER_")  # lru_reclaim's slots, in index order
 LRU_GEN_ENABLED = "/sys/kernel/mm/lru_gen/enabled"
@@ -91,15 +100,16 @@ events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "direct_
 
 
 class _Proc:
-    __slots__ = ("tgid", "comm", "lat", "pages", "orders", "gfp")
+    __slots__ = ("tgid", "comm", "lat", "pages", "orders", "gfp", "stalls")
 
     def __init__(self, tgid: int, comm: str) -> None:
         self.tgid = tgid
         self.comm = comm
         self.lat = LatencyStats()
         self.pages = 0
-        self.orders: Dict[int, int] = {}  # plain dicts: this is the per-event path
+        self.orders: Dict[int, int] = {}
         self.gfp: Dict[int, int] = {}
+        self.stalls: List[Any] = []  # DirectReclaim events not folded in yet
 
 
 class _Node:
@@ -142,6 +152,9 @@ class ReclaimAggregator(Aggregator):
         self.gfp_bits = window.header.get("gfp_bits") or gfp.DEFAULT_BITS
         self.zone_names = window.header.get("zone_names") or ZONE_NAMES
         self._handlers = self.handlers()
+        # Processes with stalls not folded in yet, and how many stalls.
+        self._unfolded: List[_Proc] = []
+        self._unfolded_n = 0
 
     @staticmethod
     def _new_interval() -> Dict[str, int]:
@@ -188,29 +201,53 @@ class ReclaimAggregator(Aggregator):
         self._iv["wakeup_requests"] += 1
 
     def _direct_reclaim(self, ev: Any) -> None:
-        d = ev.delta_ns
-        if ev.ts_ns - d < self.window.start_ns:
+        # Which process row a stall goes to is decided now (rows are capped
+        # in order of arrival); its figures are added in batches (``_fold``).
+        if ev.ts_ns - ev.delta_ns < self.window.start_ns:
             self.stalls_before_window += 1
             return
         p = self.procs.get(ev.tgid) or self._proc(ev.tgid, ev.comm)
-        p.lat.add(d)
-        pages = ev.nr_reclaimed_pages
-        p.pages += pages
-        orders = p.orders
-        orders[ev.order] = orders.get(ev.order, 0) + 1
-        g = p.gfp
-        flags = ev.gfp_flags
-        if flags in g:
-            g[flags] += 1
-        elif len(g) < 64:
-            g[flags] = 1
-        self.retries += ev.retries
+        stalls = p.stalls
+        if not stalls:
+            self._unfolded.append(p)
+        stalls.append(ev)
+        self._unfolded_n += 1
+        if self._unfolded_n >= STALL_BATCH:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the stalls held so far to their processes and to this interval.
+
+        What one ``_direct_reclaim`` at a time would have added, column by
+        column; orders and gfp flags meet their dicts in order of first
+        appearance, as one at a time, so the cap of 64 flag sets keeps the same.
+        """
         iv = self._iv
-        iv["stalls"] += 1
-        iv["stall_ns"] += d
-        iv["pages"] += pages
-        if d > iv["stall_max_ns"]:
-            iv["stall_max_ns"] = d
+        for p in self._unfolded:
+            evs = p.stalls
+            deltas = list(map(_delta_ns, evs))
+            p.lat.add_many(deltas)
+            pages = sum(map(_pages, evs))
+            p.pages += pages
+            orders = p.orders
+            for o, c in Counter(map(_order, evs)).items():
+                orders[o] = orders.get(o, 0) + c
+            g = p.gfp
+            for flags, c in Counter(map(_gfp_flags, evs)).items():
+                if flags in g:
+                    g[flags] += c
+                elif len(g) < 64:
+                    g[flags] = c
+            self.retries += sum(map(_retries, evs))
+            iv["stalls"] += len(evs)
+            iv["stall_ns"] += sum(deltas)
+            iv["pages"] += pages
+            d = max(deltas)
+            if d > iv["stall_max_ns"]:
+                iv["stall_max_ns"] = d
+            evs.clear()
+        self._unfolded.clear()
+        self._unfolded_n = 0
 
     def _kswapd_wake(self, ev: Any) -> None:
         k, _ = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
@@ -263,6 +300,7 @@ class ReclaimAggregator(Aggregator):
         return out
 
     def on_tick(self, ts_ns: int) -> Dict[str, Any]:
+        self._fold()
         awake = {}
         for n in self.nodes.values():
             extra = 0
@@ -282,6 +320,7 @@ class ReclaimAggregator(Aggregator):
         self.kswapd.close(end_ns)
 
     def report(self) -> Dict[str, Any]:
+        self._fold()
         procs = []
         for p in sorted(self.procs.values(), key=lambda p: (-p.lat.total, p.tgid)):
             s = p.lat.summary()

@@ -62,7 +62,7 @@ def story():
             "callers": {f"{TRY_CHARGE:x}": "try_charge_memcg+0x10",
                         f"{HIGH:x}": "mem_cgroup_handle_over_high+0x90"},
             "memcg": {"88": {"path": "/trace-reclaim-test-1-x", "counters": {
-                **v1, "failcnt": 9, "usage_bytes": 63 << 20}},
+                **v1, "failcnt": 9, "usage_bytes": 63 << 20, "stat": {"pgpgout": 40}}},
                       "77": {"path": "/box", "counters": {**v1, "failcnt": 6}},
                       "1": {"path": "/"}}}),
         synth.vmstat_snapshot(BASE + 9_000_000, "end", allocstall_normal=2),
@@ -100,6 +100,7 @@ def test_per_cgroup_rows_limits_names_and_counter_deltas():
     assert x["memcg_by_limit"] == {"max": 1, "high": 1}
     # created in the window: its baseline is zero, not the first sample
     assert x["limit_events"] == {"failcnt": 9} and x["counters"]["baseline"] == "created"
+    assert x["counters"]["stat_delta"] == {"pgpgout": 40}
     box = rows["memory", 77]
     assert box["limit_events"] == {"failcnt": 1} and box["counters"]["baseline"] == "sampled"
     assert (box["direct_stalls"], box["direct_stall_ns"], box["direct_pages"]) == \

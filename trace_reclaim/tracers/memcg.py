@@ -143,6 +143,13 @@ class _Zeros(dict):
         return 0
 
 
+def _part(reading: Dict[str, Any], key: str) -> Dict[str, Any]:
+    """A reading's sub-dict (events, stat, ...); {} when absent (a _Zeros is kept:
+    an empty dict is falsy, so ``or {}`` would lose it)."""
+    v = reading.get(key)
+    return v if isinstance(v, dict) else {}
+
+
 class _Cg:
     """One cgroup's row."""
 
@@ -383,7 +390,7 @@ class MemcgAggregator(Aggregator):
         out: Dict[str, Any] = {}
         if "failcnt" in a and "failcnt" in b:
             out["failcnt"] = b["failcnt"] - a["failcnt"]
-        ea, eb = a.get("events") or {}, b.get("events") or {}
+        ea, eb = _part(a, "events"), _part(b, "events")
         for k in ("low", "high", "max", "oom", "oom_kill", "oom_group_kill"):
             if k in ea and k in eb:
                 out[k] = eb[k] - ea[k]
@@ -399,11 +406,11 @@ class MemcgAggregator(Aggregator):
                   "usage_bytes", "current_bytes", "max_usage_bytes", "peak_bytes"):
             if k in b:
                 out[k] = b[k]
-        sa, sb = a.get("stat") or {}, b.get("stat") or {}
+        sa, sb = _part(a, "stat"), _part(b, "stat")
         out["stat_delta"] = {k: sb[k] - sa[k] for k in sorted(sb) if k in sa
                              and k not in ("cache", "rss", "anon", "file", "mapped_file",
                                            "inactive_file", "active_file")}
-        pa, pb = a.get("pressure_total_us") or {}, b.get("pressure_total_us") or {}
+        pa, pb = _part(a, "pressure_total_us"), _part(b, "pressure_total_us")
         if pb:
             out["pressure_us"] = {k: pb[k] - pa.get(k, 0) for k in sorted(pb)}
         return out

@@ -317,8 +317,9 @@ def memcg_id_cflags(btf: Any) -> Tuple[List[str], str]:
     ``memory_cgrp_id`` is the memory controller's index in css_set.subsys[],
     which depends on the configured controllers: read from
     ``enum cgroup_subsys_id``.  The kernfs node id is a u64 since Linux 5.5
-    (commit 67c0496e87d1, "kernfs: convert kernfs_node->id from union
-    kernfs_node_id to u64"); before that this returns no cflags.
+    (the kernfs id rework, "kernfs: convert kernfs_node->id from union
+    kernfs_node_id to u64"); where BTF shows another type this returns no
+    cflags.
     """
     if btf is None:
         return [], "no kernel BTF (/sys/kernel/btf/vmlinux)"

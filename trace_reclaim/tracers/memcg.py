@@ -50,12 +50,11 @@ OTHER = ("other", 0)
 KIND_LIMIT = abi.MEMCG_RECLAIM_LIMIT
 KIND_SOFTLIMIT = abi.MEMCG_RECLAIM_SOFTLIMIT
 
-# The caller of try_to_free_mem_cgroup_pages() says which limit (mm/memcontrol.c).
-# Since Linux 5.8 (commit b3ff92916af3, "mm, memcg: reclaim more aggressively
-# before high allocator throttling") memory.high reclaim runs from
-# mem_cgroup_handle_over_high() via reclaim_high(); try_charge_memcg() was
-# try_charge() before 6.0 (commit c5c8b16b596e, "mm/memcontrol: rename
-# try_charge() to try_charge_memcg()").
+# The caller of try_to_free_mem_cgroup_pages() says which limit (mm/memcontrol.c):
+# memory.high reclaim runs on the way back to user space,
+# mem_cgroup_handle_over_high() -> reclaim_high() (inlined or not); a charge at
+# the hard limit reclaims in try_charge_memcg(), called try_charge() in older
+# kernels.  Names not listed read as "unknown", never as a guess.
 CALLER_LIMITS = {
     "try_charge_memcg": "max", "try_charge": "max",
     "reclaim_high": "high", "mem_cgroup_handle_over_high": "high",
@@ -477,7 +476,7 @@ class MemcgTracer(Tracer):
         ("vmscan", "mm_vmscan_memcg_reclaim_end"),
         ("vmscan", "mm_vmscan_memcg_softlimit_reclaim_begin"),
         ("vmscan", "mm_vmscan_memcg_softlimit_reclaim_end"),
-        # Since Linux 4.13 (commit ed1777de2527, "cgroup: add tracepoints for basic operations")
+        # Since Linux 4.13 ("cgroup: add tracepoints for basic operations")
         ("cgroup", "cgroup_mkdir"),
     )
     event_types: ClassVar[Any] = (EV_MEMCG_RECLAIM, EV_CGROUP_MKDIR)

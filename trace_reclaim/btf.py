@@ -17,6 +17,7 @@ materialising vmlinux's ~130k types as Python objects would cost ~65 MiB.
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from typing import List, Optional, Tuple
 
@@ -27,6 +28,22 @@ _KIND_ENUM, _KIND_TYPEDEF, _KIND_FUNC, _KIND_FUNC_PROTO = 6, 8, 12, 13
 _KIND_VAR, _KIND_DATASEC, _KIND_DECL_TAG, _KIND_ENUM64 = 14, 15, 17, 19
 _MODIFIERS = (9, 10, 11, 18)  # volatile, const, restrict, type_tag
 _TYPE = struct.Struct("<III")
+
+
+def _extra_words() -> Tuple[List[int], List[int]]:
+    """Words after each kind's 12-byte header: (fixed, per member) by kind."""
+    fixed, per_member = [0] * 32, [0] * 32
+    for kind in (_KIND_INT, _KIND_VAR, _KIND_DECL_TAG):
+        fixed[kind] = 1
+    fixed[_KIND_ARRAY] = 3
+    for kind in (_KIND_STRUCT, _KIND_UNION, _KIND_DATASEC, _KIND_ENUM64):
+        per_member[kind] = 3
+    for kind in (_KIND_ENUM, _KIND_FUNC_PROTO):
+        per_member[kind] = 2
+    return fixed, per_member
+
+
+_EXTRA_WORDS = _extra_words()
 
 
 class BTF:
@@ -44,23 +61,23 @@ class BTF:
         self._str_end = self._str0 + str_len
         self._off = array("I", [0])       # byte offset of each type's header
         self._name = array("I", [0])      # its name offset in the string table
-        pos, end = hdr_len + type_off, hdr_len + type_off + type_len
-        unpack = _TYPE.unpack_from
-        while pos < end:
-            name_off, info, _st = unpack(data, pos)
-            self._off.append(pos)
-            self._name.append(name_off)
-            pos += 12
+        # Walk the type section as u32 words (BTF records are whole words):
+        # one table lookup per type instead of a struct unpack and branches,
+        # about twice as fast on the ~130k types of vmlinux.
+        start = hdr_len + type_off
+        words = array("I")
+        words.frombytes(data[start:start + type_len - type_len % 4])
+        if sys.byteorder != "little":  # the magic above was read little-endian
+            words.byteswap()
+        add_off, add_name = self._off.append, self._name.append
+        fixed, per_member = _EXTRA_WORDS
+        i, n = 0, len(words) - 2
+        while i < n:
+            add_off(start + 4 * i)
+            add_name(words[i])
+            info = words[i + 1]
             kind = (info >> 24) & 0x1F
-            vlen = info & 0xFFFF
-            if kind == _KIND_INT or kind in (_KIND_VAR, _KIND_DECL_TAG):
-                pos += 4
-            elif kind == _KIND_ARRAY:
-                pos += 12
-            elif kind in (_KIND_STRUCT, _KIND_UNION, _KIND_DATASEC, _KIND_ENUM64):
-                pos += 12 * vlen
-            elif kind in (_KIND_ENUM, _KIND_FUNC_PROTO):
-                pos += 8 * vlen
+            i += 3 + fixed[kind] + per_member[kind] * (info & 0xFFFF)
 
     # -- raw access -------------------------------------------------------
     def _type(self, tid: int) -> Tuple[int, int, int, int]:

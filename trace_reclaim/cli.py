@@ -11,7 +11,8 @@ import sys
 from typing import List, NoReturn, Optional
 
 import trace_reclaim
-from trace_reclaim.commands import check, diff, export, report, run, serve, trace
+# The parser needs these; check, report and trace are imported when chosen.
+from trace_reclaim.commands import diff, export, run, serve
 from trace_reclaim.commands.args import positive, power_of_two
 from trace_reclaim.env import Environment, ExitStatus, UserError
 
@@ -130,11 +131,18 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
             argv = ["live"] + argv
         args = parser.parse_args(argv)
         args.traceback = traceback
+        # `record` should not wait for the check and report code to load.
         if args.command == "check":
+            from trace_reclaim.commands import check
+
             return check.run(args, env)
         if args.command in ("live", "record"):
+            from trace_reclaim.commands import trace
+
             return trace.run(args, env, live=args.command == "live")
         if args.command == "report":
+            from trace_reclaim.commands import report
+
             return report.run(args, env)
         if args.command == "run":
             return int(run.run(args, env))

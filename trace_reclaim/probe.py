@@ -13,6 +13,7 @@ import functools
 import gzip
 import os
 import platform
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
@@ -71,6 +72,8 @@ class Probe:
                             "use one of: " + ", ".join(ATTACH_CHOICES))
         self.attach = attach
         self._tracing_cache: Dict[Tuple[str, str], Tuple[bool, str]] = {}
+        self._kallsyms: Optional[str] = None   # /proc/kallsyms while planning
+        self._kallsyms_thread: Any = None
 
     def _forced_off(self, mechanism: str) -> Optional[str]:
         """Why ``mechanism`` is not to be used because of --attach, or None."""
@@ -268,17 +271,43 @@ class Probe:
         return self.btf_types.raw_tp_params(event) if self.btf_types else None
 
     def kernel_symbol(self, name: str) -> Optional[int]:
-        """Address of kernel function ``name`` (bcc's BPF.ksymname), or None.
+        """Address of kernel function ``name`` from /proc/kallsyms, or None.
 
-        None when bcc is missing, the symbol is unknown, or kallsyms hides
-        addresses (kptr_restrict for a reader without CAP_SYSLOG shows 0).
+        None when the symbol is unknown or kallsyms hides addresses
+        (kptr_restrict for a reader without CAP_SYSLOG shows 0).  bcc's
+        BPF.ksymname reads all of /proc/kallsyms again on every call (~0.1 s
+        each here, several per start), so the text is read once, kept until
+        plan() is done, and searched with str.find.
         """
-        try:
-            from bcc import BPF
-        except ImportError:
-            return None
-        addr = BPF.ksymname(name.encode())
-        return addr if isinstance(addr, int) and addr > 0 else None
+        text = self._kallsyms_text()
+        for tail in ("\n", "\t"):  # "ADDR t NAME" or "ADDR t NAME\t[module]"
+            needle = f" {name}{tail}"
+            pos = text.find(needle)
+            while pos >= 0:
+                fields = text[text.rfind("\n", 0, pos) + 1:pos].split()
+                if len(fields) == 2:
+                    addr = int(fields[0], 16)
+                    return addr if addr > 0 else None
+                pos = text.find(needle, pos + 1)
+        return None
+
+    def prefetch(self) -> None:
+        """Start reading what plan() will need (/proc/kallsyms) in a thread.
+
+        Reading kallsyms is kernel time (~0.1 s) that overlaps with parsing
+        BTF in Python, which plan() needs too.
+        """
+        if self._kallsyms is None and self._kallsyms_thread is None:
+            self._kallsyms_thread = threading.Thread(target=self._kallsyms_text, daemon=True)
+            self._kallsyms_thread.start()
+
+    def _kallsyms_text(self) -> str:
+        t = self._kallsyms_thread
+        if t is not None and t is not threading.current_thread():
+            t.join()
+        if self._kallsyms is None:
+            self._kallsyms = self.procfs.try_read("/proc/kallsyms") or ""
+        return self._kallsyms
 
     # -- headers, BTF, PSI, delay accounting --------------------------------
     @functools.cached_property
@@ -352,4 +381,5 @@ class Probe:
                 continue
             enabled.append(name)
             cflags += [f"-D{t.cflag}"] + extra
+        self._kallsyms = None  # ~5 MiB of text, needed only while planning
         return Plan(enabled, attaches, cflags, missing, self.attach)

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from importlib import resources
 from typing import Any, Callable, Dict, List, Mapping, Optional
@@ -27,7 +28,7 @@ from trace_reclaim.recording import Writer
 from trace_reclaim.taskstats import DELAY_FIELDS
 from trace_reclaim.tracer import Tracer
 
-__all__ = ["BPF_DIR", "LiveSession", "build_header", "bpf_source", "SessionError"]
+__all__ = ["BPF_DIR", "LiveSession", "Compile", "build_header", "bpf_source", "SessionError"]
 
 # The BPF sources ship inside the package; bcc needs a directory for -I.
 BPF_DIR = str(resources.files("trace_reclaim").joinpath("bpf"))
@@ -52,8 +53,11 @@ class SessionError(Exception):
 
 
 def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str]:
+    # The tracers name every kprobe choice -D..._KPROBE...; only those
+    # programs need struct pt_regs, whose header costs compile time.
+    kprobes = any(c.startswith("-D") and "_KPROBE" in c for c in plan.cflags)
     return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}",
-            f"-DTARG_TGID={tgid}", *plan.cflags]
+            f"-DTARG_TGID={tgid}", *(["-DNEED_PT_REGS"] if kprobes else []), *plan.cflags]
 
 
 def bpf_source(tracers: Mapping[str, Tracer]) -> str:
@@ -70,6 +74,76 @@ def bpf_source(tracers: Mapping[str, Tracer]) -> str:
         with open(os.path.join(BPF_DIR, name)) as f:
             parts.append(f"/* ---- bpf/{name} ---- */\n{f.read()}")
     return "\n".join(parts)
+
+
+class Compile:
+    """bcc's compile, load and attach of the one program, in a thread.
+
+    The compile is one ctypes call into clang and LLVM, which releases the
+    GIL: while it runs, the caller builds the recording header, the
+    correlator and the live view.  bcc and clang write warnings straight to
+    fd 2, so fd 2 is captured from start() to wait() (the caller must not
+    print in between; --traceback shows the text).  wait() joins the thread
+    on every path, Ctrl-C included, so fd 2 is never handed back while clang
+    may still write to it.
+    """
+
+    def __init__(self, bpf_factory: Callable[..., Any], tracers: Mapping[str, Tracer],
+                 plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> None:
+        self.bpf_factory = bpf_factory
+        self.text = bpf_source({n: tracers[n] for n in plan.tracers})
+        self.cflags = bpf_cflags(plan, tgid, ringbuf_pages)
+        self.output = ""  # bcc's compiler messages
+        self._bpf: Any = None
+        self._error: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+        self._capture: Any = None
+        self._captured: Any = None
+
+    def _run(self) -> None:
+        try:
+            self._bpf = self.bpf_factory(text=self.text, cflags=self.cflags)
+        except BaseException as e:  # handed to the caller by result()
+            self._error = e
+
+    def start(self) -> Compile:
+        from trace_reclaim.quiet import captured_stderr
+
+        self._capture = captured_stderr()
+        self._captured = self._capture.__enter__()
+        # A daemon: whatever goes wrong in the main thread, exit never hangs on it.
+        self._thread = threading.Thread(target=self._run, name="bpf-compile", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self) -> None:
+        """Let the compile finish and give fd 2 back (also on the caller's error paths)."""
+        if self._thread is None:
+            self.start()
+        assert self._thread is not None
+        try:
+            self._thread.join()
+        finally:
+            if self._capture is not None:
+                capture, self._capture = self._capture, None
+                capture.__exit__(None, None, None)
+                self.output = self._captured.text
+
+    def result(self) -> Any:
+        """The loaded and attached BPF object; SessionError when it did not load."""
+        self.wait()
+        if self._error is not None:
+            e = self._error
+            if not isinstance(e, Exception):
+                raise e
+            detail = _last_line(e)
+            errs = [ln for ln in self.output.splitlines() if "error:" in ln]
+            if errs:
+                detail += f" ({errs[0].strip()[:160]})"
+            raise SessionError(f"the BPF program did not load: {detail}",
+                               "run 'trace-reclaim check' to see what this kernel "
+                               "offers; --traceback shows the compiler output") from e
+        return self._bpf
 
 
 def build_header(probe: Probe, plan: Plan, argv: List[str], interval_s: float,
@@ -117,8 +191,11 @@ class LiveSession:
                  on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
                  clock: Callable[[], int] = time.monotonic_ns,
                  ringbuf_pages: int = 1024, slow_consumer_ms: int = 0,
-                 taskstats: Optional[Any] = None, history: bool = True) -> None:
+                 taskstats: Optional[Any] = None, history: bool = True,
+                 compile: Optional[Compile] = None) -> None:
         self.bpf_factory = bpf_factory
+        # Started by the caller before the slower setup, or here by load().
+        self._compile = compile
         self.procfs = procfs
         self.tracers = {n: tracers[n] for n in plan.tracers}
         self.plan = plan
@@ -282,27 +359,24 @@ class LiveSession:
 
     # -- the run -----------------------------------------------------------
     def load(self) -> None:
-        from trace_reclaim.quiet import captured_stderr, trim_heap
+        from trace_reclaim.quiet import trim_heap
 
+        c = self._compile or Compile(self.bpf_factory, self.tracers, self.plan, self.tgid,
+                                     self.ringbuf_pages)
+        self._compile = None
         try:
-            with captured_stderr() as err:
-                self.bpf = self.bpf_factory(
-                    text=bpf_source(self.tracers),
-                    cflags=bpf_cflags(self.plan, self.tgid, self.ringbuf_pages))
-        except Exception as e:
-            self.compiler_output = err.text
-            detail = _last_line(e)
-            errs = [ln for ln in err.text.splitlines() if "error:" in ln]
-            if errs:
-                detail += f" ({errs[0].strip()[:160]})"
-            raise SessionError(f"the BPF program did not load: {detail}",
-                               "run 'trace-reclaim check' to see what this kernel "
-                               "offers; --traceback shows the compiler output") from e
+            self.bpf = c.result()
+        finally:
+            self.compiler_output = c.output
         self.bpf["events"].open_ring_buffer(self._on_event)
         trim_heap()
 
-    def run(self) -> Correlator:
-        """Trace until the duration passes or ``stop()``; return the correlator."""
+    def run(self, on_ready: Optional[Callable[[], None]] = None) -> Correlator:
+        """Trace until the duration passes or ``stop()``; return the correlator.
+
+        ``on_ready`` runs once Ctrl-C and SIGTERM end the trace with its
+        report: the place to tell the user tracing has begun.
+        """
         if self.bpf is None:
             self.load()
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -313,6 +387,8 @@ class LiveSession:
         for s in old:
             signal.signal(s, _handler)
         try:
+            if on_ready is not None:
+                on_ready()
             self._run()
         finally:
             for s, h in old.items():

@@ -11,11 +11,21 @@
  *                  offsets from the running kernel's BTF for current_memcg_id()
  *                  (tracers/memcg.py; absent: memcg ids are 0)
  *   CGROUP_FILTER  -c/--cgroup given: only tasks in cgroup_filter's cgroups
+ *   NEED_PT_REGS   a kprobe plan was chosen (some -D..._KPROBE...): its
+ *                  programs read struct pt_regs (PT_REGS_PARM1, PT_REGS_SP)
  */
 #ifndef TRACE_RECLAIM_COMMON_BPF_H
 #define TRACE_RECLAIM_COMMON_BPF_H
 
-#include <linux/sched.h>
+/*
+ * bcc parses every header included here on each start, on top of the ones
+ * its helpers.h always includes: <linux/sched.h> alone more than doubled the
+ * compile time (bench/attach_time.py).  Tracepoint and fentry programs need
+ * nothing more; kprobe programs need struct pt_regs.
+ */
+#ifdef NEED_PT_REGS
+#include <uapi/linux/ptrace.h>
+#endif
 #include "events.h"
 
 #ifndef RINGBUF_PAGES

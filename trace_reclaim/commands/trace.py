@@ -25,6 +25,7 @@ def preflight(env: Environment, attach: Any = None) -> Probe:
         raise UserError("trace-reclaim needs root to load BPF programs",
                         "run it as root, e.g. sudo ./trace-reclaim")
     probe = Probe(env.procfs, None, attach)
+    probe.prefetch()
     tfs, how = probe.mount_tracefs()
     if tfs is None:
         raise UserError(f"tracefs is not available ({how})",
@@ -39,7 +40,7 @@ def preflight(env: Environment, attach: Any = None) -> Probe:
 
 
 def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
-    from trace_reclaim.session import bpf_cflags, bpf_source, build_header
+    from trace_reclaim.session import Compile, bpf_cflags, bpf_source, build_header
 
     workload = None
     if args.workload:
@@ -74,10 +75,21 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         _check_cgroups(args.cgroup, plan)
     for m in plan.missing:
         env.warn(f"not tracing {m}")
-    header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
-    with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
-        header["delayacct"] = da
-        return _trace(args, env, live, plan, header, registry)
+    # From here until the session takes the compile's result, nothing may
+    # print: fd 2 holds the compiler's output.  Nor may anything use a
+    # relative path or import: bcc chdir()s into the kernel headers while it
+    # compiles, and the working directory belongs to the whole process.
+    out_path = os.path.abspath(args.output) if args.output else None
+    import trace_reclaim.view  # noqa: F401  (imported now, while the cwd is the user's)
+
+    pending = Compile(env.bpf(), registry, plan, args.pid, args.ringbuf_pages).start()
+    try:
+        header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
+        with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
+            header["delayacct"] = da
+            return _trace(args, env, live, plan, header, registry, pending, out_path)
+    finally:
+        pending.wait()
 
 
 def _check_cgroups(wanted: Any, plan: Any) -> None:
@@ -165,15 +177,16 @@ def _taskstats_reader(env: Environment, on: bool) -> Any:
 
 
 def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
-           header: Dict[str, Any], registry: Dict[str, Tracer]) -> ExitStatus:
+           header: Dict[str, Any], registry: Dict[str, Tracer], pending: Any,
+           out_path: Optional[str]) -> ExitStatus:
     from trace_reclaim.session import LiveSession, SessionError
     from trace_reclaim.view import LiveView
 
     f = None
     writer = None
-    if args.output:
+    if out_path:
         try:
-            f = open(args.output, "xb")
+            f = open(out_path, "xb")
         except FileExistsError:
             raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
                             "recordings", "choose another file name") from None
@@ -189,29 +202,34 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         if view is not None and session is not None:
             view.interval(row, session.correlator)
 
-    taskstats = _taskstats_reader(env, header["delayacct"]["during"])
+    taskstats = None
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
                           plan=plan, header=header, interval_s=args.interval,
                           duration_s=args.duration, tgid=args.pid, writer=writer,
                           on_row=on_row, ringbuf_pages=args.ringbuf_pages,
-                          slow_consumer_ms=args.slow_consumer_ms, taskstats=taskstats)
+                          slow_consumer_ms=args.slow_consumer_ms, compile=pending)
     try:
         try:
             session.load()
         except SessionError as e:
             if f is not None:  # holds only our header: nothing recorded is lost
                 f.close()
+                os.unlink(f.name)  # absolute: opened as out_path
                 f = writer = None
-                os.unlink(args.output)
             if args.traceback:
                 print(session.compiler_output, file=env.stderr)
             raise UserError(str(e), e.hint) from e
-        print(f"Tracing reclaim ({', '.join(plan.tracers)})"
-              + (f", recording to {args.output}" if args.output else "")
-              + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr)
-        if view is not None:
-            view.start()
-        corr = session.run()
+        # After the compile: it may warn, and fd 2 was the compiler's until now.
+        session.taskstats = taskstats = _taskstats_reader(env, header["delayacct"]["during"])
+
+        def ready() -> None:
+            print(f"Tracing reclaim ({', '.join(plan.tracers)})"
+                  + (f", recording to {args.output}" if args.output else "")
+                  + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr)
+            if view is not None:
+                view.start()
+
+        corr = session.run(on_ready=ready)
     finally:
         session.close()
         if taskstats is not None:

@@ -60,6 +60,28 @@ def _workload(**kw):
     pytest.fail(f"the cgroup never hit its limit: {d}")
 
 
+def _window_open(t, timeout=120.0):
+    """Wait until the trace's window opened (its start snapshot is recorded).
+
+    trace-reclaim prints "Tracing reclaim" before the tracers' start samples
+    and the start /proc snapshot; on a slow machine (a TCG guest) records of
+    a workload started right away would fall before the window.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(t.path, "rb") as f:
+                for ty, payload in Reader(f).records():
+                    if ty == events.USER_SNAPSHOT:
+                        snap = events.decode(ty, payload)
+                        if snap.what == "vmstat" and snap.when == "start":
+                            return
+        except Exception:  # a header or block still being written
+            pass
+        time.sleep(0.2)
+    pytest.fail("the trace window did not open")
+
+
 def _row(doc, res):
     """The report's row of the workload's cgroup (by id, in the memory hierarchy)."""
     rows = [r for r in doc["cgroups"] if r["hierarchy"] == "memory"
@@ -113,6 +135,7 @@ def check_memcg_reclaim(tmp: str, **kw) -> None:
       LRUs: equal to the memcg pages plus what global reclaim took.
     """
     with Trace(tmp) as t:
+        _window_open(t)
         res = _workload(**kw)
     doc = t.report
     row = _row(doc, res)
@@ -196,6 +219,7 @@ def test_global_direct_reclaim_elsewhere_is_not_attributed_to_the_limited_cgroup
 
         (tmp_path / str(attempt)).mkdir()
         with Trace(str(tmp_path / str(attempt))) as t:
+            _window_open(t)
             th = threading.Thread(target=_inside, args=(box,))
             th.start()
             # little room outside the ballast: the reader must reclaim itself
@@ -234,6 +258,7 @@ def check_memory_high(tmp: str, **kw) -> None:
     the finding that the cgroup was throttled at memory.high.
     """
     with Trace(tmp) as t:
+        _window_open(t)
         res = _workload(limit_mib=256, high_mib=32, mib=512, **kw)
     row = _row(t.report, res)
     d = res["delta"]
@@ -256,6 +281,7 @@ def test_cgroup_filter_keeps_only_that_cgroups_tasks(live, tmp_path):
                                enable_v2_memory=ENABLE_V2) as cg, \
             pressure.sparse_file(513 << 20) as path:
         with Trace(str(tmp_path), ["-c", cg.rel]) as t:
+            _window_open(t)
             child = cg.popen([sys.executable, "-c", cgroup_pressure._FILE_CHILD, path, "512"],
                              stdout=subprocess.DEVNULL)
             assert child.wait(timeout=120) == 0
@@ -314,6 +340,7 @@ def test_oom_kill_is_attributed_to_its_cgroup(live, tmp_path):
     from trace_reclaim.examples import oom_kill
 
     with Trace(str(tmp_path)) as t:
+        _window_open(t)
         res = oom_kill.run(kills=1, log=None)
     victims = list(_records(t.path, abi.EV_MARK_VICTIM))
     assert len(victims) == 1 and victims[0].memcg_id == res["cgroup_id"]

@@ -215,6 +215,24 @@ class BTF:
                 return i
         return None
 
+    def enum_value(self, enum_name: str, member: str) -> Optional[int]:
+        """The value of enumerator ``member`` of ``enum enum_name`` (None: unknown).
+
+        Values the kernel computes at build time, such as ``memory_cgrp_id``
+        in ``enum cgroup_subsys_id`` (its position depends on which cgroup
+        controllers are configured), are only knowable here.
+        """
+        tid = self.find(_KIND_ENUM, enum_name)
+        if tid is None:
+            return None
+        _kind, vlen, _kflag, _size = self._type(tid)
+        pos = self._off[tid] + 12
+        for i in range(vlen):
+            name_off, val = struct.unpack_from("<Ii", self._data, pos + 8 * i)
+            if self._str(name_off) == member:
+                return val
+        return None
+
     def func_id(self, name: str) -> Optional[int]:
         """The BTF type id of kernel function ``name`` (what fentry attaches by), or None."""
         return self.find(_KIND_FUNC, name)

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from trace_reclaim.procfs import parse_psi
 
 __all__ = [
     "CgroupMount", "parse_mountinfo", "cgroup_mounts", "memory_mount", "unified_mount",
     "parse_flat_keyed", "parse_proc_cgroup", "read_memory_counters", "classify",
-    "CgroupResolver", "V1", "V2",
+    "CgroupResolver", "V1", "V2", "memcg_id_cflags", "select_cgroups", "hierarchy_id",
 ]
 
 V1 = 1
@@ -93,6 +93,19 @@ def memory_mount(mounts: List[CgroupMount]) -> Optional[CgroupMount]:
     for m in mounts:
         if m.version == V2 and "memory" in m.controllers:
             return m
+    return None
+
+
+def hierarchy_id(controller: str, root: str = "/") -> Optional[int]:
+    """The v1 hierarchy id of ``controller`` (/proc/cgroups; 0: on cgroup v2)."""
+    try:
+        with open(os.path.join(root, "proc/cgroups")) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == controller and parts[1].isdigit():
+                    return int(parts[1])
+    except OSError:
+        pass
     return None
 
 
@@ -174,7 +187,7 @@ def read_memory_counters(path: str, version: int) -> Dict[str, object]:
     else:
         for key, name in (("current_bytes", "memory.current"), ("max_bytes", "memory.max"),
                           ("high_bytes", "memory.high"), ("low_bytes", "memory.low"),
-                          ("min_bytes", "memory.min")):
+                          ("min_bytes", "memory.min"), ("peak_bytes", "memory.peak")):
             text = _read(os.path.join(path, name))
             if text is not None:
                 out[key] = _num(text)
@@ -261,11 +274,14 @@ class CgroupResolver:
             yield ino, rel
 
     def rescan(self) -> None:
+        """Read the hierarchy again: cgroups removed since are forgotten."""
         self.walks += 1
+        paths: Dict[int, str] = {}
         for ino, rel in self.walk():
-            if len(self.paths) >= self.max_entries and ino not in self.paths:
+            if len(paths) >= self.max_entries:
                 break
-            self.paths[ino] = rel
+            paths[ino] = rel
+        self.paths = paths
 
     def lookup(self, cgid: int, rescan: bool = True) -> Optional[str]:
         """Return the path of ``cgid``, walking the hierarchy once if unknown."""
@@ -283,3 +299,89 @@ class CgroupResolver:
             return os.stat(os.path.join(self.mount, rel.lstrip("/"))).st_ino
         except OSError:
             return None
+
+
+# task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id: (cflag, struct, member).
+_MEMCG_CHAIN = (
+    ("CG_TASK_CGROUPS_OFF", "task_struct", "cgroups"),
+    ("CG_CSS_SET_SUBSYS_OFF", "css_set", "subsys"),
+    ("CG_CSS_CGROUP_OFF", "cgroup_subsys_state", "cgroup"),
+    ("CG_CGROUP_KN_OFF", "cgroup", "kn"),
+    ("CG_KERNFS_ID_OFF", "kernfs_node", "id"),
+)
+
+
+def memcg_id_cflags(btf: Any) -> Tuple[List[str], str]:
+    """The -D cflags for common.bpf.h's current_memcg_id(), from BTF; (cflags, why not).
+
+    ``memory_cgrp_id`` is the memory controller's index in css_set.subsys[],
+    which depends on the configured controllers: read from
+    ``enum cgroup_subsys_id``.  The kernfs node id is a u64 since Linux 5.5
+    (the kernfs id rework, "kernfs: convert kernfs_node->id from union
+    kernfs_node_id to u64"); where BTF shows another type this returns no
+    cflags.
+    """
+    if btf is None:
+        return [], "no kernel BTF (/sys/kernel/btf/vmlinux)"
+    cflags = []
+    for flag, struct_name, member in _MEMCG_CHAIN:
+        m = btf.member(struct_name, member)
+        if m is None:
+            return [], f"no {struct_name}.{member} in BTF"
+        off, ctype = m
+        if flag == "CG_KERNFS_ID_OFF" and ctype not in ("u64", "__u64"):
+            return [], f"kernfs_node.id is {ctype}, not u64"
+        cflags.append(f"-D{flag}={off}")
+    idx = btf.enum_value("cgroup_subsys_id", "memory_cgrp_id")
+    if idx is None:
+        return [], "no memory_cgrp_id in enum cgroup_subsys_id (CONFIG_MEMCG off)"
+    return cflags + [f"-DCG_MEMORY_CGRP_ID={idx}"], ""
+
+
+def select_cgroups(wanted: Sequence[str], mem: CgroupResolver,
+                   uni: CgroupResolver) -> Dict[str, List[int]]:
+    """Resolve -c/--cgroup arguments to ids, descendants included.
+
+    An argument is a path inside a hierarchy ("/system.slice/x.service"), a
+    path under its mount ("/sys/fs/cgroup/memory/x"), or a name
+    ``classify()`` gives (a unit, a 12-character container id, "pod <uid>")
+    or a path's last component.  Returns {"memcg": ids, "cgroup": ids};
+    raises LookupError naming the argument that matched nothing.
+    """
+    mem.rescan()
+    uni.rescan()
+    out: Dict[str, List[int]] = {"memcg": [], "cgroup": []}
+    for arg in wanted:
+        hit = False
+        for hier, res in (("memcg", mem), ("cgroup", uni)):
+            if not res.mount:
+                continue
+            roots = _matching(arg, res)
+            for cgid, rel in res.paths.items():
+                if any(rel == r or rel.startswith(r.rstrip("/") + "/") for r in roots):
+                    if cgid not in out[hier]:
+                        out[hier].append(cgid)
+                    hit = True
+        if not hit:
+            raise LookupError(arg)
+    return out
+
+
+def _matching(arg: str, res: CgroupResolver) -> List[str]:
+    """The paths in ``res``'s hierarchy that ``arg`` names."""
+    mount = (res.mount or "").rstrip("/")
+    if arg.startswith(mount + "/") and mount:
+        arg = arg[len(mount):]
+    found = []
+    for rel in res.paths.values():
+        if rel == arg or rel == "/" + arg.strip("/"):
+            found.append(rel)
+            continue
+        if arg.startswith("/"):
+            continue
+        kind, name = classify(rel)
+        last = rel.rstrip("/").rsplit("/", 1)[-1]
+        if arg in (name, last) or (kind in ("docker", "containerd", "crio", "podman")
+                                   and len(arg) >= 12 and arg in last):
+            found.append(rel)
+    return found

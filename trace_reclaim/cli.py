@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="SECONDS", help="interval between rows (default 1)")
         sp.add_argument("-p", "--pid", type=positive(int), default=0,
                         help="trace direct reclaim of this process only")
+        sp.add_argument("-c", "--cgroup", action="append", default=[], metavar="PATH",
+                        help="trace tasks of this cgroup (and its descendants) only: a "
+                             "path in the memory or unified hierarchy, or a name such as "
+                             "a systemd unit or a container id; repeatable")
         sp.add_argument("-o", "--output", metavar="FILE", required=record_only,
                         help="record to FILE (must not exist)")
         sp.add_argument("--redact", action="store_true",

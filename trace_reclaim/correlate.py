@@ -32,6 +32,23 @@ def _ignore(ev: Any) -> None:
     return None
 
 
+def _chain(first: Any, then: Tuple[Any, ...]) -> Any:
+    """Call ``first(ev)``, then each observer (one closure: the hot path)."""
+    if len(then) == 1:
+        (only,) = then
+
+        def feed_one(ev: Any) -> None:
+            first(ev)
+            only(ev)
+        return feed_one
+
+    def feed_all(ev: Any) -> None:
+        first(ev)
+        for fn in then:
+            fn(ev)
+    return feed_all
+
+
 class Correlator:
     """Dispatch events to each tracer's aggregator and assemble the report."""
 
@@ -50,6 +67,11 @@ class Correlator:
             self.aggs[t.name] = agg
             for ty in t.event_types:
                 self._by_type[ty] = agg
+        # Aggregators that also see other tracers' records (Aggregator.observes).
+        self._observers: Dict[int, List[Any]] = {}
+        for agg in self.aggs.values():
+            for ty, fn in agg.observes().items():
+                self._observers.setdefault(ty, []).append(fn)
         self.snapshots: Dict[str, Dict[str, Any]] = {}  # what -> when -> data
         self.zone_snapshots: List[Dict[str, Any]] = []
         self.meminfo_snapshots: List[Dict[str, Any]] = []
@@ -58,7 +80,7 @@ class Correlator:
         # and names the shrinker callbacks it symbolized.
         self.episodes = EpisodeBuilder(
             self.window, facts={ty: agg.episode_fact for ty, agg in self._by_type.items()},
-            symbolize=self._symbolize)
+            symbolize=self._symbolize, cgroup_name=self._cgroup_name)
         self._ep_feed = self.episodes.feed if history else _ignore
         self._hot: Dict[int, Any] = {}
         self.lost: Dict[int, int] = {}
@@ -99,6 +121,9 @@ class Correlator:
         if agg is None or dec is None:
             return ()
         agg_feed = agg.handlers().get(type_id, agg.feed)
+        observers = self._observers.get(type_id)
+        if observers:
+            agg_feed = _chain(agg_feed, tuple(observers))
         return (dec, agg_feed, self.episodes.handler(type_id) if self.history else _ignore)
 
     def feed_records(self, records: Iterable[Tuple[int, bytes]]) -> None:
@@ -160,6 +185,8 @@ class Correlator:
                 return None
             self.events += 1
             agg.feed(ev)
+            for fn in self._observers.get(ev.type, ()):
+                fn(ev)
             self._ep_feed(ev)
             return None
         if isinstance(ev, events.Tick):
@@ -186,6 +213,13 @@ class Correlator:
     def _symbolize(self, addr: int) -> Optional[str]:
         for a in self.aggs.values():
             name = a.symbolize(addr)
+            if name is not None:
+                return name
+        return None
+
+    def _cgroup_name(self, key: Tuple[str, int]) -> Optional[str]:
+        for a in self.aggs.values():
+            name = a.cgroup_name(key)
             if name is not None:
                 return name
         return None
@@ -271,6 +305,10 @@ class Correlator:
             "delayacct": self.delayacct_state(),
             "intervals": self.rows,
         }
+        for name, a in self.aggs.items():
+            for key in a.top_level:
+                if key in sections[name]:
+                    doc[key] = sections[name].pop(key)
         doc.update(sections)
         eps = self.episodes.report()
         doc["episodes"] = eps

@@ -165,8 +165,14 @@ def _type_name(t: Any) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", repr(t))
 
 
-def struct_decoder(cls: type, struct_name: str) -> Decoder:
+def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> Decoder:
     """Build a decoder of ``struct struct_name`` of events.h into ``cls``.
+
+    ``since`` names the first of the fields appended to the struct after
+    recordings were made without them: a record that ends exactly where
+    that field or a later one begins (the struct as it was then) decodes
+    with the missing fields 0, so old recordings keep replaying.  Any
+    other length is damage.
 
     The format, size and field order come from the struct's layout
     (``abi.layout``); pad fields are skipped.  ``cls``'s fields must be the
@@ -193,6 +199,8 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
     compiled = struct.Struct(fmt)
     size = compiled.size
     unpack = compiled.unpack
+    first = layout.field(since).offset if since is not None else size
+    legacy = frozenset(f.offset for f in layout.flat if f.offset >= first)
     make = _maker(cls, names, [i for i, f in enumerate(flat) if f.is_string and i != 5])
     in_limits = _limits_check(cls, names)
     limits = getattr(cls, "LIMITS", {})
@@ -205,7 +213,10 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
         try:
             v = unpack(payload)
         except struct.error:
-            raise DecodeError(f"{name}: {len(payload)} bytes, need {size}") from None
+            if len(payload) not in legacy:
+                raise DecodeError(f"{name}: {len(payload)} bytes, need {size}") from None
+            # an older recording: the fields added since end it earlier; they read 0
+            v = unpack(bytes(payload) + bytes(size - len(payload)))
         if v[1] not in types:
             raise DecodeError(f"{name}: event_header.type {v[1]} is not its type")
         if in_limits is not None and not in_limits(v):
@@ -222,6 +233,7 @@ def struct_decoder(cls: type, struct_name: str) -> Decoder:
     decode_struct.layout = layout  # type: ignore[attr-defined]
     decode_struct.cls = cls  # type: ignore[attr-defined]
     decode_struct.types = types  # type: ignore[attr-defined]
+    decode_struct.legacy_sizes = legacy  # type: ignore[attr-defined]
     return decode_struct
 
 

@@ -22,8 +22,13 @@ KINDS = (
     "oom_kill", "zone_below_min", "direct_reclaim_kswapd_awake",
     "direct_reclaim_kswapd_asleep", "kswapd_re_wakes", "shrinker_frees_nothing",
     "cache_never_drains", "vmalloc_huge_fallback", "memory_shortage",
-    "low_free_high_available",
+    "low_free_high_available", "cgroup_memory_high", "cgroup_memory_max",
+    "cgroup_own_limit", "cgroup_machine_shortage", "cgroup_below_low_reclaimed",
 )
+# A cgroup's stalls count as "mostly one cause" when it has this share of them.
+DOMINANT_SHARE = 0.8
+# Cgroups with less reclaim time than this get no own-limit/shortage finding.
+CGROUP_MIN_NS = 1_000_000
 
 # A kswapd episode with this many balance_pgdat() runs is "repeated re-waking".
 RE_WAKES_PER_EPISODE = 5
@@ -315,6 +320,120 @@ def findings(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
     out += _slab(doc)
     out += _vmalloc(doc)
     out += _meminfo(doc)
+    out += _cgroups(doc)
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     out.sort(key=lambda f: rank[f["severity"]])  # stable: order above within a severity
+    return out
+
+
+def _limit_bytes(row: Dict[str, Any]) -> Optional[int]:
+    c = row.get("counters") or {}
+    for k in ("max_bytes", "limit_bytes"):
+        v = c.get(k)
+        if v is not None and v < (1 << 60):
+            return int(v)
+    return None
+
+
+def _cgroups(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Findings per cgroup from the top-level ``cgroups`` list (memcg tracer).
+
+    Evidence the trace could not read (a cgroup gone before its counters
+    were sampled) is left out rather than shown as None.
+    """
+    out = [_known(f) for f in _cgroup_findings(doc)]
+    return out
+
+
+def _known(f: Dict[str, Any]) -> Dict[str, Any]:
+    f["evidence"] = {k: v for k, v in f["evidence"].items() if v is not None}
+    return f
+
+
+def _cgroup_findings(doc: Dict[str, Any]) -> List[Dict[str, Any]]:
+    out = []
+    for r in doc.get("cgroups") or []:
+        by = r.get("memcg_by_limit") or {}
+        ev = r.get("limit_events") or {}
+        c = r.get("counters") or {}
+        who = f"{r['name']} ({r['kind']})"
+        base = {"cgroup": r["path"], "id": r["id"], "name": r["name"], "kind": r["kind"]}
+        high = by.get("high", 0)
+        if high or ev.get("high"):
+            out.append(_f(
+                "cgroup_memory_high", "warning",
+                f"{who} was throttled at memory.high: {high} reclaims over it, "
+                f"memory.events high +{ev.get('high', 0)}",
+                {**base, "high_reclaims": high, "memory_events_high": ev.get("high", 0),
+                 "high_bytes": c.get("high_bytes"), "memcg_reclaim_ns": r["memcg_reclaim_ns"],
+                 "memory_pressure_us": c.get("pressure_us")},
+                "Each charge above memory.high makes the task reclaim from its cgroup on "
+                "its way back to user space (mem_cgroup_handle_over_high() -> "
+                "reclaim_high()); if it stays above, the task also sleeps up to 2 s "
+                "per return (MEMCG_MAX_HIGH_DELAY_JIFFIES), which no tracepoint shows: "
+                "it is in the cgroup's memory.pressure. The cgroup is slowed, not "
+                "killed: raise memory.high or shrink its working set."))
+        mx = by.get("max", 0)
+        if mx or ev.get("max") or ev.get("failcnt"):
+            limit = _limit_bytes(r)
+            usage = c.get("current_bytes", c.get("usage_bytes"))
+            peak = c.get("max_usage_bytes", c.get("peak_bytes"))
+            close = ""
+            if limit and peak is not None:
+                close = f", peak usage {peak * 1000 // limit / 10}% of the limit"
+            elif limit and usage is not None:
+                close = f", usage {usage * 1000 // limit / 10}% of the limit"
+            kills = r.get("oom_kills", 0) + ev.get("oom_kill", 0)
+            out.append(_f(
+                "cgroup_memory_max", "critical" if kills or ev.get("oom") else "warning",
+                f"{who} reclaimed at its hard limit {mx} times "
+                f"({_ms(r['memcg_reclaim_ns'])}, p99 {_ms(r['memcg_p99_ns'])}){close}",
+                {**base, "max_reclaims": mx, "limit_bytes": limit, "usage_bytes": usage,
+                 "max_usage_bytes": peak, "pages_reclaimed": r["memcg_pages"],
+                 "failcnt": ev.get("failcnt"), "memory_events_max": ev.get("max"),
+                 "memory_events_oom": ev.get("oom"), "oom_kills": kills},
+                "A charge found the cgroup at memory.max (v1 memory.limit_in_bytes), so "
+                "the charging task reclaimed the cgroup's own pages in "
+                "try_charge_memcg() -> try_to_free_mem_cgroup_pages(). If 16 such "
+                "passes (MAX_RECLAIM_RETRIES) cannot make room, the memcg OOM killer "
+                "kills a task in the cgroup: the closer usage stays to the limit "
+                "with reclaim getting fewer pages, the nearer that is."))
+        memcg_ns, direct_ns = r.get("memcg_reclaim_ns", 0), r.get("direct_stall_ns", 0)
+        total = memcg_ns + direct_ns
+        if total >= CGROUP_MIN_NS:
+            ev_ = {**base, "memcg_reclaim_ns": memcg_ns, "direct_stall_ns": direct_ns,
+                   "memcg_reclaims": r["memcg_reclaims"], "direct_stalls": r["direct_stalls"],
+                   "own_limit_share": round(memcg_ns / total, 3)}
+            if memcg_ns >= DOMINANT_SHARE * total:
+                out.append(_f(
+                    "cgroup_own_limit", "info",
+                    f"{who}: its reclaim stalls come from its own limit "
+                    f"({_ms(memcg_ns)} memcg reclaim vs {_ms(direct_ns)} direct reclaim)",
+                    ev_,
+                    "The cgroup's tasks reclaimed because the cgroup hit its limit, not "
+                    "because the machine was short: memcg reclaim is not in "
+                    "allocstall_* or /proc/vmstat pgsteal_*. The remedy is the cgroup's: "
+                    "a higher limit or a smaller working set; more machine memory would "
+                    "not help."))
+            elif direct_ns >= DOMINANT_SHARE * total:
+                out.append(_f(
+                    "cgroup_machine_shortage", "info",
+                    f"{who}: its reclaim stalls come from the machine running short "
+                    f"({_ms(direct_ns)} direct reclaim vs {_ms(memcg_ns)} memcg reclaim)",
+                    ev_,
+                    "The cgroup's tasks entered global direct reclaim "
+                    "(__alloc_pages_direct_reclaim()): free memory was below the zone "
+                    "watermarks for everyone. Raising this cgroup's limit would not "
+                    "help; the remedy is machine-wide (watermarks, other cgroups' "
+                    "usage, more memory)."))
+        if ev.get("low"):
+            out.append(_f(
+                "cgroup_below_low_reclaimed", "warning",
+                f"{who} was reclaimed below its memory.low protection "
+                f"(memory.events low +{ev['low']})",
+                {**base, "memory_events_low": ev["low"], "low_bytes": c.get("low_bytes")},
+                "Reclaim found no unprotected memory to take and broke memory.low "
+                "(shrink_node_memcgs() raises MEMCG_LOW when it reclaims a cgroup "
+                "below its low boundary): the protected working set is being evicted. "
+                "The machine or the parent is overcommitted for the protection given."))
     return out

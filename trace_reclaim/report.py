@@ -262,6 +262,8 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
         section = doc.get(agg.section)
         if section is None:
             continue
+        if agg.top_level:  # what the report lifted out of the section, back in
+            section = {**section, **{k: doc[k] for k in agg.top_level if k in doc}}
         lines = agg.render(section)
         if lines:
             out.append(f"== {agg.section} ==")
@@ -461,6 +463,10 @@ def _episode_detail(e: Dict[str, Any], w0: int) -> List[str]:
         out += compact_table(
             ["TID", "COMM", "STALLS", "TOTAL", "MAX", "PAGES", "D:RECLAIM", "D:THRASH",
              "D:COMPACT"], rows, indent="    ")
+        if e.get("cgroups"):
+            out += wrap("cgroups: " + ", ".join(
+                f"{c['name']} x{c['stalls']} {fmt_ns(c['stall_ns'])}" for c in e["cgroups"]),
+                "    ", hang="      ")
     sh = e["shrinkers"]
     if sh["calls"]:
         out += wrap(f"shrinkers: {sh['calls']} calls, {sh['scanned']} scanned, "

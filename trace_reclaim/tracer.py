@@ -57,12 +57,17 @@ class Options:
 
     # --no-slab-accounting: no per-cache kmem_cache_alloc/free counting.
     slab_cache_accounting: bool = True
+    # -c/--cgroup: only tasks in these cgroups (paths or names), descendants included.
+    cgroups: Tuple[str, ...] = ()
 
 
 class Aggregator(abc.ABC):
     """Consume events of one tracer; produce interval rows and a report section."""
 
     section: ClassVar[str] = ""
+    # Keys of this aggregator's section that the report puts at its top level
+    # (``cgroups``) instead of inside the section.
+    top_level: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, window: Window) -> None:
         self.window = window
@@ -77,6 +82,15 @@ class Aggregator(abc.ABC):
 
         The correlator's hot path calls these directly; a type left out goes
         through ``feed``.  Default: none, everything through ``feed``.
+        """
+        return {}
+
+    def observes(self) -> Mapping[int, Callable[[Any], None]]:
+        """Other tracers' record types this aggregator also sees, read-only.
+
+        The correlator calls these after the owning tracer's aggregator, for
+        records inside the window (the memcg tracer sums every attributed
+        record per cgroup).  Default: none.
         """
         return {}
 
@@ -108,6 +122,11 @@ class Aggregator(abc.ABC):
         adds nothing beyond what the episode builder itself handles.
         Default: None.
         """
+        return None
+
+    def cgroup_name(self, key: Tuple[str, int]) -> Optional[str]:
+        """The name of a cgroup, ``("memcg" | "cgroup", id)``, if this tracer
+        resolved it (the memcg tracer).  Default: None."""
         return None
 
     def symbolize(self, addr: int) -> Optional[str]:

@@ -15,13 +15,14 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TextIO
 
 from trace_reclaim.episodes import zone_state
-from trace_reclaim.report import fmt_ns, interval_header, interval_line, render_text
+from trace_reclaim.report import (ellipsize, fmt_count, fmt_ns, interval_header, interval_line,
+                                  render_text)
 from trace_reclaim.tracer import Aggregator
 
 if TYPE_CHECKING:
     from trace_reclaim.correlate import Correlator
 
-__all__ = ["LiveView", "render_screen", "totals_line", "SHOWN_TOTALS", "WIDTH"]
+__all__ = ["LiveView", "render_screen", "totals_line", "cgroup_line", "SHOWN_TOTALS", "WIDTH"]
 
 WIDTH = 80
 HOME_CLEAR = "\x1b[H\x1b[2J"
@@ -58,6 +59,15 @@ def totals_line(t: Dict[str, Any]) -> str:
     return (f"total   {n('direct_reclaim_stalls')} stalls {fmt_ns(t.get('direct_reclaim_ns'))}, "
             f"{n('kswapd_wakes')} kswapd runs, {comp} compactions, "
             f"{n('oom_kills')} OOM kills")
+
+
+def cgroup_line(mc: Dict[str, Any]) -> str:
+    """The memcg row of an interval: memcg reclaim, then the top cgroups by stall time."""
+    top = ", ".join(f"{ellipsize(c['name'], 14, middle=True)} "
+                    f"{fmt_ns(c['stall_ns'] + c['memcg_ns'])}"
+                    for c in (mc.get("top") or [])[:2])
+    return (f"cgroups memcg {fmt_count(mc.get('memcg_reclaims', 0))} "
+            f"{fmt_ns(mc.get('memcg_reclaim_ns', 0))}; top {top or '-'}")
 
 
 def render_screen(state: Dict[str, Any], history: List[str], clock: str,
@@ -103,6 +113,9 @@ def render_screen(state: Dict[str, Any], history: List[str], clock: str,
     if v is not None:
         out.append(f"vmalloc this interval: {v.get('areas', 0)} areas, {v.get('huge_areas', 0)} "
                    f"huge ({v.get('huge_pages', 0)} x 2 MiB), {v.get('fallbacks', 0)} fell back")
+    mc = row.get("memcg")
+    if mc is not None:
+        out.append(cgroup_line(mc))
     out.append(totals_line(t))
     eps = state.get("episodes") or {}
     out.append("")

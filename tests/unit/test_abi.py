@@ -283,9 +283,9 @@ def test_type_numbers_are_unique_counted_and_grouped():
     # lost_events has MAX_EVENT_TYPES slots: a larger type would lose its losses
     assert 0 < min(values) and max(values) < abi.MAX_EVENT_TYPES < events.USER_BASE
     groups = [abi.EV_RECLAIM_FIRST, abi.EV_VMALLOC_FIRST, abi.EV_SLAB_FIRST,
-              abi.EV_OOM_FIRST, abi.MAX_EVENT_TYPES]
+              abi.EV_OOM_FIRST, abi.EV_MEMCG_FIRST, abi.MAX_EVENT_TYPES]
     for name, t in tracers.registry().items():
-        where = {next(i for i in range(4) if groups[i] <= ev < groups[i + 1])
+        where = {next(i for i in range(len(groups) - 1) if groups[i] <= ev < groups[i + 1])
                  for ev in t.event_types}
         assert len(where) == 1, f"tracer {name}: types {t.event_types} span groups"
 

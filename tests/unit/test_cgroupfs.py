@@ -150,3 +150,51 @@ def test_memory_cgroup_rejects_odd_names(monkeypatch):
         with pytest.raises(ValueError):
             with _cgroup.memory_cgroup(bad):
                 pass
+
+
+def test_select_cgroups_by_path_mount_path_unit_and_container_id(tmp_path):
+    mem, uni = tmp_path / "memory", tmp_path / "unified"
+    cid = "ab" * 32
+    for d in (mem / "system.slice" / "nginx.service",
+              mem / "system.slice" / f"docker-{cid}.scope" / "child",
+              uni / "system.slice" / "nginx.service"):
+        d.mkdir(parents=True)
+    m, u = cgroupfs.CgroupResolver(str(mem)), cgroupfs.CgroupResolver(str(uni))
+
+    def ids(root, *rels):
+        return sorted(os.stat(root / r).st_ino for r in rels)
+
+    sel = cgroupfs.select_cgroups(["nginx.service"], m, u)
+    assert sel == {"memcg": ids(mem, "system.slice/nginx.service"),
+                   "cgroup": ids(uni, "system.slice/nginx.service")}
+    # a container by its 12-character id, descendants included
+    sel = cgroupfs.select_cgroups([cid[:12]], m, u)
+    assert sorted(sel["memcg"]) == ids(mem, f"system.slice/docker-{cid}.scope",
+                                       f"system.slice/docker-{cid}.scope/child")
+    assert sel["cgroup"] == []
+    # a path in the hierarchy and a path under the mount name the same cgroup
+    a = cgroupfs.select_cgroups(["/system.slice/nginx.service"], m, u)
+    b = cgroupfs.select_cgroups([str(mem / "system.slice" / "nginx.service")], m, u)
+    assert a["memcg"] == b["memcg"]
+    with pytest.raises(LookupError) as e:
+        cgroupfs.select_cgroups(["nginx.service", "missing.service"], m, u)
+    assert e.value.args[0] == "missing.service"
+
+
+def test_memcg_id_cflags_say_why_not_without_btf():
+    assert cgroupfs.memcg_id_cflags(None) == ([], "no kernel BTF (/sys/kernel/btf/vmlinux)")
+
+
+def test_memcg_id_cflags_from_this_kernels_btf():
+    from trace_reclaim import btf
+
+    b = btf.load_btf()
+    if b is None:
+        pytest.skip("no /sys/kernel/btf/vmlinux")
+    cflags, why = cgroupfs.memcg_id_cflags(b)
+    assert why == "" and [c.split("=")[0] for c in cflags] == [
+        "-DCG_TASK_CGROUPS_OFF", "-DCG_CSS_SET_SUBSYS_OFF", "-DCG_CSS_CGROUP_OFF",
+        "-DCG_CGROUP_KN_OFF", "-DCG_KERNFS_ID_OFF", "-DCG_MEMORY_CGRP_ID"]
+    ids = {"cgroup_subsys_id": b.enum_value("cgroup_subsys_id", "CGROUP_SUBSYS_COUNT")}
+    memory = int(cflags[-1].split("=")[1])
+    assert 0 <= memory < ids["cgroup_subsys_id"]

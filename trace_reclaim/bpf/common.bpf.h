@@ -6,6 +6,11 @@
  * fill.  Tunables arrive as -D cflags from trace_reclaim/session.py:
  *   RINGBUF_PAGES  ring buffer size in pages (power of two)
  *   TARG_TGID      only this process (0: all); kernel threads are never filtered
+ *   CG_TASK_CGROUPS_OFF, CG_CSS_SET_SUBSYS_OFF, CG_MEMORY_CGRP_ID,
+ *   CG_CSS_CGROUP_OFF, CG_CGROUP_KN_OFF, CG_KERNFS_ID_OFF
+ *                  offsets from the running kernel's BTF for current_memcg_id()
+ *                  (tracers/memcg.py; absent: memcg ids are 0)
+ *   CGROUP_FILTER  -c/--cgroup given: only tasks in cgroup_filter's cgroups
  *   NEED_PT_REGS   a kprobe plan was chosen (some -D..._KPROBE...): its
  *                  programs read struct pt_regs (PT_REGS_PARM1, PT_REGS_SP)
  */
@@ -37,6 +42,88 @@ BPF_PERCPU_ARRAY(lost_events, __u64, MAX_EVENT_TYPES);
 static __always_inline int tgid_wanted(__u32 tgid)
 {
 	return TARG_TGID == 0 || tgid == TARG_TGID;
+}
+
+/*
+ * The id of the memory cgroup the current task charges to:
+ * task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id, at offsets the
+ * running kernel's BTF gives (never from headers of another version).
+ * On a hybrid hierarchy (memory controller on cgroup v1) this is the v1
+ * memory cgroup, which bpf_get_current_cgroup_id() does not give: that
+ * returns the task's cgroup v2 id.  On cgroup v2 it is the nearest cgroup
+ * with the memory controller enabled, i.e. the memcg charged.  Read under
+ * the tracepoint's RCU read side; a racing migration gives the old or the
+ * new cgroup, both valid kernfs nodes.
+ */
+static __always_inline __u64 current_memcg_id(void)
+{
+#ifdef CG_TASK_CGROUPS_OFF
+	char *task = (char *)bpf_get_current_task();
+	char *cset = 0, *css = 0, *cgrp = 0, *kn = 0;
+	__u64 id = 0;
+
+	bpf_probe_read_kernel(&cset, sizeof(cset), task + CG_TASK_CGROUPS_OFF);
+	if (!cset)
+		return 0;
+	bpf_probe_read_kernel(&css, sizeof(css),
+			      cset + CG_CSS_SET_SUBSYS_OFF + 8 * CG_MEMORY_CGRP_ID);
+	if (!css)
+		return 0;
+	bpf_probe_read_kernel(&cgrp, sizeof(cgrp), css + CG_CSS_CGROUP_OFF);
+	if (!cgrp)
+		return 0;
+	bpf_probe_read_kernel(&kn, sizeof(kn), cgrp + CG_CGROUP_KN_OFF);
+	if (!kn)
+		return 0;
+	bpf_probe_read_kernel(&id, sizeof(id), kn + CG_KERNFS_ID_OFF);
+	return id;
+#else
+	return 0;
+#endif
+}
+
+/* Cgroup ids seen in attributed records, for user space to name (value unused). */
+BPF_HASH(cgroup_seen, __u64, __u64, 4096);
+BPF_HASH(memcg_seen, __u64, __u64, 4096);
+/*
+ * -c/--cgroup: the ids (and their descendants') user space filled in, one
+ * map per hierarchy: kernfs ids are per hierarchy, so a v1 memory cgroup and
+ * an unrelated cgroup v2 can share a number.
+ */
+BPF_HASH(cgroup_filter, __u64, __u8, 4096);
+BPF_HASH(memcg_filter, __u64, __u8, 4096);
+
+struct task_cgroups {
+	__u64 cgroup_id;
+	__u64 memcg_id;
+};
+
+/* The current task's cgroup ids; remembered for naming. */
+static __always_inline struct task_cgroups current_cgroups(void)
+{
+	struct task_cgroups cg;
+	__u64 one = 1;
+
+	cg.cgroup_id = bpf_get_current_cgroup_id();
+	cg.memcg_id = current_memcg_id();
+	cgroup_seen.update(&cg.cgroup_id, &one);
+	memcg_seen.update(&cg.memcg_id, &one);
+	return cg;
+}
+
+/* -c/--cgroup: whether the current task's cgroup (either id) was asked for. */
+static __always_inline int cgroup_wanted(void)
+{
+#ifdef CGROUP_FILTER
+	__u64 id = bpf_get_current_cgroup_id();
+
+	if (cgroup_filter.lookup(&id))
+		return 1;
+	id = current_memcg_id();
+	return memcg_filter.lookup(&id) != 0;
+#else
+	return 1;
+#endif
 }
 
 static __always_inline void count_lost(__u32 type)

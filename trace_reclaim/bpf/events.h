@@ -26,6 +26,7 @@
 #define EV_VMALLOC_FIRST 16
 #define EV_SLAB_FIRST 32
 #define EV_OOM_FIRST 48
+#define EV_MEMCG_FIRST 56
 #define MAX_EVENT_TYPES 64
 
 enum event_type {
@@ -50,6 +51,9 @@ enum event_type {
 	EV_COMPACTION = 49,		/* mm_compaction_begin .. _end, one record */
 	EV_RECLAIM_RETRY_ZONE = 50,	/* oom:reclaim_retry_zone */
 	EV_COMPACT_RETRY = 51,		/* oom:compact_retry */
+	/* memcg limit reclaim (tracers/memcg.py) */
+	EV_MEMCG_RECLAIM = 56,		/* memcg_reclaim_begin .. _end (or softlimit), one record */
+	EV_CGROUP_MKDIR = 57,		/* cgroup:cgroup_mkdir: names a short-lived cgroup's id */
 };
 
 struct event_header {
@@ -85,6 +89,9 @@ struct direct_reclaim_event {
 	__u64 nr_reclaimed_pages;
 	__s32 order;
 	__u32 retries;			/* do_try_to_free_pages() passes restarted */
+	/* Appended later: older recordings end here (struct_decoder's since=). */
+	__u64 cgroup_id;		/* bpf_get_current_cgroup_id(): cgroup v2 */
+	__u64 memcg_id;			/* the memory cgroup charged (current_memcg_id()) */
 };
 
 /* oom:mark_victim; sizes in kB as the tracepoint gives them */
@@ -100,6 +107,9 @@ struct mark_victim_event {
 	__s32 oom_score_adj;
 	__u32 pad;
 	char victim_comm[TASK_COMM_LEN_TR];
+	/* Appended later, of the killing task (a memcg OOM kills in its own memcg) */
+	__u64 cgroup_id;
+	__u64 memcg_id;
 };
 
 /* compact_zone(): mm_compaction_begin .. mm_compaction_end of one thread */
@@ -158,6 +168,9 @@ struct alloc_vmap_area_event {
 	__u32 flags;			/* VMAP_EV_* */
 	__u32 pad;
 	__u64 caller;			/* VMAP_EV_EXACT only: vm_struct.caller */
+	/* Appended later: older recordings end here */
+	__u64 cgroup_id;
+	__u64 memcg_id;
 };
 
 struct free_vmap_area_event {
@@ -223,6 +236,10 @@ struct shrink_slab_event {
 	__s32 priority;
 	__u32 context;			/* enum slab_reclaim_context */
 	__u64 reclaim_start_ns;		/* when that reclaim began (0: unknown) */
+	/* Appended later: older recordings end here.  Of the task running the
+	 * shrinker: kswapd's is the root; memcg reclaim's is the limited task's. */
+	__u64 cgroup_id;
+	__u64 memcg_id;
 };
 
 struct kmem_cache_event {
@@ -232,6 +249,46 @@ struct kmem_cache_event {
 	__s32 err;			/* shutdown: __kmem_cache_shutdown() (0: was empty) */
 	char name[SLAB_NAME_LEN];	/* kmem_cache.name: a merged cache's own name */
 	char requested[SLAB_NAME_LEN];	/* create: the name asked for (an alias's) */
+};
+
+/* Which function reclaimed a memory cgroup (memcg_reclaim_event.kind). */
+enum memcg_reclaim_kind {
+	MEMCG_RECLAIM_LIMIT = 0,	/* try_to_free_mem_cgroup_pages(): over max/high/limit */
+	MEMCG_RECLAIM_SOFTLIMIT = 1,	/* mem_cgroup_shrink_node(): v1 soft limit, by kswapd */
+};
+
+/*
+ * One memcg reclaim: mm_vmscan_memcg_reclaim_begin .. _end (or the softlimit
+ * pair), paired per thread in the kernel.  The tracepoints carry no memcg:
+ * the ids are the reclaiming task's, and caller*_ip, the first return
+ * addresses above try_to_free_mem_cgroup_pages(), say which limit made it
+ * reclaim (try_charge_memcg: max/limit_in_bytes; reclaim_high /
+ * mem_cgroup_handle_over_high: memory.high; memory_reclaim: proactive;
+ * memory_max_write / mem_cgroup_resize_max: a limit being lowered).
+ */
+struct memcg_reclaim_event {
+	struct event_header hdr;	/* hdr.ts_ns is the end; start = end - delta */
+	__u64 delta_ns;
+	__u64 gfp_flags;
+	__u64 nr_reclaimed_pages;
+	__u64 cgroup_id;		/* bpf_get_current_cgroup_id(): cgroup v2 */
+	__u64 memcg_id;			/* the task's memory cgroup (current_memcg_id()) */
+	__u64 caller0_ip;		/* kernel stack frames 1..3 (0: unknown) */
+	__u64 caller1_ip;
+	__u64 caller2_ip;
+	__s32 order;
+	__u32 kind;			/* enum memcg_reclaim_kind */
+};
+
+#define CGROUP_PATH_LEN 256
+
+/* cgroup:cgroup_mkdir, so a cgroup removed before user space looked is still named. */
+struct cgroup_mkdir_event {
+	struct event_header hdr;
+	__u64 id;			/* kernfs node id: what the records' ids are */
+	__s32 root;			/* hierarchy id (/proc/cgroups; 0: cgroup v2) */
+	__s32 level;
+	char path[CGROUP_PATH_LEN];	/* inside its hierarchy, cut at the length */
 };
 
 /*

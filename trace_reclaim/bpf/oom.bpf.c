@@ -18,6 +18,7 @@ BPF_HASH(compaction_begin, __u32, struct compaction_begin_state, 10240);
 TRACEPOINT_PROBE(oom, mark_victim)
 {
 	struct mark_victim_event *e;
+	struct task_cgroups cg;
 
 	e = reserve_event(sizeof(*e), EV_MARK_VICTIM);
 	if (!e)
@@ -33,6 +34,9 @@ TRACEPOINT_PROBE(oom, mark_victim)
 	e->pad = 0;
 	__builtin_memset(e->victim_comm, 0, sizeof(e->victim_comm));
 	TP_DATA_LOC_READ_STR(e->victim_comm, comm, sizeof(e->victim_comm));
+	cg = current_cgroups();
+	e->cgroup_id = cg.cgroup_id;
+	e->memcg_id = cg.memcg_id;
 	submit_event(e);
 	return 0;
 }

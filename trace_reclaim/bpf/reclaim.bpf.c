@@ -65,7 +65,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin)
 	__u32 tid = (__u32)id;
 	struct direct_reclaim_begin_state start = {};
 
-	if (!tgid_wanted(id >> 32))
+	if (!tgid_wanted(id >> 32) || !cgroup_wanted())
 		return 0;
 	start.ts_ns = bpf_ktime_get_ns();
 	start.gfp_flags = args->gfp_flags;
@@ -80,6 +80,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct direct_reclaim_begin_state *start, begin;
 	struct direct_reclaim_event *e;
+	struct task_cgroups cg;
 
 	start = direct_reclaim_begin.lookup(&tid);
 	if (!start)
@@ -95,6 +96,9 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 	e->order = begin.order;
 	e->nr_reclaimed_pages = args->nr_reclaimed;
 	e->retries = begin.retries;
+	cg = current_cgroups();
+	e->cgroup_id = cg.cgroup_id;
+	e->memcg_id = cg.memcg_id;
 	submit_event(e);
 	return 0;
 }

@@ -234,7 +234,7 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_start)
 
 	/* kernel threads (kswapd) have tgid == pid and pass tgid_wanted only
 	 * when unfiltered; shrinkers run for the whole machine anyway */
-	if (!tgid_wanted(id >> 32))
+	if (!tgid_wanted(id >> 32) || !cgroup_wanted())
 		return 0;
 	st.ts_ns = bpf_ktime_get_ns();
 	st.shr = shr;
@@ -260,6 +260,7 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_end)
 	struct shrink_slab_start_state *start, begin;
 	struct slab_reclaim_state *rc;
 	struct shrink_slab_event *e;
+	struct task_cgroups cg;
 
 	start = shrink_slab_start.lookup(&tid);
 	if (!start)
@@ -290,6 +291,9 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_end)
 		e->context = rc->context;
 		e->reclaim_start_ns = rc->ts_ns;
 	}
+	cg = current_cgroups();
+	e->cgroup_id = cg.cgroup_id;
+	e->memcg_id = cg.memcg_id;
 	submit_event(e);
 	return 0;
 }

@@ -233,8 +233,9 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 	__u32 flags = 0;
 	__u64 addr = args->addr, size = args->size, align = args->align;
 	int failed = args->failed;
+	struct task_cgroups cg;
 
-	if (!tgid_wanted(id >> 32))
+	if (!tgid_wanted(id >> 32) || !cgroup_wanted())
 		return 0;
 	/*
 	 * A huge attempt: __vmalloc_node_range rounded align and size to
@@ -290,6 +291,9 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 		vmalloc_stat(VS_STACK_ERRORS);
 	e->flags = flags;
 	e->pad = 0;
+	cg = current_cgroups();
+	e->cgroup_id = cg.cgroup_id;
+	e->memcg_id = cg.memcg_id;
 	submit_event(e);
 	return 0;
 }
@@ -379,7 +383,7 @@ static __always_inline int vmalloc_kmalloc(__u64 bytes_req, __u64 bytes_alloc,
 {
 	struct kmalloc_large_event *e;
 
-	if (!tgid_wanted(bpf_get_current_pid_tgid() >> 32))
+	if (!tgid_wanted(bpf_get_current_pid_tgid() >> 32) || !cgroup_wanted())
 		return 0;
 	e = reserve_event(sizeof(*e), EV_KMALLOC_LARGE);
 	if (!e)

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
             workload = json.loads(args.workload)
         except json.JSONDecodeError as e:
             raise UserError(f"--workload is not JSON: {e}", "pass a JSON object") from e
-    options = Options(slab_cache_accounting=not args.no_slab_accounting)
+    options = Options(slab_cache_accounting=not args.no_slab_accounting,
+                      cgroups=tuple(args.cgroup))
     registry = {name: t.configured(options) for name, t in tracers.registry().items()}
     if args.ebpf:
         probe = Probe(env.procfs, None, args.attach)
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan.missing),
                         "run 'trace-reclaim check'; this kernel lacks CONFIG_TRACEPOINTS "
                         "or the vmscan events")
+    if args.cgroup:
+        _check_cgroups(args.cgroup, plan)
     for m in plan.missing:
         env.warn(f"not tracing {m}")
     # From here until the session takes the compile's result, nothing may
@@ -92,6 +95,26 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
             return _trace(args, env, live, plan, header, registry, pending, out_path)
     finally:
         pending.wait()
+
+
+def _check_cgroups(wanted: Any, plan: Any) -> None:
+    """-c/--cgroup: every argument names a cgroup here, and the memcg tracer loads."""
+    from trace_reclaim import cgroupfs
+
+    if "memcg" not in plan.tracers:
+        raise UserError("-c/--cgroup needs the memcg tracer, which cannot load here: "
+                        + "; ".join(m for m in plan.missing if m.startswith("memcg")),
+                        "run 'trace-reclaim check'")
+    mounts = cgroupfs.cgroup_mounts()
+    mem, uni = cgroupfs.memory_mount(mounts), cgroupfs.unified_mount(mounts)
+    try:
+        cgroupfs.select_cgroups(wanted, cgroupfs.CgroupResolver(mem.path if mem else None),
+                                cgroupfs.CgroupResolver(uni.path if uni else None))
+    except LookupError as e:
+        where = ", ".join(m.path for m in (mem, uni) if m is not None) or "no cgroup mount"
+        raise UserError(f"-c {e.args[0]}: no such cgroup (looked in {where})",
+                        "give a path inside the hierarchy (/system.slice/x.service), a "
+                        "path under its mount, a unit name or a container id") from None
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from trace_reclaim import abi
 from trace_reclaim.env import Environment, UserError
 from trace_reclaim.tracer import Tracer
 
-__all__ = ["Run", "load_run", "run_metrics", "shrinker_key", "fold_shrinkers",
+__all__ = ["Run", "load_run", "run_metrics", "shrinker_key", "fold_shrinkers", "cgroup_key",
+           "cgroup_metrics",
            "never_drain_caches", "metric_unit", "metric_order", "doc_get", "fmt_value"]
 
 
@@ -98,6 +99,7 @@ def run_metrics(doc: Dict[str, Any]) -> Dict[str, Optional[float]]:
         caches = slab.get("caches")
         if isinstance(caches, list):
             out["slab.never_drain_caches"] = float(len(never_drain_caches(doc)))
+    out.update(cgroup_metrics(doc))
     vm = doc.get("vmalloc")
     by = vm.get("by_verdict") if isinstance(vm, dict) else None
     if isinstance(by, dict) and all(isinstance(by.get(v), dict) for v in ("huge", "fallback")):
@@ -110,6 +112,38 @@ def run_metrics(doc: Dict[str, Any]) -> Dict[str, Optional[float]]:
         out["vmalloc.huge"] = float(sum(1 for a in areas if a.get("verdict") == "huge"))
         out["vmalloc.fallback"] = float(sum(1 for a in areas if a.get("verdict") == "fallback"))
         out["vmalloc.huge_pages"] = float(sum(_num(a.get("huge_pages")) or 0 for a in areas))
+    return out
+
+
+# Per-cgroup values diff compares (report's top-level ``cgroups`` rows).
+CGROUP_VALUES = ("direct_stall_ns", "memcg_reclaims", "memcg_reclaim_ns", "memcg_pages")
+
+
+def cgroup_key(row: Dict[str, Any]) -> str:
+    """What a cgroup row is compared by across runs: its name, with the pid
+    in our own test cgroups' names (``trace-reclaim-test-<pid>-x``) elided."""
+    return re.sub(r"^trace-reclaim-test-\d+-", "trace-reclaim-test-*-", str(row.get("name")))
+
+
+def cgroup_metrics(doc: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    """``memcg.*`` totals and ``cgroup.<name>.<value>`` of every named cgroup row."""
+    out: Dict[str, Optional[float]] = {}
+    m = doc_get(doc, "memcg", "memcg_reclaim")
+    if not isinstance(m, dict):
+        return out
+    out["memcg.reclaims"] = _num(m.get("reclaims"))
+    out["memcg.total_ns"] = _num(m.get("total_ns"))
+    for r in doc.get("cgroups") or []:
+        if not isinstance(r, dict) or not r.get("path"):
+            continue
+        key = cgroup_key(r)
+        wanted = (["direct_stall_ns"] if r.get("direct_stalls") else []) + \
+            (list(CGROUP_VALUES[1:]) if r.get("memcg_reclaims") else [])
+        for k in wanted:
+            v = _num(r.get(k))
+            if v is not None:
+                name = f"cgroup.{key}.{k}"
+                out[name] = (out.get(name) or 0) + v
     return out
 
 
@@ -187,7 +221,7 @@ def metric_unit(name: str) -> str:
         return "ns"
     if name.endswith(".freed"):
         return "objects"
-    if name == "vmalloc.huge_pages":
+    if name == "vmalloc.huge_pages" or name.endswith(".memcg_pages"):
         return "pages"
     return "count"
 

@@ -26,7 +26,9 @@ class EpisodeBuilder:
     def __init__(self, window: Any,
                  facts: Optional[Mapping[int, Callable[[Any], Optional[EpisodeFact]]]] = None,
                  burst_gap_ns: int = BURST_GAP_NS,
-                 symbolize: Optional[Callable[[int], Optional[str]]] = None) -> None:
+                 symbolize: Optional[Callable[[int], Optional[str]]] = None,
+                 cgroup_name: Optional[Callable[[Tuple[str, int]], Optional[str]]] = None,
+                 ) -> None:
         self.window = window
         # What another tracer's event adds, by record type (its aggregator's
         # episode_fact); types in neither this nor _dispatch count as "other".
@@ -34,6 +36,8 @@ class EpisodeBuilder:
         # Names shrinker callbacks known only by address when their events
         # arrived (the slab tracer symbolizes them in later samples).
         self.symbolize = symbolize
+        # Names a task's cgroup key (the memcg tracer's, when loaded).
+        self.cgroup_name = cgroup_name
         self.gap = burst_gap_ns
         self.episodes: List[Episode] = []
         self.dropped = 0
@@ -218,6 +222,10 @@ class EpisodeBuilder:
             if task is None:
                 task = tasks[key] = Task(key, ev.tgid if key >= 0 else -1,
                                          ev.comm if key >= 0 else "[other tasks]")
+                # The task's cgroup (records since cgroup attribution carry it).
+                memcg_id, cgroup_id = getattr(ev, "memcg_id", 0), getattr(ev, "cgroup_id", 0)
+                if key >= 0 and (memcg_id or cgroup_id):
+                    task.cgroup = ("memcg", memcg_id) if memcg_id else ("cgroup", cgroup_id)
         task.stalls += 1
         task.total_ns += d
         task.pages += pages

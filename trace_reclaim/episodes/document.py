@@ -103,6 +103,7 @@ def episode_docs(b: EpisodeBuilder) -> List[Dict[str, Any]]:
             if b.taskstats:
                 row["delays"] = delays(b.taskstats, t.tid, end)
             stalls.append(row)
+        cgroups = _episode_cgroups(b, tasks)
         shr: List[Dict[str, Any]] = [
             {"name": b.shrinker_name(k), "calls": v[0], "scanned": v[1],
              "freed": v[2], "time_ns": v[3]} for k, v in ep.shrinkers.items()]
@@ -147,5 +148,26 @@ def episode_docs(b: EpisodeBuilder) -> List[Dict[str, Any]]:
             "watermarks": watermarks(b.zoneinfo, ep, end),
             "psi": psi(b.psi_ts, b.psi, ep.start_ns, end),
         }
+        if cgroups:  # only recordings with cgroup attribution have them
+            doc["cgroups"] = cgroups
         out.append(doc)
     return out
+
+
+def _episode_cgroups(b: EpisodeBuilder, tasks: List[Any]) -> List[Dict[str, Any]]:
+    """The cgroups whose tasks stalled in the episode, most stall time first."""
+    by: Dict[Tuple[str, int], List[int]] = {}
+    for t in tasks:
+        if t.cgroup is not None:
+            v = by.setdefault(t.cgroup, [0, 0, 0])
+            v[0] += t.stalls
+            v[1] += t.total_ns
+            v[2] += 1
+    rows: List[Dict[str, Any]] = []
+    for (hier, cgid), (n, ns, ntasks) in by.items():
+        name = b.cgroup_name((hier, cgid)) if b.cgroup_name is not None else None
+        rows.append({"hierarchy": "memory" if hier == "memcg" else "unified", "id": cgid,
+                     "name": name if name is not None else f"id {cgid}",
+                     "stalls": n, "stall_ns": ns, "tasks": ntasks})
+    rows.sort(key=lambda r: (-r["stall_ns"], r["id"]))
+    return rows[:TOP]

@@ -57,12 +57,14 @@ def zone_state(z: Dict[str, Any]) -> str:
 
 
 class Task:
-    __slots__ = ("tid", "tgid", "comm", "stalls", "total_ns", "max_ns", "pages")
+    __slots__ = ("tid", "tgid", "comm", "stalls", "total_ns", "max_ns", "pages", "cgroup")
 
     def __init__(self, tid: int, tgid: int, comm: str) -> None:
         self.tid = tid
         self.tgid = tgid
         self.comm = comm
+        # ("memcg" | "cgroup", id) of its first stall; None: not attributed
+        self.cgroup: Optional[Tuple[str, int]] = None
         self.stalls = 0
         self.total_ns = 0
         self.max_ns = 0

@@ -158,9 +158,9 @@ class Cgroup:
     def kill_all(self, timeout=10.0):
         """SIGKILL every task inside and wait until the cgroup is empty.
 
-        v2 has cgroup.kill (since Linux 5.14, commit 661ee6280931 "cgroup:
-        introduce cgroup.kill"), which also catches tasks forking at that
-        moment; v1 loops over cgroup.procs until it stays empty.
+        v2 has cgroup.kill (since Linux 5.14, "cgroup: introduce
+        cgroup.kill"), which also catches tasks forking at that moment; v1
+        loops over cgroup.procs until it stays empty.
         """
         kill_file = os.path.join(self.path, "cgroup.kill")
         if self.version == cgroupfs.V2 and os.path.exists(kill_file):

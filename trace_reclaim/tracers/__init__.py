@@ -3,7 +3,8 @@
 ``reclaim`` (kswapd, direct reclaim), ``vmalloc`` and ``slab`` (packages,
 split by what the code does: records, aggregation, rendering, reading /proc
 and /sys), ``compaction`` (records and counts the ``oom`` tracer's program
-produces) and ``oom`` (retry decisions, OOM kills).  Each tracer implements
+produces) ``oom`` (retry decisions, OOM kills) and ``memcg`` (memcg limit
+reclaim, and every attributed record summed per cgroup).  Each tracer implements
 the core's tracer API (``trace_reclaim.tracer``); ``registry()`` is the one
 place that lists them, for the commands.
 """
@@ -19,6 +20,7 @@ __all__ = ["registry"]
 
 def registry() -> Dict[str, Tracer]:
     """Every tracer this version has, by name, in report order."""
-    from trace_reclaim.tracers import oom, reclaim, slab, vmalloc
+    from trace_reclaim.tracers import memcg, oom, reclaim, slab, vmalloc
 
-    return {t.name: t for t in (reclaim.TRACER, vmalloc.TRACER, slab.TRACER, oom.TRACER)}
+    return {t.name: t for t in (reclaim.TRACER, vmalloc.TRACER, slab.TRACER, oom.TRACER,
+                                memcg.TRACER)}

@@ -49,6 +49,8 @@ class MarkVictim(events.Event):
     uid: int
     oom_score_adj: int
     victim_comm: str
+    cgroup_id: int = 0   # of the killing task (0: recorded before attribution)
+    memcg_id: int = 0
 
     def as_json(self) -> Dict[str, Any]:
         """The victim as the report and the episodes list it."""
@@ -71,7 +73,8 @@ class ReclaimRetryZone(events.Event):
     wmark_check: int
 
 
-events.register(EV_MARK_VICTIM, events.struct_decoder(MarkVictim, "mark_victim_event"))
+events.register(EV_MARK_VICTIM, events.struct_decoder(MarkVictim, "mark_victim_event",
+                                                                   since="cgroup_id"))
 events.register(EV_RECLAIM_RETRY_ZONE,
                 events.struct_decoder(ReclaimRetryZone, "reclaim_retry_zone_event"))
 

@@ -84,6 +84,8 @@ class DirectReclaim(events.Event):
     nr_reclaimed_pages: int
     order: int
     retries: int
+    cgroup_id: int = 0   # the task's cgroup v2 (0: recorded before attribution)
+    memcg_id: int = 0    # the memory cgroup it charges to (v1 memory or v2)
 
     @property
     def start_ns(self) -> int:
@@ -93,7 +95,8 @@ class DirectReclaim(events.Event):
 events.register(EV_WAKEUP_KSWAPD, events.struct_decoder(WakeupKswapd, "wakeup_kswapd_event"))
 events.register(EV_KSWAPD_WAKE, events.struct_decoder(KswapdWake, "kswapd_wake_event"))
 events.register(EV_KSWAPD_SLEEP, events.struct_decoder(KswapdSleep, "kswapd_wake_event"))
-events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "direct_reclaim_event"))
+events.register(EV_DIRECT_RECLAIM, events.struct_decoder(DirectReclaim, "direct_reclaim_event",
+                                                         since="cgroup_id"))
 _LRU = schema.Obj({"calls": schema.Int(0), "nr_scanned": schema.Int(0),
                    "nr_reclaimed": schema.Int(0)}, {"nr_taken": schema.Int(0)})
 # ReclaimTracer.sample(): lru_reclaim per reclaimer; /sys/kernel/mm/lru_gen/enabled.

@@ -52,6 +52,8 @@ class ShrinkSlab(events.Event):
     priority: int
     context: int
     reclaim_start_ns: int
+    cgroup_id: int = 0   # of the task running the shrinker (0: recorded before attribution)
+    memcg_id: int = 0
 
     # Checked by the decoder: a context outside enum slab_reclaim_context is damage.
     LIMITS: ClassVar[Dict[str, Tuple[int, int]]] = {
@@ -74,7 +76,8 @@ class KmemCacheEvent(events.Event):
     requested: str    # create: the name asked for
 
 
-events.register(EV_SHRINK_SLAB, events.struct_decoder(ShrinkSlab, "shrink_slab_event"))
+events.register(EV_SHRINK_SLAB, events.struct_decoder(ShrinkSlab, "shrink_slab_event",
+                                                     since="cgroup_id"))
 for _t in (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN):
     events.register(_t, events.struct_decoder(KmemCacheEvent, "kmem_cache_event"))
 

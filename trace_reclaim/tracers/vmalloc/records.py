@@ -43,6 +43,8 @@ class AllocVmapArea(events.Event):
     failed: int
     flags: int
     caller: int = 0    # vm_struct.caller (VMAP_EV_EXACT only): what /proc/vmallocinfo shows
+    cgroup_id: int = 0   # of the allocating task (0: recorded before attribution)
+    memcg_id: int = 0
 
 
 @dataclass(slots=True)
@@ -77,20 +79,10 @@ class KmallocLarge(events.Event):
     node: int
 
 
-_decode_alloc_vmap_area = events.struct_decoder(AllocVmapArea, "alloc_vmap_area_event")
-# Recordings made before the record carried the caller end 8 bytes earlier.
-_V1_SIZE = _decode_alloc_vmap_area.size - 8  # type: ignore[attr-defined]
-
-
-def _decode_alloc_vmap_area_any(payload: bytes) -> AllocVmapArea:
-    if len(payload) == _V1_SIZE:
-        payload = bytes(payload) + bytes(8)   # caller 0: not exact
-    return _decode_alloc_vmap_area(payload)
-
-
-for _attr in ("size", "format", "layout", "cls", "types"):
-    setattr(_decode_alloc_vmap_area_any, _attr, getattr(_decode_alloc_vmap_area, _attr))
-events.register(EV_ALLOC_VMAP_AREA, _decode_alloc_vmap_area_any)
+# Recordings made before the record carried the caller (then the cgroup ids)
+# end earlier: caller 0 (not exact), cgroup ids 0.
+events.register(EV_ALLOC_VMAP_AREA, events.struct_decoder(AllocVmapArea, "alloc_vmap_area_event",
+                                                          since="caller"))
 events.register(EV_FREE_VMAP_AREA, events.struct_decoder(FreeVmapArea, "free_vmap_area_event"))
 events.register(EV_PURGE_VMAP_AREA,
                 events.struct_decoder(PurgeVmapArea, "purge_vmap_area_event"))

@@ -171,3 +171,23 @@ def test_diff_compares_per_cgroup_with_our_test_cgroups_pid_elided():
     assert "cgroup./.memcg_reclaims" not in m       # no memcg reclaim there: not compared
     assert cgroup_key({"name": "trace-reclaim-test-42-pressure"}) == \
         "trace-reclaim-test-*-pressure"
+
+
+def test_damaged_memcg_samples_are_counted_and_skipped_not_fatal():
+    """A memcg sample of the wrong shape is damage (its declared schema), so the
+    aggregator never sees it; the report still renders and counts it."""
+    damaged = [
+        sample(BASE + 100, {"memcg": {"88": {"path": 5}}}),
+        sample(BASE + 101, {"memcg": {"88": {"path": "/x", "counters": {"version": 1,
+                                                                       "failcnt": "9"}}}}),
+        sample(BASE + 102, {"memcg": {"not-an-id": {"path": "/x"}}}),
+        sample(BASE + 103, {"memcg": ["88"]}),
+        sample(BASE + 104, {"callers": {"zz": "try_charge_memcg"}}),
+        sample(BASE + 105, {"mounts": {"memory": {"path": "/m", "version": "1"}}}),
+    ]
+    good = story()
+    c = correlate(good[:2] + damaged + good[2:])
+    doc = c.report()
+    assert doc["lost"]["undecodable_records"] == len(damaged)
+    assert doc == {**correlate(good).report(), "lost": doc["lost"]}
+    assert "records were damaged and skipped" in render_text(doc, c.aggs)

@@ -191,11 +191,17 @@ def test_anon_pressure_restores_on_sigterm(machine_state):
     assert anon_pressure.swaps() == swaps0
 
 
+def _pinned_dirs():
+    return {d for d in os.listdir("/var/tmp") if d.startswith("trace-reclaim-pinned-")}
+
+
 def test_pinned_dentries_restores_on_sigint(machine_state):
+    # Only the directory this run makes is ours: another program's (a killed
+    # run's) may already be there, and is not this test's to judge.
+    before = _pinned_dirs()
     p = _spawn("slab_dentries.py", "--mode", "pinned", "-n", "200000")
     try:
-        assert _wait_for(lambda: any(d.startswith("trace-reclaim-pinned-")
-                                     for d in os.listdir("/var/tmp")))
+        assert _wait_for(lambda: _pinned_dirs() - before)
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)
@@ -204,7 +210,7 @@ def test_pinned_dentries_restores_on_sigint(machine_state):
             p.kill()
             p.wait()
     assert p.returncode == 130, err
-    assert not any(d.startswith("trace-reclaim-pinned-") for d in os.listdir("/var/tmp"))
+    assert not _pinned_dirs() - before
 
 
 def test_cli_error_format():

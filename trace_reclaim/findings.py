@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from trace_reclaim import gfp
+
 __all__ = ["findings", "SEVERITIES", "KINDS"]
 
 SEVERITIES = ("critical", "warning", "info")
@@ -48,11 +50,61 @@ def _f(kind: str, severity: str, title: str, evidence: Dict[str, Any], meaning: 
             "meaning": meaning, "episodes": episodes or []}
 
 
+def _memcg_oom(doc: Dict[str, Any], v: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The finding for a kill by the memcg OOM killer, or None for a global one.
+
+    The memcg tracer remembers each task's last reclaim: a kill whose killing
+    task had just reclaimed its own cgroup at its limit was made by
+    mem_cgroup_out_of_memory(), whatever global episode was open then.
+    """
+    memcg = doc.get("memcg") or {}
+    kill = next((k for k in memcg.get("oom_kills", [])
+                 if (k["ts_ns"], k["victim_pid"]) == (v["ts_ns"], v["pid"])), None)
+    if kill is None or not kill["memcg_oom"]:
+        return None
+    cg = kill["cgroup"]
+    row = next((r for r in doc.get("cgroups", [])
+                if (r["hierarchy"], r["id"]) == (cg["hierarchy"], cg["id"])), None)
+    where = row["path"] or row["name"] if row else f"memcg id {cg['id']}"
+    trig = kill["trigger"]
+    evidence = {"victim_pid": v["pid"], "victim_comm": v["comm"],
+                "anon_rss_kb": v["anon_rss_kb"], "file_rss_kb": v["file_rss_kb"],
+                "oom_score_adj": v["oom_score_adj"],
+                "chosen_by": f"{v['by_pid']} ({v['by_comm']})",
+                "cgroup": where, "cgroup_id": cg["id"],
+                "trigger_gfp": f"{gfp.names(trig['gfp_flags'])} ({trig['gfp_flags']:#x})",
+                "trigger_order": trig["order"],
+                "last_memcg_reclaim_before_kill_ns": trig["before_kill_ns"]}
+    if row is not None:
+        evidence.update({"cgroup_memcg_reclaims": row["memcg_reclaims"],
+                         "cgroup_memcg_reclaim_ns": row["memcg_reclaim_ns"],
+                         "cgroup_pages_reclaimed": row["memcg_pages"]})
+    return _f("oom_kill", "critical",
+              f"memcg OOM killer killed pid {v['pid']} ({v['comm']}) in {where}, "
+              f"anon-rss {v['anon_rss_kb'] // 1024} MiB: an order-{trig['order']} charge "
+              "could not be reclaimed below the cgroup's limit",
+              evidence,
+              "A charge found the cgroup at its limit (memory.max, v1 "
+              "memory.limit_in_bytes); try_charge_memcg() reclaimed the cgroup's own "
+              "pages (try_to_free_mem_cgroup_pages()) MAX_RECLAIM_RETRIES (16) times "
+              "without making room, then mem_cgroup_out_of_memory() killed the task "
+              "with the highest oom_badness() inside that cgroup. The machine was not "
+              "short of memory: raise the limit or shrink the workload, not the "
+              "machine's watermarks.")
+
+
 def _oom(doc: Dict[str, Any], eps: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     out = []
     seen = set()
+    for v in (doc.get("oom") or {}).get("victims", []):
+        f = _memcg_oom(doc, v)
+        if f is not None:
+            seen.add((v["ts_ns"], v["pid"]))
+            out.append(f)
     for ep in eps:
         for v in ep.get("oom_kills", []):
+            if (v["ts_ns"], v["pid"]) in seen:
+                continue
             seen.add((v["ts_ns"], v["pid"]))
             seq = " -> ".join(p for p, _ in ep.get("sequence", []))
             out.append(_f(

@@ -32,6 +32,20 @@ def test_oom_kills_are_traced_and_counted_exactly(live, tmp_path):
     assert doc["lost"]["total"] == 0
     kinds = [f for f in doc["findings"] if f["kind"] == "oom_kill"]
     assert sorted(f["evidence"]["victim_pid"] for f in kinds) == killed
+    # Each kill is the memcg OOM killer's, in our cgroup, after the victim's
+    # own reclaim at the limit; the allocation that triggered it is named.
+    kills = doc["memcg"]["oom_kills"]
+    assert sorted(k["victim_pid"] for k in kills) == killed
+    for k in kills:
+        assert k["memcg_oom"] and k["trigger"]["reclaim"] == "memcg"
+        assert k["trigger"]["order"] == 0 and k["trigger"]["before_kill_ns"] >= 0
+        assert k["cgroup"]["id"] == res["cgroup_id"]
+    for f in kinds:
+        assert f["title"].startswith("memcg OOM killer killed")
+        assert f["evidence"]["cgroup"] == res["cgroup"]
+        assert f["evidence"]["cgroup_memcg_reclaims"] > 0
+    (row,) = [r for r in doc["cgroups"] if r["id"] == res["cgroup_id"]]
+    assert row["path"] == res["cgroup"] and row["oom_kills"] == len(killed)
     # the cgroup is gone, and nothing of ours is left behind
     mount = _cgroup.find_memory_mount()
     assert not os.path.exists(mount.path + res["cgroup"])

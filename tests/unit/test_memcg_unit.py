@@ -191,3 +191,34 @@ def test_damaged_memcg_samples_are_counted_and_skipped_not_fatal():
     assert doc["lost"]["undecodable_records"] == len(damaged)
     assert doc == {**correlate(good).report(), "lost": doc["lost"]}
     assert "records were damaged and skipped" in render_text(doc, c.aggs)
+
+
+def mark_victim(ts, victim, by_pid, memcg_id, comm="worker"):
+    t = abi.EV_MARK_VICTIM
+    return t, synth.record("mark_victim_event", t, ts, pid=by_pid, comm=comm,
+                           anon_rss_kb=65536, victim_pid=victim, victim_comm=comm,
+                           cgroup_id=1, memcg_id=memcg_id)
+
+
+def test_an_oom_kill_right_after_its_tasks_memcg_reclaim_is_the_memcg_oom_killers():
+    """The killing task's last reclaim was its own cgroup's, just before: a memcg
+    OOM kill, with the charge that triggered it.  A kill by a task whose last
+    reclaim was direct (global) reclaim, or long ago, is not."""
+    good = story()
+    kills = [
+        memcg_reclaim(BASE + 7_600_000, 100_000, 0, 88, pid=900, comm="hog"),
+        mark_victim(BASE + 7_700_000, 900, 900, 88, comm="hog"),
+        mark_victim(BASE + 7_800_000, 701, 700, 1, comm="free"),      # after direct reclaim
+    ]
+    doc = correlate(good[:-3] + kills + good[-3:]).report()
+    by_victim = {k["victim_pid"]: k for k in doc["memcg"]["oom_kills"]}
+    hog, free = by_victim[900], by_victim[701]
+    assert hog["memcg_oom"] and hog["cgroup"] == {"hierarchy": "memory", "id": 88}
+    assert hog["trigger"] == {"reclaim": "memcg", "ts_ns": BASE + 7_600_000,
+                              "before_kill_ns": 100_000, "gfp_flags": 0xcc0, "order": 0}
+    assert not free["memcg_oom"] and free["trigger"]["reclaim"] == "direct"
+    oom = {f["evidence"]["victim_pid"]: f for f in doc["findings"] if f["kind"] == "oom_kill"}
+    assert oom[900]["title"].startswith("memcg OOM killer killed pid 900 (hog) in "
+                                        "/trace-reclaim-test-1-x")
+    assert oom[900]["evidence"]["trigger_order"] == 0
+    assert not oom[701]["title"].startswith("memcg OOM")

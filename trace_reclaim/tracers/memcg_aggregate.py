@@ -44,6 +44,12 @@ __all__ = [
 
 #: Cgroups kept per report (the rest are summed as "other").
 MAX_CGROUPS = 256
+#: Tasks whose last reclaim is remembered for the OOM kill that may follow.
+MAX_TASKS = 4096
+MAX_OOM_KILLS = 256
+#: An OOM kill follows its task's failed reclaim at once (MAX_RECLAIM_RETRIES
+#: passes, then out_of_memory()); a reclaim longer ago is not its trigger.
+TRIGGER_WINDOW_NS = 1_000_000_000
 #: Cgroups whose counters one sample reads.
 MAX_COUNTED = 256
 MAX_CALLERS = 256
@@ -237,6 +243,11 @@ class MemcgAggregator(Aggregator):
         self.filter: List[str] = []
         self._iv: Dict[str, int] = {"memcg_reclaims": 0, "memcg_reclaim_ns": 0,
                                     "memcg_pages": 0}
+        # Each task's last reclaim (memcg or direct): the allocation an OOM
+        # kill the task then makes was that reclaim's (out_of_memory() runs in
+        # the charging/allocating task right after its reclaim gave up).
+        self._last_reclaim: Dict[int, Tuple[str, int, int, int, Tuple[str, int] | None]] = {}
+        self.oom_kills: List[Dict[str, Any]] = []
 
     # -- events ---------------------------------------------------------------
     def _cg(self, key: Tuple[str, int]) -> _Cg:
@@ -292,6 +303,7 @@ class MemcgAggregator(Aggregator):
         iv["memcg_reclaim_ns"] += d
         iv["memcg_pages"] += ev.nr_reclaimed_pages
         key = _key(ev)
+        self._remember(ev.pid, "memcg", ev, key)
         if key is None:
             return
         c = self._cg(key)
@@ -327,8 +339,16 @@ class MemcgAggregator(Aggregator):
         elif len(c.comms) < 8:
             c.comms[comm] = 1
 
+    def _remember(self, pid: int, kind: str, ev: Any,
+                  key: Optional[Tuple[str, int]]) -> None:
+        last = self._last_reclaim
+        if pid not in last and len(last) >= MAX_TASKS:
+            del last[next(iter(last))]   # the oldest task
+        last[pid] = (kind, ev.ts_ns, ev.gfp_flags, ev.order, key)
+
     def _direct_reclaim(self, ev: Any) -> None:
         key = _key(ev)
+        self._remember(ev.pid, "direct", ev, key)
         if key is None or ev.ts_ns - ev.delta_ns < self.window.start_ns:
             return
         c = self._cg(key)
@@ -358,6 +378,23 @@ class MemcgAggregator(Aggregator):
         key = _key(ev)
         if key is not None:
             self._cg(key).oom_kills += 1
+        if len(self.oom_kills) >= MAX_OOM_KILLS:
+            return
+        kill: Dict[str, Any] = {"ts_ns": ev.ts_ns, "victim_pid": ev.victim_pid,
+                                "by_pid": ev.pid, "memcg_oom": False, "cgroup": None,
+                                "trigger": None}
+        if key is not None:
+            kill["cgroup"] = {"hierarchy": "memory" if key[0] == "memcg" else "unified",
+                              "id": key[1]}
+        last = self._last_reclaim.get(ev.pid)
+        if last is not None and ev.ts_ns - last[1] <= TRIGGER_WINDOW_NS:
+            kind, ts, gfp, order, rkey = last
+            kill["trigger"] = {"reclaim": kind, "ts_ns": ts, "before_kill_ns": ev.ts_ns - ts,
+                               "gfp_flags": gfp, "order": order}
+            # The killing task's last reclaim was its own cgroup's, at its
+            # limit: mem_cgroup_out_of_memory(), not the global OOM killer.
+            kill["memcg_oom"] = kind == "memcg" and rkey == key
+        self.oom_kills.append(kill)
 
     # -- samples ----------------------------------------------------------------
     def on_sample(self, sample: Any) -> None:
@@ -482,6 +519,7 @@ class MemcgAggregator(Aggregator):
             },
             "mounts": self.mounts,
             "filter": self.filter,
+            "oom_kills": self.oom_kills,
             "cgroups": rows,
         }
 

@@ -68,7 +68,8 @@ def run(kills=1, limit_mib=DEFAULT_LIMIT_MIB, timeout=60.0, log=print):
     """
     _restore.require_root()
     victims = []
-    with _restore.signals_to_exceptions(), \
+    # Under the machine lock: other workloads' checks count /proc/vmstat's oom_kill.
+    with _restore.machine_lock(), _restore.signals_to_exceptions(), \
             _cgroup.memory_cgroup("oom", limit_bytes=limit_mib * MiB, log=log) as cg:
         _keep_swap_out(cg)
         vm0, cg0 = PROC.vmstat().get("oom_kill", 0), oom_kills_of(cg)

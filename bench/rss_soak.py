@@ -45,13 +45,17 @@ def status(pid: int) -> dict:
     return out
 
 
-def workloads(stop: threading.Event, counts: dict) -> None:
+def workloads(stop: threading.Event, counts: dict, pressure_seconds: float = 10) -> None:
+    """Loop the pressure, dentry-churn and huge-vmalloc workloads until ``stop``.
+
+    Also serve_soak.py's load.
+    """
     quiet = lambda *a, **k: None  # noqa: E731
     # One hold of the machine lock for the whole soak (the lock is per
     # thread): other workloads wait instead of interleaving with ours.
     with machine_lock(timeout=1800):
         while not stop.is_set():
-            pressure.run(seconds=10, log=quiet)
+            pressure.run(seconds=pressure_seconds, log=quiet)
             counts["pressure"] += 1
             if stop.is_set():
                 break

@@ -52,22 +52,6 @@ def cpu_seconds(addr: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def workloads(stop: threading.Event, counts: Dict[str, int]) -> None:
-    from trace_reclaim.examples import pressure, slab_churn, vmalloc_huge
-
-    quiet = lambda *a, **k: None  # noqa: E731
-    while not stop.is_set():
-        pressure.run(seconds=8, log=quiet)
-        counts["pressure"] += 1
-        if stop.is_set():
-            break
-        slab_churn.churn(seconds=3)
-        counts["churn"] += 1
-        vmalloc_huge.trigger(count=2)
-        counts["vmalloc"] += 1
-        stop.wait(2)
-
-
 def live(seconds: float, idle: float) -> int:
     d = tempfile.mkdtemp()
     err_path = os.path.join(d, "serve.err")
@@ -93,7 +77,9 @@ def live(seconds: float, idle: float) -> int:
     samples: List[Tuple[float, int, int, float]] = []
     stop = threading.Event()
     counts = {"pressure": 0, "churn": 0, "vmalloc": 0}
-    t = threading.Thread(target=workloads, args=(stop, counts))
+    from rss_soak import workloads  # bench/ is this script's directory
+
+    t = threading.Thread(target=workloads, args=(stop, counts, 8))
     t0 = time.monotonic()
     try:
         while time.monotonic() - t0 < seconds:

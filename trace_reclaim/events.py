@@ -198,7 +198,7 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     fmt = layout.format(skip=[f.name for f in layout.flat if abi.is_pad(f.name)])
     compiled = struct.Struct(fmt)
     size = compiled.size
-    unpack = compiled.unpack
+    unpack_from = compiled.unpack_from
     first = layout.field(since).offset if since is not None else size
     legacy = frozenset(f.offset for f in layout.flat if f.offset >= first)
     make = _maker(cls, names, [i for i, f in enumerate(flat) if f.is_string and i != 5])
@@ -209,14 +209,10 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     types: Set[int] = set()
     name = cls.__name__
 
-    def decode_struct(payload: bytes) -> Any:
-        try:
-            v = unpack(payload)
-        except struct.error:
-            if len(payload) not in legacy:
-                raise DecodeError(f"{name}: {len(payload)} bytes, need {size}") from None
-            # an older recording: the fields added since end it earlier; they read 0
-            v = unpack(bytes(payload) + bytes(size - len(payload)))
+    def decode_at(buf: bytes, offset: int) -> Any:
+        # The record of exactly ``size`` bytes at ``offset`` of ``buf``: replay
+        # decodes in place in the block, without a copy of each record.
+        v = unpack_from(buf, offset)
         if v[1] not in types:
             raise DecodeError(f"{name}: event_header.type {v[1]} is not its type")
         if in_limits is not None and not in_limits(v):
@@ -227,6 +223,15 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
             comm = _comm(raw)
         return make(v, comm)
 
+    def decode_struct(payload: bytes) -> Any:
+        n = len(payload)
+        if n == size:
+            return decode_at(payload, 0)
+        if n not in legacy:
+            raise DecodeError(f"{name}: {n} bytes, need {size}")
+        # an older recording: the fields added since end it earlier; they read 0
+        return decode_at(bytes(payload) + bytes(size - n), 0)
+
     # What tests/unit/test_abi.py checks against the compiled header.
     decode_struct.size = size  # type: ignore[attr-defined]
     decode_struct.format = fmt  # type: ignore[attr-defined]
@@ -234,6 +239,7 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     decode_struct.cls = cls  # type: ignore[attr-defined]
     decode_struct.types = types  # type: ignore[attr-defined]
     decode_struct.legacy_sizes = legacy  # type: ignore[attr-defined]
+    decode_struct.decode_at = decode_at  # type: ignore[attr-defined]
     return decode_struct
 
 

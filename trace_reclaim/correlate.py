@@ -68,6 +68,9 @@ class Correlator:
             self.aggs[t.name] = agg
             for ty in t.event_types:
                 self._by_type[ty] = agg
+        # Aggregators whose handlers hold records for ``flush`` to count.
+        self._flushes = [a.flush for a in self.aggs.values()
+                         if type(a).flush is not Aggregator.flush]
         # Aggregators that also see other tracers' records (Aggregator.observes).
         self._observers: Dict[int, List[Any]] = {}
         for agg in self.aggs.values():
@@ -174,6 +177,11 @@ class Correlator:
                     ep_feed(ev)
         finally:
             self.events += counted
+            self._flush()
+
+    def _flush(self) -> None:
+        for flush in self._flushes:
+            flush()
 
     def feed_block(self, payload: bytes) -> None:
         """Feed every record of one block of a recording (``Reader.payloads``).
@@ -240,6 +248,7 @@ class Correlator:
                     ep_feed(ev)
         finally:
             self.events += counted
+            self._flush()
 
     def feed(self, ev: Any) -> Optional[Dict[str, Any]]:
         agg = self._by_type.get(ev.type) if isinstance(ev, events.Event) else None
@@ -256,7 +265,10 @@ class Correlator:
             for fn in self._observers.get(ev.type, ()):
                 fn(ev)
             self._ep_feed(ev)
+            self._flush()
             return None
+        # What the handlers held is counted before anything else reads it.
+        self._flush()
         if isinstance(ev, events.Tick):
             return self._tick(ev)
         if isinstance(ev, events.Snapshot):

@@ -209,7 +209,7 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     types: Set[int] = set()
     name = cls.__name__
 
-    def decode_at(buf: bytes, offset: int) -> Any:
+    def decode_checked(buf: bytes, offset: int) -> Any:
         # The record of exactly ``size`` bytes at ``offset`` of ``buf``: replay
         # decodes in place in the block, without a copy of each record.
         v = unpack_from(buf, offset)
@@ -222,6 +222,9 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
         if comm is None:
             comm = _comm(raw)
         return make(v, comm)
+
+    decode_at = _fast_decoder(cls, names, flat, unpack_from, types) if (
+        in_limits is None and not hasattr(cls, "__post_init__")) else decode_checked
 
     def decode_struct(payload: bytes) -> Any:
         n = len(payload)
@@ -241,6 +244,36 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     decode_struct.legacy_sizes = legacy  # type: ignore[attr-defined]
     decode_struct.decode_at = decode_at  # type: ignore[attr-defined]
     return decode_struct
+
+
+def _fast_decoder(cls: type, names: List[str], flat: List[abi.Field], unpack_from: Any,
+                  types: Set[int]) -> Callable[[bytes, int], Any]:
+    """``decode_checked`` as one generated function, for the per-record hot path.
+
+    The same checks (event_header.type is one of ``types``) and the same
+    object, without a tuple indexed field by field or a second call:
+    the values unpack into locals that are stored in a new ``cls``'s slots.
+    For classes without LIMITS or __post_init__.
+    """
+    values = [f"_{i}" for i in range(len(names))]
+
+    def value(i: int) -> str:
+        return "comm" if i == 5 else f"cstr(_{i})" if flat[i].is_string else f"_{i}"
+    stores = "".join(f"    o.{n} = {value(i)}\n" for i, n in enumerate(names))
+    src = (f"def decode_at(buf, offset):\n"
+           f"    {', '.join(values)} = unpack_from(buf, offset)\n"
+           f"    if _1 not in types:\n"
+           f"        raise DecodeError(f'{cls.__name__}: event_header.type {{_1}} "
+           f"is not its type')\n"
+           f"    comm = cache.get(_5)\n"
+           f"    if comm is None:\n"
+           f"        comm = cstr(_5)\n"
+           f"    o = new(cls)\n{stores}    return o\n")
+    scope: Dict[str, Any] = {"new": object.__new__, "cls": cls, "cstr": _comm,
+                             "cache": _comm_cache, "types": types,
+                             "unpack_from": unpack_from, "DecodeError": DecodeError}
+    exec(src, scope)  # noqa: S102 - field names of our own dataclasses, checked against events.h
+    return scope["decode_at"]
 
 
 def _limits_check(cls: type, names: List[str]) -> Optional[Callable[[Any], bool]]:

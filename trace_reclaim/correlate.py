@@ -187,10 +187,11 @@ class Correlator:
         """Feed every record of one block of a recording (``Reader.payloads``).
 
         What ``feed_records`` does with the block's records, in the same
-        order with the same checks, but a record of a hot path's struct at its
-        full size is decoded in place in the block (no copy, no tuple).  The
-        framing is recording.py's: ``u16 type, u16 len`` (``0xffff``: a u32
-        length follows), then the payload; ``payload`` must have been checked
+        order with the same checks, but a hot path's record of a size its
+        decoder takes in place (``by_size``) is decoded where it lies in the
+        block, without a copy of it or a tuple for it.  The framing is
+        recording.py's: ``u16 type, u16 len`` (``0xffff``: a u32 length
+        follows), then the payload; ``payload`` must have been checked
         to frame its records exactly.
         """
         hot_of = self._hot_in_place
@@ -221,16 +222,16 @@ class Correlator:
                         continue
                     hot = self._hot_path(type_id)
                     if hot:
-                        # struct_decoder's in-place decoder, for records of its full size
-                        decode_at = getattr(hot[0], "decode_at", None)
-                        hot = (decode_at, -1 if decode_at is None else hot[0].size, *hot)
+                        # struct_decoder's in-place decoders, by record size
+                        hot = (getattr(hot[0], "by_size", {}), *hot)
                     hot_of[type_id] = hot
                 if not hot:  # decodes and counts as unknown or not-this-session
                     self._decode_and_feed(type_id, payload[at:off])
                     continue
-                decode_at, size, dec, agg_feed, ep_feed = hot
+                by_size, dec, agg_feed, ep_feed = hot
+                decode_at = by_size.get(n)
                 try:
-                    ev = decode_at(payload, at) if n == size else dec(payload[at:off])
+                    ev = dec(payload[at:off]) if decode_at is None else decode_at(payload, at)
                 except events.DecodeError:
                     self.decode_errors += 1
                     continue

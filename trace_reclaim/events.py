@@ -223,13 +223,29 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
             comm = _comm(raw)
         return make(v, comm)
 
-    decode_at = _fast_decoder(cls, names, flat, unpack_from, types) if (
-        in_limits is None and not hasattr(cls, "__post_init__")) else decode_checked
+    fast = in_limits is None and not hasattr(cls, "__post_init__")
+    decode_at = _fast_decoder(cls, names, flat, unpack_from, types) if fast \
+        else decode_checked
+    # The in-place decoder for each record size taken: the struct's, and for
+    # a class on the generated path, each older struct's (the fields it lacks
+    # read as from zero bytes, as decode_struct pads them).
+    by_size: Dict[int, Callable[[bytes, int], Any]] = {size: decode_at}
+    if fast:
+        zero = compiled.unpack(bytes(size))
+        for at in sorted(legacy):
+            kept = [f for f in flat if f.offset < at]
+            prefix = layout.format(skip=[f.name for f in layout.flat if abi.is_pad(f.name)
+                                         or f.offset >= at])
+            # the old struct's bytes only: the skipped tail is not read
+            prefix = prefix.rstrip("0123456789x") or "<"
+            by_size[at] = _fast_decoder(cls, names, flat, struct.Struct(prefix).unpack_from,
+                                        types, zero[len(kept):])
 
     def decode_struct(payload: bytes) -> Any:
         n = len(payload)
-        if n == size:
-            return decode_at(payload, 0)
+        d = by_size.get(n)
+        if d is not None:
+            return d(payload, 0)
         if n not in legacy:
             raise DecodeError(f"{name}: {n} bytes, need {size}")
         # an older recording: the fields added since end it earlier; they read 0
@@ -243,25 +259,30 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     decode_struct.types = types  # type: ignore[attr-defined]
     decode_struct.legacy_sizes = legacy  # type: ignore[attr-defined]
     decode_struct.decode_at = decode_at  # type: ignore[attr-defined]
+    decode_struct.by_size = by_size  # type: ignore[attr-defined]
     return decode_struct
 
 
 def _fast_decoder(cls: type, names: List[str], flat: List[abi.Field], unpack_from: Any,
-                  types: Set[int]) -> Callable[[bytes, int], Any]:
+                  types: Set[int], tail: Tuple[Any, ...] = ()) -> Callable[[bytes, int], Any]:
     """``decode_checked`` as one generated function, for the per-record hot path.
 
     The same checks (event_header.type is one of ``types``) and the same
     object, without a tuple indexed field by field or a second call:
     the values unpack into locals that are stored in a new ``cls``'s slots.
-    For classes without LIMITS or __post_init__.
+    For classes without LIMITS or __post_init__.  ``unpack_from`` may
+    unpack the first fields only (an older, shorter struct): ``tail`` holds
+    the values of the others.
     """
     values = [f"_{i}" for i in range(len(names))]
+    read = values[:len(values) - len(tail)]
 
     def value(i: int) -> str:
         return "comm" if i == 5 else f"cstr(_{i})" if flat[i].is_string else f"_{i}"
     stores = "".join(f"    o.{n} = {value(i)}\n" for i, n in enumerate(names))
     src = (f"def decode_at(buf, offset):\n"
-           f"    {', '.join(values)} = unpack_from(buf, offset)\n"
+           f"    {', '.join(read)}, = unpack_from(buf, offset)\n"
+           + (f"    {', '.join(values[len(read):])}, = tail\n" if tail else "") +
            f"    if _1 not in types:\n"
            f"        raise DecodeError(f'{cls.__name__}: event_header.type {{_1}} "
            f"is not its type')\n"
@@ -271,7 +292,8 @@ def _fast_decoder(cls: type, names: List[str], flat: List[abi.Field], unpack_fro
            f"    o = new(cls)\n{stores}    return o\n")
     scope: Dict[str, Any] = {"new": object.__new__, "cls": cls, "cstr": _comm,
                              "cache": _comm_cache, "types": types,
-                             "unpack_from": unpack_from, "DecodeError": DecodeError}
+                             "unpack_from": unpack_from, "DecodeError": DecodeError,
+                             "tail": tail}
     exec(src, scope)  # noqa: S102 - field names of our own dataclasses, checked against events.h
     return scope["decode_at"]
 

@@ -7,6 +7,7 @@ the fixtures and for damaged recordings alike.
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from typing import Any, List, Tuple
@@ -106,3 +107,40 @@ def test_a_block_whose_records_do_not_add_up_stops_both_paths(tmp_path, cut):
     in_place, listed = _both(path)
     assert in_place == listed
     assert "a block's records do not add up" in in_place[2]
+
+
+def _struct_decoders() -> List[Any]:
+    tracers.registry()
+    return [d for d in set(events._DECODERS.values()) if hasattr(d, "by_size")]
+
+
+@pytest.mark.parametrize("dec", _struct_decoders(), ids=lambda d: d.cls.__name__)
+def test_in_place_decoders_decode_what_decode_struct_decodes(dec):
+    """Every size a decoder takes in place (its struct's, and older structs'
+    for classes on the generated path) gives the object or the DecodeError
+    that padding the record and decoding it whole gives."""
+    rnd = random.Random(dec.size)
+    ty = min(dec.types)
+    assert set(dec.by_size) <= {dec.size} | set(dec.legacy_sizes)
+    for n in sorted(dec.by_size):
+        for i in range(50):
+            raw = bytearray(rnd.randbytes(n))
+            if i % 5:  # mostly its own type, so that the whole record decodes
+                struct.pack_into("<I", raw, 8, ty)
+            padded = bytes(raw) + bytes(dec.size - n)
+            try:
+                want: Any = dec(padded)
+            except events.DecodeError as e:
+                want = ("error", str(e))
+            buf = b"\xaa" * 7 + bytes(raw) + b"\xbb" * 9
+            try:
+                got: Any = dec.by_size[n](buf, 7)
+            except events.DecodeError as e:
+                got = ("error", str(e))
+            assert got == want
+
+
+def test_older_structs_decode_in_place():
+    """direct_reclaim_event before its cgroup ids, and the other grown structs."""
+    grown = [d for d in _struct_decoders() if len(d.by_size) > 1]
+    assert any(d.cls.__name__ == "DirectReclaim" for d in grown)

@@ -62,6 +62,14 @@ __all__ = [
 
 _STAT_NAMES = abi.slots("vmalloc_stat", "VS_")  # vmalloc_stats' slots, in index order
 _HUGE_ORDER_MAX = 20
+# How long an armed task's huge-order page allocations still count for its
+# area.  Each one may compact and reclaim first (the allocation that fails
+# is the slow one): under emulation one took over a second (the 6.12 VM
+# tier's tracepoint plan saw a fallback at the area's free but never its
+# failed allocation), as it can on a loaded machine mid-incident.  The other
+# disarm rules (all pages, a failure, the free, a new arm, page misses) end
+# an arm first in every case but a lost event.
+ARM_TIMEOUT_NS = 10_000_000_000
 
 
 class VmallocTracer(Tracer):
@@ -107,7 +115,8 @@ class VmallocTracer(Tracer):
         attaches: List[Attach] = []
         page, huge, order = self.geometry(probe)
         cflags = [f"-DVMALLOC_HUGE_ORDER={order}", f"-DVMALLOC_HUGE_BYTES={huge}ULL",
-                  f"-DVMALLOC_PAGE_BYTES={page}ULL", f"-DVMALLOC_KMALLOC_MIN={page + 1}"]
+                  f"-DVMALLOC_PAGE_BYTES={page}ULL", f"-DVMALLOC_KMALLOC_MIN={page + 1}",
+                  f"-DVMALLOC_ARM_TIMEOUT_NS={ARM_TIMEOUT_NS}ULL"]
         for cat, ev in self.tracepoints[:3]:
             ok = probe.tracepoint_exists(cat, ev)
             attaches.append(Attach(f"{cat}:{ev}", f"tracepoint {cat}:{ev}" if ok else "none",
@@ -240,7 +249,7 @@ class VmallocTracer(Tracer):
 
     @staticmethod
     def _stale_armed(bpf: Any) -> int:
-        """Tasks armed for over a second: left by an area that never got pages.
+        """Tasks armed past ARM_TIMEOUT_NS: left by an area that never got pages.
 
         Only counted: the kernel disarms them at the task's next page
         allocation or vmalloc; deleting them from here could not keep the
@@ -250,7 +259,7 @@ class VmallocTracer(Tracer):
 
         now = time.monotonic_ns()  # bpf_ktime_get_ns() is CLOCK_MONOTONIC
         return sum(1 for _k, v in bpf["vmalloc_armed"].items()
-                   if now - v.ts_ns > 1_000_000_000)
+                   if now - v.ts_ns > ARM_TIMEOUT_NS)
 
 
 TRACER = VmallocTracer()

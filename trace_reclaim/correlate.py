@@ -94,6 +94,9 @@ class Correlator:
         self.ended: Optional[str] = None
         self._last_tick_ns = 0
         self._lost_at_tick: Dict[int, int] = {}
+        # When the tracers' programs were attached, for a recording whose
+        # BPF objects attached one after another ("attach" snapshots).
+        self.attach: Optional[Dict[str, Any]] = None
 
     # -- input -------------------------------------------------------------
     def feed_record(self, type_id: int, payload: bytes) -> Optional[Dict[str, Any]]:
@@ -224,7 +227,59 @@ class Correlator:
                 return name
         return None
 
+    def _attach_snapshot(self, snap: events.Snapshot) -> None:
+        """Note when each tracer began; a later one's aggregator counts from then.
+
+        Its aggregator sees the /proc/vmstat reading taken as it attached as
+        its "start", so its kernel cross-checks cover the same time as its
+        records.
+        """
+        d = snap.data if isinstance(snap.data, dict) else {}
+        names = [n for n in d.get("tracers", []) if isinstance(n, str)]
+        if snap.when == "start":
+            self.attach = {"at_start": names, "later": [],
+                           "not_attached": [n for n in d.get("pending", [])
+                                            if isinstance(n, str)], "error": None}
+            return
+        if self.attach is None:
+            self.attach = {"at_start": [], "later": [], "not_attached": [], "error": None}
+        if snap.when == "failed":
+            self.attach["error"] = str(d.get("error", ""))
+            return
+        if snap.when != "attached":
+            return
+        self.attach["later"].append({"tracers": names, "ts_ns": snap.ts_ns,
+                                     "vmstat": d.get("vmstat") or {}})
+        self.attach["not_attached"] = [n for n in self.attach["not_attached"]
+                                       if n not in names]
+        if isinstance(d.get("vmstat"), dict):
+            vm = events.Snapshot(snap.ts_ns, "vmstat", "start", d["vmstat"])
+            for n in names:
+                if n in self.aggs:
+                    self.aggs[n].on_snapshot(vm)
+
+    def attach_report(self) -> Optional[Dict[str, Any]]:
+        """When each tracer began recording (None: all at the start, in one object)."""
+        if self.attach is None:
+            return None
+        a = self.attach
+        end = self.snapshots.get("vmstat", {}).get("end") or {}
+        later = []
+        for p in a["later"]:
+            vm = p["vmstat"]
+            later.append({
+                "tracers": p["tracers"],
+                "after_start_ns": max(0, p["ts_ns"] - self.window.start_ns),
+                "vmstat_delta": {k: end[k] - vm[k] for k in VMSTAT_KEYS
+                                 if k in vm and k in end} if end else {},
+            })
+        return {"at_start": a["at_start"], "later": later,
+                "not_attached": a["not_attached"], "error": a["error"]}
+
     def _snapshot(self, snap: events.Snapshot) -> None:
+        if snap.what == "attach":
+            self._attach_snapshot(snap)
+            return
         if snap.what == "vmstat" and snap.when == "start":
             self.window.start_ns = snap.ts_ns
             self._last_tick_ns = snap.ts_ns
@@ -305,6 +360,9 @@ class Correlator:
             "delayacct": self.delayacct_state(),
             "intervals": self.rows,
         }
+        attach = self.attach_report()
+        if attach is not None:
+            doc["attach"] = attach
         for name, a in self.aggs.items():
             for key in a.top_level:
                 if key in sections[name]:

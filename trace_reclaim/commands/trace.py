@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from trace_reclaim import tracers
 from trace_reclaim.env import Environment, ExitStatus, UserError
@@ -41,7 +41,8 @@ def preflight(env: Environment, attach: Any = None) -> Probe:
 
 
 def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
-    from trace_reclaim.session import Compile, bpf_cflags, bpf_source, build_header
+    from trace_reclaim.session import (Compile, attach_parts, bpf_cflags, bpf_source,
+                                       build_header, part_maps)
 
     workload = None
     if args.workload:
@@ -55,8 +56,16 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     if args.ebpf:
         probe = Probe(env.procfs, None, args.attach)
         plan = probe.plan(registry)
-        print(bpf_source({n: registry[n] for n in plan.tracers}), file=env.stdout)
-        print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid)) + " */", file=env.stdout)
+        parts = attach_parts(plan, bool(args.cgroup))
+        for i, names in enumerate(parts):
+            if len(parts) > 1:
+                print(f"/* ==== BPF object {i + 1} of {len(parts)} ({', '.join(names)})"
+                      + (", attached first" if i == 0 else ", attached next") + " ==== */",
+                      file=env.stdout)
+            print(bpf_source({n: registry[n] for n in names}), file=env.stdout)
+            print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid,
+                                                       maps=part_maps(i, len(parts))))
+                  + " */", file=env.stdout)
         return ExitStatus.OK
     if getattr(args, "redact", False) and not args.output:
         raise UserError("--redact applies to the recording, and there is none",
@@ -87,12 +96,16 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     out_path = os.path.abspath(args.output) if args.output else None
     import trace_reclaim.view  # noqa: F401  (imported now, while the cwd is the user's)
 
-    pending = Compile(env.bpf(), registry, plan, args.pid, args.ringbuf_pages).start()
+    # The reclaim programs first, in a small object of their own: tracing
+    # begins once they are attached, while the rest compiles.
+    parts = attach_parts(plan, bool(args.cgroup))
+    pending = Compile(env.bpf(), registry, plan, args.pid, args.ringbuf_pages,
+                      names=parts[0], maps=part_maps(0, len(parts))).start()
     try:
         header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
         with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
             header["delayacct"] = da
-            return _trace(args, env, live, plan, header, registry, pending, out_path)
+            return _trace(args, env, live, plan, header, registry, pending, out_path, parts)
     finally:
         pending.wait()
 
@@ -183,8 +196,8 @@ def _taskstats_reader(env: Environment, on: bool) -> Any:
 
 def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
            header: Dict[str, Any], registry: Dict[str, Tracer], pending: Any,
-           out_path: Optional[str]) -> ExitStatus:
-    from trace_reclaim.session import LiveSession, SessionError
+           out_path: Optional[str], parts: List[List[str]]) -> ExitStatus:
+    from trace_reclaim.session import ALL_ATTACHED, LiveSession, SessionError
     from trace_reclaim.view import LiveView
 
     f = None
@@ -212,12 +225,19 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         if view is not None and session is not None:
             view.interval(row, session.correlator)
 
+    def on_attached(names: List[str], after_ns: int) -> None:
+        # Tests and scripts that need every tracer's events wait for this line.
+        print(f"{ALL_ATTACHED} {', '.join(names)} ({after_ns / 1e9:.2f} s after "
+              f"{', '.join(parts[0])}); tracing {', '.join(plan.tracers)}", file=env.stderr,
+              flush=True)
+
     taskstats = None
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
                           plan=plan, header=header, interval_s=args.interval,
                           duration_s=args.duration, tgid=args.pid, writer=writer,
                           on_row=on_row, ringbuf_pages=args.ringbuf_pages,
-                          slow_consumer_ms=args.slow_consumer_ms, compile=pending)
+                          slow_consumer_ms=args.slow_consumer_ms, compile=pending,
+                          parts=parts, on_attached=on_attached)
     try:
         try:
             session.load()
@@ -233,9 +253,12 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         session.taskstats = taskstats = _taskstats_reader(env, header["delayacct"]["during"])
 
         def ready() -> None:
-            print(f"Tracing reclaim ({', '.join(plan.tracers)})"
+            later = [n for p in parts[1:] for n in p]
+            print(f"Tracing reclaim ({', '.join(parts[0])})"
+                  + (f", still attaching {', '.join(later)}" if later else "")
                   + (f", recording to {args.output}" if args.output else "")
-                  + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr)
+                  + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr,
+                  flush=True)
             if view is not None:
                 view.start()
 
@@ -247,6 +270,15 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         if writer is not None and f is not None:
             writer.close()
             f.close()
+    if session.attach_error is not None:
+        # As when the first object does not load: an error, no report; the
+        # recording holds only the first second or so, and goes too.
+        err = session.attach_error
+        if out_path is not None and os.path.exists(out_path):
+            os.unlink(out_path)
+        if args.traceback:
+            print(session.compiler_output, file=env.stderr)
+        raise UserError(str(err), err.hint) from err
     doc = corr.report()
     if view is not None:
         view.end(doc, corr.aggs)

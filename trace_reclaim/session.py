@@ -493,6 +493,9 @@ class LiveSession:
         try:
             if on_ready is not None:
                 on_ready()
+            # The next object compiles (in its thread) while the start
+            # samples and snapshots are read.
+            self._compile_next()
             self._run()
         finally:
             for s, h in old.items():
@@ -512,7 +515,6 @@ class LiveSession:
             self._emit_user(events.Snapshot(self._start_ns, "attach", "start", {
                 "tracers": list(self._bpf_of),
                 "pending": [n for p in self.parts for n in p if n not in self._bpf_of]}))
-            self._compile_next()
         start = self.clock()
         next_tick = start + self.interval_ns
         end = start + self.duration_ns if self.duration_ns else None

@@ -29,7 +29,8 @@ from trace_reclaim.taskstats import DELAY_FIELDS
 from trace_reclaim.tracer import Tracer
 
 __all__ = ["BPF_DIR", "LiveSession", "Compile", "build_header", "bpf_source", "SessionError",
-           "attach_parts", "ATTACH_FIRST", "ALL_ATTACHED"]
+           "attach_parts", "part_maps", "ATTACH_FIRST", "READY", "STILL_ATTACHING",
+           "ALL_ATTACHED", "all_attached"]
 
 # The BPF sources ship inside the package; bcc needs a directory for -I.
 BPF_DIR = str(resources.files("trace_reclaim").joinpath("bpf"))
@@ -49,8 +50,21 @@ MAX_TASKSTATS_PER_TICK = 32
 # core of a memory incident, and a compile about as small as bcc's least
 # (bench/attach_time.py).  The others follow in a second object.
 ATTACH_FIRST = ("reclaim",)
-# How record and live start the line that says the later object attached.
+# What record and live print on stderr as they start: READY once the first
+# object is attached (with STILL_ATTACHING when more follow), then a line
+# starting ALL_ATTACHED once every tracer is (all_attached() reads them).
+READY = "Tracing reclaim"
+STILL_ATTACHING = "still attaching"
 ALL_ATTACHED = "attached:"
+
+
+def all_attached(stderr_text: str) -> bool:
+    """Whether record's or live's stderr so far says every tracer is attached."""
+    lines = stderr_text.splitlines()
+    ready = [ln for ln in lines if ln.startswith(READY)]
+    if not ready:
+        return False
+    return STILL_ATTACHING not in ready[0] or any(ln.startswith(ALL_ATTACHED) for ln in lines)
 
 
 class SessionError(Exception):

@@ -21,12 +21,13 @@ from trace_reclaim.tracer import Options, Tracer
 __all__ = ["run", "preflight", "sigterm_interrupts"]
 
 
-def preflight(env: Environment, attach: Any = None) -> Probe:
+def preflight(env: Environment, attach: Any = None, prefetch: bool = True) -> Probe:
     if not env.is_root():
         raise UserError("trace-reclaim needs root to load BPF programs",
                         "run it as root, e.g. sudo ./trace-reclaim")
     probe = Probe(env.procfs, None, attach)
-    probe.prefetch()
+    if prefetch:
+        probe.prefetch()
     tfs, how = probe.mount_tracefs()
     if tfs is None:
         raise UserError(f"tracefs is not available ({how})",
@@ -41,8 +42,8 @@ def preflight(env: Environment, attach: Any = None) -> Probe:
 
 
 def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
-    from trace_reclaim.session import (Compile, attach_parts, bpf_cflags, bpf_source,
-                                       build_header, part_maps)
+    from trace_reclaim.session import (ATTACH_FIRST, Compile, attach_parts, bpf_cflags,
+                                       bpf_source, build_header)
 
     workload = None
     if args.workload:
@@ -63,8 +64,9 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
                       + (", attached first" if i == 0 else ", attached next") + " ==== */",
                       file=env.stdout)
             print(bpf_source({n: registry[n] for n in names}), file=env.stdout)
-            print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid,
-                                                       maps=part_maps(i, len(parts))))
+            # As record and live compile them: the first object exports its maps.
+            maps = "export" if i == 0 else "extern"
+            print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid, maps=maps))
                   + " */", file=env.stdout)
         return ExitStatus.OK
     if getattr(args, "redact", False) and not args.output:
@@ -79,16 +81,20 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         if not os.access(parent, os.W_OK):
             raise UserError(f"cannot write {args.output}: {parent} is not writable",
                             "choose a writable path")
-    probe = preflight(env, args.attach)
-    plan = probe.plan(registry)
-    if "reclaim" not in plan.tracers:
-        raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan.missing),
+    # /proc/kallsyms (for the slab tracer's plan) is read once the first
+    # object compiles: the reclaim programs do not need it.
+    probe = preflight(env, args.attach, prefetch=False)
+    # The tracers of the first BPF object are planned first and their compile
+    # starts at once; the others are planned while it runs.
+    first = {n: t for n, t in registry.items()
+             if n in ATTACH_FIRST or (args.cgroup and n == "memcg")}
+    plan1 = probe.plan(first)
+    if "reclaim" not in plan1.tracers:
+        raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan1.missing),
                         "run 'trace-reclaim check'; this kernel lacks CONFIG_TRACEPOINTS "
                         "or the vmscan events")
     if args.cgroup:
-        _check_cgroups(args.cgroup, plan)
-    for m in plan.missing:
-        env.warn(f"not tracing {m}")
+        _check_cgroups(args.cgroup, plan1)
     # From here until the session takes the compile's result, nothing may
     # print: fd 2 holds the compiler's output.  Nor may anything use a
     # relative path or import: bcc chdir()s into the kernel headers while it
@@ -97,11 +103,14 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     import trace_reclaim.view  # noqa: F401  (imported now, while the cwd is the user's)
 
     # The reclaim programs first, in a small object of their own: tracing
-    # begins once they are attached, while the rest compiles.
-    parts = attach_parts(plan, bool(args.cgroup))
-    pending = Compile(env.bpf(), registry, plan, args.pid, args.ringbuf_pages,
-                      names=parts[0], maps=part_maps(0, len(parts))).start()
+    # begins once they are attached, while the rest compiles (attach_parts).
+    pending = Compile(env.bpf(), registry, plan1, args.pid, args.ringbuf_pages,
+                      names=plan1.tracers, maps="export").start()
     try:
+        probe.prefetch()
+        plan = probe.plan(registry)
+        rest = [n for n in plan.tracers if n not in plan1.tracers]
+        parts = [plan1.tracers] + ([rest] if rest else [])
         header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
         with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
             header["delayacct"] = da
@@ -197,7 +206,8 @@ def _taskstats_reader(env: Environment, on: bool) -> Any:
 def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
            header: Dict[str, Any], registry: Dict[str, Tracer], pending: Any,
            out_path: Optional[str], parts: List[List[str]]) -> ExitStatus:
-    from trace_reclaim.session import ALL_ATTACHED, LiveSession, SessionError
+    from trace_reclaim.session import (ALL_ATTACHED, READY, STILL_ATTACHING, LiveSession,
+                                       SessionError)
     from trace_reclaim.view import LiveView
 
     f = None
@@ -242,6 +252,8 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         try:
             session.load()
         except SessionError as e:
+            for m in plan.missing:
+                env.warn(f"not tracing {m}")
             if f is not None:  # holds only our header: nothing recorded is lost
                 f.close()
                 os.unlink(f.name)  # absolute: opened as out_path
@@ -250,12 +262,14 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
                 print(session.compiler_output, file=env.stderr)
             raise UserError(str(e), e.hint) from e
         # After the compile: it may warn, and fd 2 was the compiler's until now.
+        for m in plan.missing:
+            env.warn(f"not tracing {m}")
         session.taskstats = taskstats = _taskstats_reader(env, header["delayacct"]["during"])
 
         def ready() -> None:
             later = [n for p in parts[1:] for n in p]
-            print(f"Tracing reclaim ({', '.join(parts[0])})"
-                  + (f", still attaching {', '.join(later)}" if later else "")
+            print(f"{READY} ({', '.join(parts[0])})"
+                  + (f", {STILL_ATTACHING} {', '.join(later)}" if later else "")
                   + (f", recording to {args.output}" if args.output else "")
                   + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr,
                   flush=True)

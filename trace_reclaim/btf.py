@@ -277,8 +277,8 @@ class LibbpfBTF(BTF):
 
     def __init__(self, data: bytes, lib: Any) -> None:
         # Not super().__init__(): that is the Python walk this replaces.
+        # The blob is read through libbpf's own copy: ``data`` is not kept.
         self._lib = lib
-        self._data = data
         self._btf = lib.btf__new(data, len(data))
         if not self._btf:
             raise ValueError("libbpf could not parse this BTF")
@@ -286,15 +286,22 @@ class LibbpfBTF(BTF):
         self._raw = lib.btf__raw_data(self._btf, ctypes.byref(size))
         magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
         _t_off, _t_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
-        if not self._raw or size.value != len(data) or magic != 0xEB9F:
+        if not self._raw or size.value != len(data) or magic != 0xEB9F or \
+                ctypes.string_at(self._raw, 24) != data[:24]:
             lib.btf__free(self._btf)
             self._btf = None
             raise ValueError("libbpf's copy of the BTF is not the blob read")
+        self._data = (ctypes.c_char * size.value).from_address(self._raw)  # type: ignore
         self._str0 = hdr_len + str_off
         self._str_end = self._str0 + str_len
         self._count = lib.btf__type_cnt(self._btf)   # types + void
         self._off = _LibbpfIndex(self, names=False)  # type: ignore[assignment]
         self._name = _LibbpfIndex(self, names=True)  # type: ignore[assignment]
+
+    def _str(self, off: int) -> str:
+        if not 0 <= off < self._str_end - self._str0:
+            return ""
+        return ctypes.string_at(self._raw + self._str0 + off).decode("ascii", "replace")
 
     def find(self, kind: int, name: str) -> Optional[int]:
         tid = self._lib.btf__find_by_name_kind(self._btf, name.encode(), kind)

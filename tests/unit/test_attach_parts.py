@@ -102,6 +102,34 @@ def test_a_later_tracer_is_checked_against_the_kernel_from_its_own_start():
     assert doc["slab"]["drop_slab_vmstat"] == 0
 
 
+def _victim(ts: int):
+    from trace_reclaim import abi
+
+    return abi.EV_MARK_VICTIM, synth.record("mark_victim_event", abi.EV_MARK_VICTIM, ts,
+                                            victim_pid=4242)
+
+
+def test_a_later_tracers_records_before_its_attach_are_outside_its_window():
+    # Its programs attach one by one while the object loads: records can
+    # come before the "attached" snapshot, or after it with earlier stamps.
+    base, at = 1_000_000_000, 400_000_000
+    recs = _attach_story(at)
+    i = next(i for i, r in enumerate(recs) if b'"attached"' in r[1])
+    recs[i:i] = [_victim(base + 100)]                       # arrived before the snapshot
+    recs[i + 2:i + 2] = [_victim(base + at - 5), _victim(base + at + 5)]  # after it
+    doc, _text = _report(recs)
+    assert doc["totals"]["oom_kills"] == 1
+    assert doc["lost"]["events_outside_window"] == 2
+    # the same records replayed one by one (the general path) count the same
+    reg = tracers.registry()
+    corr = Correlator({"plan": {"tracers": ["reclaim", "slab", "oom"]}},
+                      [reg[n] for n in ("reclaim", "slab", "oom")])
+    for type_id, payload in recs:
+        ev = events.decode(type_id, payload)
+        corr.feed(ev)
+    assert corr.report()["totals"]["oom_kills"] == 1
+
+
 def test_a_trace_ended_before_the_later_attach_says_so():
     doc, text = _report(_attach_story(0, attached=False))
     assert doc["attach"]["not_attached"] == ["slab", "oom"]

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from trace_reclaim import tracers
 from trace_reclaim.env import Environment, ExitStatus, UserError
@@ -42,8 +42,7 @@ def preflight(env: Environment, attach: Any = None, prefetch: bool = True) -> Pr
 
 
 def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
-    from trace_reclaim.session import (ATTACH_FIRST, Compile, attach_parts, bpf_cflags,
-                                       bpf_source, build_header)
+    from trace_reclaim.session import Compile, bpf_cflags, bpf_source, build_header
 
     workload = None
     if args.workload:
@@ -56,18 +55,19 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     registry = {name: t.configured(options) for name, t in tracers.registry().items()}
     if args.ebpf:
         probe = Probe(env.procfs, None, args.attach)
+        plan1, first = _first_object(probe, registry, bool(args.cgroup))
         plan = probe.plan(registry)
-        parts = attach_parts(plan, bool(args.cgroup))
-        for i, names in enumerate(parts):
-            if len(parts) > 1:
-                print(f"/* ==== BPF object {i + 1} of {len(parts)} ({', '.join(names)})"
+        rest = [n for n in plan.tracers if n not in first]
+        objects = [(first, plan1, "export")] + ([(rest, plan, "extern")] if rest else [])
+        for i, (names, p, maps) in enumerate(objects):
+            # As record and live compile them.
+            if len(objects) > 1:
+                print(f"/* ==== BPF object {i + 1} of {len(objects)} ({', '.join(names)})"
                       + (", attached first" if i == 0 else ", attached next") + " ==== */",
                       file=env.stdout)
             print(bpf_source({n: registry[n] for n in names}), file=env.stdout)
-            # As record and live compile them: the first object exports its maps.
-            maps = "export" if i == 0 else "extern"
-            print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid, maps=maps))
-                  + " */", file=env.stdout)
+            print("/* cflags: " + " ".join(bpf_cflags(p, args.pid, maps=maps)) + " */",
+                  file=env.stdout)
         return ExitStatus.OK
     if getattr(args, "redact", False) and not args.output:
         raise UserError("--redact applies to the recording, and there is none",
@@ -88,9 +88,7 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     probe = preflight(env, args.attach, prefetch=False)
     # The tracers of the first BPF object are planned first and their compile
     # starts at once; the others are planned while it runs.
-    first = {n: t for n, t in registry.items()
-             if n in ATTACH_FIRST or (args.cgroup and n == "memcg")}
-    plan1 = probe.plan(first)
+    plan1, first = _first_object(probe, registry, bool(args.cgroup))
     if "reclaim" not in plan1.tracers:
         raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan1.missing),
                         "run 'trace-reclaim check'; this kernel lacks CONFIG_TRACEPOINTS "
@@ -107,17 +105,32 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     # The reclaim programs first, in a small object of their own: tracing
     # begins once they are attached, while the rest compiles (attach_parts).
     pending = Compile(env.bpf(), registry, plan1, args.pid, args.ringbuf_pages,
-                      names=plan1.tracers, maps="export").start()
+                      names=first, maps="export").start()
     try:
         plan = probe.plan(registry)
-        rest = [n for n in plan.tracers if n not in plan1.tracers]
-        parts = [plan1.tracers] + ([rest] if rest else [])
+        rest = [n for n in plan.tracers if n not in first]
+        parts = [first] + ([rest] if rest else [])
         header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
         with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
             header["delayacct"] = da
             return _trace(args, env, live, plan, header, registry, pending, out_path, parts)
     finally:
         pending.wait()
+
+
+def _first_object(probe: Probe, registry: Dict[str, Tracer],
+                  cgroup_filter: bool) -> Tuple[Any, List[str]]:
+    """The plan whose cflags the first BPF object compiles with, and its tracers.
+
+    memcg is planned with the reclaim tracer even when its programs come
+    later: common.bpf.h's current_memcg_id() takes its BTF offsets, and the
+    reclaim records carry the memcg id.  The grouping is attach_parts()'s.
+    """
+    from trace_reclaim.session import ATTACH_FIRST, attach_parts
+
+    plan1 = probe.plan({n: t for n, t in registry.items()
+                        if n in ATTACH_FIRST or n == "memcg"})
+    return plan1, attach_parts(plan1, cgroup_filter)[0]
 
 
 def _check_cgroups(wanted: Any, plan: Any) -> None:

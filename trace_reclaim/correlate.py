@@ -32,9 +32,6 @@ def _ignore(ev: Any) -> None:
     return None
 
 
-_NOT_YET = 1 << 64   # after any timestamp
-
-
 def _chain(first: Any, then: Tuple[Any, ...]) -> Any:
     """Call ``first(ev)``, then each observer (one closure: the hot path)."""
     if len(then) == 1:
@@ -65,12 +62,7 @@ class Correlator:
         self.window = Window(header=header)
         self.aggs: Dict[str, Aggregator] = {}
         self._by_type: Dict[int, Aggregator] = {}
-        self._types_of: Dict[str, Tuple[int, ...]] = {}
-        # A later-attached tracer's types: records before its attach are
-        # outside its window (_NOT_YET while it is still attaching).
-        self._type_start: Dict[int, int] = {}
         for t in tracers:
-            self._types_of[t.name] = tuple(t.event_types)
             agg = t.aggregator(self.window)
             self.aggs[t.name] = agg
             for ty in t.event_types:
@@ -136,7 +128,7 @@ class Correlator:
         if observers:
             agg_feed = _chain(agg_feed, tuple(observers))
         return (dec, agg_feed, self.episodes.handler(type_id) if self.history else _ignore,
-                self._type_start.get(type_id, 0))
+                self.window.type_start.get(type_id, 0))
 
     def feed_records(self, records: Iterable[Tuple[int, bytes]]) -> None:
         """Feed each record: BPF records of a loaded tracer take the hot path
@@ -192,7 +184,7 @@ class Correlator:
             if w.end_ns and ev.ts_ns > w.end_ns:
                 self.after_window += 1
                 return None
-            if ev.ts_ns < w.start_ns or ev.ts_ns < self._type_start.get(ev.type, 0):
+            if ev.ts_ns < w.start_ns or ev.ts_ns < w.type_start.get(ev.type, 0):
                 self.before_window += 1
                 return None
             self.events += 1
@@ -245,11 +237,15 @@ class Correlator:
         """
         d = snap.data if isinstance(snap.data, dict) else {}
         names = [n for n in d.get("tracers", []) if isinstance(n, str)]
+        # Records of a tracer still attaching, or stamped before its attach
+        # (its programs attach one by one as the object loads), are outside
+        # its window.
+        for ty in self.window.note_attach(snap.when, d, snap.ts_ns):
+            self._hot.pop(ty, None)
         if snap.when == "start":
             self.attach = {"at_start": names, "later": [],
                            "not_attached": [n for n in d.get("pending", [])
                                             if isinstance(n, str)], "error": None}
-            self._start_types(self.attach["not_attached"], _NOT_YET)
             return
         if self.attach is None:
             self.attach = {"at_start": [], "later": [], "not_attached": [], "error": None}
@@ -260,9 +256,6 @@ class Correlator:
             return
         self.attach["later"].append({"tracers": names, "ts_ns": snap.ts_ns,
                                      "vmstat": d.get("vmstat") or {}})
-        # Records of these tracers before this point (their programs attach
-        # one by one as the object loads) are outside their window.
-        self._start_types(names, snap.ts_ns)
         self.attach["not_attached"] = [n for n in self.attach["not_attached"]
                                        if n not in names]
         if isinstance(d.get("vmstat"), dict):
@@ -270,12 +263,6 @@ class Correlator:
             for n in names:
                 if n in self.aggs:
                     self.aggs[n].on_snapshot(vm)
-
-    def _start_types(self, names: List[str], ts_ns: int) -> None:
-        for n in names:
-            for ty in self._types_of.get(n, ()):
-                self._type_start[ty] = ts_ns
-                self._hot.pop(ty, None)
 
     def attach_report(self) -> Optional[Dict[str, Any]]:
         """When each tracer began recording (None: all at the start, in one object)."""

@@ -482,6 +482,9 @@ class LiveSession:
                        self.ringbuf_pages, names=self.parts[index],
                        maps=part_maps(index, len(self.parts)))
 
+    def _types(self, names: List[str]) -> List[int]:
+        return sorted({int(ty) for n in names for ty in self.tracers[n].event_types})
+
     def _attached(self, names: List[str], bpf: Any) -> None:
         self._objects.append(bpf)
         for n in names:
@@ -513,8 +516,8 @@ class LiveSession:
         # The kernel's counters as these tracers begin: their rows in the
         # report's /proc/vmstat table count from here, not from the start.
         now = self.clock()
-        self._emit_user(events.Snapshot(now, "attach", "attached",
-                                        {"tracers": c.names, "vmstat": self.procfs.vmstat()}))
+        self._emit_user(events.Snapshot(now, "attach", "attached", {
+            "tracers": c.names, "types": self._types(c.names), "vmstat": self.procfs.vmstat()}))
         self._sample("start", c.names)
         if self.on_attached is not None:
             self.on_attached(c.names, now - self._start_ns)
@@ -557,9 +560,10 @@ class LiveSession:
             # What records this recording can hold from the start, and what
             # only from the "attached" snapshot on (a report never implies
             # events were seen before their programs were attached).
+            pending = [n for p in self.parts for n in p if n not in self._bpf_of]
             self._emit_user(events.Snapshot(self._start_ns, "attach", "start", {
-                "tracers": list(self._bpf_of),
-                "pending": [n for p in self.parts for n in p if n not in self._bpf_of]}))
+                "tracers": list(self._bpf_of), "pending": pending,
+                "pending_types": self._types(pending)}))
         start = self.clock()
         next_tick = start + self.interval_ns
         end = start + self.duration_ns if self.duration_ns else None

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from tests import synth
-from trace_reclaim import events, tracers
+from trace_reclaim import abi, events, tracers
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.probe import Plan
 from trace_reclaim.report import render_text
@@ -52,16 +52,21 @@ def test_waiters_wait_for_the_attached_line_only_when_more_was_coming():
     assert all_attached(f"{READY} (reclaim, slab, oom), recording to x.trc\n")
 
 
+_LATER_TYPES = sorted(int(t) for n in ("slab", "oom")
+                      for t in tracers.registry()[n].event_types)
+
+
 def _attach_story(later_ts: int, attached: bool = True, failed: str = ""):
     base = 1_000_000_000
     recs = [synth.vmstat_snapshot(base, "start", slabs_scanned=100, oom_kill=1,
                                   drop_slab=0, pageoutrun=7),
             synth.user(events.Snapshot(base, "attach", "start", {
-                "tracers": ["reclaim"], "pending": ["slab", "oom"]})),
+                "tracers": ["reclaim"], "pending": ["slab", "oom"],
+                "pending_types": _LATER_TYPES})),
             synth.kswapd_wake(base + 10)]
     if attached:
         recs.append(synth.user(events.Snapshot(base + later_ts, "attach", "attached", {
-            "tracers": ["slab", "oom"],
+            "tracers": ["slab", "oom"], "types": _LATER_TYPES,
             "vmstat": {"slabs_scanned": 160, "oom_kill": 2, "drop_slab": 0,
                        "pageoutrun": 8}})))
     if failed:
@@ -103,8 +108,6 @@ def test_a_later_tracer_is_checked_against_the_kernel_from_its_own_start():
 
 
 def _victim(ts: int):
-    from trace_reclaim import abi
-
     return abi.EV_MARK_VICTIM, synth.record("mark_victim_event", abi.EV_MARK_VICTIM, ts,
                                             victim_pid=4242)
 
@@ -128,6 +131,18 @@ def test_a_later_tracers_records_before_its_attach_are_outside_its_window():
         ev = events.decode(type_id, payload)
         corr.feed(ev)
     assert corr.report()["totals"]["oom_kills"] == 1
+    # and a reader that follows the window (export, timeline) keeps the same one
+    from trace_reclaim.replay import follow_window
+    from trace_reclaim.tracer import Window
+
+    w, kept = Window(), []
+    for type_id, payload in recs:
+        ev = events.decode(type_id, payload)
+        if type_id >= events.USER_BASE:
+            follow_window(w, ev)
+        elif type_id == abi.EV_MARK_VICTIM and w.contains_event(type_id, ev.ts_ns):
+            kept.append(ev.ts_ns)
+    assert kept == [base + at + 5]
 
 
 def test_a_trace_ended_before_the_later_attach_says_so():

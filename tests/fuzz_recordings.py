@@ -113,8 +113,9 @@ def _sizes(type_id: int) -> Tuple[int, ...]:
     dec = _decoders().get(type_id)
     if dec is None:
         return ()
-    # alloc_vmap_area also takes the 8-byte-shorter record of old recordings.
-    return (dec.size, dec.size - 8) if type_id == abi.EV_ALLOC_VMAP_AREA else (dec.size,)
+    # and the shorter records of recordings made before fields were appended
+    # (struct_decoder's ``since``: alloc_vmap_area, the cgroup ids, ...)
+    return (dec.size, *sorted(getattr(dec, "legacy_sizes", ())))
 
 
 def _extreme(f: abi.Field, c: Chooser) -> Any:

@@ -48,7 +48,10 @@ class Peer:
         self.name, self.ready = name, ready
         self.out = tempfile.TemporaryFile(mode="w+")
         self.err = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=self.err, text=True)
+        # drsnoop prints its header without a flush: to a file, Python would
+        # hold it until the first event.
+        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=self.err, text=True,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def text(self) -> str:
         self.out.seek(0)

@@ -232,7 +232,7 @@ class Correlator:
                 if not hot:  # decodes and counts as unknown or not-this-session
                     self._decode_and_feed(type_id, payload[at:off])
                     continue
-                by_size, dec, agg_feed, ep_feed = hot
+                by_size, dec, agg_feed, ep_feed, own_start = hot
                 decode_at = by_size.get(n)
                 try:
                     ev = dec(payload[at:off]) if decode_at is None else decode_at(payload, at)
@@ -240,7 +240,7 @@ class Correlator:
                     self.decode_errors += 1
                     continue
                 ts = ev.ts_ns
-                if ts < start_ns:
+                if ts < start_ns or ts < own_start:
                     if end_ns and ts > end_ns:
                         self.after_window += 1
                     else:
@@ -323,6 +323,7 @@ class Correlator:
         # its window.
         for ty in self.window.note_attach(snap.when, d, snap.ts_ns):
             self._hot.pop(ty, None)
+            self._hot_in_place.pop(ty, None)
         if snap.when == "start":
             self.attach = {"at_start": names, "later": [],
                            "not_attached": [n for n in d.get("pending", [])

@@ -13,6 +13,7 @@ from trace_reclaim import abi, events, tracers
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.probe import Plan
 from trace_reclaim.report import render_text
+from trace_reclaim.tracer import Aggregator
 from trace_reclaim.session import (ALL_ATTACHED, READY, STILL_ATTACHING, all_attached,
                                    attach_parts, bpf_cflags)
 
@@ -145,6 +146,31 @@ def test_a_later_tracers_records_before_its_attach_are_outside_its_window():
     assert kept == [base + at + 5]
 
 
+def test_a_recording_that_attached_in_parts_replays_the_same_on_both_paths(tmp_path):
+    # report FILE decodes blocks in place (feed_block); with a tap it takes
+    # the record-list path (feed_records): both leave out the early records
+    import io
+
+    from trace_reclaim.env import Environment
+    from trace_reclaim.replay import replay
+
+    base, at = 1_000_000_000, 400_000_000
+    recs = _attach_story(at)
+    i = next(i for i, r in enumerate(recs) if b'"attached"' in r[1])
+    recs[i:i] = [_victim(base + 100)]
+    recs[i + 2:i + 2] = [_victim(base + at - 5), _victim(base + at + 5)]
+    path = tmp_path / "parts.trc"
+    path.write_bytes(synth.recording(recs, {"tool": "trace-reclaim", "kernel_release": "t",
+                                            "plan": {"tracers": ["reclaim", "slab", "oom"]}},
+                                     flush_every=2))
+    for tap in (None, lambda block: None):
+        env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+        doc = replay(str(path), env, tracers.registry(), tap=tap).report()
+        assert doc["totals"]["oom_kills"] == 1, tap
+        assert doc["lost"]["events_outside_window"] == 2
+        assert doc["attach"]["later"][0]["tracers"] == ["slab", "oom"]
+
+
 def test_a_trace_ended_before_the_later_attach_says_so():
     doc, text = _report(_attach_story(0, attached=False))
     assert doc["attach"]["not_attached"] == ["slab", "oom"]
@@ -191,28 +217,11 @@ def test_libbpf_indexes_the_running_kernels_btf_as_the_python_walk_does():
 
 
 # -- the live session, with fake BPF objects --------------------------------------
-class _Agg:
+class _Agg(Aggregator):
     section = "x"
-    top_level = ()
-
-    def __init__(self, window):
-        self.samples = []
 
     def feed(self, ev): pass
-    def handlers(self): return {}
-    def observes(self): return {}
-    def on_tick(self, ts): return {}
-    def on_snapshot(self, snap): pass
-    def on_sample(self, s): self.samples.append(s)
-    def close(self, end): pass
-    def episode_fact(self, ev): return None
-    def cgroup_name(self, key): return None
-    def symbolize(self, addr): return None
     def report(self): return {}
-    def totals(self, section): return {}
-    def live_totals(self): return {}
-    def vmstat_rows(self, t, vm): return []
-    def render(self, section): return []
 
 
 def _fake_tracers(names):

@@ -69,7 +69,6 @@ REPORTED_SYSCTLS = ("vm.watermark_scale_factor", "vm.min_free_kbytes",
                     "vm.vfs_cache_pressure", "vm.overcommit_memory")
 
 
-
 @dataclass(frozen=True)
 class Workload:
     """A workload from ``examples/``: its entry point and what it exercises."""

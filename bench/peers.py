@@ -48,11 +48,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from tabulate import tabulate
 
 from trace_reclaim.examples import _restore, pressure, slab_churn
+from trace_reclaim.session import all_attached
 
 STATS = "/proc/sys/kernel/bpf_stats_enabled"
 VMSCAN = ("mm_vmscan_direct_reclaim_begin", "mm_vmscan_direct_reclaim_end",
@@ -92,10 +93,11 @@ except KeyboardInterrupt:
 
 @dataclass
 class Peer:
-    """A tracer started as a child process; ready when ``ready`` shows in its output."""
+    """A tracer started as a child process; ready when ``ready`` shows in its output
+    (or says so, when it is a function of the output)."""
     name: str
     argv: Callable[[str], List[str]]
-    ready: Optional[str]          # None: give it ``settle`` seconds
+    ready: Union[None, str, Callable[[str], bool]]   # None: give it ``settle`` seconds
     settle: float = 2.0
     needs: str = ""               # the executable that must exist
 
@@ -106,8 +108,9 @@ def _tr(*extra: str) -> Callable[[str], List[str]]:
 
 
 PEERS = [
-    Peer("trace-reclaim", _tr(), "Tracing reclaim"),
-    Peer("trace-reclaim --no-slab-accounting", _tr("--no-slab-accounting"), "Tracing reclaim"),
+    # Measured once every tracer is attached (the reclaim programs attach first).
+    Peer("trace-reclaim", _tr(), all_attached),
+    Peer("trace-reclaim --no-slab-accounting", _tr("--no-slab-accounting"), all_attached),
     Peer("bpftrace", lambda d: ["bpftrace", "-e", BPFTRACE], "Attaching", needs="bpftrace"),
     Peer("perf record -a",
          lambda d: ["perf", "record", "-a", "-q", "-o", os.path.join(d, "perf.data"),
@@ -170,7 +173,8 @@ def start(peer: Peer, workdir: str) -> Running:
             raise RuntimeError(f"{peer.name} exited: {_why(out.read())}")
         if peer.ready:
             out.seek(0)
-            if peer.ready in out.read():
+            text = out.read()
+            if peer.ready(text) if callable(peer.ready) else peer.ready in text:
                 break
         time.sleep(0.05)
     else:

@@ -33,6 +33,7 @@ import contextlib
 
 from trace_reclaim.examples._restore import machine_lock
 from trace_reclaim.examples import _cgroup, oom_kill, pressure, slab_churn, vmalloc_huge
+from trace_reclaim.session import all_attached
 
 
 def status(pid: int) -> dict:
@@ -105,10 +106,15 @@ def soak(args, cg) -> int:
     spawn = cg.popen if cg else subprocess.Popen
     proc = spawn(argv, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    line = proc.stderr.readline()
-    if "Tracing reclaim" not in line:
-        print(f"error: recorder did not start: {line}{proc.stderr.read()}", file=sys.stderr)
-        return 1
+    # The RSS baseline once every tracer is attached (both BPF objects).
+    seen = ""
+    while not all_attached(seen):
+        line = proc.stderr.readline()
+        if not line:
+            print(f"error: recorder did not start: {seen}{line}{proc.stderr.read()}",
+                  file=sys.stderr)
+            return 1
+        seen += line
     time.sleep(1)
     first = status(proc.pid)
     samples = [(0.0, first["VmRSS"], first["RssAnon"])]

@@ -18,6 +18,8 @@ import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional
 
+from trace_reclaim.session import all_attached
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -84,7 +86,9 @@ class Trace:
         while time.monotonic() < deadline:
             self._err.seek(0)
             text = self._err.read()
-            if "Tracing reclaim" in text:
+            # Every tracer attached, not just the reclaim programs that attach
+            # first: tests count slab, vmalloc, oom and memcg events too.
+            if all_attached(text):
                 time.sleep(0.3)  # the start snapshots follow the attach
                 return self
             if self.proc.poll() is not None:

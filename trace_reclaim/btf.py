@@ -16,12 +16,13 @@ materialising vmlinux's ~130k types as Python objects would cost ~65 MiB.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import sys
 from array import array
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
-__all__ = ["BTF", "load_btf"]
+__all__ = ["BTF", "LibbpfBTF", "load_btf"]
 
 _KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION = 1, 2, 3, 4, 5
 _KIND_ENUM, _KIND_TYPEDEF, _KIND_FUNC, _KIND_FUNC_PROTO = 6, 8, 12, 13
@@ -246,9 +247,105 @@ class BTF:
         return None if params is None else [self.type_name(t) for _n, t, _o in params]
 
 
+class _LibbpfIndex:
+    """Type id -> its byte offset in the blob, or -> its name offset, from libbpf's index."""
+
+    def __init__(self, owner: LibbpfBTF, names: bool) -> None:
+        self._owner = owner
+        self._names = names
+
+    def __len__(self) -> int:
+        return self._owner._count
+
+    def __getitem__(self, tid: int) -> int:
+        o = self._owner
+        if not 0 <= tid < o._count:
+            raise IndexError(tid)
+        off = o._lib.btf__type_by_id(o._btf, tid) - o._raw
+        return struct.unpack_from("<I", o._data, off)[0] if self._names else off
+
+
+class LibbpfBTF(BTF):
+    """The same questions answered from libbpf's parse of the blob.
+
+    libbpf (libbpf.so.1, which bcc's libbcc links) walks and indexes the
+    ~130k types of vmlinux in C, ~20 ms against ~100 ms for the Python walk;
+    this walk is on the way to the first BPF compile (the memcg id offsets
+    and mm_shrink_slab_start's prototype).  The blob bytes are the same, so
+    every other answer is BTF's own code.
+    """
+
+    def __init__(self, data: bytes, lib: Any) -> None:
+        # Not super().__init__(): that is the Python walk this replaces.
+        # The blob is read through libbpf's own copy: ``data`` is not kept.
+        self._lib = lib
+        self._btf = lib.btf__new(data, len(data))
+        if not self._btf:
+            raise ValueError("libbpf could not parse this BTF")
+        size = ctypes.c_uint32()
+        self._raw = lib.btf__raw_data(self._btf, ctypes.byref(size))
+        magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+        _t_off, _t_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
+        if not self._raw or size.value != len(data) or magic != 0xEB9F or \
+                ctypes.string_at(self._raw, 24) != data[:24]:
+            lib.btf__free(self._btf)
+            self._btf = None
+            raise ValueError("libbpf's copy of the BTF is not the blob read")
+        self._data = (ctypes.c_char * size.value).from_address(self._raw)  # type: ignore
+        self._str0 = hdr_len + str_off
+        self._str_end = self._str0 + str_len
+        self._count = lib.btf__type_cnt(self._btf)   # types + void
+        self._off = _LibbpfIndex(self, names=False)  # type: ignore[assignment]
+        self._name = _LibbpfIndex(self, names=True)  # type: ignore[assignment]
+
+    def _str(self, off: int) -> str:
+        if not 0 <= off < self._str_end - self._str0:
+            return ""
+        return ctypes.string_at(self._raw + self._str0 + off).decode("ascii", "replace")
+
+    def find(self, kind: int, name: str) -> Optional[int]:
+        tid = self._lib.btf__find_by_name_kind(self._btf, name.encode(), kind)
+        return tid if tid > 0 else None
+
+    def __del__(self) -> None:
+        if getattr(self, "_btf", None):
+            self._lib.btf__free(self._btf)
+            self._btf = None
+
+
+def _libbpf() -> Any:
+    """libbpf.so.1 with the prototypes LibbpfBTF calls, or None."""
+    try:
+        lib = ctypes.CDLL("libbpf.so.1")
+        vp, u32 = ctypes.c_void_p, ctypes.c_uint32
+        for name, res, args in (
+                ("btf__new", vp, [ctypes.c_char_p, u32]),
+                ("btf__free", None, [vp]),
+                ("btf__raw_data", vp, [vp, ctypes.POINTER(u32)]),
+                ("btf__type_cnt", u32, [vp]),
+                ("btf__type_by_id", vp, [vp, u32]),
+                ("btf__find_by_name_kind", ctypes.c_int32, [vp, ctypes.c_char_p, u32])):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
 def load_btf(path: str = "/sys/kernel/btf/vmlinux") -> Optional[BTF]:
+    """The BTF at ``path``, indexed by libbpf where it loads, else by the Python walk."""
     try:
         with open(path, "rb") as f:
-            return BTF(f.read())
-    except (OSError, ValueError, struct.error):
+            data = f.read()
+    except OSError:
+        return None
+    lib = _libbpf()
+    if lib is not None:
+        try:
+            return LibbpfBTF(data, lib)
+        except (ValueError, struct.error):
+            pass
+    try:
+        return BTF(data)
+    except (ValueError, struct.error):
         return None

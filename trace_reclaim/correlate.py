@@ -99,6 +99,9 @@ class Correlator:
         self.ended: Optional[str] = None
         self._last_tick_ns = 0
         self._lost_at_tick: Dict[int, int] = {}
+        # When the tracers' programs were attached, for a recording whose
+        # BPF objects attached one after another ("attach" snapshots).
+        self.attach: Optional[Dict[str, Any]] = None
 
     # -- input -------------------------------------------------------------
     def feed_record(self, type_id: int, payload: bytes) -> Optional[Dict[str, Any]]:
@@ -129,7 +132,8 @@ class Correlator:
         observers = self._observers.get(type_id)
         if observers:
             agg_feed = _chain(agg_feed, tuple(observers))
-        return (dec, agg_feed, self.episodes.handler(type_id) if self.history else _ignore)
+        return (dec, agg_feed, self.episodes.handler(type_id) if self.history else _ignore,
+                self.window.type_start.get(type_id, 0))
 
     def feed_records(self, records: Iterable[Tuple[int, bytes]]) -> None:
         """Feed each record: BPF records of a loaded tracer take the hot path
@@ -157,14 +161,14 @@ class Correlator:
                 if not hot:  # decodes and counts as unknown or not-this-session
                     self._decode_and_feed(type_id, payload)
                     continue
-                dec, agg_feed, ep_feed = hot
+                dec, agg_feed, ep_feed, own_start = hot
                 try:
                     ev = dec(payload)
                 except events.DecodeError:
                     self.decode_errors += 1
                     continue
                 ts = ev.ts_ns
-                if ts < start_ns:
+                if ts < start_ns or ts < own_start:
                     if end_ns and ts > end_ns:
                         self.after_window += 1
                     else:
@@ -228,7 +232,7 @@ class Correlator:
                 if not hot:  # decodes and counts as unknown or not-this-session
                     self._decode_and_feed(type_id, payload[at:off])
                     continue
-                by_size, dec, agg_feed, ep_feed = hot
+                by_size, dec, agg_feed, ep_feed, own_start = hot
                 decode_at = by_size.get(n)
                 try:
                     ev = dec(payload[at:off]) if decode_at is None else decode_at(payload, at)
@@ -236,7 +240,7 @@ class Correlator:
                     self.decode_errors += 1
                     continue
                 ts = ev.ts_ns
-                if ts < start_ns:
+                if ts < start_ns or ts < own_start:
                     if end_ns and ts > end_ns:
                         self.after_window += 1
                     else:
@@ -258,7 +262,7 @@ class Correlator:
             if w.end_ns and ev.ts_ns > w.end_ns:
                 self.after_window += 1
                 return None
-            if ev.ts_ns < w.start_ns:
+            if ev.ts_ns < w.start_ns or ev.ts_ns < w.type_start.get(ev.type, 0):
                 self.before_window += 1
                 return None
             self.events += 1
@@ -305,7 +309,65 @@ class Correlator:
                 return name
         return None
 
+    def _attach_snapshot(self, snap: events.Snapshot) -> None:
+        """Note when each tracer began; a later one's aggregator counts from then.
+
+        Its aggregator sees the /proc/vmstat reading taken as it attached as
+        its "start", so its kernel cross-checks cover the same time as its
+        records.
+        """
+        d = snap.data if isinstance(snap.data, dict) else {}
+        names = [n for n in d.get("tracers", []) if isinstance(n, str)]
+        # Records of a tracer still attaching, or stamped before its attach
+        # (its programs attach one by one as the object loads), are outside
+        # its window.
+        for ty in self.window.note_attach(snap.when, d, snap.ts_ns):
+            self._hot.pop(ty, None)
+            self._hot_in_place.pop(ty, None)
+        if snap.when == "start":
+            self.attach = {"at_start": names, "later": [],
+                           "not_attached": [n for n in d.get("pending", [])
+                                            if isinstance(n, str)], "error": None}
+            return
+        if self.attach is None:
+            self.attach = {"at_start": [], "later": [], "not_attached": [], "error": None}
+        if snap.when == "failed":
+            self.attach["error"] = str(d.get("error", ""))
+            return
+        if snap.when != "attached":
+            return
+        self.attach["later"].append({"tracers": names, "ts_ns": snap.ts_ns,
+                                     "vmstat": d.get("vmstat") or {}})
+        self.attach["not_attached"] = [n for n in self.attach["not_attached"]
+                                       if n not in names]
+        if isinstance(d.get("vmstat"), dict):
+            vm = events.Snapshot(snap.ts_ns, "vmstat", "start", d["vmstat"])
+            for n in names:
+                if n in self.aggs:
+                    self.aggs[n].on_snapshot(vm)
+
+    def attach_report(self) -> Optional[Dict[str, Any]]:
+        """When each tracer began recording (None: all at the start, in one object)."""
+        if self.attach is None:
+            return None
+        a = self.attach
+        end = self.snapshots.get("vmstat", {}).get("end") or {}
+        later = []
+        for p in a["later"]:
+            vm = p["vmstat"]
+            later.append({
+                "tracers": p["tracers"],
+                "after_start_ns": max(0, p["ts_ns"] - self.window.start_ns),
+                "vmstat_delta": {k: end[k] - vm[k] for k in VMSTAT_KEYS
+                                 if k in vm and k in end} if end else {},
+            })
+        return {"at_start": a["at_start"], "later": later,
+                "not_attached": a["not_attached"], "error": a["error"]}
+
     def _snapshot(self, snap: events.Snapshot) -> None:
+        if snap.what == "attach":
+            self._attach_snapshot(snap)
+            return
         if snap.what == "vmstat" and snap.when == "start":
             self.window.start_ns = snap.ts_ns
             self._last_tick_ns = snap.ts_ns
@@ -386,6 +448,9 @@ class Correlator:
             "delayacct": self.delayacct_state(),
             "intervals": self.rows,
         }
+        attach = self.attach_report()
+        if attach is not None:
+            doc["attach"] = attach
         for name, a in self.aggs.items():
             for key in a.top_level:
                 if key in sections[name]:

@@ -351,6 +351,12 @@ SNAPSHOT_DATA: Dict[str, schema.Check] = {
     "psi": schema.Obj(optional={"some": _PSI_LINE, "full": _PSI_LINE}),
     "taskstats": schema.Obj({"tasks": schema.List(_TASK)},
                             {"enabled": schema.BOOL, "gone": _COUNT}),
+    # when: "start" (attached then, and still pending), "attached" (with
+    # /proc/vmstat as they began) or "failed" (the later object did not load).
+    "attach": schema.Obj({"tracers": schema.List(schema.STR)},
+                         {"pending": schema.List(schema.STR), "vmstat": schema.Map(schema.INT),
+                          "pending_types": schema.List(schema.INT),
+                          "types": schema.List(schema.INT), "error": schema.STR}),
 }
 _TICK = schema.Obj({"ts_ns": _TS, "interval": _COUNT}, {"lost": schema.Map(_COUNT)})
 _SNAPSHOT = schema.Obj({"ts_ns": _TS, "what": schema.STR, "when": schema.STR, "data": schema.ANY})

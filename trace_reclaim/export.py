@@ -167,7 +167,7 @@ class _EventRows:
         vals = [getattr(ev, f) for f in self.fields]
         vals = [_cstr(v) if isinstance(v, bytes) else v for v in vals]
         vals += [fn(ev) for _, fn in self.extra]
-        vals.append(w.contains(ev.ts_ns))
+        vals.append(w.contains_event(ev.type, ev.ts_ns))
         if self.duration:
             vals.append(ev.ts_ns - ev.delta_ns >= w.start_ns)
         return vals

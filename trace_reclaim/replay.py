@@ -22,12 +22,14 @@ def follow_window(window: Window, ev: Any) -> None:
 
     The vmstat "start" snapshot opens the window, the End record closes it.
     A consumer that reads the records in their recorded order and tests each
-    BPF event with ``window.contains(ts_ns)`` keeps exactly the events the
-    correlator counted.
+    BPF event with ``window.contains_event(type_id, ts_ns)`` keeps exactly the
+    events the correlator counted.
     """
     if isinstance(ev, events.Snapshot):
         if ev.what == "vmstat" and ev.when == "start":
             window.start_ns = ev.ts_ns
+        elif ev.what == "attach":  # a later tracer's records count from its attach
+            window.note_attach(ev.when, ev.data, ev.ts_ns)
     elif isinstance(ev, events.End):
         window.end_ns = ev.ts_ns
 

@@ -207,6 +207,21 @@ def _vm(delta: Dict[str, int], *keys: str) -> str:
     return f"{sum(delta[k] for k in have)}"
 
 
+def render_attach(attach: Dict[str, Any]) -> List[str]:
+    """When each tracer began recording, for a trace that attached in parts."""
+    parts = [", ".join(attach["at_start"]) + " at the start"]
+    parts += [f"{', '.join(p['tracers'])} {fmt_ns(p['after_start_ns'])} later"
+              for p in attach["later"]]
+    out = wrap("Attached: " + "; ".join(parts)
+               + (" (counted from then on)" if attach["later"] else ""), hang="  ")
+    if attach["not_attached"]:
+        why = (f"their program did not load: {attach['error']}" if attach["error"]
+               else "the trace ended first")
+        out += wrap(f"Not attached: {', '.join(attach['not_attached'])} ({why}); "
+                    "their sections are empty", hang="  ")
+    return out
+
+
 def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     """The human report: summary, lost events, kernel cross-check, sections."""
     w, t, lost = doc["window"], doc["totals"], doc["lost"]
@@ -228,6 +243,9 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     if lost["undecodable_records"]:
         out += wrap(f"{lost['undecodable_records']} records were damaged and skipped "
                     "(they do not fit their type's declared layout)", hang="  ")
+    attach = doc.get("attach")
+    if attach:
+        out += render_attach(attach)
     out.append("")
 
     vm = t.get("vmstat_delta", {})
@@ -246,8 +264,12 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
         ["LRU pages scanned, kswapd", t.get("lru_scanned_kswapd", "-"),
          _vm(vm, "pgscan_kswapd"), "pgscan_kswapd"],
     ]
-    for agg in tracers.values():
-        rows += agg.vmstat_rows(t, vm)
+    # A tracer attached after the start is checked against the kernel's
+    # counters from its own start on.
+    later = {n: p["vmstat_delta"] for p in (attach or {}).get("later", ())
+             for n in p["tracers"]}
+    for name, agg in tracers.items():
+        rows += agg.vmstat_rows(t, later.get(name, vm))
     out += table(["", "TRACED", "KERNEL", "COUNTER"], rows)
     out.append("")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import socket
 import sys
@@ -28,7 +29,9 @@ from trace_reclaim.recording import Writer
 from trace_reclaim.taskstats import DELAY_FIELDS
 from trace_reclaim.tracer import Tracer
 
-__all__ = ["BPF_DIR", "LiveSession", "Compile", "build_header", "bpf_source", "SessionError"]
+__all__ = ["BPF_DIR", "LiveSession", "Compile", "build_header", "bpf_source", "SessionError",
+           "attach_parts", "part_maps", "ATTACH_FIRST", "READY", "STILL_ATTACHING",
+           "ALL_ATTACHED", "all_attached"]
 
 # The BPF sources ship inside the package; bcc needs a directory for -I.
 BPF_DIR = str(resources.files("trace_reclaim").joinpath("bpf"))
@@ -44,6 +47,25 @@ def _header_slice(name: str) -> slice:
 _HDR_TS, _HDR_TYPE, _HDR_PID, _HDR_COMM = (_header_slice(n)
                                            for n in ("ts_ns", "type", "pid", "comm"))
 MAX_TASKSTATS_PER_TICK = 32
+# The tracers whose programs attach first, in a BPF object of their own: the
+# core of a memory incident, and a compile about as small as bcc's least
+# (bench/attach_time.py).  The others follow in a second object.
+ATTACH_FIRST = ("reclaim",)
+# What record and live print on stderr as they start: READY once the first
+# object is attached (with STILL_ATTACHING when more follow), then a line
+# starting ALL_ATTACHED once every tracer is (all_attached() reads them).
+READY = "Tracing reclaim"
+STILL_ATTACHING = "still attaching"
+ALL_ATTACHED = "attached:"
+
+
+def all_attached(stderr_text: str) -> bool:
+    """Whether record's or live's stderr so far says every tracer is attached."""
+    lines = stderr_text.splitlines()
+    ready = [ln for ln in lines if ln.startswith(READY)]
+    if not ready:
+        return False
+    return STILL_ATTACHING not in ready[0] or any(ln.startswith(ALL_ATTACHED) for ln in lines)
 
 
 class SessionError(Exception):
@@ -52,12 +74,39 @@ class SessionError(Exception):
         self.hint = hint
 
 
-def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> List[str]:
+def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024,
+               maps: str = "") -> List[str]:
+    """The cflags of one BPF object; ``maps`` is "export" for the first of
+    several objects, "extern" for a later one (see common.bpf.h)."""
     # The tracers name every kprobe choice -D..._KPROBE...; only those
     # programs need struct pt_regs, whose header costs compile time.
     kprobes = any(c.startswith("-D") and "_KPROBE" in c for c in plan.cflags)
     return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}",
-            f"-DTARG_TGID={tgid}", *(["-DNEED_PT_REGS"] if kprobes else []), *plan.cflags]
+            f"-DTARG_TGID={tgid}", *(["-DNEED_PT_REGS"] if kprobes else []),
+            *([f"-DMAPS_{maps.upper()}"] if maps else []), *plan.cflags]
+
+
+def attach_parts(plan: Plan, cgroup_filter: bool = False) -> List[List[str]]:
+    """The plan's tracers grouped into BPF objects, in attach order.
+
+    The reclaim programs come first, alone: the trace can begin while the
+    larger rest compiles.  With -c/--cgroup the memcg tracer joins them,
+    because its start sample fills the filter maps every program reads.
+    One object when there is nothing to split.
+    """
+    first = [n for n in plan.tracers
+             if n in ATTACH_FIRST or (cgroup_filter and n == "memcg")]
+    rest = [n for n in plan.tracers if n not in first]
+    if "reclaim" not in first or not rest:
+        return [list(plan.tracers)]
+    return [first, rest]
+
+
+def part_maps(index: int, nparts: int) -> str:
+    """Whether object ``index`` of ``nparts`` exports the shared maps or uses them."""
+    if nparts == 1:
+        return ""
+    return "export" if index == 0 else "extern"
 
 
 def bpf_source(tracers: Mapping[str, Tracer]) -> str:
@@ -76,8 +125,36 @@ def bpf_source(tracers: Mapping[str, Tracer]) -> str:
     return "\n".join(parts)
 
 
+class _CompileThread:
+    """The one thread every compile of this process runs in.
+
+    glibc gives a new thread its own malloc arena: a second object compiled
+    in a second thread kept ~10 MiB more resident after malloc_trim than one
+    thread compiling both (measured with record's two objects), so the
+    compiles share this thread, and its arena, one after the other.
+    """
+
+    _lock = threading.Lock()
+    _queue: Optional[queue.SimpleQueue[Callable[[], None]]] = None
+
+    @classmethod
+    def submit(cls, fn: Callable[[], None]) -> None:
+        with cls._lock:
+            if cls._queue is None:
+                cls._queue = queue.SimpleQueue()
+                # A daemon: whatever goes wrong in the main thread, exit never hangs on it.
+                threading.Thread(target=cls._serve, args=(cls._queue,), name="bpf-compile",
+                                 daemon=True).start()
+            cls._queue.put(fn)
+
+    @staticmethod
+    def _serve(q: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            q.get()()
+
+
 class Compile:
-    """bcc's compile, load and attach of the one program, in a thread.
+    """bcc's compile, load and attach of one BPF object, in a thread.
 
     The compile is one ctypes call into clang and LLVM, which releases the
     GIL: while it runs, the caller builds the recording header, the
@@ -85,18 +162,22 @@ class Compile:
     fd 2, so fd 2 is captured from start() to wait() (the caller must not
     print in between; --traceback shows the text).  wait() joins the thread
     on every path, Ctrl-C included, so fd 2 is never handed back while clang
-    may still write to it.
+    may still write to it.  A later object compiles while the trace runs:
+    then the session prints nothing until it is attached.
     """
 
     def __init__(self, bpf_factory: Callable[..., Any], tracers: Mapping[str, Tracer],
-                 plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024) -> None:
+                 plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024,
+                 names: Optional[List[str]] = None, maps: str = "") -> None:
         self.bpf_factory = bpf_factory
-        self.text = bpf_source({n: tracers[n] for n in plan.tracers})
-        self.cflags = bpf_cflags(plan, tgid, ringbuf_pages)
+        self.names = list(plan.tracers if names is None else names)
+        self.text = bpf_source({n: tracers[n] for n in self.names})
+        self.cflags = bpf_cflags(plan, tgid, ringbuf_pages, maps)
+        self.later = maps == "extern"  # attached after the trace began
         self.output = ""  # bcc's compiler messages
         self._bpf: Any = None
         self._error: Optional[BaseException] = None
-        self._thread: Optional[threading.Thread] = None
+        self._done: Optional[threading.Event] = None
         self._capture: Any = None
         self._captured: Any = None
 
@@ -105,24 +186,30 @@ class Compile:
             self._bpf = self.bpf_factory(text=self.text, cflags=self.cflags)
         except BaseException as e:  # handed to the caller by result()
             self._error = e
+        finally:
+            assert self._done is not None
+            self._done.set()
 
     def start(self) -> Compile:
         from trace_reclaim.quiet import captured_stderr
 
         self._capture = captured_stderr()
         self._captured = self._capture.__enter__()
-        # A daemon: whatever goes wrong in the main thread, exit never hangs on it.
-        self._thread = threading.Thread(target=self._run, name="bpf-compile", daemon=True)
-        self._thread.start()
+        self._done = threading.Event()
+        _CompileThread.submit(self._run)
         return self
+
+    def done(self) -> bool:
+        """Whether the compile has finished (result() will not block)."""
+        return self._done is not None and self._done.is_set()
 
     def wait(self) -> None:
         """Let the compile finish and give fd 2 back (also on the caller's error paths)."""
-        if self._thread is None:
+        if self._done is None:
             self.start()
-        assert self._thread is not None
+        assert self._done is not None
         try:
-            self._thread.join()
+            self._done.wait()
         finally:
             if self._capture is not None:
                 capture, self._capture = self._capture, None
@@ -140,7 +227,8 @@ class Compile:
             errs = [ln for ln in self.output.splitlines() if "error:" in ln]
             if errs:
                 detail += f" ({errs[0].strip()[:160]})"
-            raise SessionError(f"the BPF program did not load: {detail}",
+            what = "the BPF program" + (f" of {', '.join(self.names)}" if self.later else "")
+            raise SessionError(f"{what} did not load: {detail}",
                                "run 'trace-reclaim check' to see what this kernel "
                                "offers; --traceback shows the compiler output") from e
         return self._bpf
@@ -192,10 +280,18 @@ class LiveSession:
                  clock: Callable[[], int] = time.monotonic_ns,
                  ringbuf_pages: int = 1024, slow_consumer_ms: int = 0,
                  taskstats: Optional[Any] = None, history: bool = True,
-                 compile: Optional[Compile] = None) -> None:
+                 compile: Optional[Compile] = None,
+                 parts: Optional[List[List[str]]] = None,
+                 on_attached: Optional[Callable[[List[str], int], None]] = None) -> None:
         self.bpf_factory = bpf_factory
-        # Started by the caller before the slower setup, or here by load().
+        # The first object's compile: started by the caller before the
+        # slower setup, or here by load().
         self._compile = compile
+        # The tracers of each BPF object, in attach order (attach_parts()).
+        self.parts = parts or [list(plan.tracers)]
+        # Called (tracer names, ns since the window opened) when a later
+        # object is attached.
+        self.on_attached = on_attached
         self.procfs = procfs
         self.tracers = {n: tracers[n] for n in plan.tracers}
         self.plan = plan
@@ -212,7 +308,13 @@ class LiveSession:
         self.correlator = Correlator(header, self.tracers.values(), history=history)
         self._batch: List[bytes] = []
         self._stop: Optional[str] = None
-        self.bpf: Any = None
+        self.bpf: Any = None   # the first object: the ring buffer and the loss counts
+        self._objects: List[Any] = []   # every attached object, in attach order
+        self._bpf_of: Dict[str, Any] = {}   # tracer name -> its attached object
+        self._later: Optional[Compile] = None   # a later object, compiling
+        self._start_ns = 0
+        # Why a later object did not load (the trace then ends at once).
+        self.attach_error: Optional[SessionError] = None
         self.compiler_output = ""  # bcc's compiler messages when load() failed
         # Read live between ticks, emitted as records at the tick: whether a
         # kswapd woke (zoneinfo is re-read then), and which threads stalled in
@@ -348,10 +450,14 @@ class LiveSession:
         self._emit_user(events.Snapshot(self.clock(), "taskstats", when, {
             "enabled": True, "tasks": tasks, "gone": errors}))
 
-    def _sample(self, when: str) -> None:
+    def _sample(self, when: str, names: Optional[List[str]] = None) -> None:
+        """Sample the attached tracers (``names``: only those)."""
         now = self.clock()
-        for t in self.tracers.values():
-            for obj in t.sample(self.bpf, self.procfs, now, when):
+        for name, t in self.tracers.items():
+            b = self._bpf_of.get(name)
+            if b is None or (names is not None and name not in names):
+                continue
+            for obj in t.sample(b, self.procfs, now, when):
                 self._emit_user(obj)
 
     def stop(self, reason: str) -> None:
@@ -361,15 +467,61 @@ class LiveSession:
     def load(self) -> None:
         from trace_reclaim.quiet import trim_heap
 
-        c = self._compile or Compile(self.bpf_factory, self.tracers, self.plan, self.tgid,
-                                     self.ringbuf_pages)
+        c = self._compile or self._part_compile(0)
         self._compile = None
         try:
             self.bpf = c.result()
         finally:
             self.compiler_output = c.output
+        self._attached(c.names, self.bpf)
         self.bpf["events"].open_ring_buffer(self._on_event)
         trim_heap()
+
+    def _part_compile(self, index: int) -> Compile:
+        return Compile(self.bpf_factory, self.tracers, self.plan, self.tgid,
+                       self.ringbuf_pages, names=self.parts[index],
+                       maps=part_maps(index, len(self.parts)))
+
+    def _types(self, names: List[str]) -> List[int]:
+        return sorted({int(ty) for n in names for ty in self.tracers[n].event_types})
+
+    def _attached(self, names: List[str], bpf: Any) -> None:
+        self._objects.append(bpf)
+        for n in names:
+            self._bpf_of[n] = bpf
+
+    def _compile_next(self) -> None:
+        """Start compiling the next object, if any: after the first is loaded,
+        whose shared maps it names."""
+        if len(self._objects) < len(self.parts):
+            self._later = self._part_compile(len(self._objects)).start()
+
+    def _attach_later(self) -> None:
+        """Take the later object's compile: attach it, or end the trace."""
+        from trace_reclaim.quiet import trim_heap
+
+        c, self._later = self._later, None
+        assert c is not None
+        try:
+            b = c.result()
+        except SessionError as e:
+            self.compiler_output = c.output
+            self.attach_error = e
+            self._emit_user(events.Snapshot(self.clock(), "attach", "failed",
+                                            {"tracers": c.names, "error": str(e)}))
+            self.stop("attach failed")
+            return
+        self._attached(c.names, b)
+        trim_heap()
+        # The kernel's counters as these tracers begin: their rows in the
+        # report's /proc/vmstat table count from here, not from the start.
+        now = self.clock()
+        self._emit_user(events.Snapshot(now, "attach", "attached", {
+            "tracers": c.names, "types": self._types(c.names), "vmstat": self.procfs.vmstat()}))
+        self._sample("start", c.names)
+        if self.on_attached is not None:
+            self.on_attached(c.names, now - self._start_ns)
+        self._compile_next()
 
     def run(self, on_ready: Optional[Callable[[], None]] = None) -> Correlator:
         """Trace until the duration passes or ``stop()``; return the correlator.
@@ -389,6 +541,9 @@ class LiveSession:
         try:
             if on_ready is not None:
                 on_ready()
+            # The next object compiles (in its thread) while the start
+            # samples and snapshots are read.
+            self._compile_next()
             self._run()
         finally:
             for s, h in old.items():
@@ -400,7 +555,15 @@ class LiveSession:
     def _run(self) -> None:
         b = self.bpf
         self._sample("start")
-        self._snapshots("start")
+        self._start_ns = self._snapshots("start")
+        if len(self.parts) > 1:
+            # What records this recording can hold from the start, and what
+            # only from the "attached" snapshot on (a report never implies
+            # events were seen before their programs were attached).
+            pending = [n for p in self.parts for n in p if n not in self._bpf_of]
+            self._emit_user(events.Snapshot(self._start_ns, "attach", "start", {
+                "tracers": list(self._bpf_of), "pending": pending,
+                "pending_types": self._types(pending)}))
         start = self.clock()
         next_tick = start + self.interval_ns
         end = start + self.duration_ns if self.duration_ns else None
@@ -409,7 +572,9 @@ class LiveSession:
         while self._stop is None:
             now = self.clock()
             deadline = next_tick if end is None else min(next_tick, end)
-            timeout_ms = max(0, min(100, (deadline - now) // 1_000_000))
+            # While a later object compiles, look for its end often.
+            longest = 100 if self._later is None else 10
+            timeout_ms = max(0, min(longest, (deadline - now) // 1_000_000))
             if self.slow_consumer_ms:
                 time.sleep(timeout_ms / 1000)
                 if now - last_consume >= self.slow_consumer_ms * 1_000_000:
@@ -422,6 +587,9 @@ class LiveSession:
                 b.ring_buffer_poll(int(timeout_ms))
                 b.ring_buffer_consume()
             self._flush_batch()
+            if self._later is not None and self._later.done():
+                self._attach_later()
+                continue
             now = self.clock()
             if end is not None and now >= end:
                 self._stop = "duration"
@@ -449,12 +617,31 @@ class LiveSession:
         self._emit_user(events.End(end_ts, self._stop or "stopped"))
 
     def close(self) -> None:
-        if self.bpf is not None:
+        """Detach every object, later ones first (they use the first one's maps).
+
+        A later object still compiling (the trace ended first) is waited
+        for, then detached unused.
+        """
+        if self._later is not None:
+            c, self._later = self._later, None
+            c.wait()
+            try:
+                self._objects.append(c.result())
+            except SessionError:
+                pass
+        for b in reversed(self._objects):
+            try:
+                b.cleanup()
+            except Exception:
+                pass
+        if self.bpf is not None and not self._objects:
             try:
                 self.bpf.cleanup()
             except Exception:
                 pass
-            self.bpf = None
+        self._objects = []
+        self._bpf_of = {}
+        self.bpf = None
 
 
 def _last_line(e: BaseException) -> str:

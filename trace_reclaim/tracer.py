@@ -24,6 +24,9 @@ from trace_reclaim.episodes import EpisodeFact
 __all__ = ["Tracer", "Aggregator", "Window", "Attach", "Options", "EpisodeFact"]
 
 
+NOT_YET = 1 << 64   # a start after every timestamp
+
+
 @dataclass
 class Window:
     """The trace window: events outside [start_ns, end_ns] are not counted."""
@@ -32,8 +35,30 @@ class Window:
     end_ns: int = 0  # 0 while open
     header: Dict[str, Any] = field(default_factory=dict)
 
+    # Event types of tracers attached after the window opened: their records
+    # count from their attach (NOT_YET while still attaching).
+    type_start: Dict[int, int] = field(default_factory=dict)
+
     def contains(self, ts_ns: int) -> bool:
         return ts_ns >= self.start_ns and (not self.end_ns or ts_ns <= self.end_ns)
+
+    def contains_event(self, type_id: int, ts_ns: int) -> bool:
+        return self.contains(ts_ns) and ts_ns >= self.type_start.get(type_id, 0)
+
+    def note_attach(self, when: str, data: Any, ts_ns: int) -> List[int]:
+        """Follow an "attach" snapshot (a trace whose tracers attached in parts).
+
+        At "start" the still-attaching tracers' event types count from
+        nothing yet; at "attached" theirs count from ``ts_ns``.  Return the
+        types whose start moved.
+        """
+        d = data if isinstance(data, dict) else {}
+        key, start = {"start": ("pending_types", NOT_YET),
+                      "attached": ("types", ts_ns)}.get(when, ("", 0))
+        types = [t for t in d.get(key, ()) if isinstance(t, int)] if key else []
+        for t in types:
+            self.type_start[t] = start
+        return types
 
 
 @dataclass

@@ -206,9 +206,13 @@ def test_installed_live_ebpf_prints_the_shipped_bpf_sources(live, installed):
         with open(os.path.join(PKG, "bpf", name)) as f:
             text = f.read()
         assert f"/* ---- bpf/{name} ---- */\n{text}" in out, f"{name} not in --ebpf output"
+    # one cflags line per BPF object: the reclaim programs', then the rest's
     cflags = re.findall(r"^/\* cflags: (.*) \*/$", out, re.M)
-    assert len(cflags) == 1, out[-2000:]
-    assert re.search(r"(^| )-D", cflags[0]), cflags
+    objects = re.findall(r"^/\* ==== BPF object \d of (\d) ", out, re.M)
+    assert len(cflags) == max(1, len(objects)), out[-2000:]
+    assert all(re.search(r"(^| )-D", c) for c in cflags), cflags
+    if objects:
+        assert "-DMAPS_EXPORT" in cflags[0] and all("-DMAPS_EXTERN" in c for c in cflags[1:])
 
 
 def test_installed_report_matches_the_golden_files(installed):

@@ -304,9 +304,12 @@ def test_the_bpf_programs_size_their_slot_maps_by_the_enums():
     for m, size in (("lru_reclaim", "RECLAIMER_NR"), ("vmalloc_stats", "VS_NR"),
                     ("slab_cache_overflow", "SLAB_OVERFLOW_NR"),
                     ("lost_events", "MAX_EVENT_TYPES")):
-        assert re.search(rf"BPF_\w*ARRAY\({m},\s*[^,]+,\s*{size}\)", text), m
+        assert re.search(rf"BPF_\w*ARRAY\({m},\s*[^,]+,\s*{size}\)", text) or re.search(
+            rf'SHARED_MAP\("\w*array",\s*\w+,\s*[^,]+,\s*{m},\s*{size}\)', text), m
     # every per-CPU/array map is sized by a name, not a bare number, unless one slot
-    for m, size in re.findall(r"BPF_\w*ARRAY\((\w+),\s*[^,]+,\s*(\w+)\)", text):
+    maps = re.findall(r"BPF_\w*ARRAY\((\w+),\s*[^,]+,\s*(\w+)\)", text) + re.findall(
+        r'SHARED_MAP\("\w*array",\s*\w+,\s*[^,]+,\s*(\w+),\s*(\w+)\)', text)
+    for m, size in maps:
         assert not size.isdigit() or size == "1", f"{m} sized by a bare {size}"
 
 

@@ -76,9 +76,11 @@ def plan(request, vm_live) -> str:
 def _window_open(path: str) -> bool:
     """Whether the recording holds its first tick: the window has started.
 
-    "Tracing reclaim" is printed when the program is attached, before the
-    start samples (/proc/slabinfo, /sys/kernel/slab, ...), which take seconds
-    under emulation; events before the window's start are not counted.
+    "Tracing reclaim" is printed when the reclaim programs are attached,
+    before the start samples, which take seconds under emulation; Trace
+    returns at the later "attached:" line (every tracer attached and its
+    start samples read: /proc/slabinfo, /sys/kernel/slab, ...); events before
+    the window's start are not counted.
     """
     try:
         with open(path, "rb") as f:

@@ -13,6 +13,13 @@
  *   CGROUP_FILTER  -c/--cgroup given: only tasks in cgroup_filter's cgroups
  *   NEED_PT_REGS   a kprobe plan was chosen (some -D..._KPROBE...): its
  *                  programs read struct pt_regs (PT_REGS_PARM1, PT_REGS_SP)
+ *   MAPS_EXPORT    this object is the first of several (record and live
+ *                  attach the reclaim programs first, the rest after): it
+ *                  owns the shared maps below and exports them by name
+ *   MAPS_EXTERN    a later object: the shared maps are the first object's
+ *                  (bcc resolves them by name in its in-process table store),
+ *                  so every record goes through one ring buffer and every
+ *                  loss into one count
  */
 #ifndef TRACE_RECLAIM_COMMON_BPF_H
 #define TRACE_RECLAIM_COMMON_BPF_H
@@ -35,9 +42,36 @@
 #define TARG_TGID 0
 #endif
 
+#ifdef MAPS_EXTERN
+/* BPF_RINGBUF_OUTPUT's map type, declared as another object's (bcc 0.26 has no macro). */
+struct events_table_t {
+	int key;
+	u32 leaf;
+	int (*ringbuf_output) (void *, u64, u64);
+	void *(*ringbuf_reserve) (u64);
+	void (*ringbuf_discard) (void *, u64);
+	void (*ringbuf_submit) (void *, u64);
+	u32 max_entries;
+};
+__attribute__((section("maps/extern"))) struct events_table_t events;
+#define SHARED_MAP(_type, _key, _leaf, _name, _size) \
+	BPF_TABLE("extern", _key, _leaf, _name, _size)
+#else
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#define SHARED_MAP(_type, _key, _leaf, _name, _size) \
+	BPF_TABLE(_type, _key, _leaf, _name, _size)
+#endif
+#ifdef MAPS_EXPORT
+/* What BPF_TABLE_PUBLIC adds: the name, visible to the later objects. */
+#define EXPORT_MAP(_name) \
+	__attribute__((section("maps/export"))) struct _name##_table_t __##_name
+EXPORT_MAP(events);
+#else
+#define EXPORT_MAP(_name) struct _name##_table_t
+#endif
 /* Records lost because the ring buffer was full, per event type. */
-BPF_PERCPU_ARRAY(lost_events, __u64, MAX_EVENT_TYPES);
+SHARED_MAP("percpu_array", int, __u64, lost_events, MAX_EVENT_TYPES);
+EXPORT_MAP(lost_events);
 
 static __always_inline int tgid_wanted(__u32 tgid)
 {
@@ -83,15 +117,19 @@ static __always_inline __u64 current_memcg_id(void)
 }
 
 /* Cgroup ids seen in attributed records, for user space to name (value unused). */
-BPF_HASH(cgroup_seen, __u64, __u64, 4096);
-BPF_HASH(memcg_seen, __u64, __u64, 4096);
+SHARED_MAP("hash", __u64, __u64, cgroup_seen, 4096);
+EXPORT_MAP(cgroup_seen);
+SHARED_MAP("hash", __u64, __u64, memcg_seen, 4096);
+EXPORT_MAP(memcg_seen);
 /*
  * -c/--cgroup: the ids (and their descendants') user space filled in, one
  * map per hierarchy: kernfs ids are per hierarchy, so a v1 memory cgroup and
  * an unrelated cgroup v2 can share a number.
  */
-BPF_HASH(cgroup_filter, __u64, __u8, 4096);
-BPF_HASH(memcg_filter, __u64, __u8, 4096);
+SHARED_MAP("hash", __u64, __u8, cgroup_filter, 4096);
+EXPORT_MAP(cgroup_filter);
+SHARED_MAP("hash", __u64, __u8, memcg_filter, 4096);
+EXPORT_MAP(memcg_filter);
 
 struct task_cgroups {
 	__u64 cgroup_id;
@@ -148,7 +186,8 @@ static __always_inline void count_lost(__u32 type)
  */
 #define WAKEUP_EVERY 64
 
-BPF_PERCPU_ARRAY(unwoken, __u32, 1);
+SHARED_MAP("percpu_array", int, __u32, unwoken, 1);
+EXPORT_MAP(unwoken);
 
 static __always_inline void submit_event(void *e)
 {

@@ -68,8 +68,6 @@ REPORTED_SYSCTLS = ("vm.watermark_scale_factor", "vm.min_free_kbytes",
                     "vm.watermark_boost_factor", "vm.swappiness",
                     "vm.vfs_cache_pressure", "vm.overcommit_memory")
 
-RECORDER_READY = "Tracing reclaim"
-
 
 @dataclass(frozen=True)
 class Workload:
@@ -289,9 +287,13 @@ class Recorder:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self._err,
                                      start_new_session=True, preexec_fn=_end_with_parent)
+        from trace_reclaim.session import all_attached
+
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
-            if RECORDER_READY in self._read():
+            # The workload runs once every tracer is attached: the report
+            # then covers all of it in every section.
+            if all_attached(self._read()):
                 # The start snapshots follow the attach message.
                 time.sleep(0.3)
                 return

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from trace_reclaim import tracers
 from trace_reclaim.env import Environment, ExitStatus, UserError
@@ -21,12 +21,13 @@ from trace_reclaim.tracer import Options, Tracer
 __all__ = ["run", "preflight", "sigterm_interrupts"]
 
 
-def preflight(env: Environment, attach: Any = None) -> Probe:
+def preflight(env: Environment, attach: Any = None, prefetch: bool = True) -> Probe:
     if not env.is_root():
         raise UserError("trace-reclaim needs root to load BPF programs",
                         "run it as root, e.g. sudo ./trace-reclaim")
     probe = Probe(env.procfs, None, attach)
-    probe.prefetch()
+    if prefetch:
+        probe.prefetch()
     tfs, how = probe.mount_tracefs()
     if tfs is None:
         raise UserError(f"tracefs is not available ({how})",
@@ -54,9 +55,19 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     registry = {name: t.configured(options) for name, t in tracers.registry().items()}
     if args.ebpf:
         probe = Probe(env.procfs, None, args.attach)
+        plan1, first = _first_object(probe, registry, bool(args.cgroup))
         plan = probe.plan(registry)
-        print(bpf_source({n: registry[n] for n in plan.tracers}), file=env.stdout)
-        print("/* cflags: " + " ".join(bpf_cflags(plan, args.pid)) + " */", file=env.stdout)
+        rest = [n for n in plan.tracers if n not in first]
+        objects = [(first, plan1, "export")] + ([(rest, plan, "extern")] if rest else [])
+        for i, (names, p, maps) in enumerate(objects):
+            # As record and live compile them.
+            if len(objects) > 1:
+                print(f"/* ==== BPF object {i + 1} of {len(objects)} ({', '.join(names)})"
+                      + (", attached first" if i == 0 else ", attached next") + " ==== */",
+                      file=env.stdout)
+            print(bpf_source({n: registry[n] for n in names}), file=env.stdout)
+            print("/* cflags: " + " ".join(bpf_cflags(p, args.pid, maps=maps)) + " */",
+                  file=env.stdout)
         return ExitStatus.OK
     if getattr(args, "redact", False) and not args.output:
         raise UserError("--redact applies to the recording, and there is none",
@@ -70,16 +81,20 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         if not os.access(parent, os.W_OK):
             raise UserError(f"cannot write {args.output}: {parent} is not writable",
                             "choose a writable path")
-    probe = preflight(env, args.attach)
-    plan = probe.plan(registry)
-    if "reclaim" not in plan.tracers:
-        raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan.missing),
+    # /proc/kallsyms (for the slab tracer's plan) is read while the first
+    # object compiles, which does not need it, and in this thread: a thread
+    # reading it beside the compile's took a malloc arena of its own, and
+    # the trace kept ~10 MiB more resident.
+    probe = preflight(env, args.attach, prefetch=False)
+    # The tracers of the first BPF object are planned first and their compile
+    # starts at once; the others are planned while it runs.
+    plan1, first = _first_object(probe, registry, bool(args.cgroup))
+    if "reclaim" not in plan1.tracers:
+        raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan1.missing),
                         "run 'trace-reclaim check'; this kernel lacks CONFIG_TRACEPOINTS "
                         "or the vmscan events")
     if args.cgroup:
-        _check_cgroups(args.cgroup, plan)
-    for m in plan.missing:
-        env.warn(f"not tracing {m}")
+        _check_cgroups(args.cgroup, plan1)
     # From here until the session takes the compile's result, nothing may
     # print: fd 2 holds the compiler's output.  Nor may anything use a
     # relative path or import: bcc chdir()s into the kernel headers while it
@@ -87,14 +102,35 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     out_path = os.path.abspath(args.output) if args.output else None
     import trace_reclaim.view  # noqa: F401  (imported now, while the cwd is the user's)
 
-    pending = Compile(env.bpf(), registry, plan, args.pid, args.ringbuf_pages).start()
+    # The reclaim programs first, in a small object of their own: tracing
+    # begins once they are attached, while the rest compiles (attach_parts).
+    pending = Compile(env.bpf(), registry, plan1, args.pid, args.ringbuf_pages,
+                      names=first, maps="export").start()
     try:
+        plan = probe.plan(registry)
+        rest = [n for n in plan.tracers if n not in first]
+        parts = [first] + ([rest] if rest else [])
         header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
         with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
             header["delayacct"] = da
-            return _trace(args, env, live, plan, header, registry, pending, out_path)
+            return _trace(args, env, live, plan, header, registry, pending, out_path, parts)
     finally:
         pending.wait()
+
+
+def _first_object(probe: Probe, registry: Dict[str, Tracer],
+                  cgroup_filter: bool) -> Tuple[Any, List[str]]:
+    """The plan whose cflags the first BPF object compiles with, and its tracers.
+
+    memcg is planned with the reclaim tracer even when its programs come
+    later: common.bpf.h's current_memcg_id() takes its BTF offsets, and the
+    reclaim records carry the memcg id.  The grouping is attach_parts()'s.
+    """
+    from trace_reclaim.session import ATTACH_FIRST, attach_parts
+
+    plan1 = probe.plan({n: t for n, t in registry.items()
+                        if n in ATTACH_FIRST or n == "memcg"})
+    return plan1, attach_parts(plan1, cgroup_filter)[0]
 
 
 def _check_cgroups(wanted: Any, plan: Any) -> None:
@@ -183,8 +219,9 @@ def _taskstats_reader(env: Environment, on: bool) -> Any:
 
 def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
            header: Dict[str, Any], registry: Dict[str, Tracer], pending: Any,
-           out_path: Optional[str]) -> ExitStatus:
-    from trace_reclaim.session import LiveSession, SessionError
+           out_path: Optional[str], parts: List[List[str]]) -> ExitStatus:
+    from trace_reclaim.session import (ALL_ATTACHED, READY, STILL_ATTACHING, LiveSession,
+                                       SessionError)
     from trace_reclaim.view import LiveView
 
     f = None
@@ -212,16 +249,25 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         if view is not None and session is not None:
             view.interval(row, session.correlator)
 
+    def on_attached(names: List[str], after_ns: int) -> None:
+        # Tests and scripts that need every tracer's events wait for this line.
+        print(f"{ALL_ATTACHED} {', '.join(names)} ({after_ns / 1e9:.2f} s after "
+              f"{', '.join(parts[0])}); tracing {', '.join(plan.tracers)}", file=env.stderr,
+              flush=True)
+
     taskstats = None
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
                           plan=plan, header=header, interval_s=args.interval,
                           duration_s=args.duration, tgid=args.pid, writer=writer,
                           on_row=on_row, ringbuf_pages=args.ringbuf_pages,
-                          slow_consumer_ms=args.slow_consumer_ms, compile=pending)
+                          slow_consumer_ms=args.slow_consumer_ms, compile=pending,
+                          parts=parts, on_attached=on_attached)
     try:
         try:
             session.load()
         except SessionError as e:
+            for m in plan.missing:
+                env.warn(f"not tracing {m}")
             if f is not None:  # holds only our header: nothing recorded is lost
                 f.close()
                 os.unlink(f.name)  # absolute: opened as out_path
@@ -230,12 +276,17 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
                 print(session.compiler_output, file=env.stderr)
             raise UserError(str(e), e.hint) from e
         # After the compile: it may warn, and fd 2 was the compiler's until now.
+        for m in plan.missing:
+            env.warn(f"not tracing {m}")
         session.taskstats = taskstats = _taskstats_reader(env, header["delayacct"]["during"])
 
         def ready() -> None:
-            print(f"Tracing reclaim ({', '.join(plan.tracers)})"
+            later = [n for p in parts[1:] for n in p]
+            print(f"{READY} ({', '.join(parts[0])})"
+                  + (f", {STILL_ATTACHING} {', '.join(later)}" if later else "")
                   + (f", recording to {args.output}" if args.output else "")
-                  + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr)
+                  + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr,
+                  flush=True)
             if view is not None:
                 view.start()
 
@@ -247,6 +298,15 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         if writer is not None and f is not None:
             writer.close()
             f.close()
+    if session.attach_error is not None:
+        # As when the first object does not load: an error, no report; the
+        # recording holds only the first second or so, and goes too.
+        err = session.attach_error
+        if out_path is not None and os.path.exists(out_path):
+            os.unlink(out_path)
+        if args.traceback:
+            print(session.compiler_output, file=env.stderr)
+        raise UserError(str(err), err.hint) from err
     doc = corr.report()
     if view is not None:
         view.end(doc, corr.aggs)

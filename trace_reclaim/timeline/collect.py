@@ -251,8 +251,9 @@ class TimelineCollector:
                 if ev is None:
                     continue
                 ts = ev.ts_ns
-                if ts < w.start_ns or (w.end_ns and ts > w.end_ns):
-                    continue  # outside the window, as Window.contains says
+                if ts < w.start_ns or (w.end_ns and ts > w.end_ns) or \
+                        ts < w.type_start.get(type_id, 0):
+                    continue  # outside the window, as Window.contains_event says
                 if type_id == EV_DIRECT_RECLAIM:
                     self._direct_reclaim(ev)
                 elif type_id == EV_KSWAPD_WAKE:

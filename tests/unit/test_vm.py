@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import struct
 
 import pytest
@@ -158,3 +159,37 @@ def test_run_kernel_reruns_the_command_in_the_vm(tmp_path, monkeypatch):
                   Environment(stdout=io.StringIO(), stderr=err))
     assert rc != 0 and "error: the VM (6.1.0-57-amd64) ended" in err.getvalue()
     assert "Kernel panic" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+def test_a_vng_that_cannot_execute_is_an_error_not_a_traceback(tmp_path, monkeypatch):
+    """vng installed with a shebang whose interpreter is gone (a moved .venv):
+    Popen's OSError becomes error:/hint:, exit 1, and the VM's directory goes."""
+    import glob
+    import io
+
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+
+    fake = tmp_path / "vng"
+    fake.write_text("#!/nonexistent/venv/bin/python\nprint('never')\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(vm, "_vng", lambda: str(fake))
+    monkeypatch.setenv(vm.CACHE_ENV, str(tmp_path / "cache"))
+    kernel = vm.Kernel("6.1.0-57-amd64", "/c/vmlinuz", root="/c")
+    before = set(glob.glob("/tmp/trace-reclaim-vm-*"))
+    with pytest.raises(UserError, match=r"cannot run .*/vng: No such file"):
+        vm.run(kernel, "true", accel="tcg", log=lambda m: None)
+    monkeypatch.setattr(vm, "resolve", lambda spec, log=None, debug_info=False: kernel)
+    err = io.StringIO()
+    rc = cli.main(["run", "vmalloc-huge", "-n", "1", "-o", str(tmp_path / "out"),
+                   "--kernel", "6.1"], Environment(stdout=io.StringIO(), stderr=err))
+    assert rc == 1, err.getvalue()
+    lines = err.getvalue().splitlines()
+    assert any(ln.startswith("error: cannot run ") for ln in lines), lines
+    assert any(ln.startswith("hint: reinstall virtme-ng") for ln in lines), lines
+    assert "Traceback" not in err.getvalue()
+    assert set(glob.glob("/tmp/trace-reclaim-vm-*")) <= before
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert vm.main(["run", "6.1", "--accel", "tcg", "--", "true"]) == 1
+    assert "error: cannot run " in err.getvalue() and "hint: " in err.getvalue()

@@ -193,3 +193,50 @@ def test_a_vng_that_cannot_execute_is_an_error_not_a_traceback(tmp_path, monkeyp
     monkeypatch.setattr(sys, "stderr", err)
     assert vm.main(["run", "6.1", "--accel", "tcg", "--", "true"]) == 1
     assert "error: cannot run " in err.getvalue() and "hint: " in err.getvalue()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "vm-died"])
+def test_run_kernel_sets_aside_what_the_guest_did_not_finish(tmp_path, monkeypatch, how):
+    """The VM ends in run 2 of 2: run 1's recording stays, run 2's becomes
+    .incomplete (the guest's runner never got to rename it), no traceback."""
+    import io
+
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+    from trace_reclaim.examples import _restore
+
+    d = tmp_path / "new"
+    d.mkdir()
+    (d / "old.trc").write_bytes(b"kept: not this VM's")
+    kernel = vm.Kernel("6.1.0-57-amd64", "/c/vmlinuz", root="/c")
+
+    def fake_run(k, command, **kw):
+        for i in (1, 2):
+            p = d / f"vmalloc-huge-{i}.trc"
+            kw["stream"]("stderr", f"run: vmalloc-huge run {i} of 2: recording to {p}\n")
+            p.write_bytes(b"x")
+            if i == 1:
+                kw["stream"]("stderr", "run: vmalloc-huge run 1 of 2: done in 3.0 s\n")
+        if how == "ctrl-c":
+            raise KeyboardInterrupt
+        if how == "sigterm":
+            raise _restore.Terminated(15)
+        return vm.Result(returncode=None, stdout="", stderr="", accel="tcg", boot_s=30.0,
+                         wall_s=90.0, console="Kernel panic - not syncing\n")
+
+    monkeypatch.setattr(vm, "resolve", lambda spec, log=None, debug_info=False: kernel)
+    monkeypatch.setattr(vm, "run", fake_run)
+    err = io.StringIO()
+    rc = cli.main(["run", "vmalloc-huge", "-n", "2", "-o", str(d), "--kernel", "6.1"],
+                  Environment(stdout=io.StringIO(), stderr=err))
+    assert rc == {"ctrl-c": 130, "sigterm": 143, "vm-died": 1}[how], err.getvalue()
+    assert sorted(os.listdir(d)) == ["old.trc", "vmalloc-huge-1.trc",
+                                     "vmalloc-huge-2.trc.incomplete"]
+    text = err.getvalue()
+    assert "Traceback" not in text
+    if how == "vm-died":
+        assert "error: the VM (6.1.0-57-amd64) ended before the runs finished (1 of 2 done)" \
+            in text
+    else:
+        assert "error: interrupted after 1 of 2 runs; the VM (6.1.0-57-amd64) was stopped" \
+            in text

@@ -443,12 +443,20 @@ def run(args: argparse.Namespace, env: Any) -> int:
 
 
 def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
-    """Boot ``args.kernel`` and run this command (without --kernel) inside it."""
+    """Boot ``args.kernel`` and run this command (without --kernel) inside it.
+
+    The VM is torn down on every exit (vm.run); a recording the guest had
+    not finished when the VM ended (Ctrl-C, SIGTERM, a crash, a timeout) is
+    set aside as ``.incomplete`` here, since the guest's runner never got
+    to do it.
+    """
     from trace_reclaim import vm
+    from trace_reclaim.examples import _restore
 
     out = os.path.abspath(args.output)
     try:
         os.makedirs(out, exist_ok=True)
+        before = set(os.listdir(out))
     except OSError as e:
         raise UserError(f"cannot use {args.output}: {e.strerror or e}",
                         "choose a writable directory") from None
@@ -460,23 +468,84 @@ def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
         argv += ["--sysctl", kv]
     if args.no_settle:
         argv.append("--no-settle")
+    # The guest is thrown away afterwards, so what a workload needs loaded
+    # stays loaded: anon swaps to zram, a module Debian builds (CONFIG_ZRAM=m).
+    command = "modprobe -q zram 2>/dev/null; exec " + " ".join(shlex.quote(a) for a in argv)
 
     def log(msg: str) -> None:
         print(msg, file=env.stderr, flush=True)
 
+    done = _GuestProgress()
+
     def stream(name: str, text: str) -> None:
+        if name == "stderr":
+            done.feed(text)
         f = env.stdout if name == "stdout" else env.stderr
         f.write(text)
         f.flush()
 
     kernel = vm.resolve(args.kernel, log=log)
-    res = vm.run(kernel, " ".join(shlex.quote(a) for a in argv), cwd=os.getcwd(),
-                 memory=args.vm_memory, rwdirs=[out], log=log, stream=stream)
+    t0 = time.monotonic()
+    try:
+        # SIGTERM's default action would leave QEMU running in its own session.
+        with _restore.signals_to_exceptions():
+            res = vm.run(kernel, command, cwd=os.getcwd(), memory=args.vm_memory,
+                         rwdirs=[out], log=log, stream=stream)
+    except (KeyboardInterrupt, _restore.Terminated) as e:
+        _set_aside_new(out, before, done.paths, log)
+        print(f"error: interrupted after {len(done.paths)} of {args.runs} runs; the VM "
+              f"({kernel.release}) was stopped", file=env.stderr)
+        return int(ExitStatus.INTERRUPTED if isinstance(e, KeyboardInterrupt)
+                   else 128 + e.signum)
+    except BaseException:
+        _set_aside_new(out, before, done.paths, log)
+        raise
+    if res.returncode != 0:
+        _set_aside_new(out, before, done.paths, log)
     if res.returncode is None:
-        raise UserError(f"the VM ({kernel.release}) ended before the runs finished: "
-                        f"{vm.why_failed(res)}",
+        raise UserError(f"the VM ({kernel.release}) ended before the runs finished "
+                        f"({len(done.paths)} of {args.runs} done): {vm.why_failed(res)}",
                         "try again; a longer run may need more --vm-memory")
+    if res.returncode == 0:
+        log(f"run: {len(done.paths)} runs on {kernel.release} ({res.accel}) in "
+            f"{time.monotonic() - t0:.0f} s, VM boot {res.boot_s or 0:.0f} s")
     return res.returncode
+
+
+class _GuestProgress:
+    """Which recordings the guest's runner finished, from its stderr lines."""
+
+    def __init__(self) -> None:
+        self.buf = ""
+        self.started: Dict[str, str] = {}
+        self.paths: List[str] = []
+
+    def feed(self, text: str) -> None:
+        import re
+
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            m = re.match(r"run: \S+ run (\d+) of \d+: (recording to (.+)|done in )", line)
+            if not m:
+                continue
+            if m.group(3):
+                self.started[m.group(1)] = m.group(3)
+            elif m.group(1) in self.started:
+                self.paths.append(self.started[m.group(1)])
+
+
+def _set_aside_new(out: str, before: set, done: List[str],
+                   log: Callable[[str], None]) -> None:
+    """Set aside recordings that appeared in OUT during this VM and were not finished."""
+    try:
+        now = os.listdir(out)
+    except OSError:
+        return
+    for name in sorted(set(now) - before):
+        path = os.path.join(out, name)
+        if name.endswith(".trc") and path not in done:
+            _set_aside(path, log)
 
 
 def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, Any],

@@ -273,8 +273,11 @@ def settle(log: Callable[[str], None], timeout: float = 10.0) -> Dict[str, Any]:
 class Recorder:
     """``trace-reclaim record -o PATH --workload JSON`` in its own session."""
 
+    # A recorder that fails exits and is seen at once; the timeout is for one
+    # that hangs.  It is long because compiling the BPF programs takes a few
+    # seconds on a machine but minutes in an emulated VM (run --kernel, TCG).
     def __init__(self, path: str, workload: Dict[str, Any], interval: float = 1.0,
-                 ready_timeout: float = 120.0) -> None:
+                 ready_timeout: float = 900.0) -> None:
         self.path = path
         self.workload = workload
         self.interval = interval

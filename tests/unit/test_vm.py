@@ -240,3 +240,24 @@ def test_run_kernel_sets_aside_what_the_guest_did_not_finish(tmp_path, monkeypat
     else:
         assert "error: interrupted after 1 of 2 runs; the VM (6.1.0-57-amd64) was stopped" \
             in text
+
+
+def test_the_guest_gets_what_the_workload_needs(tmp_path):
+    """zram loaded for anon; for pressure an ext4 file system whose holes go
+    through the page cache (the guest's /var/tmp is tmpfs), unless the user
+    gave a directory."""
+    from trace_reclaim.commands import run
+
+    argv = ["/py", "-m", "trace_reclaim", "run", "pressure", "-n", "1", "-o", "/d x"]
+    cmd = run._guest_setup("pressure", ["seconds=5"], argv)
+    lines = cmd.splitlines()
+    assert lines[0] == "modprobe -q zram 2>/dev/null"
+    assert any("mkfs.ext4 -q -F /tmp/trace-reclaim-ext4/img" in ln and
+               "mount -o loop" in ln and "exit 1" in ln for ln in lines)
+    assert lines[-1] == ("exec /py -m trace_reclaim run pressure -n 1 -o '/d x' "
+                         "--param directory=/tmp/trace-reclaim-ext4/mnt")
+    cmd = run._guest_setup("pressure", ["directory=/mnt/disk"], argv)
+    assert "mkfs" not in cmd and "directory=/tmp" not in cmd
+    cmd = run._guest_setup("anon", [], argv[:4] + ["anon"])
+    assert cmd.splitlines() == ["modprobe -q zram 2>/dev/null",
+                                "exec /py -m trace_reclaim run anon"]

@@ -471,9 +471,7 @@ def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
         argv += ["--sysctl", kv]
     if args.no_settle:
         argv.append("--no-settle")
-    # The guest is thrown away afterwards, so what a workload needs loaded
-    # stays loaded: anon swaps to zram, a module Debian builds (CONFIG_ZRAM=m).
-    command = "modprobe -q zram 2>/dev/null; exec " + " ".join(shlex.quote(a) for a in argv)
+    command = _guest_setup(args.workload, args.param, argv)
 
     def log(msg: str) -> None:
         print(msg, file=env.stderr, flush=True)
@@ -513,6 +511,34 @@ def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
         log(f"run: {len(done.paths)} runs on {kernel.release} ({res.accel}) in "
             f"{time.monotonic() - t0:.0f} s, VM boot {res.boot_s or 0:.0f} s")
     return res.returncode
+
+
+#: Where ``pressure`` streams its sparse file in a VM (see _guest_setup).
+GUEST_PAGE_CACHE_DIR = "/tmp/trace-reclaim-ext4/mnt"
+
+
+def _guest_setup(workload: str, params: List[str], argv: List[str]) -> str:
+    """The guest's shell command: what the workload needs, then ``argv``.
+
+    The guest is thrown away afterwards, so nothing here is undone.  anon
+    swaps to zram, a module in Debian's kernels (CONFIG_ZRAM=m).  pressure
+    streams a sparse file through the page cache, but the guest's /var/tmp
+    is tmpfs under an overlay, whose holes are read without page cache:
+    nothing to reclaim.  It gets an ext4 image on tmpfs instead (ext4 reads
+    a hole into zeroed page-cache pages without touching the device, so a
+    small image holds the whole sparse file), unless ``directory`` is given.
+    """
+    lines = ["modprobe -q zram 2>/dev/null"]
+    if workload == "pressure" and not any(
+            kv.partition("=")[0].strip().replace("-", "_") == "directory" for kv in params):
+        d = shlex.quote(os.path.dirname(GUEST_PAGE_CACHE_DIR))
+        lines += ["modprobe -q loop 2>/dev/null",
+                  f"mkdir -p {d}/mnt && truncate -s 256M {d}/img && "
+                  f"mkfs.ext4 -q -F {d}/img && mount -o loop {d}/img {d}/mnt || "
+                  "{ echo 'error: cannot make an ext4 file system for pressure in the VM' >&2; "
+                  "echo 'hint: install e2fsprogs; or give --param directory=DIR' >&2; exit 1; }"]
+        argv = argv + ["--param", f"directory={GUEST_PAGE_CACHE_DIR}"]
+    return "\n".join(lines + ["exec " + " ".join(shlex.quote(a) for a in argv)])
 
 
 class _GuestProgress:

@@ -62,7 +62,6 @@ def sides() -> Iterator[Dict[str, Dict[str, Any]]]:
             pytest.fail(f"vmhost tier cannot run ({why}) but TRACE_RECLAIM_REQUIRE_LIVE=1")
         pytest.skip(why)
     assert len(KERNELS) == 2, "TRACE_RECLAIM_VMHOST_KERNELS is BASE,NEW"
-    vm_dirs = set(glob.glob("/tmp/trace-reclaim-vm-*"))
     work = tempfile.mkdtemp(prefix="trace-reclaim-vmhost-", dir="/var/tmp")
     out: Dict[str, Dict[str, Any]] = {}
     try:
@@ -78,7 +77,7 @@ def sides() -> Iterator[Dict[str, Dict[str, Any]]]:
                          "seconds": round(time.monotonic() - t0)}
             sys.stderr.write(f"vmhost: {side} ({kernel.release}) took "
                              f"{out[side]['seconds']} s, exit {r.returncode}\n")
-        out["_"] = {"vm_dirs_before": vm_dirs, "work": work}
+        out["_"] = {"work": work}
         yield out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -149,7 +148,7 @@ def test_counts_equal_the_guest_kernels_own(sides, name):
         assert tot["oom_kills"] == vm_["oom_kill"] == 0
         # The workload made reclaim happen: the equalities above are not 0 == 0.
         assert vm_["pgsteal_kswapd"] + vm_["pgsteal_direct"] > 0, vm_
-        assert vm_["pswpout"] > 0, vm_
+        assert vm_["pgscan_kswapd"] + vm_["pgscan_direct"] > 0, vm_
 
 
 def test_diff_compares_the_two_kernels(sides):
@@ -168,6 +167,17 @@ def test_diff_compares_the_two_kernels(sides):
 
 
 def test_no_vm_left_behind(sides):
-    assert set(glob.glob("/tmp/trace-reclaim-vm-*")) <= sides["_"]["vm_dirs_before"]
-    assert not subprocess.run(["pgrep", "-f", "qemu-system.*" + sides["_"]["work"]],
+    """Neither VM's directory (its run.sh names our DIR) nor its QEMU remains;
+    other VMs on the host (another user's) may come and go meanwhile."""
+    work = sides["_"]["work"]
+    ours = []
+    for d in glob.glob("/tmp/trace-reclaim-vm-*"):
+        try:
+            with open(os.path.join(d, "run.sh")) as f:
+                if work in f.read():
+                    ours.append(d)
+        except OSError:
+            pass
+    assert ours == []
+    assert not subprocess.run(["pgrep", "-f", "qemu-system.*" + work],
                               capture_output=True).stdout

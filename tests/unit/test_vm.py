@@ -211,6 +211,7 @@ def test_run_kernel_sets_aside_what_the_guest_did_not_finish(tmp_path, monkeypat
     kernel = vm.Kernel("6.1.0-57-amd64", "/c/vmlinuz", root="/c")
 
     def fake_run(k, command, **kw):
+        kw["log"]("vm: booting 6.1.0-57-amd64 with QEMU TCG emulation, 3G, 2 CPUs")
         for i in (1, 2):
             p = d / f"vmalloc-huge-{i}.trc"
             kw["stream"]("stderr", f"run: vmalloc-huge run {i} of 2: recording to {p}\n")
@@ -261,3 +262,24 @@ def test_the_guest_gets_what_the_workload_needs(tmp_path):
     cmd = run._guest_setup("anon", [], argv[:4] + ["anon"])
     assert cmd.splitlines() == ["modprobe -q zram 2>/dev/null",
                                 "exec /py -m trace_reclaim run anon"]
+
+
+def test_run_kernel_interrupted_while_waiting_for_the_vm_lock(tmp_path, monkeypatch):
+    import io
+
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+
+    def fake_run(k, command, **kw):
+        kw["log"]("vm: waiting for another VM to finish (/c/.vm.lock)")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vm, "resolve", lambda spec, log=None, debug_info=False:
+                        vm.Kernel("6.1.0-57-amd64", "/c/vmlinuz", root="/c"))
+    monkeypatch.setattr(vm, "run", fake_run)
+    err = io.StringIO()
+    rc = cli.main(["run", "anon", "-n", "2", "-o", str(tmp_path / "d"), "--kernel", "6.1"],
+                  Environment(stdout=io.StringIO(), stderr=err))
+    assert rc == 130
+    assert "error: interrupted after 0 of 2 runs; no VM had started" in err.getvalue()
+    assert os.listdir(tmp_path / "d") == []

@@ -473,7 +473,11 @@ def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
         argv.append("--no-settle")
     command = _guest_setup(args.workload, args.param, argv)
 
+    booted: List[str] = []
+
     def log(msg: str) -> None:
+        if msg.startswith("vm: booting"):
+            booted.append(msg)
         print(msg, file=env.stderr, flush=True)
 
     done = _GuestProgress()
@@ -494,8 +498,9 @@ def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
                          rwdirs=[out], log=log, stream=stream)
     except (KeyboardInterrupt, _restore.Terminated) as e:
         _set_aside_new(out, before, done.paths, log)
-        print(f"error: interrupted after {len(done.paths)} of {args.runs} runs; the VM "
-              f"({kernel.release}) was stopped", file=env.stderr)
+        print(f"error: interrupted after {len(done.paths)} of {args.runs} runs; "
+              + (f"the VM ({kernel.release}) was stopped" if booted else
+                 "no VM had started"), file=env.stderr)
         return int(ExitStatus.INTERRUPTED if isinstance(e, KeyboardInterrupt)
                    else 128 + e.signum)
     except BaseException:

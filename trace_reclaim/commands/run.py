@@ -490,7 +490,6 @@ def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
         f.flush()
 
     kernel = vm.resolve(args.kernel, log=log)
-    t0 = time.monotonic()
     try:
         # SIGTERM's default action would leave QEMU running in its own session.
         with _restore.signals_to_exceptions():
@@ -512,9 +511,6 @@ def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
         raise UserError(f"the VM ({kernel.release}) ended before the runs finished "
                         f"({len(done.paths)} of {args.runs} done): {vm.why_failed(res)}",
                         "try again; a longer run may need more --vm-memory")
-    if res.returncode == 0:
-        log(f"run: {len(done.paths)} runs on {kernel.release} ({res.accel}) in "
-            f"{time.monotonic() - t0:.0f} s, VM boot {res.boot_s or 0:.0f} s")
     return res.returncode
 
 

@@ -129,8 +129,9 @@ test-vm)
     [ "$arch" = amd64 ] || die "test-vm boots amd64 kernels only (this is $arch)" \
                               "run it on an x86-64 machine"
     # qemu-system-x86 without its recommends (GUI, audio): the guest runs headless.
+    # bpfcc-tools (drsnoop) and bpftrace: the peers counted beside us in the guest.
     apt_opts=--no-install-recommends apt_install qemu-system-x86 busybox-static kmod \
-        xz-utils e2fsprogs
+        xz-utils e2fsprogs bpfcc-tools bpftrace
     if ! .venv/bin/python -c "import virtme_ng" 2>/dev/null; then
         say "installing virtme-ng into .venv"
         .venv/bin/python -m pip install -q --disable-pip-version-check virtme-ng >&2

@@ -52,6 +52,10 @@ KINDS = [(abi.EV_WAKEUP_KSWAPD, "wakeup_kswapd_event", 0.33),
          (abi.EV_RECLAIM_RETRY_ZONE, "reclaim_retry_zone_event", 0.03),
          (abi.EV_COMPACT_RETRY, "compact_retry_event", 0.02)]
 LAYOUTS = {t: struct.Struct(abi.layout(name).fmt) for t, name, _share in KINDS}
+# direct_reclaim_event as it was at a65185c: it ends where cgroup_id begins
+# (appended since; the decoder reads such records with the cgroup ids 0), so
+# a baseline checkout from before the cgroup ids reads this recording too.
+DIRECT_RECLAIM_LEGACY = abi.layout("direct_reclaim_event").field("cgroup_id").offset
 MIX = [(t, share) for t, _name, share in KINDS]
 ZONES = [{"node": 0, "zone": "Normal", "free": 20000, "min": 14769, "low": 20163,
           "high": 25557, "boost": 0, "managed": 5394266}]
@@ -92,7 +96,8 @@ def build(path: str, n: int, seed: int = 1) -> int:
                                rnd.choice((0, 9)), 0)
             elif t == abi.EV_DIRECT_RECLAIM:
                 rec = lay.pack(ts, t, pid, pid, 1, comm, rnd.randint(10_000, 2_000_000),
-                               0x140cca, rnd.randint(0, 64), rnd.choice((0, 9)), 0)
+                               0x140cca, rnd.randint(0, 64), rnd.choice((0, 9)), 0,
+                               0, 0)[:DIRECT_RECLAIM_LEGACY]
             elif t == abi.EV_COMPACTION:
                 rec = lay.pack(ts, t, pid, pid, 1, comm, rnd.randint(1_000, 5_000_000),
                                0x100000, 0x580000, 0x200000, 0x400000, rnd.randint(0, 8), 1)

@@ -113,8 +113,9 @@ def _sizes(type_id: int) -> Tuple[int, ...]:
     dec = _decoders().get(type_id)
     if dec is None:
         return ()
-    # alloc_vmap_area also takes the 8-byte-shorter record of old recordings.
-    return (dec.size, dec.size - 8) if type_id == abi.EV_ALLOC_VMAP_AREA else (dec.size,)
+    # and the shorter records of recordings made before fields were appended
+    # (struct_decoder's ``since``: alloc_vmap_area, the cgroup ids, ...)
+    return (dec.size, *sorted(getattr(dec, "legacy_sizes", ())))
 
 
 def _extreme(f: abi.Field, c: Chooser) -> Any:
@@ -204,6 +205,8 @@ def mutate(c: Chooser, fx: Fixture) -> Tuple[bytes, List[str], bool]:
     # Records whose damage must be counted: by identity, since a later
     # mutation may drop one again.
     must: List[Record] = []
+    # Each payload's own type: a second retype may give a payload its own back.
+    origin = {id(p): t for b in blocks for t, p in b}
     for _ in range(c.integers(1, 4)):
         op = c.choice(MUTATIONS)
         bi = c.integers(0, len(blocks) - 1)
@@ -231,7 +234,8 @@ def mutate(c: Chooser, fx: Fixture) -> Tuple[bytes, List[str], bool]:
         elif op == "retype":
             nt = c.choice(all_types)
             block[ri] = (nt, p)
-            if nt != t and (t < events.USER_BASE or nt < events.USER_BASE) and not (
+            own = origin.get(id(p), t)
+            if nt != own and (own < events.USER_BASE or nt < events.USER_BASE) and not (
                     nt in decs and len(p) >= 12 and int.from_bytes(p[8:12], "little") == nt):
                 must.append(block[ri])
         elif op == "inject":
@@ -277,6 +281,9 @@ def mutate(c: Chooser, fx: Fixture) -> Tuple[bytes, List[str], bool]:
             block.insert(ri, block[ri])
         else:
             continue
+        if op in ("truncate", "extend", "flip", "field"):
+            # a damaged payload keeps the shape of the type it was made for
+            origin[id(block[ri][1])] = origin.get(id(p), t)
         done.append(f"{op}@{bi}.{ri}:{t}")
     kept = {id(r) for b in blocks for r in b}
     return serialize(header, blocks), done, any(id(r) in kept for r in must)

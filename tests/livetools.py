@@ -59,12 +59,15 @@ class Trace:
     """``with Trace(tmp_path) as t: workload()`` then ``t.report`` (the -j document)."""
 
     def __init__(self, directory: str, args: Optional[List[str]] = None,
-                 live: bool = False, ready_timeout: float = 60,
+                 live: bool = False, ready_timeout: Optional[float] = None,
                  report: bool = True) -> None:
         self.path = os.path.join(directory, f"trace-{time.monotonic_ns()}.trc")
         self.args = args or []
         self.live = live
-        self.ready_timeout = ready_timeout
+        # A BPF compile under emulation (the VM tier) takes minutes:
+        # tests/vm/guest.sh raises the default there.
+        self.ready_timeout = ready_timeout or float(
+            os.environ.get("TRACE_RECLAIM_READY_TIMEOUT", "60"))
         self.proc: Optional[subprocess.Popen] = None
         self.stdout = ""
         self.stderr = ""

@@ -15,6 +15,7 @@ from trace_reclaim.events import _DECODERS
 from trace_reclaim.episodes import EpisodeBuilder
 from trace_reclaim.findings import findings
 from trace_reclaim.procfs import VMSTAT_KEYS
+from trace_reclaim.recording import LONG_LENGTH, RECORD_HEAD
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = ["Correlator", "MAX_INTERVAL_ROWS"]
@@ -67,6 +68,9 @@ class Correlator:
             self.aggs[t.name] = agg
             for ty in t.event_types:
                 self._by_type[ty] = agg
+        # Aggregators whose handlers hold records for ``flush`` to count.
+        self._flushes = [a.flush for a in self.aggs.values()
+                         if type(a).flush is not Aggregator.flush]
         # Aggregators that also see other tracers' records (Aggregator.observes).
         self._observers: Dict[int, List[Any]] = {}
         for agg in self.aggs.values():
@@ -83,6 +87,7 @@ class Correlator:
             symbolize=self._symbolize, cgroup_name=self._cgroup_name)
         self._ep_feed = self.episodes.feed if history else _ignore
         self._hot: Dict[int, Any] = {}
+        self._hot_in_place: Dict[int, Any] = {}
         self.lost: Dict[int, int] = {}
         self.rows: List[Dict[str, Any]] = []
         self.rows_dropped = 0
@@ -172,6 +177,79 @@ class Correlator:
                     ep_feed(ev)
         finally:
             self.events += counted
+            self._flush()
+
+    def _flush(self) -> None:
+        for flush in self._flushes:
+            flush()
+
+    def feed_block(self, payload: bytes) -> None:
+        """Feed every record of one block of a recording (``Reader.payloads``).
+
+        What ``feed_records`` does with the block's records, in the same
+        order with the same checks, but a hot path's record of a size its
+        decoder takes in place (``by_size``) is decoded where it lies in the
+        block, without a copy of it or a tuple for it.  The framing is
+        recording.py's: ``u16 type, u16 len`` (``0xffff``: a u32 length
+        follows), then the payload; ``payload`` must have been checked
+        to frame its records exactly.
+        """
+        hot_of = self._hot_in_place
+        w = self.window
+        start_ns, end_ns = w.start_ns, w.end_ns
+        user_base = events.USER_BASE
+        head = RECORD_HEAD.unpack_from
+        long_length = LONG_LENGTH.unpack_from
+        off = 0
+        end = len(payload)
+        counted = 0
+        try:
+            while off < end:
+                type_id, n = head(payload, off)
+                off += 4
+                if n == 0xFFFF:
+                    n = long_length(payload, off)[0]
+                    off += 4
+                at = off
+                off += n
+                hot = hot_of.get(type_id)
+                if hot is None:
+                    if type_id >= user_base:
+                        self.events += counted
+                        counted = 0
+                        self._decode_and_feed(type_id, payload[at:off])
+                        start_ns, end_ns = w.start_ns, w.end_ns
+                        continue
+                    hot = self._hot_path(type_id)
+                    if hot:
+                        # struct_decoder's in-place decoders, by record size
+                        hot = (getattr(hot[0], "by_size", {}), *hot)
+                    hot_of[type_id] = hot
+                if not hot:  # decodes and counts as unknown or not-this-session
+                    self._decode_and_feed(type_id, payload[at:off])
+                    continue
+                by_size, dec, agg_feed, ep_feed = hot
+                decode_at = by_size.get(n)
+                try:
+                    ev = dec(payload[at:off]) if decode_at is None else decode_at(payload, at)
+                except events.DecodeError:
+                    self.decode_errors += 1
+                    continue
+                ts = ev.ts_ns
+                if ts < start_ns:
+                    if end_ns and ts > end_ns:
+                        self.after_window += 1
+                    else:
+                        self.before_window += 1
+                elif end_ns and ts > end_ns:
+                    self.after_window += 1
+                else:
+                    counted += 1
+                    agg_feed(ev)
+                    ep_feed(ev)
+        finally:
+            self.events += counted
+            self._flush()
 
     def feed(self, ev: Any) -> Optional[Dict[str, Any]]:
         agg = self._by_type.get(ev.type) if isinstance(ev, events.Event) else None
@@ -188,7 +266,10 @@ class Correlator:
             for fn in self._observers.get(ev.type, ()):
                 fn(ev)
             self._ep_feed(ev)
+            self._flush()
             return None
+        # What the handlers held is counted before anything else reads it.
+        self._flush()
         if isinstance(ev, events.Tick):
             return self._tick(ev)
         if isinstance(ev, events.Snapshot):

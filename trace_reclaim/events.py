@@ -198,7 +198,7 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     fmt = layout.format(skip=[f.name for f in layout.flat if abi.is_pad(f.name)])
     compiled = struct.Struct(fmt)
     size = compiled.size
-    unpack = compiled.unpack
+    unpack_from = compiled.unpack_from
     first = layout.field(since).offset if since is not None else size
     legacy = frozenset(f.offset for f in layout.flat if f.offset >= first)
     make = _maker(cls, names, [i for i, f in enumerate(flat) if f.is_string and i != 5])
@@ -209,14 +209,10 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     types: Set[int] = set()
     name = cls.__name__
 
-    def decode_struct(payload: bytes) -> Any:
-        try:
-            v = unpack(payload)
-        except struct.error:
-            if len(payload) not in legacy:
-                raise DecodeError(f"{name}: {len(payload)} bytes, need {size}") from None
-            # an older recording: the fields added since end it earlier; they read 0
-            v = unpack(bytes(payload) + bytes(size - len(payload)))
+    def decode_checked(buf: bytes, offset: int) -> Any:
+        # The record of exactly ``size`` bytes at ``offset`` of ``buf``: replay
+        # decodes in place in the block, without a copy of each record.
+        v = unpack_from(buf, offset)
         if v[1] not in types:
             raise DecodeError(f"{name}: event_header.type {v[1]} is not its type")
         if in_limits is not None and not in_limits(v):
@@ -227,6 +223,34 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
             comm = _comm(raw)
         return make(v, comm)
 
+    fast = in_limits is None and not hasattr(cls, "__post_init__")
+    decode_at = _fast_decoder(cls, names, flat, unpack_from, types) if fast \
+        else decode_checked
+    # The in-place decoder for each record size taken: the struct's, and for
+    # a class on the generated path, each older struct's (the fields it lacks
+    # read as from zero bytes, as decode_struct pads them).
+    by_size: Dict[int, Callable[[bytes, int], Any]] = {size: decode_at}
+    if fast:
+        zero = compiled.unpack(bytes(size))
+        for at in sorted(legacy):
+            kept = [f for f in flat if f.offset < at]
+            prefix = layout.format(skip=[f.name for f in layout.flat if abi.is_pad(f.name)
+                                         or f.offset >= at])
+            # the old struct's bytes only: the skipped tail is not read
+            prefix = prefix.rstrip("0123456789x") or "<"
+            by_size[at] = _fast_decoder(cls, names, flat, struct.Struct(prefix).unpack_from,
+                                        types, zero[len(kept):])
+
+    def decode_struct(payload: bytes) -> Any:
+        n = len(payload)
+        d = by_size.get(n)
+        if d is not None:
+            return d(payload, 0)
+        if n not in legacy:
+            raise DecodeError(f"{name}: {n} bytes, need {size}")
+        # an older recording: the fields added since end it earlier; they read 0
+        return decode_at(bytes(payload) + bytes(size - n), 0)
+
     # What tests/unit/test_abi.py checks against the compiled header.
     decode_struct.size = size  # type: ignore[attr-defined]
     decode_struct.format = fmt  # type: ignore[attr-defined]
@@ -234,7 +258,44 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     decode_struct.cls = cls  # type: ignore[attr-defined]
     decode_struct.types = types  # type: ignore[attr-defined]
     decode_struct.legacy_sizes = legacy  # type: ignore[attr-defined]
+    decode_struct.decode_at = decode_at  # type: ignore[attr-defined]
+    decode_struct.by_size = by_size  # type: ignore[attr-defined]
     return decode_struct
+
+
+def _fast_decoder(cls: type, names: List[str], flat: List[abi.Field], unpack_from: Any,
+                  types: Set[int], tail: Tuple[Any, ...] = ()) -> Callable[[bytes, int], Any]:
+    """``decode_checked`` as one generated function, for the per-record hot path.
+
+    The same checks (event_header.type is one of ``types``) and the same
+    object, without a tuple indexed field by field or a second call:
+    the values unpack into locals that are stored in a new ``cls``'s slots.
+    For classes without LIMITS or __post_init__.  ``unpack_from`` may
+    unpack the first fields only (an older, shorter struct): ``tail`` holds
+    the values of the others.
+    """
+    values = [f"_{i}" for i in range(len(names))]
+    read = values[:len(values) - len(tail)]
+
+    def value(i: int) -> str:
+        return "comm" if i == 5 else f"cstr(_{i})" if flat[i].is_string else f"_{i}"
+    stores = "".join(f"    o.{n} = {value(i)}\n" for i, n in enumerate(names))
+    src = (f"def decode_at(buf, offset):\n"
+           f"    {', '.join(read)}, = unpack_from(buf, offset)\n"
+           + (f"    {', '.join(values[len(read):])}, = tail\n" if tail else "") +
+           f"    if _1 not in types:\n"
+           f"        raise DecodeError(f'{cls.__name__}: event_header.type {{_1}} "
+           f"is not its type')\n"
+           f"    comm = cache.get(_5)\n"
+           f"    if comm is None:\n"
+           f"        comm = cstr(_5)\n"
+           f"    o = new(cls)\n{stores}    return o\n")
+    scope: Dict[str, Any] = {"new": object.__new__, "cls": cls, "cstr": _comm,
+                             "cache": _comm_cache, "types": types,
+                             "unpack_from": unpack_from, "DecodeError": DecodeError,
+                             "tail": tail}
+    exec(src, scope)  # noqa: S102 - field names of our own dataclasses, checked against events.h
+    return scope["decode_at"]
 
 
 def _limits_check(cls: type, names: List[str]) -> Optional[Callable[[Any], bool]]:

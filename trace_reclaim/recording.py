@@ -68,7 +68,10 @@ VERSION = 1
 _FILE_HEAD = struct.Struct("<8sHHI")
 _BLOCK_HEAD = struct.Struct("<4sIII")
 _REC = struct.Struct("<HH")
+#: A record's head (type, length), and the u32 length of a long record.
+RECORD_HEAD = _REC
 _U32 = struct.Struct("<I")
+LONG_LENGTH = _U32
 # A block larger than this is damage, not data: the writer never makes one.
 MAX_BLOCK = 64 << 20
 FLUSH_BYTES = 256 << 10
@@ -213,7 +216,31 @@ class Reader:
             yield from block
 
     def blocks_of_records(self) -> Iterator[List[Tuple[int, bytes]]]:
-        """Yield each good block's records as a list (replay's fast path)."""
+        """Yield each good block's records as a list."""
+        for payload, nrec in self._blocks():
+            parsed = _parse_block(payload, nrec)
+            if parsed is None:
+                self._stop("a block's records do not add up")
+                return
+            self.blocks += 1
+            yield parsed
+
+    def payloads(self) -> Iterator[bytes]:
+        """Yield each good block's payload: its records, framed as above.
+
+        The same blocks as ``blocks_of_records``, whose records are checked
+        to add up before the block is yielded, but not cut into a list: for
+        a reader that decodes them in place (replay's fast path).
+        """
+        for payload, nrec in self._blocks():
+            if _count_records(payload) != nrec:
+                self._stop("a block's records do not add up")
+                return
+            self.blocks += 1
+            yield payload
+
+    def _blocks(self) -> Iterator[Tuple[bytes, int]]:
+        """Yield each block's payload and record count while blocks check out."""
         read = self.f.read
         while True:
             head = read(_BLOCK_HEAD.size)
@@ -233,12 +260,28 @@ class Reader:
             if zlib.crc32(payload) != crc:
                 self._stop("a block fails its checksum")
                 return
-            parsed = _parse_block(payload, nrec)
-            if parsed is None:
-                self._stop("a block's records do not add up")
-                return
-            self.blocks += 1
-            yield parsed
+            yield payload, nrec
+
+
+def _count_records(payload: bytes) -> int:
+    """How many records ``payload`` frames exactly; -1 if the last one overruns it."""
+    count = 0
+    off = 0
+    end = len(payload)
+    unpack = _REC.unpack_from
+    while off < end:
+        if off + 4 > end:
+            return -1
+        n = unpack(payload, off)[1]
+        off += 4
+        if n == 0xFFFF:
+            if off + 4 > end:
+                return -1
+            n = _U32.unpack_from(payload, off)[0]
+            off += 4
+        off += n
+        count += 1
+    return count if off == end else -1
 
 
 def _parse_block(payload: bytes, nrec: int) -> List[Tuple[int, bytes]] | None:

@@ -67,9 +67,12 @@ def replay(path: str, env: Environment, registry: Dict[str, Tracer],
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            for block in reader.blocks_of_records():
-                corr.feed_records(block)
-                if tap is not None:
+            if tap is None:
+                for payload in reader.payloads():
+                    corr.feed_block(payload)
+            else:
+                for block in reader.blocks_of_records():
+                    corr.feed_records(block)
                     tap(block)
         finally:
             if gc_was:

@@ -85,6 +85,18 @@ class Aggregator(abc.ABC):
         """
         return {}
 
+    def flush(self) -> None:
+        """Count what the handlers only held so far.
+
+        A handler may just keep its record (``list.append``) and leave the
+        counting to this, over many records at once.  The correlator calls
+        it after each batch of records it is fed and before each tick,
+        snapshot, sample and window end, so whatever else reads the
+        aggregator finds every record counted; ``report`` calls it too.
+        Records held are bounded by the batch.  Default: nothing held.
+        """
+        return None
+
     def observes(self) -> Mapping[int, Callable[[Any], None]]:
         """Other tracers' record types this aggregator also sees, read-only.
 

@@ -498,7 +498,10 @@ def _script(out: str, command: str, cwd: str, env: Dict[str, str]) -> str:
 def _vng_argv(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
               rodirs: Sequence[str], rwdirs: Sequence[str] = ()) -> List[str]:
     argv = [_vng(), "--run", kernel.kdir or kernel.image, "--force-9p",
-            "--memory", memory, "--cpus", str(cpus), "--rwdir", out]
+            "--memory", memory, "--cpus", str(cpus), "--rwdir", out,
+            # The guest kernel's log on the console (the file Result.console
+            # reads): an OOM or a panic that ends the guest says so there.
+            "--verbose"]
     if accel == "tcg":
         argv.append("--disable-kvm")
     # vng mounts a tmpfs over /var/cache (and other places) in the guest:
@@ -569,10 +572,20 @@ def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
                   timed_out=timed_out, console=_read(os.path.join(out, "console"), 65536))
 
 
+# Kernel log lines that say why a guest ended (the first one is the cause).
+_FATAL = ("Kernel panic", "Out of memory", "invoked oom-killer", "BUG:", "Oops:",
+          "general protection fault", "watchdog: BUG")
+
+
 def why_failed(res: Result) -> str:
-    """Say why the guest command did not finish, from the console's last line."""
+    """Say why the guest command did not finish, from the console.
+
+    The kernel's own words when it said why (a panic, an oops, the OOM
+    killer), else the console's last line.
+    """
     lines = [ln.strip() for ln in res.console.splitlines() if ln.strip()]
-    last = lines[-1] if lines else "no output"
+    fatal = [ln for ln in lines if any(w in ln for w in _FATAL)]
+    last = fatal[0] if fatal else lines[-1] if lines else "no output"
     if res.boot_s is None:
         return f"the guest did not start the command within {res.wall_s:.0f}s ({last[:120]})"
     return last[:160]

@@ -9,16 +9,20 @@ ones and the summary's counts as they are.
 
 from __future__ import annotations
 
+import json
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trace_reclaim import events
+from trace_reclaim import abi, events, kswapd, tracers
+from trace_reclaim.correlate import Correlator
 from trace_reclaim.episodes import builder as episode_builder
 from trace_reclaim.episodes import EpisodeBuilder
 from trace_reclaim.stats import EXACT_CAP, LatencyStats
 from trace_reclaim.tracer import Window
+from trace_reclaim.report import render_json
 from trace_reclaim.tracers import compaction, reclaim
 
 from tests import synth
@@ -151,3 +155,68 @@ def test_dropped_episodes_leave_the_kept_ones_and_the_counts(monkeypatch):
     kept_stalls = sum(d["direct_reclaim_stalls"] for d in docs)
     assert summary["direct_reclaim_stalls"] == kept_stalls
     assert summary["dropped_stalls"] == all_summary["direct_reclaim_stalls"] - kept_stalls
+
+
+def _held_records(seed: int, n: int = 4000):
+    """Random reclaim and oom records over many nodes, zones and orders, with
+    ticks and a window: what the handlers only hold until ``flush``."""
+    rnd = random.Random(seed)
+    t_cr, t_rz = compaction.EV_COMPACT_RETRY, abi.EV_RECLAIM_RETRY_ZONE
+    recs = [synth.vmstat_snapshot(1_000_000, "start")]
+    ts = 1_000_000
+    for i in range(n):
+        ts += rnd.randint(1, 50_000)
+        nid = rnd.choice((0, 0, 0, 1, rnd.randint(2, 40)))
+        kind = rnd.randint(0, 9)
+        if kind < 4:
+            recs.append(synth.wakeup_kswapd(ts, nid=nid, zid=rnd.randint(0, 24),
+                                            order=rnd.randint(0, 14), pid=rnd.randint(1, 9)))
+        elif kind == 4:
+            recs.append(synth.kswapd_wake(ts, nid=nid, order=rnd.randint(0, 9)))
+        elif kind == 5:
+            recs.append(synth.kswapd_sleep(ts, nid=nid))
+        elif kind == 6:
+            t = compaction.EV_COMPACTION
+            recs.append((t, synth.record("compaction_event", t, ts,
+                                         comm=rnd.choice(("kcompactd0", "dd", "kcompact")),
+                                         delta_ns=rnd.randint(0, 1 << 30),
+                                         status=rnd.randint(0, 12))))
+        elif kind == 7:
+            recs.append((t_cr, synth.record("compact_retry_event", t_cr, ts,
+                                            result=rnd.randint(0, 12),
+                                            retry=rnd.choice((0, 1, 7)))))
+        elif kind == 8:
+            recs.append((t_rz, synth.record("reclaim_retry_zone_event", t_rz, ts, nid=nid,
+                                            no_progress_loops=rnd.randint(0, 16),
+                                            wmark_check=rnd.choice((0, 1)))))
+        else:
+            recs.append(synth.direct_reclaim(ts, rnd.randint(0, 3_000_000), pid=rnd.randint(1, 9)))
+        if i % 500 == 499:
+            recs.append(synth.user(events.Tick(ts, i // 500, {})))
+    recs.append(synth.user(events.End(ts, "duration")))
+    return recs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_held_records_count_as_one_at_a_time(monkeypatch, seed):
+    """Aggregators whose handlers hold records (``Aggregator.flush``) report
+    the same whether the correlator flushes after every record or after one
+    batch of all of them: node registration past MAX_NODES, the 256 requests
+    kept per node, interval rows and every total included."""
+    monkeypatch.setattr(kswapd, "MAX_NODES", 3)
+    recs = _held_records(seed)
+    header = {"plan": {"tracers": ["reclaim", "oom"]}}
+    docs = []
+    for one_at_a_time in (True, False):
+        corr = Correlator(header, [tracers.registry()[n] for n in ("reclaim", "oom")])
+        if one_at_a_time:
+            for t, p in recs:
+                corr.feed_record(t, p)
+        else:
+            corr.feed_records(recs)
+        docs.append(render_json(corr.report()))
+    assert docs[0] == docs[1]
+    doc = json.loads(docs[0])
+    nids = [n["nid"] for n in doc["reclaim"]["kswapd"]]
+    assert len(nids) == 4 and nids[0] == -1  # three nodes, then the rest folded into -1
+    assert max(len(n["requests"]) for n in doc["reclaim"]["kswapd"]) == 256

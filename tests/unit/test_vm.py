@@ -115,6 +115,7 @@ def test_vng_argv_shares_the_kernel_and_the_output_directories(monkeypatch):
     argv = vm._vng_argv(k, "/tmp/out", "tcg", "3G", 2, ["/ro"], ["/data/base"])
     assert argv[:3] == ["vng", "--run", "/c/6.12/boot/vmlinuz"]
     assert "--disable-kvm" in argv and "--force-9p" in argv
+    assert "--verbose" in argv      # the kernel's log reaches the console file
     pairs = list(zip(argv, argv[1:]))
     assert ("--rwdir", "/tmp/out") in pairs and ("--rwdir", "/data/base") in pairs
     assert ("--rodir", "/c/6.12") in pairs and ("--rodir", "/ro") in pairs
@@ -283,3 +284,17 @@ def test_run_kernel_interrupted_while_waiting_for_the_vm_lock(tmp_path, monkeypa
     assert rc == 130
     assert "error: interrupted after 0 of 2 runs; no VM had started" in err.getvalue()
     assert os.listdir(tmp_path / "d") == []
+
+
+def test_why_failed_names_the_kernels_reason_before_the_last_line():
+    log = ("[   97.1] python3 invoked oom-killer: gfp_mask=0x140cca, order=0\n"
+           "[   97.2] Mem-Info:\n"
+           "[   97.9] Out of memory: Killed process 212 (python3)\n"
+           "[   98.0] virtme-init: exiting\n")
+    res = vm.Result(returncode=None, stdout="", stderr="", accel="tcg", boot_s=17.0,
+                    wall_s=98.0, timed_out=False, console=log)
+    assert "invoked oom-killer" in vm.why_failed(res)
+    res.console = "[ 5.0] booted\n[ 6.0] last words\n"
+    assert vm.why_failed(res) == "[ 6.0] last words"
+    res.console = ""
+    assert vm.why_failed(res) == "no output"

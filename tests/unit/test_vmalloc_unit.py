@@ -162,6 +162,32 @@ def test_slow_retry_is_still_linked():
     assert b["verdict"] == "fallback" and b["attempt"]["addr"] == f"0x{A:x}"
 
 
+def test_retry_after_reclaiming_for_its_area_is_still_linked():
+    """The retry's vmap_area may reclaim first: in the VM tier it came over a
+    second after the free.  Its size, not the delay, ties it to the attempt."""
+    slow = 15 + 3_000_000_000
+    assert slow < 15 + vm.RETRY_WINDOW_NS
+    s = run([alloc(10, A, HUGE_SIZE, 2 * MiB), page(12, A, 0, failed=True), free(15, A),
+             alloc(slow, B, RETRY_SIZE, 1)])
+    b = by_addr(s, B)
+    assert b["verdict"] == "fallback" and b["attempt"]["addr"] == f"0x{A:x}"
+
+
+def test_an_area_of_another_request_is_not_the_retry():
+    """Only the size one request gives both (2 MiB vs 4 KiB rounding) links;
+    another area of the task in between is left alone and the retry after
+    it still links."""
+    s = run([alloc(10, A, HUGE_SIZE, 2 * MiB), page(12, A, 0, failed=True), free(15, A),
+             alloc(16, N, 16384, 1), alloc(17, B, RETRY_SIZE, 1)])
+    assert by_addr(s, N)["verdict"] == "not_eligible" and "attempt" not in by_addr(s, N)
+    b = by_addr(s, B)
+    assert b["verdict"] == "fallback" and b["attempt"]["addr"] == f"0x{A:x}"
+    s = run([alloc(10, A, HUGE_SIZE, 2 * MiB), page(12, A, 0, failed=True), free(15, A),
+             alloc(16, B, 2 * MiB + 4096, 1)])
+    assert by_addr(s, A)["verdict"] == "fallback" and "not seen" in by_addr(s, A)["why"]
+    assert "attempt" not in by_addr(s, B)
+
+
 def test_missing_page_events_are_unknown_not_huge():
     s = run([alloc(10, A, HUGE_SIZE, 2 * MiB)])
     a = by_addr(s, A)

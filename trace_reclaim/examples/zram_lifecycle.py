@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from typing import Dict, Iterable, Optional
@@ -73,8 +74,17 @@ def set_disksize(n, size):
     _proc.write_value("/sys/block/zram%d/disksize" % n, size)
 
 
-def cache_names(n):
-    """Return the slab cache names zsmalloc creates for zramN's pool."""
+def cache_names(n, release=None):
+    """Return the slab cache names zsmalloc creates for zramN's pool.
+
+    Since 6.12 ("mm/zsmalloc: use unique zsmalloc caches names") each pool's
+    caches carry its name; before, every pool created "zs_handle" and
+    "zspage" (6.1 does, measured in the VM tier).
+    """
+    release = release or os.uname().release
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if m and (int(m.group(1)), int(m.group(2))) < (6, 12):
+        return ["zs_handle", "zspage"]
     return ["zs_handle-zram%d" % n, "zspage-zram%d" % n]
 
 

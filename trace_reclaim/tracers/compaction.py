@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter, not_
 from typing import Any, Dict, List
 
 from trace_reclaim import events
@@ -61,51 +63,82 @@ def is_kcompactd(comm: str) -> bool:
     return comm.startswith("kcompactd")
 
 
-# compact_zone() run times held before they are added to the statistics in
-# one go (``LatencyStats.add_many``): a bound on memory.
+# compact_zone() runs held before they are counted in one go (``flush``):
+# a bound on memory where nothing calls ``flush`` sooner.
 RUN_BATCH = 4096
+_comm = attrgetter("comm")
+_delta_ns = attrgetter("delta_ns")
+_status = attrgetter("status")
+_result = attrgetter("result")
+_retry = attrgetter("retry")
 
 
 class CompactionStats:
-    """Compaction runs (direct and kcompactd) by result; should_compact_retry() calls."""
+    """Compaction runs (direct and kcompactd) by result; should_compact_retry() calls.
+
+    ``runs`` and ``retries`` hold the records until ``flush`` counts them,
+    column by column; aggregators use their ``append`` as the handler.
+    """
 
     def __init__(self) -> None:
         self._lat = {"direct": LatencyStats(), "kcompactd": LatencyStats()}
-        self._runs: Dict[str, List[int]] = {"direct": [], "kcompactd": []}  # not added yet
         self.status: Counter[str] = Counter()
-        self.retries = 0
+        self.retry_calls = 0
         self.retry_gave_up = 0
         self.retry_results: Counter[str] = Counter()
+        self.runs: List[Compaction] = []       # not counted yet
+        self.retries: List[CompactRetry] = []  # not counted yet
 
     @property
     def lat(self) -> Dict[str, LatencyStats]:
         """compact_zone() run times by who ran it, every run so far added."""
-        self._add_runs()
+        self.flush()
         return self._lat
 
-    def _add_runs(self) -> None:
-        for who, runs in self._runs.items():
-            self._lat[who].add_many(runs)
+    def flush(self) -> None:
+        """Count the runs and retry decisions held so far.
+
+        What one record at a time would count: run times go to who ran
+        them in the order they came (LatencyStats keeps no order anyway),
+        results are counted by name.
+        """
+        runs = self.runs
+        if runs:
+            comms = list(map(_comm, runs))
+            by_kcompactd = {c: is_kcompactd(c) for c in set(comms)}
+            kcompactd = list(map(by_kcompactd.__getitem__, comms))
+            deltas = list(map(_delta_ns, runs))
+            self._lat["kcompactd"].add_many(list(compress(deltas, kcompactd)))
+            self._lat["direct"].add_many(list(compress(deltas, map(not_, kcompactd))))
+            status = self.status
+            for st, c in Counter(map(_status, runs)).items():
+                # the number's str() only when the name is unknown
+                name = COMPACT_STATUS.get(st)
+                status[str(st) if name is None else name] += c
             runs.clear()
+        retries = self.retries
+        if retries:
+            self.retry_calls += len(retries)
+            self.retry_gave_up += len(retries) - sum(map(bool, map(_retry, retries)))
+            results = self.retry_results
+            for r, c in Counter(map(_result, retries)).items():
+                name = COMPACT_RETRY_RESULT.get(r)
+                results[str(r) if name is None else name] += c
+            retries.clear()
 
     def add_compaction(self, ev: Compaction) -> None:
-        runs = self._runs["kcompactd" if is_kcompactd(ev.comm) else "direct"]
-        runs.append(ev.delta_ns)
-        if len(runs) >= RUN_BATCH:
-            self._add_runs()
-        # A per-event path: the number's str() only when the name is unknown.
-        name = COMPACT_STATUS.get(ev.status)
-        self.status[str(ev.status) if name is None else name] += 1
+        self.runs.append(ev)
+        if len(self.runs) >= RUN_BATCH:
+            self.flush()
 
     def add_compact_retry(self, ev: CompactRetry) -> None:
-        self.retries += 1
-        if not ev.retry:
-            self.retry_gave_up += 1
-        name = COMPACT_RETRY_RESULT.get(ev.result)
-        self.retry_results[str(ev.result) if name is None else name] += 1
+        self.retries.append(ev)
+        if len(self.retries) >= RUN_BATCH:
+            self.flush()
 
     def compaction(self) -> Dict[str, Any]:
         """The section's ``compaction``: runs and latency by who, results."""
+        self.flush()
         comp = {}
         for who, lat in self.lat.items():
             s = lat.summary()
@@ -115,7 +148,8 @@ class CompactionStats:
 
     def compact_retry(self) -> Dict[str, Any]:
         """The section's ``compact_retry``: should_compact_retry() calls and results."""
-        return {"calls": self.retries, "gave_up": self.retry_gave_up,
+        self.flush()
+        return {"calls": self.retry_calls, "gave_up": self.retry_gave_up,
                 "results": dict(sorted(self.retry_results.items()))}
 
 

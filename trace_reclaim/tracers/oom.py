@@ -18,6 +18,7 @@ holds the reclaim retry decisions, the OOM victims, and the tracer that loads
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, ClassVar, Dict, List
 
 from trace_reclaim import events
@@ -25,8 +26,9 @@ from trace_reclaim.abi import EV_MARK_VICTIM, EV_RECLAIM_RETRY_ZONE
 from trace_reclaim.report import wrap
 from trace_reclaim.stats import LatencyStats
 from trace_reclaim.tracer import Aggregator, Tracer, Window
-from trace_reclaim.tracers.compaction import (EV_COMPACT_RETRY, EV_COMPACTION, CompactionStats,
-                                              render_compact_retry, render_compaction)
+from trace_reclaim.tracers.compaction import (EV_COMPACT_RETRY, EV_COMPACTION, RUN_BATCH,
+                                              CompactionStats, render_compact_retry,
+                                              render_compaction)
 
 __all__ = [
     "EV_MARK_VICTIM", "EV_RECLAIM_RETRY_ZONE", "MarkVictim", "ReclaimRetryZone",
@@ -34,6 +36,8 @@ __all__ = [
 ]
 
 MAX_VICTIMS = 256
+_no_progress_loops = attrgetter("no_progress_loops")
+_wmark_check = attrgetter("wmark_check")
 
 
 @dataclass(slots=True)
@@ -92,6 +96,7 @@ class OomAggregator(Aggregator):
         self.reclaim_retries = 0
         self.reclaim_retry_max_loops = 0
         self.reclaim_retry_wmark_fail = 0
+        self._retry_zones: List[ReclaimRetryZone] = []  # not counted yet (``flush``)
 
     @property
     def compaction_lat(self) -> Dict[str, LatencyStats]:
@@ -100,16 +105,26 @@ class OomAggregator(Aggregator):
 
     def handlers(self) -> Dict[int, Any]:
         """The function for each record type (the correlator calls them directly)."""
-        return {EV_COMPACTION: self.compaction.add_compaction,
-                EV_RECLAIM_RETRY_ZONE: self._reclaim_retry_zone,
-                EV_COMPACT_RETRY: self.compaction.add_compact_retry}
+        # Each only keeps its record; ``flush`` counts them (the correlator
+        # calls it after every batch of records).
+        return {EV_COMPACTION: self.compaction.runs.append,
+                EV_RECLAIM_RETRY_ZONE: self._retry_zones.append,
+                EV_COMPACT_RETRY: self.compaction.retries.append}
+
+    def flush(self) -> None:
+        self.compaction.flush()
+        evs = self._retry_zones
+        if evs:
+            self.reclaim_retries += len(evs)
+            self.reclaim_retry_max_loops = max(self.reclaim_retry_max_loops,
+                                               max(map(_no_progress_loops, evs)))
+            self.reclaim_retry_wmark_fail += len(evs) - sum(map(bool, map(_wmark_check, evs)))
+            evs.clear()
 
     def _reclaim_retry_zone(self, ev: Any) -> None:
-        self.reclaim_retries += 1
-        if ev.no_progress_loops > self.reclaim_retry_max_loops:
-            self.reclaim_retry_max_loops = ev.no_progress_loops
-        if not ev.wmark_check:
-            self.reclaim_retry_wmark_fail += 1
+        self._retry_zones.append(ev)
+        if len(self._retry_zones) >= RUN_BATCH:
+            self.flush()
 
     def feed(self, ev: Any) -> None:
         t = ev.type
@@ -126,6 +141,7 @@ class OomAggregator(Aggregator):
             self.victims.append(ev.as_json())
 
     def report(self) -> Dict[str, Any]:
+        self.flush()
         return {
             "compaction": self.compaction.compaction(),
             "reclaim_retry_zone": {"calls": self.reclaim_retries,

@@ -43,6 +43,7 @@ _pages = attrgetter("nr_reclaimed_pages")
 _order = attrgetter("order")
 _gfp_flags = attrgetter("gfp_flags")
 _retries = attrgetter("retries")
+_request = attrgetter("nid", "zid", "order")
 OTHER = "[other processes]"
 RECLAIMERS = abi.slots("reclaimer", "RECLAIMER_")  # lru_reclaim's slots, in index order
 LRU_GEN_ENABLED = "/sys/kernel/mm/lru_gen/enabled"
@@ -157,6 +158,8 @@ class ReclaimAggregator(Aggregator):
         self._tick_ns = 0
         self.gfp_bits = window.header.get("gfp_bits") or gfp.DEFAULT_BITS
         self.zone_names = window.header.get("zone_names") or ZONE_NAMES
+        # wakeup_kswapd records not counted yet (``_fold_wakeups``).
+        self._wakeups: List[Any] = []
         self._handlers = self.handlers()
         # Processes with stalls not folded in yet, and how many stalls.
         self._unfolded: List[_Proc] = []
@@ -187,7 +190,7 @@ class ReclaimAggregator(Aggregator):
 
     def handlers(self) -> Dict[int, Any]:
         """The function for each record type (the correlator calls them directly)."""
-        return {EV_WAKEUP_KSWAPD: self._wakeup_kswapd, EV_DIRECT_RECLAIM: self._direct_reclaim,
+        return {EV_WAKEUP_KSWAPD: self._wakeups.append, EV_DIRECT_RECLAIM: self._direct_reclaim,
                 EV_KSWAPD_WAKE: self._kswapd_wake, EV_KSWAPD_SLEEP: self._kswapd_sleep}
 
     def feed(self, ev: Any) -> None:
@@ -195,16 +198,32 @@ class ReclaimAggregator(Aggregator):
         if h is not None:
             h(ev)
 
-    def _wakeup_kswapd(self, ev: Any) -> None:
-        # The most frequent record under pressure.
-        n = self.nodes.get(ev.nid) or self._node(ev.nid)
-        req = n.requests
-        key = (ev.zid, ev.order)
-        if key in req:
-            req[key] += 1
-        elif len(req) < 256:
-            req[key] = 1
-        self._iv["wakeup_requests"] += 1
+    def flush(self) -> None:
+        self._fold_wakeups()
+
+    def _fold_wakeups(self) -> None:
+        """Count the wakeup_kswapd records held so far (the most frequent
+        record under pressure: its handler only keeps it).
+
+        What one record at a time would count: each (node, zone, order) is
+        met in order of first appearance, so nodes register in that order
+        and the cap of 256 requests per node keeps the same ones.  A kswapd
+        wake or sleep that would register a node first folds these in.
+        """
+        evs = self._wakeups
+        if not evs:
+            return
+        self._iv["wakeup_requests"] += len(evs)
+        nodes = self.nodes
+        for (nid, zid, order), c in Counter(map(_request, evs)).items():
+            n = nodes.get(nid) or self._node(nid)
+            req = n.requests
+            key = (zid, order)
+            if key in req:
+                req[key] += c
+            elif len(req) < 256:
+                req[key] = c
+        evs.clear()
 
     def _direct_reclaim(self, ev: Any) -> None:
         # Which process row a stall goes to is decided now (rows are capped
@@ -256,12 +275,16 @@ class ReclaimAggregator(Aggregator):
         self._unfolded_n = 0
 
     def _kswapd_wake(self, ev: Any) -> None:
+        if self._wakeups and ev.nid not in self.kswapd.nodes:
+            self._fold_wakeups()  # nodes register in the order the records came
         k, _ = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
         if k.nid not in self.nodes:
             self.nodes[k.nid] = _Node(k)
         self._iv["kswapd_wakes"] += 1
 
     def _kswapd_sleep(self, ev: Any) -> None:
+        if self._wakeups and ev.nid not in self.kswapd.nodes:
+            self._fold_wakeups()
         n = self._node(ev.nid)
         span = self.kswapd.sleep(ev.nid, ev.ts_ns)
         if span is not None and span.duration_ns > 0:
@@ -306,6 +329,7 @@ class ReclaimAggregator(Aggregator):
         return out
 
     def on_tick(self, ts_ns: int) -> Dict[str, Any]:
+        self._fold_wakeups()
         self._fold()
         awake = {}
         for n in self.nodes.values():
@@ -326,6 +350,7 @@ class ReclaimAggregator(Aggregator):
         self.kswapd.close(end_ns)
 
     def report(self) -> Dict[str, Any]:
+        self._fold_wakeups()
         self._fold()
         procs = []
         for p in sorted(self.procs.values(), key=lambda p: (-p.lat.total, p.tgid)):

@@ -40,11 +40,15 @@ STACK_DEPTH = 16
 # A kvmalloc's vmalloc follows its failed kmalloc at once; a fallback's retry
 # follows the failed attempt's free at once.
 PAIR_WINDOW_NS = 100_000_000
-# ... but between them the attempt's huge pages and page tables are freed,
-# which under CPU emulation (the VM tier, QEMU TCG on a busy host) took
-# longer than PAIR_WINDOW_NS.  Only the same task's next area, not itself a
-# huge attempt and no larger than the attempt, is taken for the retry.
-RETRY_WINDOW_NS = 1_000_000_000
+# ... but between them the attempt's huge pages and page tables are freed
+# and the retry's vmap_area is allocated with the caller's gfp, under the
+# same shortage that failed the huge pages: it may reclaim first.  Under CPU
+# emulation (the VM tier, QEMU TCG) that took over a second.  What ties the
+# retry to its attempt is its size instead: both come from one request,
+# rounded to 2 MiB for the attempt and to a page for the retry (plus the
+# guard page), in the same task; the window only bounds how long a failed
+# attempt waits for it.
+RETRY_WINDOW_NS = 10_000_000_000
 
 
 class VmallocAggregator(Aggregator):
@@ -116,6 +120,9 @@ class VmallocAggregator(Aggregator):
     def _alloc(self, ev: AllocVmapArea) -> None:
         if ev.failed:
             self.counts["alloc_failed"] += 1
+            att = self.pending_retry.pop(ev.pid, None)
+            if att is not None:
+                self._close_record(att)  # its retry found no address space
             return
         self.counts["allocs"] += 1
         self._iv["areas"] += 1
@@ -123,9 +130,10 @@ class VmallocAggregator(Aggregator):
         self._pair_request(a, ev)
         att = self.pending_retry.pop(ev.pid, None)
         if att is not None:
-            if (not a.huge_attempt and ev.ts_ns - (att.freed_ns or att.ts_ns) <= RETRY_WINDOW_NS
-                    and a.size <= att.size):
+            if self._is_retry(a, att):
                 self._link_retry(a, att)
+            elif ev.ts_ns - (att.freed_ns or att.ts_ns) <= RETRY_WINDOW_NS:
+                self.pending_retry[ev.pid] = att   # another area: wait on
             else:
                 self._close_record(att)  # the retry was not seen
         if ev.addr in self.live:  # a free was lost: close the stale one
@@ -160,6 +168,13 @@ class VmallocAggregator(Aggregator):
             a.requested = req
             a.requested_from = "kmalloc"
             del self.pending_kmalloc[ev.pid]
+
+    def _is_retry(self, a: Area, att: Area) -> bool:
+        """Whether ``a`` is __vmalloc_node_range's 4 KiB retry of ``att``."""
+        if a.huge_attempt or a.ts_ns - (att.freed_ns or att.ts_ns) > RETRY_WINDOW_NS:
+            return False
+        guard = self.page_bytes
+        return a.size > guard and _round_up(a.size - guard, self.huge_bytes) + guard == att.size
 
     def _link_retry(self, a: Area, att: Area) -> None:
         a.attempt = {

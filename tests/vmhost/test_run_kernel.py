@@ -84,7 +84,9 @@ def sides() -> Iterator[Dict[str, Dict[str, Any]]]:
 
 
 def _recordings(side: Dict[str, Any]) -> List[str]:
-    return sorted(glob.glob(os.path.join(side["dir"], "*.trc")))
+    found = sorted(glob.glob(os.path.join(side["dir"], "*.trc")))
+    assert len(found) == N, (found, side["stderr"][-3000:])   # never a vacuous pass
+    return found
 
 
 def _header(path: str) -> Dict[str, Any]:

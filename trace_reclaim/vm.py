@@ -533,8 +533,15 @@ def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
         for name in ("stdout", "stderr"):
             tails.append(_Tail(os.path.join(out, name), _Emit(stream, name)))
     with open(os.path.join(out, "console"), "wb") as console:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
+                                    stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+        except OSError as e:   # a bad shebang, a missing interpreter, not executable
+            raise UserError(f"cannot run {argv[0]}: {e.strerror or e}",
+                            "reinstall virtme-ng: sudo ./bootstrap.sh test-vm, or "
+                            "pip install --force-reinstall virtme-ng into the .venv"
+                            ) from None
         for t in tails:
             t.start()
         started: Optional[float] = None

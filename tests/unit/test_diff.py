@@ -289,6 +289,33 @@ def test_runs_within_a_side_that_differ_warn():
     assert any("base runs differ among themselves in kernel" in w for w in c.warnings)
 
 
+def test_virtme_boot_parameters_are_not_a_different_command_line():
+    """Two boots of one kernel by run --kernel: only virtme's per-boot
+    parameters (temporary directories, the command) differ; other
+    parameters still do."""
+    def boot(tmp: str, extra: str = "") -> Dict[str, Any]:
+        return make_header(cmdline=f"virtme_initmount0=tmp/trace-reclaim-vm-{tmp} "
+                           f"virtme.exec=`c2gg{tmp}` console=ttyS0 panic=-1 {extra}"
+                           "init=/x/.venv/lib/python3.11/site-packages/virtme/guest/bin/"
+                           "virtme-ng-init")
+    c = diff.compare(runs([{}], header=boot("q2nx")) + runs([{}], header=boot("vyjk")),
+                     runs([{}] * 2, header=boot("iorg")))
+    assert c.warnings == []
+    c = diff.compare(runs([{}] * 2, header=boot("q2nx")),
+                     runs([{}] * 2, header=boot("iorg", "transparent_hugepage=never ")))
+    assert c.warnings == ["the sides ran different kernel command lines: base console=ttyS0 "
+                          "panic=-1; new console=ttyS0 panic=-1 transparent_hugepage=never"]
+
+
+@pytest.mark.parametrize("over,word", [
+    ({"w_machine": {"cpus": 4, "mem_total_bytes": 24 << 30}}, "CPU counts"),
+    ({"w_machine": {"cpus": 2, "mem_total_bytes": 3 << 30}}, "memory sizes"),
+])
+def test_cpu_and_memory_warnings_read_as_english(over, word):
+    c = diff.compare(runs([{}] * 2), runs([{}] * 2, header=make_header(**over)))
+    assert [w.split(":")[0] for w in c.warnings] == [f"the sides ran different {word}"]
+
+
 def test_sysctl_differences_are_notes_not_warnings():
     new = runs([{}] * 2, header=make_header(w_vm={"vm.watermark_scale_factor": "300"}))
     c = diff.compare(runs([{}] * 2), new)

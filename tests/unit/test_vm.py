@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import struct
 
 import pytest
@@ -159,6 +160,130 @@ def test_run_kernel_reruns_the_command_in_the_vm(tmp_path, monkeypatch):
                   Environment(stdout=io.StringIO(), stderr=err))
     assert rc != 0 and "error: the VM (6.1.0-57-amd64) ended" in err.getvalue()
     assert "Kernel panic" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+def test_a_vng_that_cannot_execute_is_an_error_not_a_traceback(tmp_path, monkeypatch):
+    """vng installed with a shebang whose interpreter is gone (a moved .venv):
+    Popen's OSError becomes error:/hint:, exit 1, and the VM's directory goes."""
+    import glob
+    import io
+
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+
+    fake = tmp_path / "vng"
+    fake.write_text("#!/nonexistent/venv/bin/python\nprint('never')\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(vm, "_vng", lambda: str(fake))
+    monkeypatch.setenv(vm.CACHE_ENV, str(tmp_path / "cache"))
+    kernel = vm.Kernel("6.1.0-57-amd64", "/c/vmlinuz", root="/c")
+    before = set(glob.glob("/tmp/trace-reclaim-vm-*"))
+    with pytest.raises(UserError, match=r"cannot run .*/vng: No such file"):
+        vm.run(kernel, "true", accel="tcg", log=lambda m: None)
+    monkeypatch.setattr(vm, "resolve", lambda spec, log=None, debug_info=False: kernel)
+    err = io.StringIO()
+    rc = cli.main(["run", "vmalloc-huge", "-n", "1", "-o", str(tmp_path / "out"),
+                   "--kernel", "6.1"], Environment(stdout=io.StringIO(), stderr=err))
+    assert rc == 1, err.getvalue()
+    lines = err.getvalue().splitlines()
+    assert any(ln.startswith("error: cannot run ") for ln in lines), lines
+    assert any(ln.startswith("hint: reinstall virtme-ng") for ln in lines), lines
+    assert "Traceback" not in err.getvalue()
+    assert set(glob.glob("/tmp/trace-reclaim-vm-*")) <= before
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert vm.main(["run", "6.1", "--accel", "tcg", "--", "true"]) == 1
+    assert "error: cannot run " in err.getvalue() and "hint: " in err.getvalue()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "vm-died"])
+def test_run_kernel_sets_aside_what_the_guest_did_not_finish(tmp_path, monkeypatch, how):
+    """The VM ends in run 2 of 2: run 1's recording stays, run 2's becomes
+    .incomplete (the guest's runner never got to rename it), no traceback."""
+    import io
+
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+    from trace_reclaim.examples import _restore
+
+    d = tmp_path / "new"
+    d.mkdir()
+    (d / "old.trc").write_bytes(b"kept: not this VM's")
+    kernel = vm.Kernel("6.1.0-57-amd64", "/c/vmlinuz", root="/c")
+
+    def fake_run(k, command, **kw):
+        kw["log"]("vm: booting 6.1.0-57-amd64 with QEMU TCG emulation, 3G, 2 CPUs")
+        for i in (1, 2):
+            p = d / f"vmalloc-huge-{i}.trc"
+            kw["stream"]("stderr", f"run: vmalloc-huge run {i} of 2: recording to {p}\n")
+            p.write_bytes(b"x")
+            if i == 1:
+                kw["stream"]("stderr", "run: vmalloc-huge run 1 of 2: done in 3.0 s\n")
+        if how == "ctrl-c":
+            raise KeyboardInterrupt
+        if how == "sigterm":
+            raise _restore.Terminated(15)
+        return vm.Result(returncode=None, stdout="", stderr="", accel="tcg", boot_s=30.0,
+                         wall_s=90.0, console="Kernel panic - not syncing\n")
+
+    monkeypatch.setattr(vm, "resolve", lambda spec, log=None, debug_info=False: kernel)
+    monkeypatch.setattr(vm, "run", fake_run)
+    err = io.StringIO()
+    rc = cli.main(["run", "vmalloc-huge", "-n", "2", "-o", str(d), "--kernel", "6.1"],
+                  Environment(stdout=io.StringIO(), stderr=err))
+    assert rc == {"ctrl-c": 130, "sigterm": 143, "vm-died": 1}[how], err.getvalue()
+    assert sorted(os.listdir(d)) == ["old.trc", "vmalloc-huge-1.trc",
+                                     "vmalloc-huge-2.trc.incomplete"]
+    text = err.getvalue()
+    assert "Traceback" not in text
+    if how == "vm-died":
+        assert "error: the VM (6.1.0-57-amd64) ended before the runs finished (1 of 2 done)" \
+            in text
+    else:
+        assert "error: interrupted after 1 of 2 runs; the VM (6.1.0-57-amd64) was stopped" \
+            in text
+
+
+def test_the_guest_gets_what_the_workload_needs(tmp_path):
+    """zram loaded for anon; for pressure an ext4 file system whose holes go
+    through the page cache (the guest's /var/tmp is tmpfs), unless the user
+    gave a directory."""
+    from trace_reclaim.commands import run
+
+    argv = ["/py", "-m", "trace_reclaim", "run", "pressure", "-n", "1", "-o", "/d x"]
+    cmd = run._guest_setup("pressure", ["seconds=5"], argv)
+    lines = cmd.splitlines()
+    assert lines[0] == "modprobe -q zram 2>/dev/null"
+    assert any("mkfs.ext4 -q -F /tmp/trace-reclaim-ext4/img" in ln and
+               "mount -o loop" in ln and "exit 1" in ln for ln in lines)
+    assert lines[-1] == ("exec /py -m trace_reclaim run pressure -n 1 -o '/d x' "
+                         "--param directory=/tmp/trace-reclaim-ext4/mnt")
+    cmd = run._guest_setup("pressure", ["directory=/mnt/disk"], argv)
+    assert "mkfs" not in cmd and "directory=/tmp" not in cmd
+    cmd = run._guest_setup("anon", [], argv[:4] + ["anon"])
+    assert cmd.splitlines() == ["modprobe -q zram 2>/dev/null",
+                                "exec /py -m trace_reclaim run anon"]
+
+
+def test_run_kernel_interrupted_while_waiting_for_the_vm_lock(tmp_path, monkeypatch):
+    import io
+
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+
+    def fake_run(k, command, **kw):
+        kw["log"]("vm: waiting for another VM to finish (/c/.vm.lock)")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vm, "resolve", lambda spec, log=None, debug_info=False:
+                        vm.Kernel("6.1.0-57-amd64", "/c/vmlinuz", root="/c"))
+    monkeypatch.setattr(vm, "run", fake_run)
+    err = io.StringIO()
+    rc = cli.main(["run", "anon", "-n", "2", "-o", str(tmp_path / "d"), "--kernel", "6.1"],
+                  Environment(stdout=io.StringIO(), stderr=err))
+    assert rc == 130
+    assert "error: interrupted after 0 of 2 runs; no VM had started" in err.getvalue()
+    assert os.listdir(tmp_path / "d") == []
 
 
 def test_why_failed_names_the_kernels_reason_before_the_last_line():

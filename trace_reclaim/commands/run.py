@@ -271,8 +271,11 @@ def settle(log: Callable[[str], None], timeout: float = 10.0) -> Dict[str, Any]:
 class Recorder:
     """``trace-reclaim record -o PATH --workload JSON`` in its own session."""
 
+    # A recorder that fails exits and is seen at once; the timeout is for one
+    # that hangs.  It is long because compiling the BPF programs takes a few
+    # seconds on a machine but minutes in an emulated VM (run --kernel, TCG).
     def __init__(self, path: str, workload: Dict[str, Any], interval: float = 1.0,
-                 ready_timeout: float = 120.0) -> None:
+                 ready_timeout: float = 900.0) -> None:
         self.path = path
         self.workload = workload
         self.interval = interval
@@ -445,12 +448,20 @@ def run(args: argparse.Namespace, env: Any) -> int:
 
 
 def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
-    """Boot ``args.kernel`` and run this command (without --kernel) inside it."""
+    """Boot ``args.kernel`` and run this command (without --kernel) inside it.
+
+    The VM is torn down on every exit (vm.run); a recording the guest had
+    not finished when the VM ended (Ctrl-C, SIGTERM, a crash, a timeout) is
+    set aside as ``.incomplete`` here, since the guest's runner never got
+    to do it.
+    """
     from trace_reclaim import vm
+    from trace_reclaim.examples import _restore
 
     out = os.path.abspath(args.output)
     try:
         os.makedirs(out, exist_ok=True)
+        before = set(os.listdir(out))
     except OSError as e:
         raise UserError(f"cannot use {args.output}: {e.strerror or e}",
                         "choose a writable directory") from None
@@ -462,23 +473,111 @@ def _run_in_vm(args: argparse.Namespace, env: Any) -> int:
         argv += ["--sysctl", kv]
     if args.no_settle:
         argv.append("--no-settle")
+    command = _guest_setup(args.workload, args.param, argv)
+
+    booted: List[str] = []
 
     def log(msg: str) -> None:
+        if msg.startswith("vm: booting"):
+            booted.append(msg)
         print(msg, file=env.stderr, flush=True)
 
+    done = _GuestProgress()
+
     def stream(name: str, text: str) -> None:
+        if name == "stderr":
+            done.feed(text)
         f = env.stdout if name == "stdout" else env.stderr
         f.write(text)
         f.flush()
 
     kernel = vm.resolve(args.kernel, log=log)
-    res = vm.run(kernel, " ".join(shlex.quote(a) for a in argv), cwd=os.getcwd(),
-                 memory=args.vm_memory, rwdirs=[out], log=log, stream=stream)
+    try:
+        # SIGTERM's default action would leave QEMU running in its own session.
+        with _restore.signals_to_exceptions():
+            res = vm.run(kernel, command, cwd=os.getcwd(), memory=args.vm_memory,
+                         rwdirs=[out], log=log, stream=stream)
+    except (KeyboardInterrupt, _restore.Terminated) as e:
+        _set_aside_new(out, before, done.paths, log)
+        print(f"error: interrupted after {len(done.paths)} of {args.runs} runs; "
+              + (f"the VM ({kernel.release}) was stopped" if booted else
+                 "no VM had started"), file=env.stderr)
+        return int(ExitStatus.INTERRUPTED if isinstance(e, KeyboardInterrupt)
+                   else 128 + e.signum)
+    except BaseException:
+        _set_aside_new(out, before, done.paths, log)
+        raise
+    if res.returncode != 0:
+        _set_aside_new(out, before, done.paths, log)
     if res.returncode is None:
-        raise UserError(f"the VM ({kernel.release}) ended before the runs finished: "
-                        f"{vm.why_failed(res)}",
+        raise UserError(f"the VM ({kernel.release}) ended before the runs finished "
+                        f"({len(done.paths)} of {args.runs} done): {vm.why_failed(res)}",
                         "try again; a longer run may need more --vm-memory")
     return res.returncode
+
+
+#: Where ``pressure`` streams its sparse file in a VM (see _guest_setup).
+GUEST_PAGE_CACHE_DIR = "/tmp/trace-reclaim-ext4/mnt"
+
+
+def _guest_setup(workload: str, params: List[str], argv: List[str]) -> str:
+    """The guest's shell command: what the workload needs, then ``argv``.
+
+    The guest is thrown away afterwards, so nothing here is undone.  anon
+    swaps to zram, a module in Debian's kernels (CONFIG_ZRAM=m).  pressure
+    streams a sparse file through the page cache, but the guest's /var/tmp
+    is tmpfs under an overlay, whose holes are read without page cache:
+    nothing to reclaim.  It gets an ext4 image on tmpfs instead (ext4 reads
+    a hole into zeroed page-cache pages without touching the device, so a
+    small image holds the whole sparse file), unless ``directory`` is given.
+    """
+    lines = ["modprobe -q zram 2>/dev/null"]
+    if workload == "pressure" and not any(
+            kv.partition("=")[0].strip().replace("-", "_") == "directory" for kv in params):
+        d = shlex.quote(os.path.dirname(GUEST_PAGE_CACHE_DIR))
+        lines += ["modprobe -q loop 2>/dev/null",
+                  f"mkdir -p {d}/mnt && truncate -s 256M {d}/img && "
+                  f"mkfs.ext4 -q -F {d}/img && mount -o loop {d}/img {d}/mnt || "
+                  "{ echo 'error: cannot make an ext4 file system for pressure in the VM' >&2; "
+                  "echo 'hint: install e2fsprogs; or give --param directory=DIR' >&2; exit 1; }"]
+        argv = argv + ["--param", f"directory={GUEST_PAGE_CACHE_DIR}"]
+    return "\n".join(lines + ["exec " + " ".join(shlex.quote(a) for a in argv)])
+
+
+class _GuestProgress:
+    """Which recordings the guest's runner finished, from its stderr lines."""
+
+    def __init__(self) -> None:
+        self.buf = ""
+        self.started: Dict[str, str] = {}
+        self.paths: List[str] = []
+
+    def feed(self, text: str) -> None:
+        import re
+
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            m = re.match(r"run: \S+ run (\d+) of \d+: (recording to (.+)|done in )", line)
+            if not m:
+                continue
+            if m.group(3):
+                self.started[m.group(1)] = m.group(3)
+            elif m.group(1) in self.started:
+                self.paths.append(self.started[m.group(1)])
+
+
+def _set_aside_new(out: str, before: set, done: List[str],
+                   log: Callable[[str], None]) -> None:
+    """Set aside recordings that appeared in OUT during this VM and were not finished."""
+    try:
+        now = os.listdir(out)
+    except OSError:
+        return
+    for name in sorted(set(now) - before):
+        path = os.path.join(out, name)
+        if name.endswith(".trc") and path not in done:
+            _set_aside(path, log)
 
 
 def _run_all(args: argparse.Namespace, env: Any, w: Workload, params: Dict[str, Any],

@@ -187,16 +187,31 @@ def _workload(h: Dict[str, Any]) -> Dict[str, Any]:
     return w if isinstance(w, dict) else {}
 
 
+def _cmdline(h: Dict[str, Any]) -> Optional[str]:
+    """The kernel command line without what virtme-ng adds for each boot.
+
+    A kernel booted by ``run --kernel`` gets its mounts, its command and
+    virtme's init as parameters (``virtme_initmount0=tmp/trace-reclaim-vm-
+    q2nxv5mf``, ``virtme.exec=...``, ``init=.../virtme-ng-init``) naming
+    each boot's temporary directory and output directory: two boots of one
+    kernel differ in them and nothing else.
+    """
+    cmdline = h.get("cmdline")
+    if not isinstance(cmdline, str):
+        return cmdline
+    return " ".join(p for p in cmdline.split() if "virtme" not in p)
+
+
 _SAME = (
     ("workload", lambda h: _workload(h).get("name", "(not recorded)")),
     ("workload parameters", lambda h: json.dumps(_workload(h).get("params", {}),
                                                  sort_keys=True)),
     ("kernel", lambda h: h.get("kernel_release")),
     ("kernel build", lambda h: h.get("kernel_version")),
-    ("kernel command line", lambda h: h.get("cmdline")),
+    ("kernel command line", _cmdline),
     ("machine", lambda h: h.get("hostname")),
-    ("CPUs", lambda h: doc_get(_workload(h), "machine", "cpus")),
-    ("memory", lambda h: doc_get(_workload(h), "machine", "mem_total_bytes")),
+    ("CPU count", lambda h: doc_get(_workload(h), "machine", "cpus")),
+    ("memory size", lambda h: doc_get(_workload(h), "machine", "mem_total_bytes")),
     ("trace-reclaim version", lambda h: h.get("tool_version")),
 )
 

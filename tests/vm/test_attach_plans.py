@@ -23,25 +23,22 @@ lifecycle times.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import pytest
 
-from tests.livetools import ROOT, Trace
+from tests.livetools import ROOT
 from tests.vm.conftest import N_FILES, record_timing, timed
-from trace_reclaim import events, tracers
-from trace_reclaim.env import Environment
+from tests.vm.recorder import ALLOCSTALL, kill, replay_report, start, stop
+from trace_reclaim import events
 from trace_reclaim.examples import _proc, pressure, slab_dentries, vmalloc_fallback, vmalloc_huge
 from trace_reclaim.examples import zram_lifecycle
 from trace_reclaim.procfs import ProcFS, vmstat_delta
 from trace_reclaim.recording import Reader
-from trace_reclaim.replay import replay
-from trace_reclaim.report import render_json, render_text
 from trace_reclaim.tracers.vmalloc import EV_KMALLOC_LARGE, VM_ALLOW_HUGE_VMAP
 
 PLANS = ("fentry", "kprobe", "tracepoint")
@@ -55,77 +52,15 @@ HUGE = 2 * MiB
 # 6.12, fits a free order-10 block and never reaches vmalloc).
 INSNS = 700_000
 KMALLOC_MAX = 4 * MiB
-INTERVAL = ["-i", "0.5"]
 # vmalloc:alloc_vmap_area and its siblings came in 6.2: without them the
 # vmalloc tracer does not run (test_vmalloc_absent_is_said).
 VMALLOC_TRACEPOINTS = any(os.path.isdir(f"{d}/events/vmalloc")
                           for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
-ALLOCSTALL = ("allocstall_dma", "allocstall_dma32", "allocstall_normal",
-              "allocstall_movable", "allocstall_device")
-
-
-def quiet(*a: Any, **k: Any) -> None:
-    pass
 
 
 @pytest.fixture(scope="module", params=PLANS)
 def plan(request, vm_live) -> str:
     return request.param
-
-
-def _window_open(path: str) -> bool:
-    """Whether the recording holds its first tick: the window has started.
-
-    "Tracing reclaim" is printed when the reclaim programs are attached,
-    before the start samples, which take seconds under emulation; Trace
-    returns at the later "attached:" line (every tracer attached and its
-    start samples read: /proc/slabinfo, /sys/kernel/slab, ...); events before
-    the window's start are not counted.
-    """
-    try:
-        with open(path, "rb") as f:
-            for block in Reader(f).blocks_of_records():
-                if any(type_id == events.USER_TICK for type_id, _p in block):
-                    return True
-    except Exception:  # header not written yet, or a block being written
-        return False
-    return False
-
-
-def _start(tmp: str, plan: str) -> Trace:
-    t = Trace(tmp, INTERVAL + ["--attach", plan], ready_timeout=600, report=False)
-    with timed("record start (BPF compile + attach)", plan=plan):
-        t.__enter__()
-    with timed("record window open (start samples)", plan=plan):
-        deadline = time.monotonic() + 120
-        while not _window_open(t.path):
-            assert t.proc is not None and t.proc.poll() is None, "trace-reclaim record exited"
-            assert time.monotonic() < deadline, "no first tick within 120 s"
-            time.sleep(0.2)
-    return t
-
-
-def _stop(t: Trace, plan: str, window: str) -> None:
-    with timed("record stop", plan=plan, window=window):
-        t.__exit__(None, None, None)
-
-
-def _report(t: Trace, plan: str, window: str) -> Tuple[Dict[str, Any], str]:
-    """The recording's ``report -j`` document and text report, from one replay.
-
-    What commands/report.py does, in this process: under emulation a replay
-    costs seconds, and each ``report`` run would replay the file again.
-    """
-    with timed("replay (report -j + text)", plan=plan, window=window):
-        corr = replay(t.path, Environment(), tracers.registry())
-        doc = corr.report()
-        return json.loads(render_json(doc)), render_text(doc, corr.aggs)
-
-
-def _kill(t: Trace) -> None:
-    if t.proc is not None and t.proc.poll() is None:
-        t.proc.kill()
-        t.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +74,7 @@ def window_a(plan, tmp_path_factory, pinned_files, drgn_truth) -> Dict[str, Any]
     """
     out: Dict[str, Any] = {"plan": plan, "drgn": {}}
     _proc.drop_caches(2)   # few unused dentries at the start; before the window
-    t = _start(str(tmp_path_factory.mktemp(f"a-{plan}")), plan)
+    t = start(str(tmp_path_factory.mktemp(f"a-{plan}")), plan)
     held = contextlib.ExitStack()
     try:
         with timed("vmalloc_huge x2", plan=plan):
@@ -169,15 +104,15 @@ def window_a(plan, tmp_path_factory, pinned_files, drgn_truth) -> Dict[str, Any]
                 out["drop_ns"] = time.monotonic_ns()
                 _proc.drop_caches(2)
                 time.sleep(1.5)           # RCU frees, then settled samples
-                _stop(t, plan, "A")       # stop before the holders let go
+                stop(t, plan, "A")       # stop before the holders let go
                 if drgn_truth:
                     out["drgn"]["vmap"] = drgn_truth.ask("vmap")["areas"]
                     out["drgn"]["dentries"] = drgn_truth.ask("dentries", dir=p["dir"])
     finally:
         held.close()
-        _kill(t)
+        kill(t)
     out["trace"] = t
-    out["report"], out["text"] = _report(t, plan, "A")
+    out["report"], out["text"] = replay_report(t, plan, "A")
     return out
 
 
@@ -186,7 +121,7 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
     """Negative dentries, vmalloc fallback, pressure: one recording."""
     out: Dict[str, Any] = {"plan": plan, "fallbacks": []}
     _proc.drop_caches(2)
-    t = _start(str(tmp_path_factory.mktemp(f"b-{plan}")), plan)
+    t = start(str(tmp_path_factory.mktemp(f"b-{plan}")), plan)
     try:
         with timed("negative dentries", plan=plan, files=N_FILES):
             with slab_dentries.negative_dentries(N_FILES, directory=page_cache_dir):
@@ -208,11 +143,11 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
             out["pressure"] = _stream_page_cache(page_cache_dir)
             _proc.drop_caches(2)          # every shrinker, once
             time.sleep(1.5)               # the shrinks finish inside the window
-        _stop(t, plan, "B")
+        stop(t, plan, "B")
     finally:
-        _kill(t)
+        kill(t)
     out["trace"] = t
-    out["report"], out["text"] = _report(t, plan, "B")
+    out["report"], out["text"] = replay_report(t, plan, "B")
     return out
 
 

@@ -28,7 +28,7 @@ from typing import Any, Dict, List
 import pytest
 
 from tests.vm.conftest import record_timing, timed
-from tests.vm.test_attach_plans import ALLOCSTALL, _kill, _report, _start, _stop
+from tests.vm.recorder import ALLOCSTALL, kill, replay_report, start, stop
 from trace_reclaim.examples import vmalloc_fallback
 from trace_reclaim.procfs import ProcFS
 
@@ -101,7 +101,7 @@ def peers_run(vm_live, tmp_path_factory) -> Dict[str, Any]:
              Peer("bpftrace", ["bpftrace", "-e", BPFTRACE], "Attaching")]
     t = None
     try:
-        t = _start(str(tmp_path_factory.mktemp("peers")), "fentry")
+        t = start(str(tmp_path_factory.mktemp("peers")), "fentry")
         for p in peers:
             p.wait_ready(t0 + READY_TIMEOUT)
         record_timing(what="peers: all three attached", seconds=round(time.monotonic() - t0, 1))
@@ -114,7 +114,7 @@ def peers_run(vm_live, tmp_path_factory) -> Dict[str, Any]:
                     break
         time.sleep(1.0)
         after = ProcFS().vmstat()
-        _stop(t, "fentry", "peers")
+        stop(t, "fentry", "peers")
         texts = {p.name: p.stop() for p in peers}
         errors = {p.name: p.errors() for p in peers}
     finally:
@@ -123,8 +123,8 @@ def peers_run(vm_live, tmp_path_factory) -> Dict[str, Any]:
                 p.proc.kill()
                 p.proc.wait()
         if t is not None:
-            _kill(t)
-    doc, _text = _report(t, "fentry", "peers")
+            kill(t)
+    doc, _text = replay_report(t, "fentry", "peers")
     return {"report": doc, "texts": texts, "errors": errors,
             "allocstall": sum(after.get(k, 0) - before.get(k, 0) for k in ALLOCSTALL),
             "vmstat": {k: after.get(k, 0) - before.get(k, 0)

@@ -23,7 +23,8 @@ package is installed on the host and linked as ``lib/modules/RELEASE/build``
 and ``source``, where bcc looks inside the guest.
 
 Acceleration: KVM when the host lets a stock kernel run under it, else QEMU's
-TCG emulation (``vng --disable-kvm``), 10-50x slower.  KVM is tried first
+TCG emulation (``vng --disable-kvm``), 10-50x slower, in its single-threaded
+mode (see TCG_OPTS).  KVM is tried first
 and a failure is seen within seconds (QEMU exits, or the guest never starts
 the command); it is then remembered until the host reboots.  Which one ran
 is said on stderr.  The VM is always torn down: on timeout, on Ctrl-C, on
@@ -60,6 +61,16 @@ DEFAULT_CACHE = "/var/cache/trace-reclaim/kernels"
 VIRTME_MODULES = ("fs-9p", "virtio:d00000009v00001AF4", "virtio:d00000003v00001AF4",
                   "virtio_pci", "virtio_mmio", "unix", "i8042", "atkbd")
 KVM_START_TIMEOUT_S = 90.0   # a KVM guest starts its command in a few seconds
+# Multi-threaded TCG (QEMU's default for an x86 guest) does not keep code that
+# one vCPU patches coherent for the other: when the kernel flips a static key
+# or places a kprobe (text_poke_bp: int3, sync_core IPIs, then the new bytes),
+# the other vCPU can still run its stale translation.  Measured here, QEMU 7.2,
+# 6.12 guest, 2 vCPUs, tracepoints enabled and disabled in a loop while both
+# vCPUs call kmalloc/kfree: "Oops: int3" in kfree and a panic within seconds
+# (it ended a CI run of the tier); with thread=single, 547 rounds in 150 s and
+# no oops.  A stale translation also runs without a probe just attached, which
+# loses events.  One host thread runs all vCPUs in turn: slower, but exact.
+TCG_OPTS = "-accel tcg,thread=single"
 TCG_START_TIMEOUT_S = 600.0  # emulated boot: ~40 s here, but the host may be busy
 Log = Callable[[str], None]
 
@@ -503,7 +514,7 @@ def _vng_argv(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
             # reads): an OOM or a panic that ends the guest says so there.
             "--verbose"]
     if accel == "tcg":
-        argv.append("--disable-kvm")
+        argv += ["--disable-kvm", f"--qemu-opts={TCG_OPTS}"]
     # vng mounts a tmpfs over /var/cache (and other places) in the guest:
     # a kernel prepared under it must be shared explicitly.
     if kernel.root and kernel.root != "/":

@@ -115,12 +115,16 @@ def test_vng_argv_shares_the_kernel_and_the_output_directories(monkeypatch):
     argv = vm._vng_argv(k, "/tmp/out", "tcg", "3G", 2, ["/ro"], ["/data/base"])
     assert argv[:3] == ["vng", "--run", "/c/6.12/boot/vmlinuz"]
     assert "--disable-kvm" in argv and "--force-9p" in argv
+    # Emulated vCPUs run in one host thread: code the guest patches (static
+    # keys, kprobes) is seen by every vCPU at once.
+    assert "--qemu-opts=-accel tcg,thread=single" in argv
     assert "--verbose" in argv      # the kernel's log reaches the console file
     pairs = list(zip(argv, argv[1:]))
     assert ("--rwdir", "/tmp/out") in pairs and ("--rwdir", "/data/base") in pairs
     assert ("--rodir", "/c/6.12") in pairs and ("--rodir", "/ro") in pairs
     assert argv[-2] == "--exec" and argv[-1].endswith("run.sh")
-    assert "--disable-kvm" not in vm._vng_argv(k, "/tmp/out", "kvm", "3G", 2, [])
+    kvm = vm._vng_argv(k, "/tmp/out", "kvm", "3G", 2, [])
+    assert "--disable-kvm" not in kvm and not any("thread=single" in a for a in kvm)
 
 
 def test_run_kernel_reruns_the_command_in_the_vm(tmp_path, monkeypatch):

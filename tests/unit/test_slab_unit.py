@@ -424,3 +424,15 @@ def test_counts_within_the_slack_are_not_flagged():
     d = [c for c in a.report()["caches"] if c["name"] == "dentry"][0]
     assert d["net_minus_slabinfo"] == 400 <= d["tolerance"]
     assert not d["allocs_untraced"] and not d["frees_untraced"]
+
+
+def test_series_thins_like_the_list_and_stays_bounded():
+    from trace_reclaim.tracers.slab.aggregate import MAX_SERIES, _append_bounded, _Series
+
+    ref: list = []
+    s = _Series()
+    for i in range(5 * MAX_SERIES + 7):
+        ref = _append_bounded(ref, (10 * i, i * i))
+        s.append(10 * i, i * i)
+        assert len(s) <= MAX_SERIES
+    assert s.pairs() == ref

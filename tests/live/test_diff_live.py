@@ -155,8 +155,16 @@ def test_watermark_scale_factor_change_is_found(sets, tmp_path):
     # stalls, fewer separate kswapd wakes, more pages reclaimed by kswapd.
     expected = {"direct_reclaim.stalls": "down", "kswapd.wakes": "down",
                 "reclaimed.kswapd_pages": "up"}
+    # The experiment's premise: at the default watermarks this workload makes
+    # direct reclaim (else "fewer stalls" cannot be seen, whatever the tool).
+    stalls = metrics["direct_reclaim.stalls"]["base_values"]
+    assert sorted(stalls)[len(stalls) // 2] > 0, (
+        "the base runs made (almost) no direct reclaim: the workload's premise "
+        f"failed, not the diff; stalls per run {stalls}; runner logs (ends): "
+        f"{[log[-400:] for log in sets['logs'][::3]]}")
     for name, direction in expected.items():
-        assert metrics[name]["direction"] == direction, metrics[name]
+        m = metrics[name]
+        assert m["direction"] == direction, (name, m["base_values"], m["new_values"], m)
     assert sum(metrics[n]["significant"] for n in expected) >= 2, \
         {n: (metrics[n]["base_values"], metrics[n]["new_values"], metrics[n]["p_adjusted"])
          for n in expected}

@@ -529,3 +529,12 @@ def test_before_6_2_without_probes_or_with_another_prototype_vmalloc_is_missing(
         areas = _area_attaches(attaches)
         assert len(areas) == 3 and not any(a.ok for a in areas.values())
         assert not any("VMALLOC_AREA" in c for c in cflags)
+
+
+def test_caller_skips_the_fexit_programs_own_frames():
+    # Before 6.2 the area comes from fexit alloc_vmap_area: the stack starts
+    # in our program and its trampoline.
+    fexit = ["bpf_prog_3f06b36a2460a33d_kretfunc__alloc_vmap_area",
+             "bpf_trampoline_6442467283"] + KV_STACK
+    assert caller_of(fexit) == caller_of(KV_STACK)
+    assert caller_of(fexit)[0].startswith("__kvmalloc_node")

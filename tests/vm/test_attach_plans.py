@@ -23,6 +23,7 @@ lifecycle times.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -490,7 +491,10 @@ def test_negative_dentries_drain(window_b):
     dentry = _cache(slab, "dentry")
     assert not dentry["never_drains"], dentry
     flagged = [c for c in slab["caches"] if c["never_drains"]]
-    assert [c["name"] for c in flagged] == [], flagged
+    assert [c["name"] for c in flagged] == [], json.dumps(
+        [{k: c.get(k) for k in ("name", "allocs", "frees", "net", "active_start",
+                                "active_end", "reason", "reason_detail", "evidence")}
+         for c in flagged])
     assert slab["drop_caches_runs"] >= 1
 
 

@@ -31,7 +31,7 @@ DRAIN_FRACTION = 0.10
 # ... and either kept at least this many of the objects it gained in the
 # window before the pressure (gained minus fell), or held this many (objects
 # of a large, long-lived leak).  What was kept, not what was gained: a cache
-# with a large permanent base (6.1's inode_cache holds ~11,000 tracefs inodes)
+# with a large permanent base (6.1's inode_cache: ~11,800 objects at rest)
 # that gave back most of its gain fell by less than DRAIN_FRACTION of its
 # level and yet drained (Debian 6.1: gained 1,979, fell 1,224).
 MIN_GROWTH = 1000

@@ -10,7 +10,7 @@ compiles, with the headers this machine has.  Nothing is loaded or attached
 from __future__ import annotations
 
 import ctypes
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 
@@ -19,6 +19,7 @@ from trace_reclaim.probe import Probe
 from trace_reclaim.quiet import captured_stderr
 from trace_reclaim.session import bpf_cflags, bpf_source
 from trace_reclaim.tracer import Options
+from trace_reclaim.tracers.vmalloc import VmallocTracer
 
 pytestmark = pytest.mark.live
 
@@ -42,15 +43,40 @@ class AssumedProbe(Probe):
         return self._fe, "assumed by the test"
 
 
+class Before62Probe(AssumedProbe):
+    """As above, on a kernel without the vmalloc tracepoints (before 6.2):
+    the area events from the functions, with 6.1's prototypes."""
+
+    def tracepoint_exists(self, category: str, event: str) -> bool:
+        return category != "vmalloc" and super().tracepoint_exists(category, event)
+
+    def btf_func_params(self, name: str) -> Optional[List[str]]:
+        for fn, _kind, params in VmallocTracer.AREA_FUNCS:
+            if fn == name:
+                return list(params)
+        return super().btf_func_params(name)
+
+
 @pytest.mark.parametrize("fentry,kprobes,want", [
     (True, True, ("-DVMALLOC_FENTRY", "-DSLAB_DESTROY_FENTRY")),
     (False, True, ("-DVMALLOC_KPROBE", "-DSLAB_DESTROY_KPROBE", "-DNEED_PT_REGS")),
     (False, False, ())])
 def test_each_plan_compiles(live, fentry, kprobes, want):
+    _compiles(AssumedProbe(fentry, kprobes), want)
+
+
+@pytest.mark.parametrize("fentry,kprobes,want", [
+    (True, True, ("-DVMALLOC_AREA_FEXIT", "-DVMALLOC_FENTRY")),
+    (False, True, ("-DVMALLOC_AREA_KPROBE", "-DVMALLOC_KPROBE"))])
+def test_each_plan_before_6_2_compiles(live, fentry, kprobes, want):
+    _compiles(Before62Probe(fentry, kprobes), want)
+
+
+def _compiles(probe: Probe, want: Tuple[str, ...]) -> None:
     from bcc import libbcc
 
     registry = {n: t.configured(Options()) for n, t in tracers.registry().items()}
-    plan = AssumedProbe(fentry, kprobes).plan(registry)
+    plan = probe.plan(registry)
     cflags = bpf_cflags(plan)
     for w in want:  # the plan under test is the one compiled
         assert any(c.startswith(w) for c in cflags), (w, cflags)

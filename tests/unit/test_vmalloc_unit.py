@@ -444,3 +444,97 @@ def test_plan_without_btf_uses_tracepoints():
     pa = [a for a in attaches if a.family == "kmem:mm_page_alloc"][0]
     assert pa.chosen == "tracepoint kmem:mm_page_alloc"
     assert pa.rejected and pa.rejected[0][0] == "raw tracepoint mm_page_alloc"
+
+
+def purge(ts: int, n: int) -> PurgeVmapArea:
+    return PurgeVmapArea(ts, abi.EV_PURGE_VMAP_AREA, 1, 1, 0, "kworker", 0, 1 << 40, n)
+
+
+def test_purge_counts_and_a_purge_without_its_count():
+    assert run([purge(1, 3), purge(2, 4)])["counts"]["purged_areas"] == 7
+    # Before 6.2 the purge is seen at __purge_vmap_area_lazy, which keeps its
+    # count local: the total is unknown, never a silent undercount.
+    c = run([purge(1, 3), purge(2, abi.VMALLOC_PURGED_UNKNOWN)])["counts"]
+    assert c["purges"] == 2 and c["purged_areas"] is None
+
+
+class Btf:
+    def __init__(self, va_start: Optional[int] = 0) -> None:
+        self.va_start = va_start
+
+    def member_offset(self, struct: str, member: str) -> Optional[int]:
+        return self.va_start if (struct, member) == ("vmap_area", "va_start") else None
+
+
+class Linux61(FakeProbe):
+    """Linux 6.1: no vmalloc tracepoints; the functions, with 6.1's prototypes."""
+
+    PROTOS = {"alloc_vmap_area": ["long unsigned int"] * 4 + ["int", "gfp_t"],
+              "free_vmap_area_noflush": ["struct vmap_area *"],
+              "__purge_vmap_area_lazy": ["long unsigned int"] * 2,
+              "__vmalloc_node_range": ["long unsigned int"] * 9}
+
+    def __init__(self, fentry: bool, kprobes: bool, refuse: str = "",
+                 btf: Optional[Btf] = None, protos: Optional[Dict[str, List[str]]] = None):
+        super().__init__(fentry, kprobes, funcs=("__vmalloc_node_range",))
+        self.refuse = refuse
+        self.btf_types = btf or Btf()
+        self.protos = dict(self.PROTOS, **(protos or {}))
+
+    def tracepoint_exists(self, cat: str, ev: str) -> bool:
+        return cat != "vmalloc"
+
+    def tracing_attach(self, func: str, kind: str = "fentry") -> tuple:
+        if func == self.refuse:
+            return False, "trampoline refused: ENOTSUPP"
+        return self.fentry
+
+    def btf_func_params(self, name: str) -> Optional[List[str]]:
+        return self.protos.get(name)
+
+
+def _area_attaches(attaches):
+    return {a.family: a for a in attaches if a.family.startswith("vmalloc:")}
+
+
+def test_before_6_2_areas_come_from_fexit_on_the_functions():
+    _req, cflags, attaches = _plan(Linux61(fentry=True, kprobes=True))
+    areas = _area_attaches(attaches)
+    assert [areas[f].chosen for f in ("vmalloc:alloc_vmap_area",
+                                      "vmalloc:free_vmap_area_noflush",
+                                      "vmalloc:purge_vmap_area_lazy")] == \
+        ["fexit alloc_vmap_area", "fentry free_vmap_area_noflush",
+         "fexit __purge_vmap_area_lazy"]
+    assert all(a.ok and "added in Linux 6.2" in a.rejected[0][1] for a in areas.values())
+    assert "-DVMALLOC_AREA_FEXIT" in cflags and "-DVMAP_AREA_VA_START_OFF=0" in cflags
+    assert "-DVMALLOC_AREA_KPROBE" not in cflags
+
+
+def test_before_6_2_one_refused_trampoline_takes_kprobes_for_all():
+    _req, cflags, attaches = _plan(Linux61(fentry=True, kprobes=True,
+                                           refuse="free_vmap_area_noflush"))
+    areas = _area_attaches(attaches)
+    assert areas["vmalloc:alloc_vmap_area"].chosen == "kprobe+kretprobe alloc_vmap_area"
+    assert areas["vmalloc:free_vmap_area_noflush"].chosen == "kprobe free_vmap_area_noflush"
+    assert "ENOTSUPP" in areas["vmalloc:alloc_vmap_area"].rejected[1][1]
+    assert "-DVMALLOC_AREA_KPROBE" in cflags and "-DVMALLOC_AREA_FEXIT" not in cflags
+
+
+def test_before_6_2_without_probes_or_with_another_prototype_vmalloc_is_missing():
+    for probe in (Linux61(fentry=False, kprobes=False),
+                  Linux61(fentry=True, kprobes=True,
+                          protos={"alloc_vmap_area": ["long unsigned int"] * 7}),
+                  Linux61(fentry=True, kprobes=True, btf=Btf(None))):
+        _req, cflags, attaches = _plan(probe)
+        areas = _area_attaches(attaches)
+        assert len(areas) == 3 and not any(a.ok for a in areas.values())
+        assert not any("VMALLOC_AREA" in c for c in cflags)
+
+
+def test_caller_skips_the_fexit_programs_own_frames():
+    # Before 6.2 the area comes from fexit alloc_vmap_area: the stack starts
+    # in our program and its trampoline.
+    fexit = ["bpf_prog_3f06b36a2460a33d_kretfunc__alloc_vmap_area",
+             "bpf_trampoline_6442467283"] + KV_STACK
+    assert caller_of(fexit) == caller_of(KV_STACK)
+    assert caller_of(fexit)[0].startswith("__kvmalloc_node")

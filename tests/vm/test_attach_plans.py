@@ -23,6 +23,7 @@ lifecycle times.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -242,22 +243,41 @@ def test_check_shows_the_forced_plan(plan):
         assert vmalloc_line.split()[0] in want, vmalloc_line[:200]
         picks = lifecycle_line.split(" not ", 1)[0].split(" oom:", 1)[0]
         assert {p.split()[0] for p in picks.split(", ")} <= want, lifecycle_line[:200]
+        area_line = out.split("vmalloc:alloc_vmap_area -> ", 1)[1]
+        if VMALLOC_TRACEPOINTS:
+            assert area_line.startswith("tracepoint vmalloc:alloc_vmap_area"), area_line[:200]
+        else:
+            assert area_line.split()[0] in want | {"kprobe+kretprobe"}, area_line[:200]
+
+
+def _vmalloc_traceable(plan: str) -> bool:
+    """The tracepoints (6.2+), or before them fexit/kprobes on their functions."""
+    return VMALLOC_TRACEPOINTS or plan != "tracepoint"
 
 
 def _needs_vmalloc(window: Dict[str, Any]) -> None:
     if "vmalloc" in window["report"]:
         return
-    assert not VMALLOC_TRACEPOINTS, "vmalloc tracepoints exist but no vmalloc section"
-    pytest.skip(f"{os.uname().release} has no vmalloc tracepoints (6.2+): the vmalloc "
-                "tracer is off there; test_vmalloc_absent_is_said checks it says so")
+    assert not _vmalloc_traceable(window["plan"]), "vmalloc traceable but no vmalloc section"
+    pytest.skip(f"{os.uname().release} has no vmalloc tracepoints (6.2+) and the "
+                "tracepoint plan is forced: the vmalloc tracer is off; "
+                "test_vmalloc_absent_is_said checks it says so")
 
 
 def test_vmalloc_absent_is_said(window_a):
-    """Where the kernel has no vmalloc tracepoints the tracer says so and
-    leaves vmalloc out; where it has them, the section is there."""
-    t, rep = window_a["trace"], window_a["report"]
-    if VMALLOC_TRACEPOINTS:
-        assert "vmalloc" in rep and "not tracing vmalloc" not in t.stderr
+    """With the tracepoints (6.2+) the areas come from them; before 6.2 from
+    fexit/fentry or kprobes on the functions they sit in; with neither (6.1,
+    tracepoint plan forced) the tracer says so and leaves vmalloc out."""
+    t, rep, plan = window_a["trace"], window_a["report"], window_a["plan"]
+    if _vmalloc_traceable(plan):
+        assert "vmalloc" in rep and "not tracing vmalloc" not in t.stderr, t.stderr
+        got = rep["vmalloc"]["area_events"]
+        if VMALLOC_TRACEPOINTS:
+            assert got == "tracepoints", got
+        else:
+            # the fentry plan takes kprobes where a trampoline refuses one of them
+            assert got in (("kprobes",) if plan == "kprobe" else ("fexit/fentry", "kprobes")), got
+            record_timing(what="vmalloc area events", plan=plan, area_events=got)
         return
     assert "vmalloc" not in rep, sorted(rep)
     assert "warning: not tracing vmalloc: vmalloc:alloc_vmap_area" in t.stderr, t.stderr
@@ -471,7 +491,10 @@ def test_negative_dentries_drain(window_b):
     dentry = _cache(slab, "dentry")
     assert not dentry["never_drains"], dentry
     flagged = [c for c in slab["caches"] if c["never_drains"]]
-    assert [c["name"] for c in flagged] == [], flagged
+    assert [c["name"] for c in flagged] == [], json.dumps(
+        [{k: c.get(k) for k in ("name", "allocs", "frees", "net", "active_start",
+                                "active_end", "reason", "reason_detail", "evidence")}
+         for c in flagged])
     assert slab["drop_caches_runs"] >= 1
 
 

@@ -184,9 +184,12 @@ struct purge_vmap_area_event {
 	struct event_header hdr;
 	__u64 start;
 	__u64 end;
-	__u32 nr_purged;
+	__u32 nr_purged;		/* VMALLOC_PURGED_UNKNOWN: not seen (before 6.2) */
 	__u32 pad;
 };
+
+/* nr_purged of a purge seen at __purge_vmap_area_lazy(), which keeps the count local. */
+#define VMALLOC_PURGED_UNKNOWN	0xffffffff
 
 /* One huge-order page allocation by a task while its huge vmalloc is armed. */
 struct vmalloc_page_alloc_event {
@@ -321,7 +324,8 @@ enum vmalloc_stat {
 	VS_PAGE_MISSES = 8,
 	VS_STACK_ERRORS = 9,		/* get_stackid() failed */
 	VS_EXACT_STALE = 10,		/* a fentry/kprobe request too old to match */
-	VS_NR = 11,
+	VS_AREA_ARGS_MISSING = 11,	/* kretprobe alloc_vmap_area without its entry */
+	VS_NR = 12,
 };
 
 /* slab_cache_overflow (slab.bpf.c) */

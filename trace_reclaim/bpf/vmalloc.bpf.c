@@ -225,14 +225,14 @@ int kprobe____vmalloc_node_range(struct pt_regs *ctx)
 #endif
 #endif
 
-TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
+/* An area alloc_vmap_area() returned (or failed to find): arm, then report it. */
+static __always_inline int vmalloc_area(void *ctx, __u64 addr, __u64 size, __u64 align,
+					__u64 vstart, __u64 vend, int failed)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	struct alloc_vmap_area_event *e;
 	__u32 flags = 0;
-	__u64 addr = args->addr, size = args->size, align = args->align;
-	int failed = args->failed;
 	struct task_cgroups cg;
 
 	if (!tgid_wanted(id >> 32) || !cgroup_wanted())
@@ -257,8 +257,8 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 	e->addr = addr;
 	e->size_bytes = size;
 	e->align_bytes = align;
-	e->vstart = args->vstart;
-	e->vend = args->vend;
+	e->vstart = vstart;
+	e->vend = vend;
 	e->failed = failed;
 	e->requested_bytes = 0;
 	e->vm_flags = 0;
@@ -286,7 +286,7 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 		}
 	}
 #endif
-	e->stack_id = vmalloc_stacks.get_stackid(args, 0);
+	e->stack_id = vmalloc_stacks.get_stackid(ctx, 0);
 	if (e->stack_id < 0)
 		vmalloc_stat(VS_STACK_ERRORS);
 	e->flags = flags;
@@ -298,12 +298,12 @@ TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 	return 0;
 }
 
-TRACEPOINT_PROBE(vmalloc, free_vmap_area_noflush)
+/* An area on its way to the lazy-free list (its address space is reused later). */
+static __always_inline int vmalloc_area_freed(__u64 addr, __u64 nr_lazy, __u64 nr_lazy_max)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct free_vmap_area_event *e;
 	struct vmalloc_arm *st;
-	__u64 addr = args->va_start;
 
 	st = vmalloc_armed.lookup(&tid);
 	if (st && st->addr == addr)
@@ -314,26 +314,144 @@ TRACEPOINT_PROBE(vmalloc, free_vmap_area_noflush)
 	if (!e)
 		return 0;
 	e->addr = addr;
-	e->nr_lazy_pages = args->nr_lazy;
-	e->nr_lazy_max_pages = args->nr_lazy_max;
+	e->nr_lazy_pages = nr_lazy;
+	e->nr_lazy_max_pages = nr_lazy_max;
 	submit_event(e);
 	return 0;
 }
 
-TRACEPOINT_PROBE(vmalloc, purge_vmap_area_lazy)
+static __always_inline int vmalloc_purged(__u64 start, __u64 end, __u32 nr_purged)
 {
 	struct purge_vmap_area_event *e;
 
 	e = reserve_event(sizeof(*e), EV_PURGE_VMAP_AREA);
 	if (!e)
 		return 0;
-	e->start = args->start;
-	e->end = args->end;
-	e->nr_purged = args->npurged;
+	e->start = start;
+	e->end = end;
+	e->nr_purged = nr_purged;
 	e->pad = 0;
 	submit_event(e);
 	return 0;
 }
+
+#if defined(VMALLOC_AREA_FEXIT) || defined(VMALLOC_AREA_KPROBE)
+/*
+ * Before Linux 6.2 there are no vmalloc tracepoints: the same three events
+ * come from the functions they were later placed in.  alloc_vmap_area(size,
+ * align, vstart, vend, node, gfp_mask) returns the area or an ERR_PTR (its
+ * tracepoint fires at its end, so its exit is the same moment);
+ * free_vmap_area_noflush(va) and __purge_vmap_area_lazy(start, end) at
+ * entry and exit.  tracers/vmalloc checks the prototypes in BTF.  Not known
+ * here: the lazy-page counts of a free and how many areas a purge freed
+ * (the kernel keeps them in locals); the purge says so with
+ * VMALLOC_PURGED_UNKNOWN.
+ */
+#ifndef VMAP_AREA_VA_START_OFF
+#define VMAP_AREA_VA_START_OFF 0
+#endif
+
+static __always_inline __u64 vmap_area_start(__u64 va)
+{
+	__u64 start = 0;
+
+	bpf_probe_read_kernel(&start, sizeof(start), (void *)(va + VMAP_AREA_VA_START_OFF));
+	return start;
+}
+
+static __always_inline int vmalloc_area_returned(void *ctx, __u64 ret, __u64 size, __u64 align,
+						 __u64 vstart, __u64 vend)
+{
+	/* IS_ERR_VALUE(): the top 4095 values are -errno. */
+	int failed = ret == 0 || ret >= (__u64)-4095;
+
+	return vmalloc_area(ctx, failed ? ret : vmap_area_start(ret), size, align, vstart,
+			    vend, failed);
+}
+#endif
+
+#if defined(VMALLOC_AREA_FEXIT)
+KRETFUNC_PROBE(alloc_vmap_area, unsigned long size, unsigned long align, unsigned long vstart,
+	       unsigned long vend, int node, gfp_t gfp_mask, void *ret)
+{
+	return vmalloc_area_returned(ctx, (__u64)ret, size, align, vstart, vend);
+}
+
+KFUNC_PROBE(free_vmap_area_noflush, void *va)
+{
+	return vmalloc_area_freed(vmap_area_start((__u64)va), 0, 0);
+}
+
+KRETFUNC_PROBE(__purge_vmap_area_lazy, unsigned long start, unsigned long end, bool ret)
+{
+	return vmalloc_purged(start, end, VMALLOC_PURGED_UNKNOWN);
+}
+#elif defined(VMALLOC_AREA_KPROBE)
+struct vmalloc_area_args {
+	__u64 size;
+	__u64 align;
+	__u64 vstart;
+	__u64 vend;
+};
+/* A kretprobe has no arguments: the entry keeps them per thread (bounded). */
+BPF_HASH(vmalloc_area_args, __u32, struct vmalloc_area_args, VMALLOC_MAX_ARMED);
+
+int kprobe__alloc_vmap_area(struct pt_regs *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct vmalloc_area_args a = {};
+
+	a.size = PT_REGS_PARM1(ctx);
+	a.align = PT_REGS_PARM2(ctx);
+	a.vstart = PT_REGS_PARM3(ctx);
+	a.vend = PT_REGS_PARM4(ctx);
+	vmalloc_area_args.update(&tid, &a);
+	return 0;
+}
+
+int kretprobe__alloc_vmap_area(struct pt_regs *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct vmalloc_area_args *a = vmalloc_area_args.lookup(&tid);
+	struct vmalloc_area_args copy;
+
+	if (!a) {
+		vmalloc_stat(VS_AREA_ARGS_MISSING);
+		return 0;
+	}
+	copy = *a;
+	vmalloc_area_args.delete(&tid);
+	return vmalloc_area_returned(ctx, PT_REGS_RC(ctx), copy.size, copy.align, copy.vstart,
+				     copy.vend);
+}
+
+int kprobe__free_vmap_area_noflush(struct pt_regs *ctx)
+{
+	return vmalloc_area_freed(vmap_area_start(PT_REGS_PARM1(ctx)), 0, 0);
+}
+
+/* Reported at entry: the kretprobe would add a probe for no more facts. */
+int kprobe____purge_vmap_area_lazy(struct pt_regs *ctx)
+{
+	return vmalloc_purged(PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), VMALLOC_PURGED_UNKNOWN);
+}
+#else
+TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
+{
+	return vmalloc_area(args, args->addr, args->size, args->align, args->vstart, args->vend,
+			    args->failed);
+}
+
+TRACEPOINT_PROBE(vmalloc, free_vmap_area_noflush)
+{
+	return vmalloc_area_freed(args->va_start, args->nr_lazy, args->nr_lazy_max);
+}
+
+TRACEPOINT_PROBE(vmalloc, purge_vmap_area_lazy)
+{
+	return vmalloc_purged(args->start, args->end, args->npurged);
+}
+#endif
 
 /* A page allocation by an armed task (slow path: something is armed). */
 static __always_inline int vmalloc_page_alloc(int ok, __u32 order, __u64 gfp_flags)

@@ -10,7 +10,8 @@ elsewhere waste is given as a bound.
 
 Kernel side: ``bpf/vmalloc.bpf.c`` on the tracepoints
 ``vmalloc:alloc_vmap_area``, ``vmalloc:free_vmap_area_noflush``,
-``vmalloc:purge_vmap_area_lazy`` (since Linux 6.1), ``kmem:mm_page_alloc`` and
+``vmalloc:purge_vmap_area_lazy`` (since Linux 6.2; before, fexit/fentry or
+kprobes on the functions they sit in), ``kmem:mm_page_alloc`` and
 ``kmem:kmalloc`` (as raw tracepoints when BTF confirms their TP_PROTO), and
 fentry or a kprobe on ``__vmalloc_node_range_noprof`` where the kernel allows
 one (exact request size and vm_flags).  Huge vmalloc needs
@@ -97,6 +98,13 @@ class VmallocTracer(Tracer):
     FUNCS: ClassVar[Tuple[Tuple[str, str], ...]] = (
         ("__vmalloc_node_range_noprof", "_NOPROF"), ("__vmalloc_node_range", ""))
 
+    # Before 6.2: the functions the area tracepoints were placed in, the kind
+    # of attach that sees what the tracepoint gives, their prototypes then.
+    AREA_FUNCS: ClassVar[Tuple[Tuple[str, str, List[str]], ...]] = (
+        ("alloc_vmap_area", "fexit", ["long unsigned int"] * 4 + ["int", "gfp_t"]),
+        ("free_vmap_area_noflush", "fentry", ["struct vmap_area *"]),
+        ("__purge_vmap_area_lazy", "fexit", ["long unsigned int"] * 2))
+
     def __init__(self) -> None:
         self._sent_stacks: set[int] = set()
         self._sent_callers: set[int] = set()
@@ -117,11 +125,14 @@ class VmallocTracer(Tracer):
         cflags = [f"-DVMALLOC_HUGE_ORDER={order}", f"-DVMALLOC_HUGE_BYTES={huge}ULL",
                   f"-DVMALLOC_PAGE_BYTES={page}ULL", f"-DVMALLOC_KMALLOC_MIN={page + 1}",
                   f"-DVMALLOC_ARM_TIMEOUT_NS={ARM_TIMEOUT_NS}ULL"]
-        for cat, ev in self.tracepoints[:3]:
-            ok = probe.tracepoint_exists(cat, ev)
-            attaches.append(Attach(f"{cat}:{ev}", f"tracepoint {cat}:{ev}" if ok else "none",
-                                   [] if ok else [(f"tracepoint {cat}:{ev}",
-                                                   "not in this kernel's tracefs")], ok))
+        area_tps = [probe.tracepoint_exists(cat, ev) for cat, ev in self.tracepoints[:3]]
+        if all(area_tps):
+            attaches += [Attach(f"{cat}:{ev}", f"tracepoint {cat}:{ev}")
+                         for cat, ev in self.tracepoints[:3]]
+        else:
+            area_attaches, area_flags = self._area_functions(probe)
+            attaches += area_attaches
+            cflags += area_flags
         raw_ok = True
         raw_why = ""
         for ev, want in self.RAW_PROTOS.items():
@@ -177,6 +188,57 @@ class VmallocTracer(Tracer):
                                                   (f"kprobe {fname}", kprobe_why)]))
         return attaches, cflags
 
+    def _area_functions(self, probe: Any) -> Tuple[List[Attach], List[str]]:
+        """The area events from the functions the tracepoints sit in (before 6.2).
+
+        Linux 6.2 added vmalloc:alloc_vmap_area, free_vmap_area_noflush and
+        purge_vmap_area_lazy; before, fexit/fentry (else kprobes) on those
+        functions, with prototypes checked in BTF and vmap_area.va_start's
+        offset from it.  All three or none, like the tracepoints: an area
+        seen allocated but never freed would be reported as leaked.
+        """
+        no_tp = [(f"tracepoint {cat}:{ev}", "not in this kernel's tracefs (added in Linux 6.2)")
+                 for cat, ev in self.tracepoints[:3]]
+        btf = probe.btf_types
+        off = btf.member_offset("vmap_area", "va_start") if btf else None
+        protos_ok = off is not None and all(probe.btf_func_params(fn) == want
+                                            for fn, _kind, want in self.AREA_FUNCS)
+        fe_ok, fe_why = probe.fentry
+        kp_ok, kp_why = probe.kprobes
+        if not protos_ok:
+            why = ("vmap_area.va_start is not in this kernel's BTF" if off is None else
+                   "alloc_vmap_area, free_vmap_area_noflush or __purge_vmap_area_lazy is "
+                   "not in this kernel's BTF with the prototype of Linux 5.x-6.1")
+            fe_ok, fe_why, kp_ok, kp_why = False, why, False, why
+        fexit_why = ""
+        if fe_ok:
+            for fn, kind, _want in self.AREA_FUNCS:
+                ok, why = probe.tracing_attach(fn, kind)
+                if not ok:
+                    fexit_why = f"{kind} {fn}: {why}"
+                    break
+        else:
+            fexit_why = fe_why
+        if not fexit_why:
+            how, flag = "", "-DVMALLOC_AREA_FEXIT"
+        elif kp_ok:
+            how, flag = "kprobe", "-DVMALLOC_AREA_KPROBE"
+        else:
+            return [Attach(f"{cat}:{ev}", "none", [tp, (f"fentry/fexit {fn}", fexit_why),
+                                                   (f"kprobe {fn}", kp_why)], False)
+                    for (cat, ev), tp, (fn, _k, _w) in zip(self.tracepoints[:3], no_tp,
+                                                           self.AREA_FUNCS)], []
+        attaches = []
+        for (cat, ev), tp, (fn, kind, _want) in zip(self.tracepoints[:3], no_tp,
+                                                    self.AREA_FUNCS):
+            if how == "kprobe":
+                chosen = ("kprobe+kretprobe " if fn == "alloc_vmap_area" else "kprobe ") + fn
+                rejected = [tp, (f"{kind} {fn}", fexit_why)]
+            else:
+                chosen, rejected = f"{kind} {fn}", [tp]
+            attaches.append(Attach(f"{cat}:{ev}", chosen, rejected))
+        return attaches, [flag, f"-DVMAP_AREA_VA_START_OFF={off}"]
+
     def header(self, probe: Any) -> Dict[str, Any]:
         page, huge, order = self.geometry(probe)
         hv = probe.huge_vmalloc
@@ -192,8 +254,11 @@ class VmallocTracer(Tracer):
                 plan = "kprobe"
         if "-DVMALLOC_RAW_TP" in cflags:
             plan += " (+raw tracepoints)"
+        areas = ("fexit/fentry" if "-DVMALLOC_AREA_FEXIT" in cflags else
+                 "kprobes" if "-DVMALLOC_AREA_KPROBE" in cflags else "tracepoints")
         return {"page_bytes": page, "huge_bytes": huge, "huge_order": order,
-                "plan": plan, "huge_vmalloc": {"possible": hv[0], "why": hv[1]}}
+                "plan": plan, "area_events": areas,
+                "huge_vmalloc": {"possible": hv[0], "why": hv[1]}}
 
     def aggregator(self, window: Window) -> VmallocAggregator:
         return VmallocAggregator(window)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+from trace_reclaim.abi import VMALLOC_PURGED_UNKNOWN
 from trace_reclaim.tracer import Aggregator, EpisodeFact, Window
 from trace_reclaim.tracers.vmalloc.areas import (VERDICTS, Area, area_record, area_verdict,
                                                  caller_of)
@@ -62,6 +63,8 @@ class VmallocAggregator(Aggregator):
         self.page_bytes = int(tr.get("page_bytes") or window.header.get("page_size") or 4096)
         self.huge_bytes = int(tr.get("huge_bytes") or 2 << 20)
         self.plan = str(tr.get("plan") or "tracepoint")
+        # What saw the areas: the tracepoints, or (before 6.2) their functions.
+        self.area_events = str(tr.get("area_events") or "tracepoints")
         # What saw the exact request: the first word of the plan (fentry, kprobe).
         first = self.plan.split()[0] if self.plan.split() else ""
         self.exact_from = first if first in ("fentry", "kprobe") else "fentry"
@@ -114,7 +117,10 @@ class VmallocAggregator(Aggregator):
                 self.counts["pending_dropped"] += 1
         elif t == EV_PURGE_VMAP_AREA:
             self.counts["purges"] += 1
-            self.counts["purged_areas"] += ev.nr_purged
+            if ev.nr_purged == VMALLOC_PURGED_UNKNOWN:
+                self.counts["purges_uncounted"] += 1  # before 6.2: a function, no count
+            else:
+                self.counts["purged_areas"] += ev.nr_purged
             self._iv["purges"] += 1
 
     def _alloc(self, ev: AllocVmapArea) -> None:
@@ -347,6 +353,7 @@ class VmallocAggregator(Aggregator):
         by_verdict, callers = self._summaries(live + pend)
         return {
             "plan": self.plan,
+            "area_events": self.area_events,
             "huge_vmalloc": self.huge_possible,
             "huge_page_bytes": self.huge_bytes,
             "note": VMALLOCINFO_NOTE,
@@ -359,7 +366,10 @@ class VmallocAggregator(Aggregator):
                 "allocs": self.counts["allocs"], "alloc_failed": self.counts["alloc_failed"],
                 "frees": self.counts["frees"],
                 "frees_untracked": self.counts["frees_untracked"],
-                "purges": self.counts["purges"], "purged_areas": self.counts["purged_areas"],
+                "purges": self.counts["purges"],
+                # None: some purges came without their count (kernels before 6.2)
+                "purged_areas": None if self.counts["purges_uncounted"]
+                else self.counts["purged_areas"],
                 "kmalloc_failures": self.counts["kmalloc_failures"],
                 "huge_page_events": self.counts["huge_page_events"],
                 "fallback_retries_linked": self.counts["fallback_retries_linked"],

@@ -28,6 +28,9 @@ _INTERNAL = frozenset((
     "__vmalloc_node_noprof", "__vmalloc_node", "__vmalloc_area_node",
 ))
 _RANGE = frozenset(("__vmalloc_node_range_noprof", "__vmalloc_node_range"))
+# Our own frames on top of a stack taken in an fexit program (the program,
+# then the trampoline that ran it); a tracepoint's or kprobe's stack has none.
+_TRACER_FRAMES = ("bpf_prog_", "bpf_trampoline_")
 
 
 def caller_of(frames: Sequence[str]) -> Tuple[str, bool]:
@@ -36,6 +39,8 @@ def caller_of(frames: Sequence[str]) -> Tuple[str, bool]:
     ``nested`` is true for vmalloc's own page-pointer array: a vmalloc made
     from inside another one (``__vmalloc_node_range`` twice on the stack).
     """
+    frames = frames[next((i for i, f in enumerate(frames)
+                          if not f.startswith(_TRACER_FRAMES)), len(frames)):]
     nested = sum(1 for f in frames if f in _RANGE) > 1
     rest = [f for f in frames[next((i for i, f in enumerate(frames)
                                     if f not in _INTERNAL), len(frames)):]]

@@ -1,7 +1,8 @@
 """vmalloc records: what ``bpf/vmalloc.bpf.c`` sends, decoded into typed events.
 
 ``vmalloc:alloc_vmap_area``, ``vmalloc:free_vmap_area_noflush`` and
-``vmalloc:purge_vmap_area_lazy`` (since Linux 6.1) give the areas; order-9
+``vmalloc:purge_vmap_area_lazy`` (since Linux 6.2; before, the functions
+they sit in) give the areas; order-9
 ``kmem:mm_page_alloc`` by an armed task gives a huge attempt's pages, and a
 failed large ``kmem:kmalloc`` the request a kvmalloc() falls back from.  The
 structs are the ``*_event`` ones in ``bpf/events.h``; ``flags`` of

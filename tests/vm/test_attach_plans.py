@@ -131,14 +131,20 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
                 time.sleep(1.5)
         with timed("vmalloc_fallback", plan=plan):
             # The workload leaves no free order-9 block most of the time; a
-            # run where one was left is tried again (up to five runs).
-            for _ in range(5):
+            # run where one was left is tried again.  Even a run that saw none
+            # left can find one freed (a per-CPU list, a compaction) by the
+            # time the load allocates: the 6.12 tier's tracepoint plan got
+            # huge pages in its one "expected" run once.  So until two runs
+            # expected a fallback (up to six runs).
+            expected = 0
+            for _ in range(6):
                 # the default 300,000 instructions: under the ballast no
                 # order-10 block is left for kmalloc either, and the load's
                 # own memory (~30 MB) still fits what the ballast leaves
                 res = vmalloc_fallback.run(log=None)
                 out["fallbacks"].append(res)
-                if res["fallback_expected"]:
+                expected += bool(res["fallback_expected"])
+                if expected >= 2:
                     break
         with timed("pressure + drop_caches", plan=plan):
             out["pressure"] = _stream_page_cache(page_cache_dir)

@@ -11,12 +11,15 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import pytest
 
 from trace_reclaim.session import all_attached
 
@@ -125,3 +128,25 @@ def vmstat() -> Dict[str, int]:
 
 def text_of(stream: io.StringIO) -> str:
     return stream.getvalue()
+
+
+def opt_in_tier(config: Any, items: List[Any], directory: str, marker: str,
+                also: Sequence[str] = ()) -> None:
+    """Mark the tests under ``directory`` with ``marker`` (and ``also``, e.g. live)
+    and leave them out unless ``-m`` selects ``marker`` (not ``not marker``).
+
+    For tiers that boot VMs or need a stock kernel: a plain ``pytest`` or
+    ``-m live`` run never collects them by accident.
+    """
+    here = os.path.join(os.path.abspath(directory), "")
+    mine = [i for i in items if str(i.fspath).startswith(here)]
+    for item in mine:
+        for name in (marker, *also):
+            item.add_marker(getattr(pytest.mark, name))
+    expr = config.option.markexpr or ""
+    if not (re.search(rf"\b{marker}\b", expr) and not re.search(rf"\bnot\s+{marker}\b", expr)):
+        keep = [i for i in items if not str(i.fspath).startswith(here)]
+        if len(keep) != len(items):
+            config.hook.pytest_deselected(items=mine)
+            items[:] = keep
+

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 from tests.conftest import REQUIRE_LIVE
-from tests.livetools import live_unavailable_reason, machine_lock
+from tests.livetools import live_unavailable_reason, machine_lock, opt_in_tier
 from trace_reclaim.examples import slab_dentries
 
 TIMINGS: List[Dict[str, Any]] = []
@@ -37,17 +36,8 @@ N_FILES = 50_000   # pinned ones must dominate the dentry cache (never_drains: <
 
 
 def pytest_collection_modifyitems(config, items):
-    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    mine = [i for i in items if str(i.fspath).startswith(here)]
-    for item in mine:
-        item.add_marker(pytest.mark.vm)
-        item.add_marker(pytest.mark.live)
-    expr = config.option.markexpr or ""
-    if not (re.search(r"\bvm\b", expr) and not re.search(r"\bnot\s+vm\b", expr)):
-        keep = [i for i in items if not str(i.fspath).startswith(here)]
-        if len(keep) != len(items):
-            config.hook.pytest_deselected(items=mine)
-            items[:] = keep
+    opt_in_tier(config, items, os.path.dirname(os.path.abspath(__file__)), "vm",
+                also=("live",))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -16,9 +16,9 @@ first use under /var/cache/trace-reclaim/kernels; TRACE_RECLAIM_VMHOST_KERNELS
 from __future__ import annotations
 
 import os
-import re
 
-import pytest
+
+from tests.livetools import opt_in_tier
 
 
 def pytest_configure(config):
@@ -27,15 +27,5 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    mine = [i for i in items if str(i.fspath).startswith(here)]
-    for item in mine:
-        item.add_marker(pytest.mark.vmhost)
-        item.add_marker(pytest.mark.live)
-        item.add_marker(pytest.mark.slow)
-    expr = config.option.markexpr or ""
-    if not (re.search(r"\bvmhost\b", expr) and not re.search(r"\bnot\s+vmhost\b", expr)):
-        keep = [i for i in items if not str(i.fspath).startswith(here)]
-        if len(keep) != len(items):
-            config.hook.pytest_deselected(items=mine)
-            items[:] = keep
+    opt_in_tier(config, items, os.path.dirname(os.path.abspath(__file__)), "vmhost",
+                also=("live", "slow"))

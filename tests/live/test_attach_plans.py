@@ -58,9 +58,10 @@ class Before62Probe(AssumedProbe):
 
 
 @pytest.mark.parametrize("fentry,kprobes,want", [
-    (True, True, ("-DVMALLOC_FENTRY", "-DSLAB_DESTROY_FENTRY")),
-    (False, True, ("-DVMALLOC_KPROBE", "-DSLAB_DESTROY_KPROBE", "-DNEED_PT_REGS")),
-    (False, False, ())])
+    (True, True, ("-DVMALLOC_FENTRY", "-DSLAB_DESTROY_FENTRY", "-DRECLAIM_PASS_FENTRY")),
+    (False, True, ("-DVMALLOC_KPROBE", "-DSLAB_DESTROY_KPROBE", "-DNEED_PT_REGS",
+                   "-DRECLAIM_PASS_KPROBE")),
+    (False, False, ("-DRECLAIM_SHRINK_PRIORITY_ARG",))])
 def test_each_plan_compiles(live, fentry, kprobes, want):
     _compiles(AssumedProbe(fentry, kprobes), want)
 
@@ -80,7 +81,7 @@ def _compiles(probe: Probe, want: Tuple[str, ...]) -> None:
     cflags = bpf_cflags(plan)
     for w in want:  # the plan under test is the one compiled
         assert any(c.startswith(w) for c in cflags), (w, cflags)
-    if not want:
+    if not any("FENTRY" in w or "KPROBE" in w for w in want):
         assert not any("FENTRY" in c or "KPROBE" in c for c in cflags), cflags
     text = bpf_source({n: registry[n] for n in plan.tracers})
     argv = (ctypes.c_char_p * len(cflags))(*[c.encode() for c in cflags])

@@ -144,27 +144,58 @@ static __always_inline __u32 reclaimer(void)
 }
 
 /*
- * Also: do_try_to_free_pages() may run its priority loop twice for one
- * begin/end pair ("goto retry" when a pass reclaimed nothing but skipped
+ * Also: do_try_to_free_pages() may run its priority loop more than once for
+ * one begin/end pair ("goto retry" when a pass reclaimed nothing but skipped
  * deactivation or memcg low protection) and counts ALLOCSTALL each time.
- * A pass walks priority DEF_PRIORITY down to 0, so an LRU shrink or a
- * shrink_slab() at a higher priority than the last one, inside one direct
- * reclaim, is a retry.  Both are needed: a pass of the multi-gen LRU that
- * evicts nothing emits no LRU event, but every pass calls shrink_slab() with
- * the pass's priority (seen: 95 retries of 113 stalls under hugetlb
- * allocation, 3 of them visible in the LRU events alone).
+ *
+ * RECLAIM_PASS_FENTRY / RECLAIM_PASS_KPROBE: exact.  The loop calls
+ * vmpressure_prio(gfp, memcg, priority) once per priority of every pass
+ * (not for proactive reclaim, which is never direct), and the priority only
+ * falls within a pass (lru_gen's set_initial_priority() may lower it at the
+ * first one): a call at a priority no lower than the last, inside one direct
+ * reclaim, starts another pass.
+ *
+ * Otherwise, inferred from the tracepoints: an LRU shrink or a shrink_slab()
+ * at a higher priority than the last one, inside one direct reclaim, is a
+ * retry.  Both are needed: a pass of the multi-gen LRU that evicts nothing
+ * emits no LRU event, but a pass calls shrink_slab() with its priority (seen:
+ * 95 retries of 113 stalls under hugetlb allocation, 3 of them visible in the
+ * LRU events alone).  A pass with nothing to evict and no shrinker with
+ * anything freeable (do_shrink_slab() returns before mm_shrink_slab_start)
+ * emits nothing and is missed: a lower bound.
  */
-static __always_inline void direct_reclaim_priority(int priority)
+static __always_inline void direct_reclaim_priority(int priority, int pass_start)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct direct_reclaim_begin_state *st = direct_reclaim_begin.lookup(&tid);
 
 	if (!st)
 		return;
-	if (st->last_priority >= 0 && priority > st->last_priority)
+	if (st->last_priority >= 0 &&
+	    (priority > st->last_priority || (pass_start && priority == st->last_priority)))
 		st->retries++;
 	st->last_priority = priority;
 }
+
+#if defined(RECLAIM_PASS_FENTRY)
+KFUNC_PROBE(vmpressure_prio, unsigned int gfp, void *memcg, int prio)
+{
+	direct_reclaim_priority(prio, 1);
+	return 0;
+}
+#elif defined(RECLAIM_PASS_KPROBE)
+int kprobe__vmpressure_prio(struct pt_regs *ctx)
+{
+	direct_reclaim_priority((int)PT_REGS_PARM3(ctx), 1);
+	return 0;
+}
+#endif
+
+#if defined(RECLAIM_PASS_FENTRY) || defined(RECLAIM_PASS_KPROBE)
+#define direct_reclaim_inferred(priority) do { } while (0)
+#else
+#define direct_reclaim_inferred(priority) direct_reclaim_priority(priority, 0)
+#endif
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_shrink_inactive)
 {
@@ -176,7 +207,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_shrink_inactive)
 		c->nr_scanned += args->nr_scanned;
 		c->nr_reclaimed += args->nr_reclaimed;
 	}
-	direct_reclaim_priority(args->priority);
+	direct_reclaim_inferred(args->priority);
 	return 0;
 }
 
@@ -195,7 +226,8 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_isolate)
 	return 0;
 }
 
-#ifdef RECLAIM_SHRINK_PRIORITY_ARG
+#if defined(RECLAIM_SHRINK_PRIORITY_ARG) && !defined(RECLAIM_PASS_FENTRY) && \
+	!defined(RECLAIM_PASS_KPROBE)
 /*
  * mm_shrink_slab_start's priority (a raw tracepoint: slab.bpf.c has the
  * TRACEPOINT_PROBE on it); the argument index is checked in the running
@@ -203,7 +235,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_isolate)
  */
 RAW_TRACEPOINT_PROBE(mm_shrink_slab_start)
 {
-	direct_reclaim_priority((int)ctx->args[RECLAIM_SHRINK_PRIORITY_ARG]);
+	direct_reclaim_inferred((int)ctx->args[RECLAIM_SHRINK_PRIORITY_ARG]);
 	return 0;
 }
 #endif

@@ -9,8 +9,11 @@ the state machine the episode builder runs too.  LRU pages scanned and
 reclaimed per reclaimer come from ``mm_vmscan_lru_shrink_inactive`` and
 ``mm_vmscan_lru_isolate``: which of them equals the kernel's pgscan_* depends
 on whether the multi-gen LRU runs (``/sys/kernel/mm/lru_gen/enabled``, read
-at every sample; see bpf/reclaim.bpf.c).  A direct reclaim's retries are seen
-from the priority of its LRU shrinks and of ``mm_shrink_slab_start``.
+at every sample; see bpf/reclaim.bpf.c).  A direct reclaim's retries (more
+passes of do_try_to_free_pages()' priority loop, each one more ALLOCSTALL) are
+counted exactly by fentry or a kprobe on ``vmpressure_prio()``, called once per
+priority of every pass; without either they are inferred from the priority of
+the LRU shrinks and of ``mm_shrink_slab_start``, a lower bound.
 """
 
 from __future__ import annotations
@@ -105,6 +108,8 @@ events.register_sample("reclaim", schema.Obj(optional={
     "lru": schema.Obj(optional={who: _LRU for who in RECLAIMERS}),
     "lru_gen": schema.Opt(schema.INT),
     "khugepaged_counted": schema.BOOL}))
+# ReclaimTracer.header(): what saw the retries (fentry/kprobe vmpressure_prio, or inferred).
+events.register_header("reclaim", schema.Obj(optional={"retries_from": schema.STR}))
 
 
 class _Proc:
@@ -151,6 +156,10 @@ class ReclaimAggregator(Aggregator):
         self.nodes: Dict[int, _Node] = {}  # by the node id kswapd counts under
         self.stalls_before_window = 0
         self.retries = 0
+        # Retries seen on every pass (fentry/kprobe vmpressure_prio), or
+        # inferred from the passes' events (a lower bound).
+        tr = (window.header.get("tracers") or {}).get("reclaim") or {}
+        self.retries_from = str(tr.get("retries_from") or "inferred")
         self.lru_first: Optional[Dict[str, Dict[str, int]]] = None
         self.lru_last: Optional[Dict[str, Dict[str, int]]] = None
         # /sys/kernel/mm/lru_gen/enabled at each sample (None: no multi-gen LRU)
@@ -396,6 +405,7 @@ class ReclaimAggregator(Aggregator):
                 "stalls_begun_before_window": self.stalls_before_window,
                 # Each retry is one more ALLOCSTALL for the same stall.
                 "retries": self.retries,
+                "retries_exact": self.retries_from in ("fentry", "kprobe"),
                 "processes": procs,
             },
             "kswapd": nodes,
@@ -426,7 +436,11 @@ class ReclaimAggregator(Aggregator):
         from trace_reclaim.report import NBSP, fmt_ns, table, wrap
 
         d = section["direct_reclaim"]
-        retries = f" ({d['retries']} retried their priority loop)" if d["retries"] else ""
+        retries = ""
+        if d["retries"]:
+            # Inferred from the passes' events, a pass that shows none is missed.
+            least = "" if d.get("retries_exact", False) else "at least "
+            retries = f" ({least}{d['retries']} retried their priority loop)"
         out = wrap(f"Direct reclaim: {d['stalls']} stalls{retries}, {fmt_ns(d['total_ns'])} "
                    f"total, p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
                    f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']}{NBSP}pages{NBSP}reclaimed",
@@ -489,27 +503,60 @@ class ReclaimTracer(Tracer):
     event_types: ClassVar[Any] = (EV_WAKEUP_KSWAPD, EV_KSWAPD_WAKE, EV_KSWAPD_SLEEP,
                                   EV_DIRECT_RECLAIM)
 
-    def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
-        """The vmscan tracepoints; mm_shrink_slab_start's priority when BTF confirms it.
+    # do_try_to_free_pages() calls it once per priority of every pass.
+    PASS_FUNC: ClassVar[str] = "vmpressure_prio"
+    PASS_PROTO: ClassVar[List[str]] = ["gfp_t", "struct mem_cgroup *", "int"]
 
-        Its TP_PROTO (shr, sc, nr_objects_to_shrink, cache_items, delta,
-        total_scan, priority) has had the priority last since Linux 3.x.
+    def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:
+        """The vmscan tracepoints, and how a direct reclaim's retries are seen.
+
+        Exactly from fentry (else a kprobe) on vmpressure_prio(), with its
+        prototype checked in BTF; else inferred from the priority of the LRU
+        shrinks and of mm_shrink_slab_start, whose TP_PROTO (shr, sc,
+        nr_objects_to_shrink, cache_items, delta, total_scan, priority) has had
+        the priority last since Linux 3.x.
         """
         attaches, cflags = super().plan(probe)
+        fam = "direct reclaim retries (another pass of the priority loop)"
+        func = self.PASS_FUNC
+        if probe.btf_func_params(func) != self.PASS_PROTO:
+            why = f"{func}({', '.join(self.PASS_PROTO)}) is not in this kernel's BTF"
+            fe_ok, fe_why, kp_ok, kp_why = False, why, False, why
+        else:
+            fe_ok, fe_why = probe.fentry
+            if fe_ok:
+                fe_ok, fe_why = probe.tracing_attach(func, "fentry")
+            kp_ok, kp_why = probe.kprobes
+        if fe_ok:
+            attaches.append(Attach(fam, f"fentry {func} (exact)"))
+            return attaches, cflags + ["-DRECLAIM_PASS_FENTRY"]
+        if kp_ok:
+            attaches.append(Attach(fam, f"kprobe {func} (exact)", [(f"fentry {func}", fe_why)]))
+            return attaches, cflags + ["-DRECLAIM_PASS_KPROBE"]
+        rejected = [(f"fentry {func}", fe_why), (f"kprobe {func}", kp_why)]
         params = probe.raw_tracepoint_params("mm_shrink_slab_start")
-        fam = "direct reclaim retries (a pass restarting at a higher priority)"
         lru = "the LRU shrinks' priority (mm_vmscan_lru_shrink_inactive)"
         if params and len(params) >= 7 and params[6] == "int":
             cflags.append("-DRECLAIM_SHRINK_PRIORITY_ARG=6")
             attaches.append(Attach(fam, lru + " and raw tracepoint mm_shrink_slab_start's "
-                                   "(priority checked in BTF)"))
+                                   "(priority checked in BTF): a lower bound, a pass that "
+                                   "evicts nothing and shrinks no slab is missed", rejected))
         else:
             why = ("no BTF prototype to check" if params is None
                    else f"its TP_PROTO is ({', '.join(params)})")
-            attaches.append(Attach(fam, lru + " only: a multi-gen LRU pass that evicts "
-                                   "nothing is missed",
-                                   [("raw tracepoint mm_shrink_slab_start", why)]))
+            attaches.append(Attach(fam, lru + " only: a lower bound, a multi-gen LRU pass "
+                                   "that evicts nothing is missed",
+                                   rejected + [("raw tracepoint mm_shrink_slab_start", why)]))
         return attaches, cflags
+
+    def header(self, probe: Any) -> Dict[str, Any]:
+        try:
+            _a, cflags = self.plan(probe)
+        except Exception:  # the header must not fail the trace
+            cflags = []
+        how = ("fentry" if "-DRECLAIM_PASS_FENTRY" in cflags else
+               "kprobe" if "-DRECLAIM_PASS_KPROBE" in cflags else "inferred")
+        return {"retries_from": how}
 
     def aggregator(self, window: Window) -> ReclaimAggregator:
         return ReclaimAggregator(window)

@@ -31,6 +31,9 @@ TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 # leaves fentry and kprobes unused.  Tests use it to run every plan on a
 # kernel that offers them all (bootstrap.sh test-vm).
 ATTACH_CHOICES = ("fentry", "kprobe", "tracepoint")
+# CONFIG_IKHEADERS: the kernel's own headers, which bcc extracts when
+# /lib/modules/RELEASE/build is missing (loading the kheaders module if needed).
+KHEADERS = "/sys/kernel/kheaders.tar.xz"
 ATTACH_ENV = "TRACE_RECLAIM_ATTACH"
 
 
@@ -312,10 +315,18 @@ class Probe:
     # -- headers, BTF, PSI, delay accounting --------------------------------
     @functools.cached_property
     def headers(self) -> Dict[str, Any]:
-        """Where bcc will find kernel headers, and for which release they are."""
+        """Where bcc will find kernel headers, and for which release they are.
+
+        /lib/modules/RELEASE/build first, as bcc looks; else the kernel's own
+        headers (CONFIG_IKHEADERS: /sys/kernel/kheaders.tar.xz, or the kheaders
+        module, which bcc loads, extracts and unloads), exact by construction.
+        """
         build = self.procfs.path(f"/lib/modules/{self.release}/build")
         info: Dict[str, Any] = {"path": None, "release": None, "matches": False}
         if not os.path.isdir(build):
+            if os.path.exists(self.procfs.path(KHEADERS)) or self._kheaders_module():
+                info.update(path=KHEADERS, release=self.release, matches=True, source=None,
+                            kheaders=True)
             return info
         info["path"] = os.path.realpath(build)
         text = self.procfs.try_read(
@@ -327,6 +338,11 @@ class Probe:
         source = self.procfs.path(f"/lib/modules/{self.release}/source")
         info["source"] = os.path.realpath(source) if os.path.isdir(source) else None
         return info
+
+    def _kheaders_module(self) -> bool:
+        """Whether CONFIG_IKHEADERS=m built a kheaders module for this release."""
+        dep = self.procfs.try_read(f"/lib/modules/{self.release}/modules.dep") or ""
+        return "/kheaders.ko" in dep
 
     @property
     def btf(self) -> bool:

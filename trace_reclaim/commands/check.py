@@ -47,6 +47,9 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
             "available; tracepoint programs are still correct (their fields come " \
             "from the live tracefs formats)"
         print(f"headers       {h['path']}", file=out)
+        if h.get("kheaders"):
+            _wrapped(out, "the kernel's own (CONFIG_IKHEADERS): bcc extracts them at the "
+                     "first compile", "              ")
         _wrapped(out, match, "              ")
     bcc_ok = True
     if root:

@@ -36,7 +36,7 @@ def preflight(env: Environment, attach: Any = None, prefetch: bool = True) -> Pr
         raise UserError(f"no kernel headers at /lib/modules/{probe.release}/build "
                         "(bcc compiles every program against them)",
                         "run ./bootstrap.sh: it installs the nearest linux-headers and "
-                        "links them there")
+                        "links them there (or boot a kernel built with CONFIG_IKHEADERS)")
     probe._bpf_factory = env.bpf()
     return probe
 

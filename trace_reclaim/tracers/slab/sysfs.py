@@ -50,34 +50,56 @@ def parse_slabs_cpu_partial(text: str) -> Optional[int]:
 
 
 def read_sys_slab(root: str = SYS_SLAB, full: bool = False,
-                  only: Optional[List[str]] = None) -> Dict[str, Any]:
+                  only: Optional[List[str]] = None,
+                  prev: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Snapshot /sys/kernel/slab: {"caches": {dir: {...}}, "links": {name: [target, ino]}}.
 
     Each cache has its kernfs ``ino`` and ``aliases``; ``full`` (or a name in
     ``only``, a directory or a link to one) adds objects, objects_partial,
     reclaim_account, destroy_by_rcu and the per-CPU slab sizes.
+
+    The structure comes from the directory listing alone: kernfs gives each
+    entry's type and inode number there, so no entry is looked up (a lookup
+    makes a dentry and an inode, again after every cache drop: the tracer's
+    own footprint in the dentry and inode caches it reports on).  With
+    ``prev`` (the last snapshot), a link seen there with the same inode keeps
+    its target, and ``aliases`` is read again only where it can have changed
+    without the listing changing: a directory whose count was above 0 (an
+    alias destroyed leaves its link; every merge re-creates its link, which
+    gives it a new inode number).  Any change in the listing reads it all.
     """
     caches: Dict[str, Dict[str, Any]] = {}
     links: Dict[str, List[Any]] = {}
     try:
-        names = os.listdir(root)
+        with os.scandir(root) as it:
+            entries = [(e.name, e.is_symlink(), e.inode()) for e in it]
     except OSError:
         return {"caches": caches, "links": links, "readable": False}
+    old_caches = prev["caches"] if prev else {}
+    old_links = prev["links"] if prev else {}
+    listing = {(name, link, ino) for name, link, ino in entries}
+    same = prev is not None and not full and listing == {
+        *((d, False, c["ino"]) for d, c in old_caches.items()),
+        *((n, True, i) for n, (_t, i) in old_links.items())}
     want = set(only or ())
-    for name in names:
+    for name, link, ino in entries:
         path = os.path.join(root, name)
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if os.path.islink(path):
+        if link:
+            old = old_links.get(name)
+            if old is not None and old[1] == ino:
+                links[name] = [old[0], ino]
+                continue
             try:
                 target = os.path.basename(os.readlink(path))
             except OSError:
                 continue
-            links[name] = [target, st.st_ino]
+            links[name] = [target, ino]
         else:
-            caches[name] = {"ino": st.st_ino, "aliases": _read_int(os.path.join(path, "aliases"))}
+            old_aliases = old_caches.get(name, {}).get("aliases")
+            if same and old_aliases == 0:
+                caches[name] = {"ino": ino, "aliases": 0}
+            else:
+                caches[name] = {"ino": ino, "aliases": _read_int(os.path.join(path, "aliases"))}
     for name, (target, _ino) in links.items():
         if name in want and target in caches:
             want.add(target)
@@ -103,7 +125,9 @@ def sample_sys_slab(procfs: Any, when: str, state: Dict[str, Any],
     the structure changed since ``state["sys_key"]``.
     """
     root = procfs.path(SYS_SLAB)
-    sysfs = read_sys_slab(root, full=(when != "tick"), only=state["reclaimable"])
+    sysfs = read_sys_slab(root, full=(when != "tick"), only=state["reclaimable"],
+                          prev=state.get("sys_prev"))
+    state["sys_prev"] = sysfs
     if when == "start":
         state["reclaimable"] = [d for d, a in sysfs["caches"].items()
                                 if a.get("reclaim_account") == 1]

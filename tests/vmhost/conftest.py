@@ -10,7 +10,9 @@ They are collected only when the ``vmhost`` marker is selected (``-m vmhost``),
 never by ``-m vm`` (the guest tier, tests/vm) nor by ``-m live`` or
 ``-m "not live"``.  The kernels are Debian's 6.12 and 6.1 builds, prepared on
 first use under /var/cache/trace-reclaim/kernels; TRACE_RECLAIM_VMHOST_KERNELS
-(``BASE,NEW``) names others, a build tree among them.
+(``BASE,NEW``) names others, a build tree or a bzImage among them, and
+TRACE_RECLAIM_VMHOST_RUNS the runs per side (default 2).  With ``-s`` the
+diff of the two sides is shown.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from trace_reclaim.env import UserError
 from trace_reclaim.recording import Reader
 
 KERNELS = os.environ.get("TRACE_RECLAIM_VMHOST_KERNELS", "6.12,6.1").split(",")
-N = 2
+N = int(os.environ.get("TRACE_RECLAIM_VMHOST_RUNS", "2"))
 # MemAvailable after the ballast + 256 MiB: swapping, yet quick under emulation.
 WORKLOAD = ["anon", "--param", "over_mib=256", "--param", "timeout=300"]
 ALLOCSTALL = ("allocstall_dma", "allocstall_dma32", "allocstall_normal",
@@ -183,6 +183,7 @@ def test_diff_compares_the_two_kernels(sides):
     r = run_cli(["diff", *_recordings(base), "--", *_recordings(new)], timeout=600)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+    sys.stderr.write(r.stderr + r.stdout)   # shown with -s: the diff a developer reads
     warn = [ln for ln in r.stderr.splitlines()
             if ln.startswith("warning: the sides ran different kernels:")]
     assert warn == [f"warning: the sides ran different kernels: base "

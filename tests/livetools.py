@@ -121,6 +121,13 @@ class Trace:
                 self.report = report_json(self.path)
 
 
+def direct_reclaim_passes(totals: Dict[str, Any]) -> int:
+    """The report's direct-reclaim passes, each one ALLOCSTALL in the kernel:
+    stalls and their retries, and those still in reclaim at the end."""
+    return (totals["direct_reclaim_stalls"] + totals["direct_reclaim_retries"]
+            + totals["direct_reclaim_in_flight"] + totals["direct_reclaim_in_flight_retries"])
+
+
 def vmstat() -> Dict[str, int]:
     from trace_reclaim.procfs import ProcFS
     return ProcFS().vmstat()

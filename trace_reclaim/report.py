@@ -251,7 +251,10 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     vm = t.get("vmstat_delta", {})
     out.append("Traced vs the kernel's own counters (/proc/vmstat delta):")
     rows = [
-        ["direct reclaim passes", _sum(t, "direct_reclaim_stalls", "direct_reclaim_retries"),
+        # stalls and their retries, and those still in reclaim at the end
+        ["direct reclaim passes", _sum(t, "direct_reclaim_stalls", "direct_reclaim_retries",
+                                       "direct_reclaim_in_flight",
+                                       "direct_reclaim_in_flight_retries"),
          _vm(vm, "allocstall_dma", "allocstall_dma32", "allocstall_normal",
              "allocstall_movable", "allocstall_device"), "allocstall_*"],
         ["LRU pages reclaimed, direct", t.get("lru_reclaimed_direct", "-"),

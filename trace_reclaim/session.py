@@ -378,10 +378,12 @@ class LiveSession:
                 out[k.value] = n
         return out
 
-    def _snapshots(self, when: str) -> int:
+    def _snapshots(self, when: str, after_vmstat: Optional[Callable[[], None]] = None) -> int:
         now = self.clock()
         pf = self.procfs
         self._emit_user(events.Snapshot(now, "vmstat", when, pf.vmstat()))
+        if after_vmstat is not None:
+            after_vmstat()
         self._emit_user(events.Snapshot(now, "zoneinfo", when, pf.zoneinfo()))
         self._emit_user(events.Snapshot(now, "meminfo", when, pf.meminfo()))
         psi = pf.psi_memory()
@@ -606,12 +608,14 @@ class LiveSession:
                     next_tick = now + self.interval_ns
         # Close the window: kernel counters first, then everything the ring
         # buffer still holds; the End record excludes events after the counters.
-        end_ts = self._snapshots("end")
-        # Drain before the tracers' last sample, so it covers every record
-        # (the vmalloc tracer symbolizes the stacks of the areas it saw).
+        # In-kernel sums checked against /proc/vmstat are read right after it.
+        first = [n for n, t in self.tracers.items() if t.end_sample_with_snapshots]
+        end_ts = self._snapshots("end", lambda: self._sample("end", first))
+        # Drain before the other tracers' last sample, so it covers every
+        # record (the vmalloc tracer symbolizes the stacks of the areas it saw).
         b.ring_buffer_consume()
         self._flush_batch()
-        self._sample("end")
+        self._sample("end", [n for n in self.tracers if n not in first])
         self._tick_snapshots("end")
         self._emit_user(events.Tick(self.clock(), interval + 1, self._lost()))
         self._emit_user(events.End(end_ts, self._stop or "stopped"))

@@ -209,6 +209,10 @@ class Tracer(abc.ABC):
     # (category, event) tracepoints the program attaches to unconditionally.
     tracepoints: ClassVar[Sequence[Tuple[str, str]]] = ()
     event_types: ClassVar[Sequence[int]] = ()
+    # Whether its "end" sample holds kernel counters checked against the end
+    # /proc snapshots: then it is read right after them, before the ring
+    # buffer is drained (which can take a while under load); else after.
+    end_sample_with_snapshots: ClassVar[bool] = False
     # The command line's choices (see ``configured``).
     options: Options = Options()
 

@@ -109,3 +109,36 @@ def test_the_report_says_whether_retries_are_exact():
         assert ("at least 2 retried" in text) is not exact, text
     # A recording made before the header said: inferred, as it was.
     assert _report({})["direct_reclaim"]["retries_exact"] is False
+
+
+def test_stalls_still_running_at_the_end_are_counted_apart():
+    agg = ReclaimAggregator(Window(start_ns=1000, header={}))
+    lru = {who: {"calls": 0, "nr_scanned": 0, "nr_reclaimed": 0, "nr_taken": 0}
+           for who in ("kswapd", "direct", "khugepaged")}
+    agg.on_sample(events.Sample(1000, "reclaim", {"lru": lru, "lru_gen": None}))
+    # Begun before the window (its ALLOCSTALL came before the start counters),
+    # inside it with 0 and 2 retries so far, and after the end counters.
+    agg.on_sample(events.Sample(9000, "reclaim", {
+        "lru": lru, "lru_gen": None,
+        "in_flight": [[500, 1], [2000, 0], [3000, 2], [9500, 0]]}))
+    agg.close(9000)
+    agg.window.end_ns = 9000
+    sec = agg.report()
+    d = sec["direct_reclaim"]
+    assert (d["in_flight_at_end"], d["in_flight_retries"]) == (2, 2)
+    tot = agg.totals(sec)
+    assert (tot["direct_reclaim_in_flight"], tot["direct_reclaim_in_flight_retries"]) == (2, 2)
+    text = "\n".join(agg.render(sec))
+    assert "2 more still in direct reclaim when the trace ended" in text
+
+
+def test_the_end_sample_shape_is_checked():
+    from trace_reclaim import schema
+    check = events._SAMPLE_DATA["reclaim"]
+    schema.check(check, {"in_flight": [[1, 0]]})
+    for bad in ({"in_flight": [[1]]}, {"in_flight": [["x", 0]]}, {"in_flight": [[1, -1]]}):
+        try:
+            schema.check(check, bad)
+        except schema.SchemaError:
+            continue
+        raise AssertionError(f"accepted {bad}")

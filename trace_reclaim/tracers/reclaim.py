@@ -107,7 +107,9 @@ _LRU = schema.Obj({"calls": schema.Int(0), "nr_scanned": schema.Int(0),
 events.register_sample("reclaim", schema.Obj(optional={
     "lru": schema.Obj(optional={who: _LRU for who in RECLAIMERS}),
     "lru_gen": schema.Opt(schema.INT),
-    "khugepaged_counted": schema.BOOL}))
+    "khugepaged_counted": schema.BOOL,
+    # at "end": [begin ts_ns, retries so far] of each direct reclaim still running
+    "in_flight": schema.List(schema.Tuple(schema.Int(0), schema.Int(0)))}))
 # ReclaimTracer.header(): what saw the retries (fentry/kprobe vmpressure_prio, or inferred).
 events.register_header("reclaim", schema.Obj(optional={"retries_from": schema.STR}))
 
@@ -160,6 +162,8 @@ class ReclaimAggregator(Aggregator):
         # inferred from the passes' events (a lower bound).
         tr = (window.header.get("tracers") or {}).get("reclaim") or {}
         self.retries_from = str(tr.get("retries_from") or "inferred")
+        # Direct reclaims still running at the end: [begin ts_ns, retries so far].
+        self.in_flight: List[Any] = []
         self.lru_first: Optional[Dict[str, Dict[str, int]]] = None
         self.lru_last: Optional[Dict[str, Dict[str, int]]] = None
         # /sys/kernel/mm/lru_gen/enabled at each sample (None: no multi-gen LRU)
@@ -309,6 +313,8 @@ class ReclaimAggregator(Aggregator):
             return
         if "khugepaged_counted" in sample.data:
             self.khugepaged_counted = bool(sample.data["khugepaged_counted"])
+        if "in_flight" in sample.data:
+            self.in_flight = sample.data["in_flight"]
         if self.lru_first is None:
             self.lru_first = lru
         self.lru_last = lru
@@ -397,6 +403,11 @@ class ReclaimAggregator(Aggregator):
             })
         # All stalls: merged from the per-process statistics (one add per stall).
         s = LatencyStats.merged([p.lat for p in self.procs.values()]).summary()
+        # Begun inside the window, not ended by its end: each has counted
+        # ALLOCSTALL once per pass so far, as the stalls above have.
+        w = self.window
+        running = [r for ts, r in self.in_flight
+                   if ts >= w.start_ns and (not w.end_ns or ts <= w.end_ns)]
         return {
             "direct_reclaim": {
                 "stalls": s["count"], "total_ns": s["total"], "p50_ns": s["p50"],
@@ -406,6 +417,8 @@ class ReclaimAggregator(Aggregator):
                 # Each retry is one more ALLOCSTALL for the same stall.
                 "retries": self.retries,
                 "retries_exact": self.retries_from in ("fentry", "kprobe"),
+                "in_flight_at_end": len(running),
+                "in_flight_retries": sum(running),
                 "processes": procs,
             },
             "kswapd": nodes,
@@ -421,6 +434,8 @@ class ReclaimAggregator(Aggregator):
         return {
             "direct_reclaim_stalls": d["stalls"],
             "direct_reclaim_retries": d["retries"],
+            "direct_reclaim_in_flight": d.get("in_flight_at_end", 0),
+            "direct_reclaim_in_flight_retries": d.get("in_flight_retries", 0),
             "direct_reclaim_pages": d["pages_reclaimed"],
             "direct_reclaim_ns": d["total_ns"],
             "kswapd_wakeup_requests": sum(n["wakeup_requests"] for n in section["kswapd"]),
@@ -445,6 +460,9 @@ class ReclaimAggregator(Aggregator):
                    f"total, p50 {fmt_ns(d['p50_ns'])}, p99 {fmt_ns(d['p99_ns'])}, "
                    f"max {fmt_ns(d['max_ns'])}, {d['pages_reclaimed']}{NBSP}pages{NBSP}reclaimed",
                    hang="  ")
+        if d.get("in_flight_at_end"):
+            out += wrap(f"  {d['in_flight_at_end']} more still in direct reclaim when the "
+                        "trace ended (not in the figures above)", hang="    ")
         if d["processes"]:
             # identifiers as text: a count too wide may become 1.2M, a pid not
             rows = [[str(p["pid"]), p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
@@ -502,6 +520,8 @@ class ReclaimTracer(Tracer):
     )
     event_types: ClassVar[Any] = (EV_WAKEUP_KSWAPD, EV_KSWAPD_WAKE, EV_KSWAPD_SLEEP,
                                   EV_DIRECT_RECLAIM)
+    # lru_reclaim and the direct reclaims in flight, next to /proc/vmstat.
+    end_sample_with_snapshots: ClassVar[bool] = True
 
     # do_try_to_free_pages() calls it once per priority of every pass.
     PASS_FUNC: ClassVar[str] = "vmpressure_prio"
@@ -576,6 +596,9 @@ class ReclaimTracer(Tracer):
         except ValueError:
             lru_gen = None
         data: Dict[str, Any] = {"lru": lru, "lru_gen": lru_gen}
+        if when == "end":
+            data["in_flight"] = sorted([int(v.ts_ns), int(v.retries)]
+                                       for v in bpf["direct_reclaim_begin"].values())
         if when == "start":
             # Whether /proc/vmstat counts khugepaged's reclaim apart (6.3+).
             data["khugepaged_counted"] = "pgsteal_khugepaged" in procfs.vmstat()

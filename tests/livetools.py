@@ -128,6 +128,13 @@ def direct_reclaim_passes(totals: Dict[str, Any]) -> int:
             + totals["direct_reclaim_in_flight"] + totals["direct_reclaim_in_flight_retries"])
 
 
+def passes_match_allocstall(totals: Dict[str, Any], allocstall: int) -> bool:
+    """The kernel's count is the report's passes, plus those of the stalls the
+    report says began while the end counters were read (it cannot know)."""
+    passes = direct_reclaim_passes(totals)
+    return passes <= allocstall <= passes + totals["direct_reclaim_begun_during_end_read"]
+
+
 def vmstat() -> Dict[str, int]:
     from trace_reclaim.procfs import ProcFS
     return ProcFS().vmstat()

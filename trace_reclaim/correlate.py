@@ -175,6 +175,7 @@ class Correlator:
                         self.before_window += 1
                 elif end_ns and ts > end_ns:
                     self.after_window += 1
+                    self._by_type[type_id].after_window(ev)
                 else:
                     counted += 1
                     agg_feed(ev)
@@ -247,6 +248,7 @@ class Correlator:
                         self.before_window += 1
                 elif end_ns and ts > end_ns:
                     self.after_window += 1
+                    self._by_type[type_id].after_window(ev)
                 else:
                     counted += 1
                     agg_feed(ev)
@@ -261,6 +263,7 @@ class Correlator:
             w = self.window
             if w.end_ns and ev.ts_ns > w.end_ns:
                 self.after_window += 1
+                agg.after_window(ev)
                 return None
             if ev.ts_ns < w.start_ns or ev.ts_ns < w.type_start.get(ev.type, 0):
                 self.before_window += 1
@@ -371,6 +374,10 @@ class Correlator:
         if snap.what == "vmstat" and snap.when == "start":
             self.window.start_ns = snap.ts_ns
             self._last_tick_ns = snap.ts_ns
+        elif snap.what == "vmstat" and snap.when == "end":
+            # The counters everything is checked against end here: what the
+            # drain after them brings (the End record follows it) is after.
+            self.window.end_ns = snap.ts_ns
         if snap.what == "zoneinfo":
             if len(self.zone_snapshots) < 64:
                 self.zone_snapshots.append(

@@ -20,7 +20,9 @@ Tap = Callable[[List[Tuple[int, bytes]]], None]
 def follow_window(window: Window, ev: Any) -> None:
     """Move ``window`` as the correlator does when it meets ``ev``.
 
-    The vmstat "start" snapshot opens the window, the End record closes it.
+    The vmstat "start" snapshot opens the window, the vmstat "end" snapshot
+    (the End record, where it is missing) closes it: the ring buffer drained
+    after the end counters holds records of after the window.
     A consumer that reads the records in their recorded order and tests each
     BPF event with ``window.contains_event(type_id, ts_ns)`` keeps exactly the
     events the correlator counted.
@@ -28,6 +30,8 @@ def follow_window(window: Window, ev: Any) -> None:
     if isinstance(ev, events.Snapshot):
         if ev.what == "vmstat" and ev.when == "start":
             window.start_ns = ev.ts_ns
+        elif ev.what == "vmstat" and ev.when == "end":
+            window.end_ns = ev.ts_ns
         elif ev.what == "attach":  # a later tracer's records count from its attach
             window.note_attach(ev.when, ev.data, ev.ts_ns)
     elif isinstance(ev, events.End):

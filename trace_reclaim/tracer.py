@@ -143,6 +143,13 @@ class Aggregator(abc.ABC):
         """Take this tracer's own ``Tracer.sample()`` reading.  Default: ignore."""
         return None
 
+    def after_window(self, ev: Any) -> None:
+        """See one of its events that came after the window's end (the ring
+        buffer is drained after the end counters).  Not counted; an event
+        that began inside the window may still be accounted for here.
+        Default: ignore."""
+        return None
+
     def close(self, end_ns: int) -> None:
         """The window closed at ``end_ns``: finish what is still open.
 

@@ -12,11 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from typing import List
 
 import pytest
 
 from trace_reclaim.examples import pressure
-from tests.livetools import ROOT, Trace, direct_reclaim_passes, report_json, run_cli, vmstat
+from tests.livetools import (ROOT, Trace, direct_reclaim_passes, passes_match_allocstall,
+                            report_json, run_cli, vmstat)
 
 pytestmark = pytest.mark.live
 
@@ -74,7 +76,7 @@ def test_counts_equal_the_kernels_own(live, tmp_path):
     assert tot["lost_events"] == 0
     allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
     assert allocstall > 0
-    assert direct_reclaim_passes(tot) == allocstall
+    assert passes_match_allocstall(tot, allocstall), tot
     assert tot["direct_reclaim_retries"] <= tot["direct_reclaim_stalls"]
     assert tot["lru_reclaimed_direct"] == vm["pgsteal_direct"]
     assert tot["lru_scanned_direct"] == vm["pgscan_direct"]
@@ -177,3 +179,57 @@ def test_lost_events_are_counted_exactly_and_shown(live, tmp_path):
     assert any(row["lost_events"] for row in doc["intervals"])
     text = run_cli(["report", t.path]).stdout
     assert f"Lost events: {doc['totals']['lost_events']} (ring buffer full)" in text
+
+
+def test_stopped_in_the_middle_of_direct_reclaim(live, tmp_path):
+    """A trace stopped while several readers stall in direct reclaim (Ctrl-C
+    during an incident): the stalls that ended before the end counters, those
+    still running then and the retries of both are the kernel's allocstall_*
+    delta (exactly where the retries are, up to the stalls the report says
+    began while the counters were read).  Stalls that begin and end while the
+    recorder drains its ring buffer (after the counters) are outside the
+    window: they were counted once (9 of 324), before the window closed at
+    the end counters instead of at the End record."""
+    readers: List[subprocess.Popen] = []
+    t = Trace(str(tmp_path))
+    with pressure.sparse_file() as path:
+        t.__enter__()   # before the ballast: nothing is in reclaim at the start
+        stopped = False
+        try:
+            with pressure.ballast(log=quiet):
+                # Four readers streaming the sparse file past the memory left.
+                readers = [subprocess.Popen(
+                    ["dd", f"if={path}", "of=/dev/null", "bs=1M", f"skip={i * 7168}",
+                     "count=7168", "status=none"]) for i in range(4)]
+                start = _allocstall()
+                deadline = time.monotonic() + 30
+                while _allocstall() - start < 200 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                stalled = _allocstall() - start
+                stopped = True
+                t.__exit__(None, None, None)   # stopped while they still stall
+        finally:
+            for r in readers:
+                r.kill()
+                r.wait()
+            if not stopped:
+                t.__exit__(*sys.exc_info())
+    assert stalled >= 200, f"the readers made {stalled} direct reclaims in 30 s"
+    tot, vm = t.report["totals"], t.report["totals"]["vmstat_delta"]
+    assert tot["lost_events"] == 0
+    allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
+    figures = {k: v for k, v in tot.items() if k.startswith("direct_reclaim_")
+               and not k.endswith(("_ns", "_pages"))}
+    print(f"allocstall {allocstall}, outside the window {t.report['lost']}, {figures}")
+    if t.report["reclaim"]["direct_reclaim"]["retries_exact"]:
+        assert passes_match_allocstall(tot, allocstall), (allocstall, figures)
+    else:
+        # Retries inferred from the tracepoints are a lower bound (the report
+        # says so): under this load about one run in 14 had one retry pass
+        # that showed no event.  Nothing may be counted that the kernel did
+        # not count (what the drain brings after the end counters was, before).
+        assert direct_reclaim_passes(tot) <= allocstall, (allocstall, figures)
+
+
+def _allocstall() -> int:
+    return sum(v for k, v in vmstat().items() if k.startswith("allocstall_"))

@@ -111,32 +111,57 @@ def test_the_report_says_whether_retries_are_exact():
     assert _report({})["direct_reclaim"]["retries_exact"] is False
 
 
-def test_stalls_still_running_at_the_end_are_counted_apart():
+def _end_of_window(in_flight, after=()):
+    """A window 1000..9000 whose end counters were read by 9400, with these
+    stalls running then and ``after`` ending during the drain."""
     agg = ReclaimAggregator(Window(start_ns=1000, header={}))
     lru = {who: {"calls": 0, "nr_scanned": 0, "nr_reclaimed": 0, "nr_taken": 0}
            for who in ("kswapd", "direct", "khugepaged")}
     agg.on_sample(events.Sample(1000, "reclaim", {"lru": lru, "lru_gen": None}))
-    # Begun before the window (its ALLOCSTALL came before the start counters),
-    # inside it with 0 and 2 retries so far, and after the end counters.
-    agg.on_sample(events.Sample(9000, "reclaim", {
-        "lru": lru, "lru_gen": None,
-        "in_flight": [[500, 1], [2000, 0], [3000, 2], [9500, 0]]}))
-    agg.close(9000)
     agg.window.end_ns = 9000
+    agg.on_sample(events.Sample(9400, "reclaim", {"lru": lru, "lru_gen": None,
+                                                  "in_flight": in_flight}))
+    for tid, begin, end, retries in after:
+        agg.after_window(DirectReclaim(ts_ns=end, type=EV_DIRECT_RECLAIM, pid=tid, tgid=tid,
+                                       cpu=0, comm="w", delta_ns=end - begin, gfp_flags=0,
+                                       nr_reclaimed_pages=1, order=0, retries=retries))
+    agg.close(9000)
+    return agg
+
+
+def test_stalls_still_running_at_the_end_are_counted_apart():
+    # Begun before the window (its ALLOCSTALL came before the start counters),
+    # inside it with 0 and 2 retries so far, and after the counters were read.
+    agg = _end_of_window([[500, 1, 11], [2000, 0, 12], [3000, 2, 13], [9500, 0, 14]])
     sec = agg.report()
     d = sec["direct_reclaim"]
     assert (d["in_flight_at_end"], d["in_flight_retries"]) == (2, 2)
+    assert d["begun_during_end_read"] == 0
     tot = agg.totals(sec)
     assert (tot["direct_reclaim_in_flight"], tot["direct_reclaim_in_flight_retries"]) == (2, 2)
     text = "\n".join(agg.render(sec))
     assert "2 more still in direct reclaim when the trace ended" in text
 
 
+def test_stalls_that_ended_during_the_drain_are_in_flight_once():
+    # 12 was running at the reading and ended during the drain: once.  15 ended
+    # between the end timestamp and the reading.  16 began after the end
+    # timestamp but before the reading was done: the counters may hold it.
+    # 17 began and ended during the drain: outside.
+    agg = _end_of_window([[2000, 0, 12]],
+                         after=[(12, 2000, 9600, 0), (15, 4000, 9100, 1),
+                                (16, 9200, 9700, 0), (17, 9800, 9900, 0)])
+    d = agg.report()["direct_reclaim"]
+    assert (d["in_flight_at_end"], d["in_flight_retries"]) == (2, 1)
+    assert d["begun_during_end_read"] == 1
+
+
 def test_the_end_sample_shape_is_checked():
     from trace_reclaim import schema
     check = events._SAMPLE_DATA["reclaim"]
-    schema.check(check, {"in_flight": [[1, 0]]})
-    for bad in ({"in_flight": [[1]]}, {"in_flight": [["x", 0]]}, {"in_flight": [[1, -1]]}):
+    schema.check(check, {"in_flight": [[1, 0, 7]]})
+    for bad in ({"in_flight": [[1, 0]]}, {"in_flight": [["x", 0, 1]]},
+                {"in_flight": [[1, -1, 1]]}):
         try:
             schema.check(check, bad)
         except schema.SchemaError:

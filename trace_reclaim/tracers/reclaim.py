@@ -41,6 +41,9 @@ MAX_PROCESSES = 512
 # Direct-reclaim stalls held before they are folded into the per-process
 # figures in one go (``_fold``): a bound on memory, not a unit of meaning.
 STALL_BATCH = 4096
+# Stalls that ended during the final drain kept for the in-flight count: a
+# bound on memory (the ring buffer holds at most a few thousand such records).
+MAX_ENDED_AFTER = 65536
 _delta_ns = attrgetter("delta_ns")
 _pages = attrgetter("nr_reclaimed_pages")
 _order = attrgetter("order")
@@ -108,8 +111,9 @@ events.register_sample("reclaim", schema.Obj(optional={
     "lru": schema.Obj(optional={who: _LRU for who in RECLAIMERS}),
     "lru_gen": schema.Opt(schema.INT),
     "khugepaged_counted": schema.BOOL,
-    # at "end": [begin ts_ns, retries so far] of each direct reclaim still running
-    "in_flight": schema.List(schema.Tuple(schema.Int(0), schema.Int(0)))}))
+    # at "end", right after the vmstat snapshot: [begin ts_ns, retries so
+    # far, thread id] of each direct reclaim still running
+    "in_flight": schema.List(schema.Tuple(schema.Int(0), schema.Int(0), schema.Int(0)))}))
 # ReclaimTracer.header(): what saw the retries (fentry/kprobe vmpressure_prio, or inferred).
 events.register_header("reclaim", schema.Obj(optional={"retries_from": schema.STR}))
 
@@ -162,8 +166,13 @@ class ReclaimAggregator(Aggregator):
         # inferred from the passes' events (a lower bound).
         tr = (window.header.get("tracers") or {}).get("reclaim") or {}
         self.retries_from = str(tr.get("retries_from") or "inferred")
-        # Direct reclaims still running at the end: [begin ts_ns, retries so far].
+        # Direct reclaims running at the end counters: those the kernel still
+        # ran when the recorder looked, [begin ts_ns, retries so far, tid],
+        # and those that ended while the ring buffer was drained after them,
+        # (tid, begin ts_ns, retries); and when the recorder looked.
         self.in_flight: List[Any] = []
+        self.ended_after: List[Tuple[int, int, int]] = []
+        self.counters_read_ns = 0
         self.lru_first: Optional[Dict[str, Dict[str, int]]] = None
         self.lru_last: Optional[Dict[str, Dict[str, int]]] = None
         # /sys/kernel/mm/lru_gen/enabled at each sample (None: no multi-gen LRU)
@@ -241,6 +250,38 @@ class ReclaimAggregator(Aggregator):
                 req[key] = c
         evs.clear()
 
+    def after_window(self, ev: Any) -> None:
+        # A stall that ended while the recorder drained its ring buffer.
+        if ev.type == EV_DIRECT_RECLAIM and len(self.ended_after) < MAX_ENDED_AFTER:
+            self.ended_after.append((ev.pid, ev.ts_ns - ev.delta_ns, ev.retries))
+
+    def _in_flight(self) -> Tuple[List[int], int]:
+        """Stalls begun in the window and not ended by its end: the retries of
+        each, and how many began while the end counters were read.
+
+        Each began before the end counters were read, so ALLOCSTALL counted
+        it (and each retry so far) there, as it did the stalls above.  Seen
+        either in the kernel's table of running stalls, read right after the
+        counters, or ended since (drained after them): one stall can be in
+        both, and is counted once.  Where a stall began after the window's
+        end timestamp but before the reading was done, the counters may or
+        may not hold it: those are counted apart.
+        """
+        w = self.window
+        end = w.end_ns
+        if not end:
+            return [], 0
+        read = max(self.counters_read_ns, end)
+        seen: Dict[Tuple[int, int], int] = {}
+        for entry in self.in_flight:
+            ts, retries, tid = entry[0], entry[1], entry[2] if len(entry) > 2 else -1
+            seen[(tid, ts)] = retries
+        for tid, ts, retries in self.ended_after:
+            seen.setdefault((tid, ts), retries)
+        running = [r for (_tid, ts), r in seen.items() if w.start_ns <= ts <= end]
+        during = sum(1 for (_tid, ts) in seen if end < ts <= read)
+        return running, during
+
     def _direct_reclaim(self, ev: Any) -> None:
         # Which process row a stall goes to is decided now (rows are capped
         # in order of arrival); its figures are added in batches (``_fold``).
@@ -315,6 +356,7 @@ class ReclaimAggregator(Aggregator):
             self.khugepaged_counted = bool(sample.data["khugepaged_counted"])
         if "in_flight" in sample.data:
             self.in_flight = sample.data["in_flight"]
+            self.counters_read_ns = sample.ts_ns
         if self.lru_first is None:
             self.lru_first = lru
         self.lru_last = lru
@@ -403,11 +445,7 @@ class ReclaimAggregator(Aggregator):
             })
         # All stalls: merged from the per-process statistics (one add per stall).
         s = LatencyStats.merged([p.lat for p in self.procs.values()]).summary()
-        # Begun inside the window, not ended by its end: each has counted
-        # ALLOCSTALL once per pass so far, as the stalls above have.
-        w = self.window
-        running = [r for ts, r in self.in_flight
-                   if ts >= w.start_ns and (not w.end_ns or ts <= w.end_ns)]
+        running, during_read = self._in_flight()
         return {
             "direct_reclaim": {
                 "stalls": s["count"], "total_ns": s["total"], "p50_ns": s["p50"],
@@ -419,6 +457,7 @@ class ReclaimAggregator(Aggregator):
                 "retries_exact": self.retries_from in ("fentry", "kprobe"),
                 "in_flight_at_end": len(running),
                 "in_flight_retries": sum(running),
+                "begun_during_end_read": during_read,
                 "processes": procs,
             },
             "kswapd": nodes,
@@ -436,6 +475,7 @@ class ReclaimAggregator(Aggregator):
             "direct_reclaim_retries": d["retries"],
             "direct_reclaim_in_flight": d.get("in_flight_at_end", 0),
             "direct_reclaim_in_flight_retries": d.get("in_flight_retries", 0),
+            "direct_reclaim_begun_during_end_read": d.get("begun_during_end_read", 0),
             "direct_reclaim_pages": d["pages_reclaimed"],
             "direct_reclaim_ns": d["total_ns"],
             "kswapd_wakeup_requests": sum(n["wakeup_requests"] for n in section["kswapd"]),
@@ -463,6 +503,9 @@ class ReclaimAggregator(Aggregator):
         if d.get("in_flight_at_end"):
             out += wrap(f"  {d['in_flight_at_end']} more still in direct reclaim when the "
                         "trace ended (not in the figures above)", hang="    ")
+        if d.get("begun_during_end_read"):
+            out += wrap(f"  {d['begun_during_end_read']} began while the end counters were "
+                        "read: /proc/vmstat may or may not count them", hang="    ")
         if d["processes"]:
             # identifiers as text: a count too wide may become 1.2M, a pid not
             rows = [[str(p["pid"]), p["comm"], p["stalls"], fmt_ns(p["total_ns"]),
@@ -597,8 +640,8 @@ class ReclaimTracer(Tracer):
             lru_gen = None
         data: Dict[str, Any] = {"lru": lru, "lru_gen": lru_gen}
         if when == "end":
-            data["in_flight"] = sorted([int(v.ts_ns), int(v.retries)]
-                                       for v in bpf["direct_reclaim_begin"].values())
+            data["in_flight"] = sorted([int(v.ts_ns), int(v.retries), int(k.value)]
+                                       for k, v in bpf["direct_reclaim_begin"].items())
         if when == "start":
             # Whether /proc/vmstat counts khugepaged's reclaim apart (6.3+).
             data["khugepaged_counted"] = "pgsteal_khugepaged" in procfs.vmstat()

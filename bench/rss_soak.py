@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,7 +101,14 @@ def cgroup_view(cg) -> dict:
 
 
 def soak(args, cg) -> int:
-    d = tempfile.mkdtemp()
+    d = tempfile.mkdtemp(prefix="trace-reclaim-soak-")
+    try:
+        return _soak(args, cg, d)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)   # the recording too, on every exit path
+
+
+def _soak(args, cg, d) -> int:
     rec = os.path.join(d, "soak.trc")
     argv = [sys.executable, "-m", "trace_reclaim", "record", "-o", rec]
     spawn = cg.popen if cg else subprocess.Popen
@@ -167,7 +175,6 @@ def soak(args, cg) -> int:
               f"{view['file'] / mib:.1f} MiB at the end), limit refused a charge "
               f"{view['refused']} times, OOM kills {view['oom_kills']}, recorder "
               f"{'alive at the end' if alive else 'DIED'} (exit {proc.returncode})")
-    os.unlink(rec)
     return 0
 
 

@@ -86,6 +86,13 @@ class Options:
     cgroups: Tuple[str, ...] = ()
 
 
+def fentry_on(probe: Any, func: str) -> Tuple[bool, str]:
+    """Whether fentry works here and the trampoline takes ``func`` itself
+    (it judges each function: its argument count, for one), and why not."""
+    ok, why = probe.fentry
+    return probe.tracing_attach(func, "fentry") if ok else (ok, why)
+
+
 class Aggregator(abc.ABC):
     """Consume events of one tracer; produce interval rows and a report section."""
 

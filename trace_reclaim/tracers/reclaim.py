@@ -28,7 +28,7 @@ from trace_reclaim.abi import (EV_DIRECT_RECLAIM, EV_KSWAPD_SLEEP, EV_KSWAPD_WAK
                                EV_WAKEUP_KSWAPD)
 from trace_reclaim.kswapd import Kswapd, KswapdNode
 from trace_reclaim.stats import LatencyStats
-from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window
+from trace_reclaim.tracer import Aggregator, Attach, Tracer, Window, fentry_on
 
 __all__ = [
     "EV_WAKEUP_KSWAPD", "EV_KSWAPD_WAKE", "EV_KSWAPD_SLEEP", "EV_DIRECT_RECLAIM",
@@ -273,8 +273,7 @@ class ReclaimAggregator(Aggregator):
             return [], 0
         read = max(self.counters_read_ns, end)
         seen: Dict[Tuple[int, int], int] = {}
-        for entry in self.in_flight:
-            ts, retries, tid = entry[0], entry[1], entry[2] if len(entry) > 2 else -1
+        for ts, retries, tid in self.in_flight:
             seen[(tid, ts)] = retries
         for tid, ts, retries in self.ended_after:
             seen.setdefault((tid, ts), retries)
@@ -586,9 +585,7 @@ class ReclaimTracer(Tracer):
             why = f"{func}({', '.join(self.PASS_PROTO)}) is not in this kernel's BTF"
             fe_ok, fe_why, kp_ok, kp_why = False, why, False, why
         else:
-            fe_ok, fe_why = probe.fentry
-            if fe_ok:
-                fe_ok, fe_why = probe.tracing_attach(func, "fentry")
+            fe_ok, fe_why = fentry_on(probe, func)
             kp_ok, kp_why = probe.kprobes
         if fe_ok:
             attaches.append(Attach(fam, f"fentry {func} (exact)"))

@@ -32,7 +32,7 @@ import os
 from typing import Any, ClassVar, Dict, List, Tuple
 
 from trace_reclaim import abi, events
-from trace_reclaim.tracer import Attach, Tracer, Window
+from trace_reclaim.tracer import Attach, Tracer, Window, fentry_on
 from trace_reclaim.tracers.vmalloc.aggregate import (MAX_EARLY, MAX_LISTED_AREAS,
                                                      MAX_LISTED_NOTABLE, MAX_LIVE_AREAS,
                                                      MAX_PENDING, MAX_STACKS, PAIR_WINDOW_NS,
@@ -173,9 +173,7 @@ class VmallocTracer(Tracer):
         fname, sfx = func
         # fentry must attach to this very function: the trampoline may refuse
         # its 9 arguments where a 1-argument function attaches (bpf/vmalloc.bpf.c).
-        fentry_ok, fentry_why = probe.fentry
-        if fentry_ok:
-            fentry_ok, fentry_why = probe.tracing_attach(fname, "fentry")
+        fentry_ok, fentry_why = fentry_on(probe, fname)
         kprobe_ok, kprobe_why = probe.kprobes
         if fentry_ok:
             attaches.append(Attach(fam, f"fentry {fname}"))

@@ -50,7 +50,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from trace_reclaim.env import UserError
 
-__all__ = ["Kernel", "Result", "resolve", "prepare", "run", "why_failed", "CACHE_ENV",
+__all__ = ["Kernel", "Result", "resolve", "prepare", "run", "why_failed", "crashed_while_booting",
+           "CACHE_ENV",
            "DEFAULT_CACHE",
            "debian_candidates", "bzimage_release"]
 
@@ -72,6 +73,7 @@ KVM_START_TIMEOUT_S = 90.0   # a KVM guest starts its command in a few seconds
 # loses events.  One host thread runs all vCPUs in turn: slower, but exact.
 TCG_OPTS = "-accel tcg,thread=single"
 TCG_START_TIMEOUT_S = 600.0  # emulated boot: ~40 s here, but the host may be busy
+BOOT_CRASH_RETRIES = 1       # see crashed_while_booting()
 Log = Callable[[str], None]
 
 
@@ -586,6 +588,20 @@ def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
 # Kernel log lines that say why a guest ended (the first one is the cause).
 _FATAL = ("Kernel panic", "Out of memory", "invoked oom-killer", "BUG:", "Oops:",
           "general protection fault", "watchdog: BUG")
+# Those that say the kernel itself failed (not that it ran out of memory).
+_CRASH = ("Kernel panic", "BUG:", "Oops:", "general protection fault", "watchdog: BUG")
+
+
+def crashed_while_booting(res: Result) -> bool:
+    """The guest kernel panicked or oopsed before the command started.
+
+    Emulated boots (TCG) do this, rarely: a double fault in the allocator
+    while init opened its first files, 13 s into a boot, once in several
+    dozen.  A crash after the command started is the command's result and is
+    never retried.
+    """
+    return res.boot_s is None and not res.timed_out and any(
+        w in res.console for w in _CRASH)
 
 
 def why_failed(res: Result) -> str:
@@ -640,18 +656,31 @@ def run(kernel: Kernel, command: str, *, cwd: Optional[str] = None,
             with open(os.path.join(out, "run.sh"), "w") as f:
                 f.write(_script(out, command, cwd, env or {}))
             res: Optional[Result] = None
-            for i, acc in enumerate(tries):
+            i, reboots = 0, 0
+            while True:
+                acc = tries[i]
                 name = "KVM" if acc == "kvm" else "QEMU TCG emulation"
                 why = f" ({notes[-1]})" if acc == "tcg" and notes else ""
                 log(f"vm: booting {kernel.release} with {name}{why}, {memory}, {cpus} CPUs")
                 res = _boot_once(kernel, out, acc, memory, cpus, timeout, rodirs, stream,
                                  rwdirs)
                 res.notes = notes
-                if acc == "kvm" and res.boot_s is None and not res.timed_out \
-                        and i + 1 < len(tries):
-                    reason = why_failed(res)
+                if res.boot_s is not None or res.timed_out:
+                    break
+                reason = why_failed(res)
+                if acc == "kvm" and i + 1 < len(tries):
                     notes.append(f"KVM: {reason}")
                     _remember_kvm_bad(cache, reason)
+                    i += 1
+                    continue
+                if reboots < BOOT_CRASH_RETRIES and crashed_while_booting(res):
+                    # The guest kernel died before our command ran, so
+                    # nothing of ours is to blame and nothing was measured:
+                    # boot it again, and say so.
+                    reboots += 1
+                    notes.append(f"the guest kernel crashed while booting ({reason}); "
+                                 "booted again")
+                    log(f"vm: {notes[-1]}")
                     continue
                 break
             assert res is not None

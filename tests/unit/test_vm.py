@@ -302,3 +302,40 @@ def test_why_failed_names_the_kernels_reason_before_the_last_line():
     assert vm.why_failed(res) == "[ 6.0] last words"
     res.console = ""
     assert vm.why_failed(res) == "no output"
+
+
+_PANIC = ("[ 12.93] Oops: double fault: 0000 [#1] PREEMPT SMP NOPTI\n"
+          "[ 12.94] Kernel panic - not syncing: Fatal exception in interrupt\n")
+
+
+@pytest.mark.parametrize("outcomes,boots,rc", [
+    # A crash while booting: booted once more, and the second boot counts.
+    ([(None, _PANIC), (20.0, "")], 2, 0),
+    # It crashes again: no third boot, the crash is the result.
+    ([(None, _PANIC), (None, _PANIC)], 2, None),
+    # A crash after the command started is the command's result: never rebooted.
+    ([(20.0, _PANIC)], 1, None),
+    # A guest that ended before the command without crashing: not rebooted either.
+    ([(None, "[ 3.0] virtme-init: cannot mount /\n")], 1, None),
+])
+def test_a_guest_kernel_crash_before_the_command_boots_once_more(
+        tmp_path, monkeypatch, outcomes, boots, rc):
+    monkeypatch.setenv(vm.CACHE_ENV, str(tmp_path))
+    seen = []
+
+    def fake_boot(kernel, out, acc, *a, **kw):
+        boot_s, console = outcomes[len(seen)]
+        seen.append(acc)
+        done = boot_s is not None and not console
+        return vm.Result(returncode=0 if done else None, stdout="", stderr="", accel=acc,
+                         boot_s=boot_s, wall_s=30.0, console=console)
+
+    monkeypatch.setattr(vm, "_boot_once", fake_boot)
+    logged = []
+    res = vm.run(vm.Kernel("6.12.117+deb12-amd64", "/c/vmlinuz"), "true", accel="tcg",
+                 log=logged.append)
+    assert seen == ["tcg"] * boots and res.returncode == rc
+    said = [n for n in res.notes if "crashed while booting" in n]
+    assert len(said) == boots - 1
+    if said:
+        assert "Oops: double fault" in said[0] and any(said[0] in ln for ln in logged)

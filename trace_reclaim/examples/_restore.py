@@ -105,6 +105,7 @@ class Restorer(contextlib.ExitStack):
         super().__init__()
         self.log = log if log is not None else (lambda msg: None)
         self.errors = []
+        self._hugetlb_undo = False
 
     def __enter__(self):
         super().__enter__()
@@ -143,10 +144,15 @@ class Restorer(contextlib.ExitStack):
         The kernel allocates what it can (possibly fewer, possibly after
         compaction) and nr_hugepages reads back the real count.  The old value
         is restored at exit, which frees the pages back to the buddy allocator.
+        Called again (to shrink or grow the ballast), it keeps the value from
+        before the first call: one restore, straight back to it (restoring an
+        intermediate size first could need memory that is no longer there).
         """
         path = "/proc/sys/vm/nr_hugepages"
-        old = PROC.nr_hugepages()
-        self.undo("nr_hugepages = %d" % old, _write_nr_hugepages, old)
+        if not self._hugetlb_undo:
+            old = PROC.nr_hugepages()
+            self.undo("nr_hugepages = %d" % old, _write_nr_hugepages, old)
+            self._hugetlb_undo = True
         try:
             _proc.write_value(path, int(pages))
         except OSError as e:

@@ -77,3 +77,14 @@ def test_workloads_read_through_procfs(root, monkeypatch):
     assert pressure.safe_margin_bytes() == int(24684084 * 1024 * 0.10)
     assert pressure.ballast_pages_for(0, margin=0) == 24043424 * 1024 // (2 << 20)
     assert slab_dentries.snapshot(["dentry", "nope"]) == {"dentry": 120000, "nope": None}
+
+
+def test_fallback_counts_free_2mib_blocks_where_gfp_kernel_can_take_them():
+    bi = [(0, "DMA", [0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 3]),
+          (0, "DMA32", [3, 3, 3, 3, 0, 2, 1, 3, 2, 2, 478]),
+          (0, "Normal", [108, 105, 55, 25, 14, 8, 5, 4, 4, 2, 193])]
+    # order 9 counts once, order 10 twice; ZONE_DMA's blocks are kept back
+    assert vmalloc_fallback._order9(bi) == 2 + 2 * 478 + 2 + 2 * 193
+    frag = [(0, z, c[:9] + [0, 0]) for _n, z, c in bi]
+    assert vmalloc_fallback._order9(frag) == 0
+    assert vmalloc_fallback._selected("always defer defer+madvise [madvise] never") == "madvise"

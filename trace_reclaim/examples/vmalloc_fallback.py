@@ -1,23 +1,38 @@
 #!/usr/bin/python3
-"""Make a huge-page vmalloc fall back to 4 KiB pages, for real.
+"""Make a huge-page vmalloc fall back to 4 KiB pages, for real: fragment memory.
 
-Drop the page cache, ask for far more hugetlb pages than exist (the kernel
-takes every free order-9 block it can get), then run the vmalloc_huge BPF
-load.  The verifier's kvcalloc gets ``alloc_vmap_area align=2097152``, some of
-its order-9 ``mm_page_alloc`` calls fail (pfn = -1), the area is freed
-(``free_vmap_area_noflush``) and allocated again with small alignment at the
-unrounded size.  nr_hugepages goes back to its old value on every exit path.
+A huge vmalloc mapping needs free 2 MiB (order-9) blocks; it falls back to
+4 KiB pages when the page allocator has none to give, which on a long-running
+machine is fragmentation, not a shortage.  This workload makes exactly that
+state, with most of memory still free:
 
-Safety: taking every order-9 block leaves only fragmented memory (~350 MiB
-free on the 24 GiB test VM).  The ballast is held for well under a second;
-if MemFree falls below ``min_free`` the ballast is shrunk (and the result
-says the fallback may then not happen).  Order-9 attempts in vmalloc do no
-direct reclaim, so they fail when no zone has a free order-9 block above
-its watermark; DMA32 blocks kept back by lowmem_reserve stay free and unused.
+1. ``vm.extfrag_threshold`` = 1000 (compaction is never judged worth it for
+   orders above 3: neither the load's own allocation, nor kcompactd, can
+   rebuild a 2 MiB block), ``vm.compaction_proactiveness`` = 0 and
+   ``vm.compact_unevictable_allowed`` = 0 (compaction leaves mlocked pages
+   where they are);
+2. on each CPU in turn (a freed 2 MiB block may wait on a CPU's per-CPU list),
+   fault transparent huge pages in 2 MiB-aligned anonymous memory until a
+   chunk gets none: each THP is one free order-9 block the allocator gave;
+3. in each of them keep one 4 KiB page (mlocked) and give the other 511
+   back (MADV_FREE splits the huge page, MADV_DONTNEED frees the pieces): the
+   block's free pages can merge up to order 8, never to 9 again while the
+   kept page lives;
+4. run the vmalloc_huge BPF load on the last CPU: its verifier kvcalloc gets
+   ``alloc_vmap_area align=2097152``, its first order-9 ``mm_page_alloc``
+   fails (pfn = -1), the area is freed and allocated again with small
+   alignment at the unrounded size.
+
+Everything is given back on every exit path: the kept pages unmapped, the
+sysctls (and the THP mode, if it was ``never``) restored.  Held memory is one
+4 KiB page per 2 MiB of free memory (0.2%), and at most one chunk (``chunk``
+MiB) more while it is being split.
 """
 
 import argparse
+import ctypes
 import json
+import mmap
 import os
 import sys
 import time
@@ -26,16 +41,31 @@ from trace_reclaim.examples import _proc, _restore, vmalloc_huge
 from trace_reclaim.examples._proc import MiB
 from trace_reclaim.procfs import ProcFS
 
-__all__ = ["run", "DEFAULT_PAGES", "DEFAULT_MIN_FREE_MIB", "main"]
+__all__ = ["run", "fragment", "DEFAULT_CHUNK_MIB", "main"]
 
-DEFAULT_PAGES = 100_000
-DEFAULT_MIN_FREE_MIB = 128
+DEFAULT_CHUNK_MIB = 256
 PMD_ORDER = 9
+HUGE = 2 * MiB
+PAGE = mmap.PAGESIZE
 PROC = ProcFS()  # the live system
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+DEFRAG = "/sys/kernel/mm/transparent_hugepage/defrag"
+#: Faults beyond what buddyinfo shows: blocks a CPU's per-CPU list may hold.
+PCP_PROBE = 4
+#: Rounds at most: the bulk take, then sweeps until one takes nothing.
+MAX_ROUNDS = 4
+#: Zones a GFP_KERNEL allocation may take a block from (ZONE_DMA is kept back
+#: by lowmem_reserve from THP faults and the vmalloc alike).
+ZONES = ("DMA32", "Normal", "Movable")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 
 
-def _order9(info, zones=("Normal", "Movable")):
-    return sum(sum(c[PMD_ORDER:]) for _n, z, c in info if z in zones)
+def _order9(info, zones=ZONES):
+    """Free blocks of order 9 and up (an order-10 block counts as two)."""
+    return sum(sum(n << (o - PMD_ORDER) for o, n in enumerate(c) if o >= PMD_ORDER)
+               for _n, z, c in info if z in zones)
 
 
 def _format_buddyinfo(info):
@@ -44,118 +74,210 @@ def _format_buddyinfo(info):
             for node, zone, counts in info]
 
 
-def _retake_on_each_cpu(restorer, target):
-    """Write nr_hugepages = ``target`` once from each allowed CPU; return the count."""
-    cpus = sorted(os.sched_getaffinity(0))
+def _selected(text):
+    """The [bracketed] choice of a sysfs mode file."""
+    return text[text.index("[") + 1:text.index("]")]
+
+
+def _sysctls(names):
+    return {n: PROC.try_read("/proc/sys/vm/" + n) for n in names}
+
+
+def compact_memory():
+    """Compact every zone now (/proc/sys/vm/compact_memory), if the kernel can."""
+    if os.path.exists("/proc/sys/vm/compact_memory"):
+        _proc.write_value("/proc/sys/vm/compact_memory", 1)
+
+
+def _thp_faults():
+    return PROC.vmstat().get("thp_fault_alloc", 0)
+
+
+class _Kept:
+    """The mappings that hold one 4 KiB page of each taken block."""
+
+    def __init__(self):
+        self.maps = []
+        self.pages = 0
+
+    def close(self):
+        for m in self.maps:
+            m.close()
+        self.maps, self.pages = [], 0
+
+    def take(self, chunk):
+        """Fault ``chunk`` bytes of THPs, keep a page of each 2 MiB; return THPs got."""
+        m = mmap.mmap(-1, chunk + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.maps.append(m)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        off = -base % HUGE                    # the first 2 MiB boundary
+        m.madvise(mmap.MADV_HUGEPAGE, off, chunk)
+        before = _thp_faults()
+        for o in range(off, off + chunk, HUGE):
+            m[o] = 1                          # one fault: a THP, else one 4 KiB page
+        got = _thp_faults() - before
+        for o in range(off, off + chunk, HUGE):
+            # MADV_FREE on part of a huge page splits it; DONTNEED then frees
+            # the 511 small pages at once (not at the next reclaim).
+            m.madvise(mmap.MADV_FREE, o + PAGE, HUGE - PAGE)
+            m.madvise(mmap.MADV_DONTNEED, o + PAGE, HUGE - PAGE)
+            if _libc.mlock(ctypes.c_void_p(base + o), PAGE) != 0:
+                e = ctypes.get_errno()
+                raise OSError(e, "mlock: %s" % os.strerror(e))
+        # the head and tail outside the aligned chunk hold nothing
+        self.pages += chunk // HUGE
+        return got
+
+
+def fragment(restorer, chunk_mib=DEFAULT_CHUNK_MIB, cpus=None):
+    """Leave no free 2 MiB block a GFP_KERNEL allocation could get; return stats.
+
+    Runs its loop on each of ``cpus`` (default: all allowed), ending on the
+    last one, where the caller's allocation should run (the caller restores
+    its affinity).  Returns {"thps", "rounds" (THPs taken per round),
+    "kept_pages", "chunks", "cpus", "seconds"}.
+    """
+    if not os.path.exists(THP):
+        raise _restore.WorkloadError(
+            "this kernel has no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE)",
+            "vmalloc_fallback takes free 2 MiB blocks as THPs; use a kernel with THP")
+    restorer.sysctl("vm.extfrag_threshold", 1000)
+    restorer.sysctl("vm.compact_unevictable_allowed", 0)
+    if os.path.exists("/proc/sys/vm/compaction_proactiveness"):   # 5.9+
+        restorer.sysctl("vm.compaction_proactiveness", 0)
+    if "[never]" in PROC.read(THP):
+        restorer.write(THP, "madvise", restore_value="never")
+    # In bulk a fault takes a free block or falls back to a 4 KiB page: no
+    # reclaim, no compaction (with MADV_HUGEPAGE, "madvise" would reclaim on
+    # every miss).  The sweeps below switch to "madvise" for just that.
+    restorer.write(DEFRAG, "never", restore_value=_selected(PROC.read(DEFRAG)))
+    kept = _Kept()
+    restorer.undo("the kept pages unmapped", kept.close)
+    chunk = max(1, chunk_mib * MiB // HUGE) * HUGE
+    cpus = sorted(os.sched_getaffinity(0)) if cpus is None else list(cpus)
+    allowed = os.sched_getaffinity(0)
+    t0 = time.monotonic()
+    chunks = 0
+    rounds = []
     try:
-        for cpu in cpus:
-            os.sched_setaffinity(0, {cpu})
-            restorer.hugetlb_ballast(target)
+        for n in range(MAX_ROUNDS):
+            got_round = 0
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})
+                while True:
+                    # in bulk, as many faults as buddyinfo shows free blocks;
+                    # then a few, for what per-CPU lists may hold
+                    blocks = PCP_PROBE + (_order9(PROC.buddyinfo()) if n == 0 else 0)
+                    got = kept.take(min(blocks, chunk // HUGE) * HUGE)
+                    got_round += got
+                    chunks += 1
+                    if got == 0:
+                        break
+            rounds.append(got_round)
+            if n and not got_round:
+                break
+            if n == 0:
+                # Sweeps: a fault that finds no block now reclaims directly,
+                # then drains every CPU's free-page lists and looks again,
+                # as the load's own failed attempt will.  Pages waiting on
+                # those lists, and clean page cache, are all that kept some
+                # blocks from being free: dropped and drained, they are, and
+                # are taken here instead of by the load.
+                _proc.write_value(DEFRAG, "madvise")
+            _proc.drop_caches(1)
     finally:
-        os.sched_setaffinity(0, set(cpus))
-    return len(cpus)
+        os.sched_setaffinity(0, {cpus[-1]} if cpus else allowed)
+    return {"thps": sum(rounds), "rounds": rounds, "kept_pages": kept.pages,
+            "chunks": chunks, "cpus": cpus, "seconds": time.monotonic() - t0}
 
 
-def run(pages=DEFAULT_PAGES, insns=vmalloc_huge.DEFAULT_INSNS, count=1,
-        min_free_mib=DEFAULT_MIN_FREE_MIB, drop=True, log=print):
+def run(insns=vmalloc_huge.DEFAULT_INSNS, count=1, chunk_mib=DEFAULT_CHUNK_MIB,
+        drop=True, log=print):
     """Run the fallback trigger; return a result dict.
 
-    Result: {"hugepages_requested", "hugepages_obtained", "shrunk_pages",
-    "mem_free_during", "mem_available_during", "buddyinfo_before",
-    "buddyinfo_during", "buddyinfo_after_trigger", "order9_free_normal_during",
-    "order9_free_during" (all zones), "fallback_expected", "trigger"
-    (vmalloc_huge.trigger result: pid, tid, loads), "nr_hugepages_before",
-    "nr_hugepages_after", "held_s"}.
+    Result: {"fragment" (fragment()'s stats), "mem_free_before",
+    "mem_free_during", "buddyinfo_before", "buddyinfo_during",
+    "buddyinfo_after_trigger", "buddyinfo_restored" (after everything was
+    given back and memory compacted), "order9_free_before",
+    "order9_free_during", "order9_free_restored" (DMA32, Normal, Movable),
+    "fallback_expected", "trigger" (vmalloc_huge.trigger result: pid, tid,
+    loads), "sysctls_before", "sysctls_after", "held_s"}.
     """
     _restore.require_root()
-    hp_before = PROC.nr_hugepages()
-    min_free = min_free_mib * MiB
+    names = ("extfrag_threshold", "compact_unevictable_allowed", "compaction_proactiveness")
+    sysctls_before = _sysctls(names)
+    allowed = os.sched_getaffinity(0)
     with _restore.machine_lock(), _restore.Restorer() as r:
+        # Put the 2 MiB blocks back at the end: while the pieces were free,
+        # allocations landed in them (the smallest free blocks go first),
+        # so freeing the kept pages alone leaves memory fragmented.  Last
+        # in, first out: this runs after the kept pages are unmapped.
+        r.undo("memory compacted", compact_memory)
         if drop:
             _proc.drop_caches(3)
+        compact_memory()
         bi_before = PROC.buddyinfo()
+        free_before = PROC.meminfo(in_bytes=True)["MemFree"]
         t0 = time.monotonic()
-        got = r.hugetlb_ballast(hp_before + pages)
-        mi = PROC.meminfo(in_bytes=True)
-        shrunk = 0
-        hp = mi.get("Hugepagesize", 2 * MiB)
-        while mi["MemFree"] < min_free and got > hp_before:
-            cut = (min_free - mi["MemFree"]) // hp + 1
-            got = r.hugetlb_ballast(max(hp_before, got - cut))
-            shrunk += cut
-            mi = PROC.meminfo(in_bytes=True)
-        bi_during = PROC.buddyinfo()
-        # Since 5.13 (commit 44042b449872, "mm/page_alloc: allow high-order pages
-        # to be stored on the per-cpu lists") free order-9 pages can sit on
-        # another CPU's pcp list, invisible in buddyinfo, and the BPF load may
-        # run there.  An allocation takes from its own CPU's list first, so
-        # ask again from every CPU; also takes blocks freed in the meantime.
-        mops = 0
-        if not shrunk:
-            mops = _retake_on_each_cpu(r, hp_before + pages)
-            got = PROC.nr_hugepages()
-            bi_during = PROC.buddyinfo()
-        mi = PROC.meminfo(in_bytes=True)
-        # Run the load on one CPU, right after emptying that CPU's pcp list.
-        cpus = os.sched_getaffinity(0)
         try:
-            if not shrunk:
-                os.sched_setaffinity(0, {max(cpus)})
-                got = r.hugetlb_ballast(hp_before + pages)
+            frag = fragment(r, chunk_mib)
+            bi_during = PROC.buddyinfo()
+            free_during = PROC.meminfo(in_bytes=True)["MemFree"]
             trig = vmalloc_huge.trigger(insns, count)
         finally:
-            os.sched_setaffinity(0, cpus)
+            os.sched_setaffinity(0, allowed)
         bi_after = PROC.buddyinfo()
     held = time.monotonic() - t0
+    bi_restored = PROC.buddyinfo()
     res = {
-        "hugepages_requested": hp_before + pages, "hugepages_obtained": got,
-        "shrunk_pages": shrunk, "mem_free_during": mi["MemFree"],
-        "mem_available_during": mi["MemAvailable"],
+        "fragment": frag, "mem_free_before": free_before, "mem_free_during": free_during,
         "buddyinfo_before": bi_before, "buddyinfo_during": bi_during,
-        "buddyinfo_after_trigger": bi_after,
-        "order9_free_normal_during": _order9(bi_during),
-        "order9_free_during": sum(sum(c[PMD_ORDER:]) for _n, _z, c in bi_during),
+        "buddyinfo_after_trigger": bi_after, "buddyinfo_restored": bi_restored,
+        "order9_free_restored": _order9(bi_restored),
+        "order9_free_before": _order9(bi_before),
+        "order9_free_during": _order9(bi_during),
         "fallback_expected": _order9(bi_during) == 0,
-        "trigger": trig, "nr_hugepages_before": hp_before,
-        "nr_hugepages_after": PROC.nr_hugepages(), "held_s": held,
-        "retakes": mops,
+        "trigger": trig, "held_s": held,
+        "sysctls_before": sysctls_before,
+        "sysctls_after": _sysctls(names),
     }
     if log:
         log("buddyinfo before (free blocks per order 0..10):")
         for line in _format_buddyinfo(bi_before):
             log("  " + line)
-        log("nr_hugepages: asked %d, kernel gave %d%s; MemFree %d MiB, MemAvailable %d MiB"
-            % (hp_before + pages, got, " (shrunk by %d for safety)" % shrunk if shrunk else "",
-               mi["MemFree"] // MiB, mi["MemAvailable"] // MiB))
-        log("buddyinfo with ballast (order>=9 free: Normal %d, all zones %d):"
-            % (res["order9_free_normal_during"], res["order9_free_during"]))
+        log("took %d free 2 MiB blocks as THPs on CPUs %s, kept one 4 KiB page of each "
+            "(%d pages), %.2f s; MemFree %d -> %d MiB"
+            % (frag["thps"], ",".join(map(str, frag["cpus"])), frag["kept_pages"],
+               frag["seconds"], free_before // MiB, free_during // MiB))
+        log("buddyinfo fragmented (order>=9 free in DMA32/Normal/Movable: %d):"
+            % res["order9_free_during"])
         for line in _format_buddyinfo(bi_during):
             log("  " + line)
         log("trigger: pid %d tid %d, %d/%d loads ok"
             % (trig["pid"], trig["tid"], trig["loaded"], count))
-        log("buddyinfo after trigger:")
+        log("buddyinfo after trigger (kept pages still held):")
         for line in _format_buddyinfo(bi_after):
             log("  " + line)
-        log("held ballast %.2f s; nr_hugepages restored: %d -> %d"
-            % (held, hp_before, res["nr_hugepages_after"]))
+        log("given back and compacted: %d free 2 MiB blocks (%d before)"
+            % (res["order9_free_restored"], res["order9_free_before"]))
         if not res["fallback_expected"]:
-            log("note: a free order-9 block remained in Normal; the huge mapping may succeed")
+            log("note: a free order-9 block appeared after fragmenting; "
+                "the huge mapping may succeed")
     return res
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="Exhaust order-9 blocks with hugetlb pages, then trigger a huge vmalloc.",
+        description="Fragment memory (no free 2 MiB block, most memory still free), "
+                    "then trigger a huge vmalloc: it falls back to 4 KiB pages.",
         epilog="examples:\n"
                "  vmalloc_fallback.py\n"
-               "  vmalloc_fallback.py --count 2 --min-free-mib 512\n",
+               "  vmalloc_fallback.py --count 2 --json\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pages", type=int, default=DEFAULT_PAGES,
-                   help="hugetlb pages to ask for (default %(default)d: all the kernel has)")
     p.add_argument("-n", "--insns", type=int, default=vmalloc_huge.DEFAULT_INSNS)
-    p.add_argument("--count", type=int, default=1, help="BPF loads while the ballast is held")
-    p.add_argument("--min-free-mib", type=int, default=DEFAULT_MIN_FREE_MIB,
-                   help="shrink the ballast if MemFree falls below this (default %(default)s)")
+    p.add_argument("--count", type=int, default=1, help="BPF loads while memory is fragmented")
+    p.add_argument("--chunk-mib", type=int, default=DEFAULT_CHUNK_MIB,
+                   help="memory faulted at a time while taking blocks (default %(default)s)")
     p.add_argument("--no-drop-caches", dest="drop", action="store_false",
                    help="skip echo 3 > drop_caches first")
     _restore.common_args(p)
@@ -163,7 +285,7 @@ def main(argv=None):
 
     def body():
         log = _restore.progress_log(args)
-        res = run(args.pages, args.insns, args.count, args.min_free_mib, args.drop, log)
+        res = run(args.insns, args.count, args.chunk_mib, args.drop, log)
         if args.json:
             print(json.dumps(res))
         if res["trigger"]["failed"]:

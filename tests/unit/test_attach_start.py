@@ -147,3 +147,46 @@ def test_relative_output_is_not_moved_by_the_compilers_chdir(tmp_path, monkeypat
     assert seen["files"] in ([], ["run.trc"])  # opened before or during, never elsewhere
     assert os.listdir(elsewhere) == []
     assert os.listdir(tmp_path / "user") == []  # the failed load removes it
+
+
+class _Detaching:
+    """bcc's fd tables and detach methods; each detach waits for all the others."""
+
+    def __init__(self, n_tp: int, n_kfunc: int, barrier) -> None:
+        self.tracepoint_fds = {f"vmscan:tp{i}".encode(): 100 + i for i in range(n_tp)}
+        self.kfunc_entry_fds = {f"fn{i}".encode(): 200 + i for i in range(n_kfunc)}
+        self.kprobe_fds: dict = {}
+        self.barrier = barrier
+        self.cleaned = False
+
+    def _wait(self) -> None:
+        # in turn, the first detach would wait here for the rest forever:
+        # the barrier breaks (timeout) and the detach fails
+        self.barrier.wait(timeout=10)
+
+    def detach_tracepoint(self, tp):
+        self._wait()
+        del self.tracepoint_fds[tp]
+
+    def detach_kfunc(self, fn):
+        if fn == b"fn0":
+            raise OSError("EBUSY")   # one failure: left to cleanup()
+        self._wait()
+        del self.kfunc_entry_fds[fn]
+
+    def cleanup(self):
+        self.cleaned = True
+
+
+def test_probes_are_detached_side_by_side_and_failures_left_to_cleanup():
+    import threading
+
+    from trace_reclaim.session import detach_in_parallel
+
+    barrier = threading.Barrier(3 + 2 + 2)
+    objs = [_Detaching(3, 3, barrier), _Detaching(2, 0, barrier)]
+    assert detach_in_parallel(objs) == 3 + 3 + 2
+    assert not barrier.broken
+    assert objs[0].tracepoint_fds == {} and objs[1].tracepoint_fds == {}
+    assert list(objs[0].kfunc_entry_fds) == [b"fn0"]
+    assert detach_in_parallel([_Detaching(1, 0, barrier)]) == 0   # one: bcc's own loop

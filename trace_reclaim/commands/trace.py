@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from trace_reclaim import tracers
 from trace_reclaim.env import Environment, ExitStatus, UserError
@@ -17,6 +17,11 @@ from trace_reclaim.probe import Probe
 from trace_reclaim import recording
 from trace_reclaim.recording import Writer
 from trace_reclaim.tracer import Options, Tracer
+
+if TYPE_CHECKING:   # imported when a trace starts (bcc is slow to import)
+    from trace_reclaim.correlate import Correlator
+    from trace_reclaim.session import LiveSession
+    from trace_reclaim.view import LiveView
 
 __all__ = ["run", "preflight", "sigterm_interrupts"]
 
@@ -256,6 +261,7 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
               flush=True)
 
     taskstats = None
+    ran = False
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
                           plan=plan, header=header, interval_s=args.interval,
                           duration_s=args.duration, tgid=args.pid, writer=writer,
@@ -291,13 +297,26 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
                 view.start()
 
         corr = session.run(on_ready=ready)
+        ran = True
     finally:
-        session.close()
+        if not ran:
+            session.close()
         if taskstats is not None:
             taskstats.close()
         if writer is not None and f is not None:
             writer.close()
             f.close()
+    # The programs are detached after the report is out: the window closed
+    # at the end counters, and each detach waits for the kernel (RCU).
+    try:
+        return _finish(env, args, session, corr, view, writer, out_path)
+    finally:
+        session.close()
+
+
+def _finish(env: Environment, args: argparse.Namespace, session: LiveSession,
+            corr: Correlator, view: Optional[LiveView], writer: Optional[Writer],
+            out_path: Optional[str]) -> ExitStatus:
     if session.attach_error is not None:
         # As when the first object does not load: an error, no report; the
         # recording holds only the first second or so, and goes too.

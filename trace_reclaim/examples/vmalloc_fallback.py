@@ -12,21 +12,28 @@ state, with most of memory still free:
    ``vm.compact_unevictable_allowed`` = 0 (compaction leaves mlocked pages
    where they are);
 2. on each CPU in turn (a freed 2 MiB block may wait on a CPU's per-CPU list),
-   fault transparent huge pages in 2 MiB-aligned anonymous memory until a
-   chunk gets none: each THP is one free order-9 block the allocator gave;
+   fault transparent huge pages in 2 MiB-aligned anonymous memory (THP
+   ``defrag`` = never: a fault takes a free block or falls back, nothing
+   more) until a fault finds none: each THP is one free order-9 block;
 3. in each of them keep one 4 KiB page (mlocked) and give the other 511
    back (MADV_FREE splits the huge page, MADV_DONTNEED frees the pieces): the
    block's free pages can merge up to order 8, never to 9 again while the
    kept page lives;
-4. run the vmalloc_huge BPF load on the last CPU: its verifier kvcalloc gets
+4. sweep: drop the clean page cache, and fault a few THPs on each CPU with
+   ``defrag`` = madvise, where a fault that finds no block reclaims, drains
+   every CPU's free-page lists and looks again, as the load's own failed
+   attempt will; what that frees is taken too (until a sweep takes nothing);
+5. run the vmalloc_huge BPF load on the last CPU: its verifier kvcalloc gets
    ``alloc_vmap_area align=2097152``, its first order-9 ``mm_page_alloc``
    fails (pfn = -1), the area is freed and allocated again with small
-   alignment at the unrounded size.
+   alignment at the unrounded size.  A block can still come free between
+   the last sweep and the attempt (then it gets huge pages, rarely).
 
 Everything is given back on every exit path: the kept pages unmapped, the
-sysctls (and the THP mode, if it was ``never``) restored.  Held memory is one
-4 KiB page per 2 MiB of free memory (0.2%), and at most one chunk (``chunk``
-MiB) more while it is being split.
+sysctls and THP modes restored, and memory compacted (while the pieces were
+free, allocations landed in them, so the blocks would not merge back on
+their own).  Held memory is one 4 KiB page per 2 MiB of free memory (0.2%),
+and at most one chunk (``chunk`` MiB) more while it is being split.
 """
 
 import argparse
@@ -89,8 +96,12 @@ def compact_memory():
         _proc.write_value("/proc/sys/vm/compact_memory", 1)
 
 
-def _thp_faults():
-    return PROC.vmstat().get("thp_fault_alloc", 0)
+def _own_thps():
+    """This process's PMD-mapped THPs (AnonHugePages; not other processes')."""
+    for line in PROC.read("/proc/self/smaps_rollup").splitlines():
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1]) * 1024 // HUGE
+    return 0
 
 
 class _Kept:
@@ -112,10 +123,10 @@ class _Kept:
         base = ctypes.addressof(ctypes.c_char.from_buffer(m))
         off = -base % HUGE                    # the first 2 MiB boundary
         m.madvise(mmap.MADV_HUGEPAGE, off, chunk)
-        before = _thp_faults()
+        before = _own_thps()
         for o in range(off, off + chunk, HUGE):
             m[o] = 1                          # one fault: a THP, else one 4 KiB page
-        got = _thp_faults() - before
+        got = _own_thps() - before
         for o in range(off, off + chunk, HUGE):
             # MADV_FREE on part of a huge page splits it; DONTNEED then frees
             # the 511 small pages at once (not at the next reclaim).
@@ -167,11 +178,12 @@ def fragment(restorer, chunk_mib=DEFAULT_CHUNK_MIB, cpus=None):
                 while True:
                     # in bulk, as many faults as buddyinfo shows free blocks;
                     # then a few, for what per-CPU lists may hold
-                    blocks = PCP_PROBE + (_order9(PROC.buddyinfo()) if n == 0 else 0)
-                    got = kept.take(min(blocks, chunk // HUGE) * HUGE)
+                    blocks = min(chunk // HUGE,
+                                 PCP_PROBE + (_order9(PROC.buddyinfo()) if n == 0 else 0))
+                    got = kept.take(blocks * HUGE)
                     got_round += got
                     chunks += 1
-                    if got == 0:
+                    if got < blocks:   # a fault found no block: none left here
                         break
             rounds.append(got_round)
             if n and not got_round:
@@ -245,9 +257,10 @@ def run(insns=vmalloc_huge.DEFAULT_INSNS, count=1, chunk_mib=DEFAULT_CHUNK_MIB,
         log("buddyinfo before (free blocks per order 0..10):")
         for line in _format_buddyinfo(bi_before):
             log("  " + line)
-        log("took %d free 2 MiB blocks as THPs on CPUs %s, kept one 4 KiB page of each "
-            "(%d pages), %.2f s; MemFree %d -> %d MiB"
-            % (frag["thps"], ",".join(map(str, frag["cpus"])), frag["kept_pages"],
+        log("took %d free 2 MiB blocks as THPs on CPUs %s (bulk %s), kept one "
+            "4 KiB page of each (%d pages), %.2f s; MemFree %d -> %d MiB"
+            % (frag["thps"], ",".join(map(str, frag["cpus"])),
+               ", sweeps ".join(map(str, frag["rounds"])), frag["kept_pages"],
                frag["seconds"], free_before // MiB, free_during // MiB))
         log("buddyinfo fragmented (order>=9 free in DMA32/Normal/Movable: %d):"
             % res["order9_free_during"])

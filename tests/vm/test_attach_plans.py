@@ -506,9 +506,9 @@ def test_negative_dentries_drain(window_b):
 def test_counts_equal_the_kernels_own(window_b):
     """tests/live/test_reclaim_live.py::test_counts_equal_the_kernels_own, on this
     kernel and plan (see there for why each equality is exact), over window B:
-    drop_caches three times or more, the fallback workload's hugetlb allocation
-    (direct reclaim by this process: on 6.12 with the multi-gen LRU, mostly
-    passes that retry) and page-cache streaming (kswapd)."""
+    drop_caches three times or more, the fallback workload's sweeps and the
+    load's failed order-9 attempt (direct reclaim by this process) and
+    page-cache streaming (kswapd)."""
     doc = window_b["report"]
     tot, vm = doc["totals"], doc["totals"]["vmstat_delta"]
     record_timing(what="traced vs vmstat", plan=window_b["plan"], **{
@@ -519,7 +519,7 @@ def test_counts_equal_the_kernels_own(window_b):
             ("kswapd_wakes", "pageoutrun"), ("shrink_slab_scanned", "slabs_scanned"),
             ("drop_caches_runs", "drop_slab"), ("oom_kills", "oom_kill")) if v in vm},
         direct_reclaim_retries=tot["direct_reclaim_retries"])
-    assert tot["lost_events"] == 0
+    assert tot["lost_events"] == 0, doc["lost"]
     allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
     assert allocstall > 0
     # fentry/kprobe plans: every pass seen (vmpressure_prio); tracepoint-only:
@@ -541,7 +541,7 @@ def test_counts_equal_the_kernels_own(window_b):
     assert tot["oom_kills"] == vm["oom_kill"] == 0
     assert vm["pgscan_kswapd"] > 0 and vm["pgsteal_kswapd"] > 0
     pids = {p["pid"] for p in doc["reclaim"]["direct_reclaim"]["processes"]}
-    assert os.getpid() in pids   # nr_hugepages was written from this process
+    assert os.getpid() in pids   # the fallback workload ran in this process
     assert sum(n["awake_ns"] for n in doc["reclaim"]["kswapd"]) > 0
 
 

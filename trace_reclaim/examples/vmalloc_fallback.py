@@ -54,7 +54,7 @@ import time
 
 from trace_reclaim.examples import _proc, _restore, vmalloc_huge
 from trace_reclaim.examples._proc import MiB
-from trace_reclaim.procfs import ProcFS
+from trace_reclaim.procfs import ProcFS, parse_meminfo
 
 __all__ = ["run", "fragment", "DEFAULT_CHUNK_MIB", "main"]
 
@@ -124,20 +124,19 @@ def _blocks_back(before, wait_s=RESTORE_WAIT_S):
         time.sleep(0.5)
 
 
+def _own(path, key):
+    """A ``Key: N kB`` figure of this process (/proc/self/...), in bytes."""
+    return parse_meminfo(PROC.read(path), in_bytes=True).get(key, 0)
+
+
 def _vm_locked():
     """This process's mlocked memory in bytes (VmLck)."""
-    for line in PROC.read("/proc/self/status").splitlines():
-        if line.startswith("VmLck:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return _own("/proc/self/status", "VmLck")
 
 
 def _own_thps():
     """This process's PMD-mapped THPs (AnonHugePages; not other processes')."""
-    for line in PROC.read("/proc/self/smaps_rollup").splitlines():
-        if line.startswith("AnonHugePages:"):
-            return int(line.split()[1]) * 1024 // HUGE
-    return 0
+    return _own("/proc/self/smaps_rollup", "AnonHugePages") // HUGE
 
 
 class _Kept:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, NoReturn, Optional
+from typing import Any, List, NoReturn, Optional
+
+import importlib
 
 import trace_reclaim
-# The parser needs these; check, report and trace are imported when chosen.
-from trace_reclaim.commands import diff, export, run, serve
+# Each command's module is imported when it is chosen (commands.LAZY).
+from trace_reclaim.commands import HELP, LAZY
 from trace_reclaim.commands.args import positive, power_of_two
 from trace_reclaim.env import Environment, ExitStatus, UserError
 
@@ -35,6 +37,10 @@ examples:
 """
 
 
+#: Every command, in --help order.
+COMMANDS = ("check", "live", "record", "report") + LAZY
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UserError(message, f"see '{self.prog} --help'", ExitStatus.USAGE)
@@ -49,7 +55,14 @@ def attach_opt(sp: argparse.ArgumentParser) -> None:
                          f"(default: the best that loads; also ${ATTACH_ENV})")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_module(name: str) -> Any:
+    return importlib.import_module(f"trace_reclaim.commands.{name}")
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, the commands of ``LAZY`` other
+    than ``only`` are listed by name and help but their modules not imported
+    (main builds the parser for the command given)."""
     p = _Parser(prog="trace-reclaim", description=__doc__.splitlines()[0],
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version",
@@ -111,8 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--plot", metavar="FILE",
                     help="also draw the run's timeline to FILE (.png or .svg; needs "
                          "matplotlib)")
-    for mod in (run, diff, serve, export):
-        mod.add_parser(sub)
+    for name in LAZY:
+        if only is None or only == name:
+            _command_module(name).add_parser(sub)
+        else:
+            sub.add_parser(name, help=HELP[name], add_help=False)
     return p
 
 
@@ -126,11 +142,13 @@ def parser_commands(parser: argparse.ArgumentParser) -> List[str]:
 def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) -> int:
     env = env or Environment()
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     traceback = "--traceback" in argv
     argv = [a for a in argv if a != "--traceback"]
+    # The command is the first word that names one: only its module loads.
+    given = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=given or "live")
     try:
-        commands = {"check", "live", "record", "report"} | set(parser_commands(parser))
+        commands = set(parser_commands(parser))
         if not any(a in commands for a in argv) and \
                 not any(a in ("-h", "--help", "--version") for a in argv):
             argv = ["live"] + argv
@@ -149,14 +167,8 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
             from trace_reclaim.commands import report
 
             return report.run(args, env)
-        if args.command == "run":
-            return int(run.run(args, env))
-        if args.command == "diff":
-            return int(diff.run(args, env))
-        if args.command == "serve":
-            return int(serve.run(args, env))
-        if args.command == "export":
-            return int(export.run(args, env))
+        if args.command in LAZY:
+            return int(_command_module(args.command).run(args, env))
         parser.print_help(env.stdout)
         return ExitStatus.USAGE
     except UserError as e:

@@ -30,7 +30,7 @@ from trace_reclaim.taskstats import DELAY_FIELDS
 from trace_reclaim.tracer import Tracer
 
 __all__ = ["BPF_DIR", "LiveSession", "Compile", "build_header", "bpf_source", "SessionError",
-           "attach_parts", "part_maps", "ATTACH_FIRST", "READY", "STILL_ATTACHING",
+           "attach_parts", "part_maps", "ATTACH_FIRST", "FIRST_PLANNED", "READY", "STILL_ATTACHING",
            "detach_in_parallel",
            "ALL_ATTACHED", "all_attached"]
 
@@ -52,6 +52,10 @@ MAX_TASKSTATS_PER_TICK = 32
 # core of a memory incident, and a compile about as small as bcc's least
 # (bench/attach_time.py).  The others follow in a second object.
 ATTACH_FIRST = ("reclaim",)
+# The tracers planned before the first object compiles: memcg too, even when
+# its programs come later, because common.bpf.h's current_memcg_id() takes
+# its BTF offsets and the reclaim records carry the memcg id.
+FIRST_PLANNED = ATTACH_FIRST + ("memcg",)
 # What record and live print on stderr as they start: READY once the first
 # object is attached (with STILL_ATTACHING when more follow), then a line
 # starting ALL_ATTACHED once every tracer is (all_attached() reads them).

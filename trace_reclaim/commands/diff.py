@@ -11,6 +11,7 @@ from typing import Any, List
 from trace_reclaim import tracers
 from trace_reclaim.compare import (DEFAULT_ALPHA, compare, load_run, render_json,
                                    render_table, split_sides)
+from trace_reclaim.commands import HELP
 from trace_reclaim.env import Environment, ExitStatus, UserError
 
 __all__ = ["add_parser", "run", "EPILOG"]
@@ -42,7 +43,7 @@ _late_parser_class: Any = argparse.ArgumentParser
 def add_parser(sub: Any) -> None:
     global _late_parser_class
     p = sub.add_parser(
-        "diff", help="compare two sets of recordings, with significance",
+        "diff", help=HELP["diff"],
         description="Compare recordings BASE... against NEW...: every metric's median "
                     "run, the change, and whether it is significant across runs.",
         usage="trace-reclaim diff [-j] [--plot FILE] [--alpha A] BASE... -- NEW...",

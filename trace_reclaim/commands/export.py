@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from trace_reclaim import tracers
+from trace_reclaim.commands import HELP
 from trace_reclaim.env import Environment, ExitStatus
 from trace_reclaim.export import FORMATS, MANIFEST, export
 
@@ -33,7 +34,7 @@ listing them.  Files that exist are never overwritten.
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "export", help="a recording's events as tables (Parquet or CSV)",
+        "export", help=HELP["export"],
         description="Write the events of a recording as tables, one per event\n"
                     "type, with typed columns and names resolved, for pandas or DuckDB.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -55,6 +55,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from trace_reclaim.commands import HELP
 from trace_reclaim.env import ExitStatus, UserError
 
 __all__ = ["WORKLOADS", "Workload", "add_parser", "run", "parse_params",
@@ -376,7 +377,7 @@ def _machine_lock(log: Callable[[str], None]) -> Iterator[None]:
 # -- the subcommand ----------------------------------------------------------
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "run", help="record N repetitions of a named workload",
+        "run", help=HELP["run"],
         description="Run a named, parameterised workload N times, each under its own "
                     "recording DIR/WORKLOAD-<i>.trc; put the machine back afterwards.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -23,6 +23,7 @@ import sys
 from typing import Any, Dict, Optional, Tuple
 
 from trace_reclaim import tracers
+from trace_reclaim.commands import HELP
 from trace_reclaim.commands.args import positive
 from trace_reclaim.commands.trace import preflight, sigterm_interrupts
 from trace_reclaim.env import Environment, ExitStatus, UserError
@@ -41,7 +42,7 @@ examples:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "serve", help="trace continuously and serve Prometheus metrics",
+        "serve", help=HELP["serve"],
         description="Trace reclaim continuously and serve the counts on /metrics for "
                     "Prometheus (text or OpenMetrics format).  The counters are the "
                     "report's, updated once per interval.",

@@ -47,7 +47,8 @@ def preflight(env: Environment, attach: Any = None, prefetch: bool = True) -> Pr
 
 
 def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
-    from trace_reclaim.session import Compile, bpf_cflags, bpf_source, build_header
+    from trace_reclaim.session import (FIRST_PLANNED, Compile, bpf_cflags, bpf_source,
+                                       build_header)
 
     workload = None
     if args.workload:
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
             raise UserError(f"--workload is not JSON: {e}", "pass a JSON object") from e
     options = Options(slab_cache_accounting=not args.no_slab_accounting,
                       cgroups=tuple(args.cgroup))
-    registry = {name: t.configured(options) for name, t in tracers.registry().items()}
     if args.ebpf:
+        registry = {name: t.configured(options) for name, t in tracers.registry().items()}
         probe = Probe(env.procfs, None, args.attach)
         plan1, first = _first_object(probe, registry, bool(args.cgroup))
         plan = probe.plan(registry)
@@ -91,9 +92,12 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
     # reading it beside the compile's took a malloc arena of its own, and
     # the trace kept ~10 MiB more resident.
     probe = preflight(env, args.attach, prefetch=False)
-    # The tracers of the first BPF object are planned first and their compile
-    # starts at once; the others are planned while it runs.
-    plan1, first = _first_object(probe, registry, bool(args.cgroup))
+    # The tracers of the first BPF object are loaded and planned first and
+    # their compile starts at once; the others are loaded and planned while
+    # it runs.
+    early = {name: t.configured(options)
+             for name, t in tracers.registry(FIRST_PLANNED).items()}
+    plan1, first = _first_object(probe, early, bool(args.cgroup))
     if "reclaim" not in plan1.tracers:
         raise UserError("the vmscan tracepoints are missing: " + "; ".join(plan1.missing),
                         "run 'trace-reclaim check'; this kernel lacks CONFIG_TRACEPOINTS "
@@ -102,16 +106,21 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         _check_cgroups(args.cgroup, plan1)
     # From here until the session takes the compile's result, nothing may
     # print: fd 2 holds the compiler's output.  Nor may anything use a
-    # relative path or import: bcc chdir()s into the kernel headers while it
-    # compiles, and the working directory belongs to the whole process.
+    # relative path: bcc chdir()s into the kernel headers while it compiles,
+    # and the working directory belongs to the whole process (imports are
+    # safe once sys.path is absolute: _absolute_sys_path).
     out_path = os.path.abspath(args.output) if args.output else None
-    import trace_reclaim.view  # noqa: F401  (imported now, while the cwd is the user's)
 
     # The reclaim programs first, in a small object of their own: tracing
     # begins once they are attached, while the rest compiles (attach_parts).
-    pending = Compile(env.bpf(), registry, plan1, args.pid, args.ringbuf_pages,
+    _absolute_sys_path()
+    pending = Compile(env.bpf(), early, plan1, args.pid, args.ringbuf_pages,
                       names=first, maps="export").start()
     try:
+        # Imported during the compile, which releases the GIL (and chdir()s:
+        # sys.path holds no relative entry now).
+        registry = {name: early[name] if name in early else t.configured(options)
+                    for name, t in tracers.registry().items()}
         plan = probe.plan(registry)
         rest = [n for n in plan.tracers if n not in first]
         parts = [first] + ([rest] if rest else [])
@@ -123,6 +132,13 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         pending.wait()
 
 
+def _absolute_sys_path() -> None:
+    """Make every sys.path entry absolute ('' is the working directory), so
+    that an import while bcc compiles in another directory finds what it
+    would have found here."""
+    sys.path[:] = [os.path.abspath(p or os.curdir) for p in sys.path]
+
+
 def _first_object(probe: Probe, registry: Dict[str, Tracer],
                   cgroup_filter: bool) -> Tuple[Any, List[str]]:
     """The plan whose cflags the first BPF object compiles with, and its tracers.
@@ -131,10 +147,9 @@ def _first_object(probe: Probe, registry: Dict[str, Tracer],
     later: common.bpf.h's current_memcg_id() takes its BTF offsets, and the
     reclaim records carry the memcg id.  The grouping is attach_parts()'s.
     """
-    from trace_reclaim.session import ATTACH_FIRST, attach_parts
+    from trace_reclaim.session import FIRST_PLANNED, attach_parts
 
-    plan1 = probe.plan({n: t for n, t in registry.items()
-                        if n in ATTACH_FIRST or n == "memcg"})
+    plan1 = probe.plan({n: t for n, t in registry.items() if n in FIRST_PLANNED})
     return plan1, attach_parts(plan1, cgroup_filter)[0]
 
 

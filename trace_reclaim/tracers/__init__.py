@@ -11,16 +11,20 @@ place that lists them, for the commands.
 
 from __future__ import annotations
 
-from typing import Dict
+import importlib
+from typing import Dict, Iterable, Optional
 
 from trace_reclaim.tracer import Tracer
 
-__all__ = ["registry"]
+__all__ = ["NAMES", "registry"]
+
+#: Every tracer this version has, in report order (each is the module of that name).
+NAMES = ("reclaim", "vmalloc", "slab", "oom", "memcg")
 
 
-def registry() -> Dict[str, Tracer]:
-    """Every tracer this version has, by name, in report order."""
-    from trace_reclaim.tracers import memcg, oom, reclaim, slab, vmalloc
-
-    return {t.name: t for t in (reclaim.TRACER, vmalloc.TRACER, slab.TRACER, oom.TRACER,
-                                memcg.TRACER)}
+def registry(names: Optional[Iterable[str]] = None) -> Dict[str, Tracer]:
+    """The tracers by name, in report order: every one, or those of ``names``
+    (only their modules are imported: record plans the first BPF object's
+    tracers and starts its compile before the others load)."""
+    wanted = NAMES if names is None else [n for n in NAMES if n in set(names)]
+    return {n: importlib.import_module(f"trace_reclaim.tracers.{n}").TRACER for n in wanted}

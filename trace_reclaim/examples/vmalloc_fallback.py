@@ -69,8 +69,10 @@ DEFRAG = "/sys/kernel/mm/transparent_hugepage/defrag"
 PCP_PROBE = 4
 #: Seconds to wait at the end for the 2 MiB blocks to come back.
 RESTORE_WAIT_S = 10
-#: Rounds at most: the bulk take, then sweeps until one takes nothing.
-MAX_ROUNDS = 4
+#: Rounds at most: the bulk take, then sweeps until one takes nothing.  Most
+#: runs stop after one or two sweeps; 4 was once too few (a 6.12 guest's
+#: sweeps still found 2 blocks in the 4th round, and its load got huge pages).
+MAX_ROUNDS = 8
 #: Zones a GFP_KERNEL allocation may take a block from (ZONE_DMA is kept back
 #: by lowmem_reserve from THP faults and the vmalloc alike).
 ZONES = ("DMA32", "Normal", "Movable")

@@ -74,6 +74,12 @@ KVM_START_TIMEOUT_S = 90.0   # a KVM guest starts its command in a few seconds
 TCG_OPTS = "-accel tcg,thread=single"
 TCG_START_TIMEOUT_S = 600.0  # emulated boot: ~40 s here, but the host may be busy
 BOOT_CRASH_RETRIES = 1       # see crashed_while_booting()
+# A boot whose console said the kernel crashed (a soft lockup, an oops) and
+# then said nothing more for this long is over: it is ended then, not at the
+# start limit (a soft lockup in udev once held a TCG boot until the limit).
+# A soft lockup alone is not enough: an emulated CPU starved by a busy host
+# reports one and boots on, so the console must also have gone quiet.
+CRASH_SILENCE_S = 90.0
 Log = Callable[[str], None]
 
 
@@ -559,12 +565,13 @@ def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
             t.start()
         started: Optional[float] = None
         timed_out = False
+        quiet = _CrashSilence(os.path.join(out, "console"))
         try:
             while proc.poll() is None:
                 now = time.monotonic()
                 if started is None and os.path.exists(os.path.join(out, "started")):
                     started = now - t0
-                if started is None and now - t0 > start_limit:
+                if started is None and (now - t0 > start_limit or quiet.over(now)):
                     break
                 if timeout is not None and now - t0 > timeout:
                     timed_out = True
@@ -583,6 +590,32 @@ def _boot_once(kernel: Kernel, out: str, accel: str, memory: str, cpus: int,
                   stderr=_read(os.path.join(out, "stderr")),
                   accel=accel, boot_s=started, wall_s=time.monotonic() - t0,
                   timed_out=timed_out, console=_read(os.path.join(out, "console"), 65536))
+
+
+class _CrashSilence:
+    """Whether a booting guest's console said it crashed, then went quiet
+    for CRASH_SILENCE_S (checked every few seconds, from the file's size)."""
+
+    def __init__(self, path: str, silence_s: float = CRASH_SILENCE_S) -> None:
+        self.path, self.silence_s = path, silence_s
+        self.size = -1
+        self.grew_at = 0.0
+        self.crashed = False
+        self.checked_at = 0.0
+
+    def over(self, now: float) -> bool:
+        if now - self.checked_at < 2.0:
+            return False
+        self.checked_at = now
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return False
+        if size != self.size:
+            self.size, self.grew_at = size, now
+            self.crashed = self.crashed or any(w in _read(self.path, 65536) for w in _CRASH)
+            return False
+        return self.crashed and now - self.grew_at >= self.silence_s
 
 
 # Kernel log lines that say why a guest ended (the first one is the cause).

@@ -339,3 +339,36 @@ def test_a_guest_kernel_crash_before_the_command_boots_once_more(
     assert len(said) == boots - 1
     if said:
         assert "Oops: double fault" in said[0] and any(said[0] in ln for ln in logged)
+
+
+_LOCKUP = "[ 283.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [systemd-udevd:91]\n"
+
+
+def _console_at(silence, path, t, text):
+    """Append ``text`` to the console and ask at time ``t`` whether the boot is over."""
+    if text:
+        with open(path, "a") as f:
+            f.write(text)
+    return silence.over(t)
+
+
+def test_a_crashed_boot_is_over_once_its_console_goes_quiet(tmp_path):
+    console = tmp_path / "console"
+    console.write_text("[ 1.0] Linux version 6.12\n")
+    quiet = vm._CrashSilence(str(console), silence_s=90.0)
+    assert not _console_at(quiet, console, 10.0, "")
+    # A soft lockup, and the boot goes on: not over while the console moves.
+    assert not _console_at(quiet, console, 20.0, _LOCKUP)
+    assert not _console_at(quiet, console, 100.0, "[ 300.0] udevd: settled\n")
+    # Then silence: over 90 s after the last line, not before.
+    assert not _console_at(quiet, console, 188.0, "")
+    assert _console_at(quiet, console, 190.0, "")
+
+
+def test_a_quiet_console_without_a_crash_waits_for_the_start_limit(tmp_path):
+    console = tmp_path / "console"
+    console.write_text("[ 1.0] Linux version 6.12\n[ 9.0] Run /init as init process\n")
+    quiet = vm._CrashSilence(str(console), silence_s=90.0)
+    assert not _console_at(quiet, console, 5.0, "")
+    for t in (100.0, 300.0, 590.0):   # an emulated boot may just be slow
+        assert not _console_at(quiet, console, t, "")

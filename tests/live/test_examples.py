@@ -55,6 +55,41 @@ def test_pressure_makes_direct_reclaim():
     assert res["nr_hugepages_after"] == res["nr_hugepages_before"]
 
 
+def _spinners():
+    """This machine's SCHED_FIFO tasks at priority 50 that are not kernel threads."""
+    out = subprocess.run(["ps", "-eo", "pid=,cls=,rtprio=,ppid="], capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    return [int(f[0]) for f in (ln.split() for ln in out) if len(f) == 4
+            and f[1] == "FF" and f[2] == "50" and f[3] != "2"]
+
+
+def test_starved_kswapd_pins_kswapd_beside_a_busy_loop_and_puts_it_back():
+    pids = pressure.kswapd_pids()
+    assert pids, "no kswapd thread found"
+    before = {p: os.sched_getaffinity(p) for p in pids}
+    assert not _spinners()
+    with pytest.raises(RuntimeError, match="inside"):
+        with pressure.starved_kswapd(log=None) as s:
+            assert s["kswapd"] == pids
+            assert all(os.sched_getaffinity(p) == {s["cpu"]} for p in pids)
+            spin = _spinners()
+            assert len(spin) == 1 and os.sched_getaffinity(spin[0]) == {s["cpu"]}
+            raise RuntimeError("an error inside the block")
+    assert {p: os.sched_getaffinity(p) for p in pids} == before
+    assert not _spinners()
+
+
+def test_starved_kswapd_refuses_without_rt_throttling(monkeypatch):
+    real = pressure.PROC.try_read
+    monkeypatch.setattr(pressure.PROC, "try_read", lambda path: "-1\n"
+                        if path.endswith("sched_rt_runtime_us") else real(path))
+    before = {p: os.sched_getaffinity(p) for p in pressure.kswapd_pids()}
+    with pytest.raises(_restore.WorkloadError, match="throttling is off"):
+        with pressure.starved_kswapd(log=None):
+            pass
+    assert {p: os.sched_getaffinity(p) for p in before} == before and not _spinners()
+
+
 def test_vmalloc_huge_loads_and_reports_task():
     res = vmalloc_huge.trigger(count=2)
     assert res["loaded"] == 2, res["loads"][0]["error"]

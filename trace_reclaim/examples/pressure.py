@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +25,7 @@ from trace_reclaim.examples._proc import RECLAIM_COUNTERS, GiB, MiB
 from trace_reclaim.procfs import ProcFS, vmstat_delta
 
 __all__ = ["safe_margin_bytes", "ballast_pages_for", "ballast", "sparse_file",
-           "stream", "run", "main"]
+           "stream", "starved_kswapd", "kswapd_pids", "run", "main"]
 
 #: How much must stay available (free or reclaimable) outside the ballast.
 MIN_MARGIN = 2 * GiB
@@ -146,6 +147,89 @@ def stream(path, mib, seconds=None, offset=0, until_direct_reclaim=False):
     finally:
         os.close(fd)
     return {"mib": done, "elapsed_s": time.monotonic() - t0, "next_offset": offset}
+
+
+def kswapd_pids():
+    """The pids of the kswapdN kernel threads (children of kthreadd, pid 2)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == 2 and comm.startswith("kswapd"):
+            pids.append(int(d))
+    return sorted(pids)
+
+
+# The busy loop of starved_kswapd: real-time, on one CPU, killed with its parent.
+_SPIN = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[2]):
+    sys.exit(0)  # the parent is already gone
+os.sched_setaffinity(0, {int(sys.argv[1])})
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+while True:
+    pass
+"""
+
+
+@contextlib.contextmanager
+def starved_kswapd(cpu=None, log=print):
+    """Let kswapd run only in what real-time throttling leaves, for the block.
+
+    Every kswapd thread is pinned to ``cpu`` (default: the last CPU this
+    process may use), where a SCHED_FIFO busy loop runs.  RT throttling
+    (kernel.sched_rt_runtime_us, 950,000 of every 1,000,000 us by default)
+    leaves the other tasks on that CPU the rest: kswapd falls behind, and
+    tasks allocating on the other CPUs reclaim directly, as on a machine
+    whose kswapd cannot keep up.  In a 2-CPU emulated guest streaming page
+    cache under a ballast: 1 direct reclaim in 40 s without this, 4,159 with.
+
+    Refused with fewer than 2 CPUs or RT throttling off (-1: the loop would
+    own its CPU).  On every exit the loop is killed and each kswapd's CPU
+    affinity put back; the loop dies with this process too (PR_SET_PDEATHSIG).
+    Yields {"cpu", "kswapd": [pids]}.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        raise _restore.WorkloadError("starving kswapd needs 2 CPUs or more",
+                                     "the allocating tasks need a CPU of their own")
+    runtime = PROC.try_read("/proc/sys/kernel/sched_rt_runtime_us")
+    if runtime is None or int(runtime) < 0:
+        raise _restore.WorkloadError(
+            "real-time throttling is off (kernel.sched_rt_runtime_us = %s)"
+            % (runtime or "missing").strip(),
+            "a real-time busy loop would own its CPU; set it to 950000 (the default)")
+    cpu = allowed[-1] if cpu is None else cpu
+    with _restore.Restorer() as r:
+        pids = kswapd_pids()
+        for pid in pids:
+            old = os.sched_getaffinity(pid)
+            r.undo("kswapd %d CPU affinity = %s" % (pid, sorted(old)),
+                   os.sched_setaffinity, pid, old)
+            os.sched_setaffinity(pid, {cpu})
+        spin = subprocess.Popen([sys.executable, "-c", _SPIN, str(cpu), str(os.getpid())])
+
+        def stop_spin():
+            spin.kill()
+            spin.wait()
+        r.undo("the real-time busy loop on CPU %d ended" % cpu, stop_spin)
+        if log:
+            log("kswapd %s pinned to CPU %d beside a real-time busy loop"
+                % (", ".join(map(str, pids)), cpu))
+        time.sleep(0.2)
+        if spin.poll() is not None:
+            raise _restore.WorkloadError(
+                "the real-time busy loop did not start (exit %s)" % spin.returncode,
+                "this process may not use SCHED_FIFO here (a cgroup without an RT budget?)")
+        yield {"cpu": cpu, "kswapd": pids}
 
 
 def _allocstall():

@@ -78,6 +78,7 @@ class Trace:
         self.stderr = ""
         self.report: Dict[str, Any] = {}
         self.want_report = report   # False: the caller replays the recording itself
+        self._interrupted = False
 
     def __enter__(self) -> Trace:
         cmd = [sys.executable, "-m", "trace_reclaim",
@@ -101,10 +102,16 @@ class Trace:
         self._err.seek(0)
         raise RuntimeError(f"trace-reclaim did not start: {self._err.read()}")
 
+    def interrupt(self) -> None:
+        """Ctrl-C, once: the trace ends (its end counters are read at once)."""
+        assert self.proc is not None
+        if not self._interrupted and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        self._interrupted = True
+
     def __exit__(self, *exc: Any) -> None:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+        self.interrupt()
         try:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

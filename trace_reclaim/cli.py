@@ -6,11 +6,10 @@ Subcommands: check, live (the default), record, report, run, diff, export.  See 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import Any, List, NoReturn, Optional
-
-import importlib
 
 import trace_reclaim
 # Each command's module is imported when it is chosen (commands.LAZY).

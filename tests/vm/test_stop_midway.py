@@ -8,7 +8,7 @@ and their retries are the kernel's allocstall_* delta exactly (up to the
 stalls the report says began while the end counters were read, which the
 kernel may or may not have counted yet).
 
-Workload: a hugetlb ballast leaves 256 MiB available, three readers stream
+Workload: a hugetlb ballast leaves 256 MiB available, eight readers stream
 a sparse file through the page cache, and kswapd is starved
 (``pressure.starved_kswapd``: pinned beside a real-time busy loop), so the
 readers reclaim directly, about a hundred times a second under emulation
@@ -33,6 +33,8 @@ MiB = 1 << 20
 PASSES = 200
 WAIT_S = 120
 GRACE_S = 3.0
+READERS = 8
+SPAN_MIB = pressure.SPARSE_SIZE // MiB // READERS   # each reader its own part of the file
 PLAN = "fentry"
 
 
@@ -55,8 +57,8 @@ def test_stopped_in_the_middle_of_direct_reclaim(vm_live, page_cache_dir, tmp_pa
         with pressure.sparse_file(directory=page_cache_dir) as path, \
                 pressure.ballast(working_bytes=0, margin=256 * MiB, log=None):
             readers = [subprocess.Popen(
-                ["dd", f"if={path}", "of=/dev/null", "bs=1M", f"skip={i * 8192}",
-                 "count=8192", "status=none"]) for i in range(3)]
+                ["dd", f"if={path}", "of=/dev/null", "bs=1M", f"skip={i * SPAN_MIB}",
+                 f"count={SPAN_MIB}", "status=none"]) for i in range(READERS)]
             with pressure.starved_kswapd(log=None):
                 begin = _allocstall()
                 deadline = time.monotonic() + WAIT_S

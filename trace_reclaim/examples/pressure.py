@@ -214,7 +214,13 @@ def starved_kswapd(cpu=None, log=print):
             old = os.sched_getaffinity(pid)
             r.undo("kswapd %d CPU affinity = %s" % (pid, sorted(old)),
                    os.sched_setaffinity, pid, old)
-            os.sched_setaffinity(pid, {cpu})
+            try:
+                os.sched_setaffinity(pid, {cpu})
+            except OSError as e:
+                raise _restore.WorkloadError(
+                    "cannot pin kswapd (pid %d) to CPU %d: %s" % (pid, cpu, e.strerror),
+                    "this kernel does not let kswapd's CPUs be chosen; make direct "
+                    "reclaim with a smaller ballast margin instead") from None
         spin = subprocess.Popen([sys.executable, "-c", _SPIN, str(cpu), str(os.getpid())])
 
         def stop_spin():

@@ -270,3 +270,22 @@ def test_cli_error_format():
     assert p.stdout == ""
     assert p.stderr.startswith("error: ") and "\nhint: " in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_starved_kswapd_refuses_where_kswapd_cannot_be_pinned(monkeypatch):
+    """A kernel that refuses kswapd's affinity: an error and a hint, nothing left changed."""
+    pids = pressure.kswapd_pids()
+    before = {p: os.sched_getaffinity(p) for p in pids}
+    real = os.sched_setaffinity
+
+    def refuse_kswapd(pid, cpus):
+        if pid in pids and set(cpus) != before[pid]:
+            raise OSError(22, "Invalid argument")
+        real(pid, cpus)
+    monkeypatch.setattr(os, "sched_setaffinity", refuse_kswapd)
+    with pytest.raises(_restore.WorkloadError, match="cannot pin kswapd") as e:
+        with pressure.starved_kswapd(log=None):
+            pass
+    assert e.value.hint
+    monkeypatch.undo()
+    assert {p: os.sched_getaffinity(p) for p in pids} == before and not _spinners()

@@ -11,10 +11,10 @@ kernel may or may not have counted yet).
 Workload: a hugetlb ballast leaves 256 MiB available, eight readers stream
 a sparse file through the page cache, and kswapd is starved
 (``pressure.starved_kswapd``: pinned beside a real-time busy loop), so the
-readers reclaim directly, about a hundred times a second under emulation
+readers reclaim directly, tens to a hundred times a second under emulation
 (page cache streaming alone made 1 in 40 s: kswapd kept up).  The trace is
-stopped once the kernel has counted PASSES passes, while the readers still
-stall.
+stopped (Ctrl-C) once the kernel has counted PASSES passes, while the
+readers still stall.
 """
 
 from __future__ import annotations

@@ -210,3 +210,30 @@ def test_no_slab_accounting_drops_only_the_per_cache_probes():
     assert "-DWITH_SLAB" in without
     rc3, again, _ = run(["live", "--ebpf"])  # the shared tracer was not changed
     assert "-DSLAB_CACHE_ACCOUNTING" in again
+
+
+def test_a_command_loads_only_its_own_module():
+    """`record` must not wait for diff's statistics or run's machinery to import
+    (bench/attach_time.py); the other commands are still listed by --help."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from trace_reclaim import cli\n"
+            "p = cli.build_parser(only='record')\n"
+            "print(sorted(m for m in sys.modules if m.startswith('trace_reclaim.commands.')))\n"
+            "print(cli.parser_commands(p))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "['trace_reclaim.commands.args']"
+    assert out[1] == str(list(cli.COMMANDS))
+    full = cli.build_parser()
+    assert cli.parser_commands(full) == list(cli.COMMANDS)
+
+
+def test_the_registry_loads_the_tracers_asked_for_in_report_order():
+    from trace_reclaim import tracers
+
+    assert list(tracers.registry()) == list(tracers.NAMES)
+    assert list(tracers.registry(n for n in ("memcg", "reclaim"))) == ["reclaim", "memcg"]
+    assert all(t.name == n for n, t in tracers.registry().items())

@@ -26,5 +26,6 @@ def registry(names: Optional[Iterable[str]] = None) -> Dict[str, Tracer]:
     """The tracers by name, in report order: every one, or those of ``names``
     (only their modules are imported: record plans the first BPF object's
     tracers and starts its compile before the others load)."""
-    wanted = NAMES if names is None else [n for n in NAMES if n in set(names)]
+    chosen = set(NAMES if names is None else names)
+    wanted = [n for n in NAMES if n in chosen]
     return {n: importlib.import_module(f"trace_reclaim.tracers.{n}").TRACER for n in wanted}

@@ -43,24 +43,12 @@ tracers.registry()
 reader = Reader(open(sys.argv[1], "rb"))
 blocks = [payload for payload, _n in reader._blocks()]
 """
-WALK = READ + """
-from trace_reclaim.recording import LONG_LENGTH, RECORD_HEAD
-head, long_length = RECORD_HEAD.unpack_from, LONG_LENGTH.unpack_from
-for p in blocks:
-    off, end = 0, len(p)
-    while off < end:
-        t, n = head(p, off)
-        off += 4
-        if n == 0xFFFF:
-            n = long_length(p, off)[0]
-            off += 4
-        off += n
-"""
-UNPACK = READ + """
+# One loop iteration per record, with BODY (at the record's payload) in it.
+LOOP = READ + """
 import struct
 from trace_reclaim.recording import LONG_LENGTH, RECORD_HEAD
 head, long_length = RECORD_HEAD.unpack_from, LONG_LENGTH.unpack_from
-by_size = {}
+by_size = dict()
 for p in blocks:
     off, end = 0, len(p)
     while off < end:
@@ -69,12 +57,16 @@ for p in blocks:
         if n == 0xFFFF:
             n = long_length(p, off)[0]
             off += 4
-        unpack = by_size.get(n)
-        if unpack is None:
-            unpack = by_size[n] = struct.Struct(f"{n}s").unpack_from
-        unpack(p, off)
+BODY
         off += n
 """
+WALK = LOOP.replace("BODY\n", "")
+UNPACK = LOOP.replace("BODY\n", """\
+        unpack = by_size.get(n)
+        if unpack is None:
+            unpack = by_size[n] = struct.Struct("%ds" % n).unpack_from
+        unpack(p, off)
+""")
 
 
 def main() -> int:

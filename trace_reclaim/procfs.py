@@ -235,3 +235,18 @@ class ProcFS:
 
     def slabinfo(self) -> Dict[str, Dict[str, int]]:
         return parse_slabinfo(self.read("/proc/slabinfo"))
+
+    def kswapd_pids(self) -> List[int]:
+        """The pids of the kswapdN kernel threads (children of kthreadd, pid 2)."""
+        pids = []
+        for d in os.listdir(self.path("/proc")):
+            if not d.isdigit():
+                continue
+            stat = self.try_read(f"/proc/{d}/stat")
+            if stat is None or ")" not in stat:
+                continue
+            comm = stat[stat.find("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            if comm.startswith("kswapd") and len(fields) > 1 and fields[1] == "2":
+                pids.append(int(d))
+        return sorted(pids)

@@ -88,3 +88,17 @@ def test_fallback_counts_free_2mib_blocks_where_gfp_kernel_can_take_them():
     frag = [(0, z, c[:9] + [0, 0]) for _n, z, c in bi]
     assert vmalloc_fallback._order9(frag) == 0
     assert vmalloc_fallback._selected("always defer defer+madvise [madvise] never") == "madvise"
+
+
+def test_kswapd_pids_are_kthreadds_children_named_kswapd(tmp_path):
+    def proc(pid, stat):
+        (tmp_path / "proc" / str(pid)).mkdir(parents=True)
+        (tmp_path / "proc" / str(pid) / "stat").write_text(stat)
+
+    proc(45, "45 (kswapd0) S 2 0 0 0 -1 10485824 0 0 0 0\n")
+    proc(46, "46 (kswapd1) S 2 0 0 0 -1 10485824 0 0 0 0\n")
+    proc(900, "900 (kswapd (fake)) R 1 900 900 0 -1 4194304 0 0\n")   # a process, not a kthread
+    proc(3, "3 (pool_workqueue_release) S 2 0 0 0 -1 69238880 0\n")
+    (tmp_path / "proc" / "7").mkdir()                               # gone while listed
+    (tmp_path / "proc" / "meminfo").write_text("MemTotal: 1 kB\n")
+    assert ProcFS(str(tmp_path)).kswapd_pids() == [45, 46]

@@ -217,20 +217,6 @@ def machine_description() -> Dict[str, Any]:
 
 
 # -- settling ------------------------------------------------------------------
-def _kswapd_pids() -> List[int]:
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/comm") as f:
-                if f.read().startswith("kswapd"):
-                    pids.append(int(d))
-        except OSError:
-            pass
-    return pids
-
-
 def _kswapd_asleep(pids: List[int]) -> bool:
     for pid in pids:
         try:
@@ -256,7 +242,9 @@ def settle(log: Callable[[str], None], timeout: float = 10.0) -> Dict[str, Any]:
     with contextlib.suppress(OSError):  # CONFIG_COMPACTION=n: no such file
         with open("/proc/sys/vm/compact_memory", "w") as f:
             f.write("1")
-    pids = _kswapd_pids()
+    from trace_reclaim.procfs import ProcFS
+
+    pids = ProcFS().kswapd_pids()
     deadline = time.monotonic() + timeout
     while not _kswapd_asleep(pids) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -141,12 +141,9 @@ def _absolute_sys_path() -> None:
 
 def _first_object(probe: Probe, registry: Dict[str, Tracer],
                   cgroup_filter: bool) -> Tuple[Any, List[str]]:
-    """The plan whose cflags the first BPF object compiles with, and its tracers.
-
-    memcg is planned with the reclaim tracer even when its programs come
-    later: common.bpf.h's current_memcg_id() takes its BTF offsets, and the
-    reclaim records carry the memcg id.  The grouping is attach_parts()'s.
-    """
+    """The plan whose cflags the first BPF object compiles with (its tracers
+    and memcg: session.FIRST_PLANNED says why), and the object's tracers
+    (attach_parts()'s grouping)."""
     from trace_reclaim.session import FIRST_PLANNED, attach_parts
 
     plan1 = probe.plan({n: t for n, t in registry.items() if n in FIRST_PLANNED})

@@ -150,21 +150,8 @@ def stream(path, mib, seconds=None, offset=0, until_direct_reclaim=False):
 
 
 def kswapd_pids():
-    """The pids of the kswapdN kernel threads (children of kthreadd, pid 2)."""
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == 2 and comm.startswith("kswapd"):
-            pids.append(int(d))
-    return sorted(pids)
+    """The pids of the kswapdN kernel threads."""
+    return PROC.kswapd_pids()
 
 
 # The busy loop of starved_kswapd: real-time, on one CPU, killed with its parent.

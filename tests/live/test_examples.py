@@ -289,3 +289,62 @@ def test_starved_kswapd_refuses_where_kswapd_cannot_be_pinned(monkeypatch):
     assert e.value.hint
     monkeypatch.undo()
     assert {p: os.sched_getaffinity(p) for p in pids} == before and not _spinners()
+
+
+def _traps():
+    """Our reclaim traps still running (pressure._TRAP children)."""
+    out = subprocess.run(["pgrep", "-f", "perf_event_open"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split() if int(p) != os.getpid()]
+
+
+def test_reclaim_trap_gives_up_on_a_task_that_never_reclaims():
+    """A sleeping task never enters direct reclaim: the trap arms (a perf
+    event on it), nothing springs it, and at the timeout the task's CPUs, RT
+    throttling and the trap are as before.  Where the CPU's fair server
+    (6.12 on) cannot be read (debugfs locked down, as on this host), it is
+    refused before anything changes: it could not be switched off, so the
+    task would not stay frozen."""
+    rt = _proc_read("/proc/sys/kernel/sched_rt_runtime_us")
+    cpus = sorted(os.sched_getaffinity(0))
+    fair = pressure.FAIR_SERVER % cpus[-1]
+    try:
+        readable = not os.path.exists(fair) or bool(_proc_read(fair))
+    except PermissionError:
+        readable = False
+    task = subprocess.Popen(["sleep", "60"])
+    try:
+        os.sched_setaffinity(task.pid, {cpus[0]})
+        why = "was not held in direct reclaim" if readable else "cannot read CPU .* fair server"
+        with pytest.raises(_restore.WorkloadError, match=why) as e:
+            with pressure.frozen_in_direct_reclaim(task.pid, cpus[-1], timeout=3, log=None):
+                pass
+        assert e.value.hint
+        assert os.sched_getaffinity(task.pid) == {cpus[0]}
+        assert _proc_read("/proc/sys/kernel/sched_rt_runtime_us") == rt
+        assert not _traps()
+    finally:
+        task.kill()
+        task.wait()
+
+
+def test_reclaim_trap_refuses_an_unpinned_task_or_throttling_off(monkeypatch):
+    cpus = sorted(os.sched_getaffinity(0))
+    task = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(_restore.WorkloadError, match="must be pinned to one CPU"):
+            with pressure.frozen_in_direct_reclaim(task.pid, cpus[-1], timeout=3, log=None):
+                pass
+        os.sched_setaffinity(task.pid, {cpus[-1]})   # on the CPU to freeze: refused too
+        with pytest.raises(_restore.WorkloadError, match="other than"):
+            with pressure.frozen_in_direct_reclaim(task.pid, cpus[-1], timeout=3, log=None):
+                pass
+        real = pressure.PROC.value
+        monkeypatch.setattr(pressure.PROC, "value", lambda path: "-1"
+                            if path.endswith("sched_rt_runtime_us") else real(path))
+        with pytest.raises(_restore.WorkloadError, match="already off"):
+            with pressure.frozen_in_direct_reclaim(task.pid, cpus[0], timeout=3, log=None):
+                pass
+        assert not _traps()
+    finally:
+        task.kill()
+        task.wait()

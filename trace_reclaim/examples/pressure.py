@@ -15,17 +15,20 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from trace_reclaim.examples import _restore
-from trace_reclaim.examples._proc import RECLAIM_COUNTERS, GiB, MiB
+from trace_reclaim.examples._proc import RECLAIM_COUNTERS, GiB, MiB, write_value
 from trace_reclaim.procfs import ProcFS, vmstat_delta
 
 __all__ = ["safe_margin_bytes", "ballast_pages_for", "ballast", "sparse_file",
-           "stream", "starved_kswapd", "kswapd_pids", "run", "main"]
+           "stream", "starved_kswapd", "frozen_in_direct_reclaim", "kswapd_pids", "run",
+           "main"]
 
 #: How much must stay available (free or reclaimable) outside the ballast.
 MIN_MARGIN = 2 * GiB
@@ -223,6 +226,242 @@ def starved_kswapd(cpu=None, log=print):
                 "the real-time busy loop did not start (exit %s)" % spin.returncode,
                 "this process may not use SCHED_FIFO here (a cgroup without an RT budget?)")
         yield {"cpu": cpu, "kswapd": pids}
+
+
+#: Frames of a task past mm_vmscan_direct_reclaim_begin: try_to_free_pages()
+#: fires it, then calls into these.
+IN_RECLAIM = ("try_to_free_pages",)
+RECLAIMING = ("shrink_", "do_try_to_free_pages")
+#: The longest a CPU is held frozen, whatever the caller does meanwhile.
+FREEZE_MAX_S = 30.0
+#: Where the trap springs: shrink_node(), which direct reclaim calls after
+#: mm_vmscan_direct_reclaim_begin and the ALLOCSTALL count (a kprobe perf
+#: event of its own, for this task).  Not the tracepoint itself: a BPF
+#: program on a tracepoint that returns 0, as a tracer's do, drops the event
+#: for every perf event on it (perf_trace_run_bpf_submit()).  The tracepoint
+#: is the fallback on kernels without kprobes.
+TRAP_FUNCTION = "shrink_node"
+KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
+DIRECT_RECLAIM_BEGIN = "events/vmscan/mm_vmscan_direct_reclaim_begin/id"
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+FAIR_SERVER = "/sys/kernel/debug/sched/fair_server/cpu%d/runtime"
+
+# The trap: a real-time process, on the reader's CPU, asleep on a perf
+# event of the reader's (perf_event_open, one sample per event, a wakeup at
+# each).  Woken, it preempts the reader at its next preemption point, inside
+# the reclaim, and while the reader cannot run it turns RT throttling off
+# and moves the reader to the frozen CPU, where the busy loop now never lets
+# it run (nor the CPU's fair server, since 6.12 what keeps other tasks
+# running beside real-time ones: its runtime is set to 0).  argv: reader,
+# its CPU, the frozen CPU, parent pid, "kprobe PMU-TYPE FUNCTION" or
+# "tracepoint ID -", then the fair server's runtime file or "".
+_TRAP = """
+import ctypes, mmap, os, select, signal, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+reader, trap_cpu, frozen_cpu, parent = map(int, sys.argv[1:5])
+if os.getppid() != parent:
+    sys.exit(0)
+os.sched_setaffinity(0, {trap_cpu})
+# struct perf_event_attr up to config2 (PERF_ATTR_SIZE_VER1, 72 bytes):
+# every event sampled (PERF_SAMPLE_TID), a wakeup at each, enabled at once.
+if sys.argv[5] == "kprobe":
+    func = ctypes.create_string_buffer(sys.argv[7].encode())
+    ev_type, config, config1 = int(sys.argv[6]), 0, ctypes.addressof(func)
+else:
+    ev_type, config, config1 = 2, int(sys.argv[6]), 0   # PERF_TYPE_TRACEPOINT
+attr = struct.pack("<IIQQQQQIIQQ", ev_type, 72, config, 1, 2, 0, 0, 1, 0, config1, 0)
+buf = ctypes.create_string_buffer(attr, len(attr))
+libc.syscall.restype = ctypes.c_long
+fd = libc.syscall(298, buf, reader, -1, -1, 8)  # perf_event_open, PERF_FLAG_FD_CLOEXEC
+if fd < 0:
+    print("perf_event_open: " + os.strerror(ctypes.get_errno()), flush=True)
+    sys.exit(1)
+ring = mmap.mmap(fd, 2 * mmap.PAGESIZE)
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(99))
+print("armed", flush=True)
+p = select.poll()
+p.register(fd, select.POLLIN)
+while not p.poll(1000):
+    if os.getppid() != parent:
+        sys.exit(0)
+fd2 = os.open("/proc/sys/kernel/sched_rt_runtime_us", os.O_WRONLY)
+os.write(fd2, b"-1")
+if len(sys.argv) > 8 and sys.argv[8]:
+    fd3 = os.open(sys.argv[8], os.O_WRONLY)
+    os.write(fd3, b"0")
+os.sched_setaffinity(reader, {frozen_cpu})
+print("sprung", flush=True)
+"""
+
+
+def _trap_event():
+    """The trap's perf event, as its argv: a kprobe on TRAP_FUNCTION, or the tracepoint."""
+    pmu = PROC.try_read(KPROBE_PMU)
+    if pmu:
+        return ["kprobe", pmu.strip(), TRAP_FUNCTION]
+    for root in TRACEFS:
+        text = PROC.try_read(os.path.join(root, DIRECT_RECLAIM_BEGIN))
+        if text:
+            return ["tracepoint", text.strip(), "-"]
+    raise _restore.WorkloadError("neither kprobes nor tracefs with %s" % DIRECT_RECLAIM_BEGIN,
+                                 "mount it: mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def _task_state(pid):
+    """(state letter, CPU, CPU time in ns, kernel stack function names) of task ``pid``."""
+    fields = PROC.read("/proc/%d/stat" % pid).rsplit(")", 1)[1].split()
+    ran_ns = int(PROC.read("/proc/%d/schedstat" % pid).split()[0])
+    frames = [line.split()[1].split("+")[0]
+              for line in PROC.read("/proc/%d/stack" % pid).splitlines() if len(line.split()) > 1]
+    return fields[0], int(fields[36]), ran_ns, frames
+
+
+def _in_direct_reclaim(frames):
+    return (any(f in IN_RECLAIM for f in frames)
+            and any(f.startswith(RECLAIMING) for f in frames))
+
+
+@contextlib.contextmanager
+def frozen_in_direct_reclaim(pid, cpu, timeout=120.0, log=print):
+    """Hold task ``pid`` in the middle of a direct reclaim for the block.
+
+    Inside ``starved_kswapd(cpu)`` (its real-time busy loop on ``cpu``), with
+    ``pid`` pinned to one other CPU.  A trap (a real-time process beside
+    ``pid``, woken by a perf event when ``pid`` enters TRAP_FUNCTION) preempts
+    it inside that direct reclaim, turns RT throttling off
+    (kernel.sched_rt_runtime_us = -1; since 6.12 also ``cpu``'s fair server,
+    its runtime 0) and moves it to ``cpu``, where the
+    busy loop now owns the CPU: the task stays where it was, its stall begun
+    (ALLOCSTALL counted) and not ended.  Checked from its kernel stack
+    (/proc/PID/stack: runnable, in try_to_free_pages and a shrink function)
+    and its CPU time (still for 1 s); if it slipped on, it is let go and
+    trapped again.  Everything else pinned to ``cpu`` stops too (kswapd, that
+    CPU's kworkers), so keep the block short: at exit throttling and the
+    task's CPUs are put back, and a watchdog puts throttling back after
+    FREEZE_MAX_S whatever the caller does meanwhile.
+
+    Yields {"pid", "cpu", "stack", "attempts"}; raises WorkloadError if the
+    task did not enter direct reclaim within ``timeout`` seconds (all put back).
+    """
+    path = "/proc/sys/kernel/sched_rt_runtime_us"
+    runtime = PROC.value(path)
+    if int(runtime) < 0:
+        raise _restore.WorkloadError("real-time throttling is already off",
+                                     "set kernel.sched_rt_runtime_us to 950000 (the default)")
+    home = os.sched_getaffinity(pid)
+    if len(home) != 1 or cpu in home:
+        raise _restore.WorkloadError(
+            "task %d must be pinned to one CPU other than %d (it is on %s)"
+            % (pid, cpu, sorted(home)), "pin it away from starved_kswapd's busy loop first")
+    event = _trap_event()
+    fair = FAIR_SERVER % cpu
+    try:
+        fair_runtime = PROC.value(fair) if os.path.exists(fair) else None
+    except OSError as e:
+        raise _restore.WorkloadError(
+            "cannot read CPU %d's fair server (%s): %s" % (cpu, fair, e.strerror),
+            "since 6.12 it runs other tasks beside the busy loop; this needs debugfs "
+            "readable by root (no lockdown)") from None
+    deadline = time.monotonic() + timeout
+    with _restore.Restorer() as r:
+        if fair_runtime is not None:
+            r.undo("%s = %s" % (fair, fair_runtime), write_value, fair, fair_runtime)
+        r.undo("task %d CPU affinity = %s" % (pid, sorted(home)),
+               _set_affinity_if_alive, pid, home)
+        thawed = threading.Event()
+
+        def thaw():
+            if not thawed.is_set():
+                write_value(path, runtime)
+                thawed.set()
+        r.undo("%s = %s" % (path, runtime), thaw)
+        watchdog = threading.Timer(FREEZE_MAX_S, thaw)
+        watchdog.daemon = True
+        r.callback(watchdog.cancel)
+        slipped: list = []
+        while True:
+            caught, why = _spring_trap(pid, min(home), cpu, event + [fair if fair_runtime else ""],
+                                       deadline)
+            if caught is not None:
+                watchdog.start()
+                break
+            if why is None:
+                raise _restore.WorkloadError(
+                    "task %d was not held in direct reclaim within %.0f s (%d trapped, "
+                    "each slipped on: %s)" % (pid, timeout, len(slipped),
+                                             "; ".join(slipped) or "none trapped"),
+                    "it must allocate under pressure (a reader of a sparse file under a "
+                    "ballast) while kswapd is starved")
+            slipped.append(why)
+            write_value(path, runtime)   # let it go, trap it again
+            if fair_runtime is not None:
+                write_value(fair, fair_runtime)
+            _set_affinity_if_alive(pid, home)
+        if log:
+            log("task %d frozen on CPU %d in %s (%d slipped first)"
+                % (pid, cpu, " < ".join(caught[:6]), len(slipped)))
+        yield {"pid": pid, "cpu": cpu, "stack": caught, "slipped": slipped}
+
+
+def _set_affinity_if_alive(pid, cpus):
+    try:
+        os.sched_setaffinity(pid, cpus)
+    except ProcessLookupError:
+        pass
+
+
+def _spring_trap(pid, home, cpu, event, deadline):
+    """One trap for task ``pid``: (its kernel stack, None) if it is held in
+    reclaim, (None, how it slipped on) if not, (None, None) at the deadline."""
+    trap = subprocess.Popen([sys.executable, "-c", _TRAP, str(pid), str(home), str(cpu),
+                             str(os.getpid()), *event],
+                            stdout=subprocess.PIPE, bufsize=0)
+    assert trap.stdout is not None
+    lines = _lines_of(trap, deadline)
+    try:
+        line = next(lines, "")
+        if line != "armed" and (line or trap.poll() is not None):
+            raise _restore.WorkloadError(
+                "the reclaim trap did not start: %s" % (line or "exit %s" % trap.poll()),
+                "it needs root and perf events (CONFIG_PERF_EVENTS) on kprobes or tracepoints")
+        if line != "armed" or next(lines, "") != "sprung":
+            return None, None
+    finally:
+        trap.kill()
+        trap.wait()
+        trap.stdout.close()
+    try:
+        state0, cpu0, ran0, frames0 = _task_state(pid)
+        time.sleep(1.0)   # longer than the 50 ms a fair server or RT throttling leave per second
+        state1, cpu1, ran1, frames1 = _task_state(pid)
+    except (OSError, ValueError, IndexError):
+        raise _restore.WorkloadError("task %d exited" % pid, "it must still be reading") from None
+    if not _in_direct_reclaim(frames0):
+        return None, "preempted out of reclaim, in " + " < ".join(frames0[:3])
+    if ran0 != ran1 or frames0 != frames1 or cpu1 != cpu:
+        return None, "ran on (CPU %d, state %s)" % (cpu1, state1)
+    if state0 != "R" or state1 != "R":
+        return None, "not runnable (state %s)" % state1
+    return frames1, None
+
+
+def _lines_of(proc, deadline):
+    """The lines ``proc`` prints (unbuffered stdout), stripped, until its exit or the deadline."""
+    fd = proc.stdout.fileno()
+    buf = b""
+    while time.monotonic() < deadline:
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode(errors="replace").strip()
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            data = os.read(fd, 4096)
+            if not data:
+                return
+            buf += data
+        elif proc.poll() is not None:
+            return
 
 
 def _allocstall():

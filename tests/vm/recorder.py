@@ -23,6 +23,18 @@ ALLOCSTALL = ("allocstall_dma", "allocstall_dma32", "allocstall_normal",
               "allocstall_movable", "allocstall_device")
 
 
+def _holds(path: str, type_id: int) -> bool:
+    """Whether the recording at ``path`` holds a record of ``type_id`` yet."""
+    try:
+        with open(path, "rb") as f:
+            for block in Reader(f).blocks_of_records():
+                if any(t == type_id for t, _p in block):
+                    return True
+    except Exception:  # header not written yet, or a block being written
+        return False
+    return False
+
+
 def window_open(path: str) -> bool:
     """Whether the recording holds its first tick: the window has started.
 
@@ -32,14 +44,12 @@ def window_open(path: str) -> bool:
     start samples read: /proc/slabinfo, /sys/kernel/slab, ...); events before
     the window's start are not counted.
     """
-    try:
-        with open(path, "rb") as f:
-            for block in Reader(f).blocks_of_records():
-                if any(type_id == events.USER_TICK for type_id, _p in block):
-                    return True
-    except Exception:  # header not written yet, or a block being written
-        return False
-    return False
+    return _holds(path, events.USER_TICK)
+
+
+def window_closed(path: str) -> bool:
+    """Whether the recording holds its end: the end counters were read and written."""
+    return _holds(path, events.USER_END)
 
 
 def start(tmp: str, plan: str) -> Trace:

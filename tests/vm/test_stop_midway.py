@@ -15,19 +15,30 @@ readers reclaim directly, tens to a hundred times a second under emulation
 (page cache streaming alone made 1 in 40 s: kswapd kept up).  The trace is
 stopped (Ctrl-C) once the kernel has counted PASSES passes, while the
 readers still stall.
+
+A stall ended just before the end counters are read, or not yet begun,
+leaves nothing in flight, and that is what those stops met every time (the
+stalls last milliseconds).  The second test makes one certain: a reader is
+trapped inside a direct reclaim and held there (pressure.frozen_in_direct_reclaim)
+while the trace ends, so the report must show it in flight, its stall
+counted by the kernel and not ended.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import time
-from typing import List
+from typing import Any, Dict, List, Optional
 
 from tests.livetools import direct_reclaim_passes, passes_match_allocstall
 from tests.vm.conftest import record_timing, timed
-from tests.vm.recorder import ALLOCSTALL, kill, replay_report, start, stop
+from tests.vm.recorder import ALLOCSTALL, kill, replay_report, start, stop, window_closed
+from trace_reclaim import events
 from trace_reclaim.examples import pressure
 from trace_reclaim.procfs import ProcFS
+from trace_reclaim.recording import Reader
 
 MiB = 1 << 20
 PASSES = 200
@@ -36,6 +47,7 @@ GRACE_S = 3.0
 READERS = 8
 SPAN_MIB = pressure.SPARSE_SIZE // MiB // READERS   # each reader its own part of the file
 PLAN = "fentry"
+TRAP_S = 300   # a reader's next direct reclaim under emulation, a few tries
 
 
 def _allocstall() -> int:
@@ -56,9 +68,7 @@ def test_stopped_in_the_middle_of_direct_reclaim(vm_live, page_cache_dir, tmp_pa
     try:
         with pressure.sparse_file(directory=page_cache_dir) as path, \
                 pressure.ballast(working_bytes=0, margin=256 * MiB, log=None):
-            readers = [subprocess.Popen(
-                ["dd", f"if={path}", "of=/dev/null", "bs=1M", f"skip={i * SPAN_MIB}",
-                 f"count={SPAN_MIB}", "status=none"]) for i in range(READERS)]
+            readers = _readers(path)
             with pressure.starved_kswapd(log=None):
                 begin = _allocstall()
                 deadline = time.monotonic() + WAIT_S
@@ -92,4 +102,86 @@ def test_stopped_in_the_middle_of_direct_reclaim(vm_live, page_cache_dir, tmp_pa
     assert tot["lost_events"] == 0, doc["lost"]
     assert doc["reclaim"]["direct_reclaim"]["retries_exact"] is True
     assert allocstall >= PASSES
+    assert passes_match_allocstall(tot, allocstall), (allocstall, figures)
+
+
+def _readers(path: str) -> List[subprocess.Popen]:
+    return [subprocess.Popen(
+        ["dd", f"if={path}", "of=/dev/null", "bs=1M", f"skip={i * SPAN_MIB}",
+         f"count={SPAN_MIB}", "status=none"]) for i in range(READERS)]
+
+
+def _in_flight_tids(path: str) -> List[int]:
+    """The threads in the reclaim tracer's table of running stalls at the end."""
+    tids: List[int] = []
+    with open(path, "rb") as f:
+        for block in Reader(f).blocks_of_records():
+            for type_id, payload in block:
+                if type_id == events.USER_SAMPLE:
+                    ev = events.decode(type_id, payload)
+                    if ev is not None and ev.tracer == "reclaim" and "in_flight" in ev.data:
+                        tids += [tid for _ts, _retries, tid in ev.data["in_flight"]]
+    return tids
+
+
+def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
+    """One reader held inside a direct reclaim while the trace ends.
+
+    Eight readers stream under the ballast with kswapd starved, as above;
+    the first is pinned beside the test, trapped inside its next direct
+    reclaim (a perf kprobe on its shrink_node()) and held there on the
+    starved CPU.  The other readers and the ballast then go (nothing else
+    reclaims while the trace ends), the trace is stopped, and only once its
+    end counters and its table of running stalls are written is the reader
+    let go: that stall is in flight in the report, its thread in the table,
+    and the passes are still allocstall_* exactly.  (6.12, first run: caught
+    at once, 1,276 stalls + 1 in flight = 1,277 allocstall.)
+    """
+    readers: List[subprocess.Popen] = []
+    frozen: Optional[Dict[str, Any]] = None
+    t = start(str(tmp_path), PLAN)
+    stopped = False
+    try:
+        with pressure.sparse_file(directory=page_cache_dir) as path, \
+                contextlib.ExitStack() as ballast:
+            ballast.enter_context(pressure.ballast(working_bytes=0, margin=256 * MiB, log=None))
+            readers = _readers(path)
+            with pressure.starved_kswapd(log=None) as starved:
+                home = min(os.sched_getaffinity(0) - {starved["cpu"]})
+                os.sched_setaffinity(readers[0].pid, {home})
+                with timed("stall in flight: reader trapped in reclaim", plan=PLAN):
+                    held = pressure.frozen_in_direct_reclaim(
+                        readers[0].pid, starved["cpu"], timeout=TRAP_S, log=None)
+                    frozen = held.__enter__()
+                try:
+                    _end(readers[1:])
+                    ballast.close()
+                    t.interrupt()
+                    with timed("stall in flight: end counters written", plan=PLAN):
+                        deadline = time.monotonic() + WAIT_S
+                        while not window_closed(t.path):
+                            assert time.monotonic() < deadline, "the trace did not end"
+                            time.sleep(0.2)
+                finally:
+                    held.__exit__(None, None, None)   # the reader goes on
+                _end(readers)
+        stop(t, PLAN, "in flight")
+        stopped = True
+    finally:
+        _end(readers)
+        if not stopped:
+            kill(t)
+    assert frozen is not None
+    doc, _text = replay_report(t, PLAN, "in flight")
+    tot, vm = doc["totals"], doc["totals"]["vmstat_delta"]
+    allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
+    figures = {k: v for k, v in tot.items() if k.startswith("direct_reclaim_")
+               and not k.endswith(("_ns", "_pages"))}
+    record_timing(what="stall in flight", plan=PLAN, allocstall=allocstall,
+                  slipped=frozen["slipped"], stack=" < ".join(frozen["stack"][:4]),
+                  **figures)
+    assert tot["lost_events"] == 0, doc["lost"]
+    assert doc["reclaim"]["direct_reclaim"]["retries_exact"] is True
+    assert readers[0].pid in _in_flight_tids(t.path), frozen
+    assert tot["direct_reclaim_in_flight"] >= 1, figures
     assert passes_match_allocstall(tot, allocstall), (allocstall, figures)

@@ -337,12 +337,13 @@ def frozen_in_direct_reclaim(pid, cpu, timeout=120.0, log=print):
     (/proc/PID/stack: runnable, in try_to_free_pages and a shrink function)
     and its CPU time (still for 1 s); if it slipped on, it is let go and
     trapped again.  Everything else pinned to ``cpu`` stops too (kswapd, that
-    CPU's kworkers), so keep the block short: at exit throttling and the
-    task's CPUs are put back, and a watchdog puts throttling back after
-    FREEZE_MAX_S whatever the caller does meanwhile.
+    CPU's kworkers), so keep the block short: at exit throttling, the fair
+    server and the task's CPUs are put back, and a watchdog puts the first
+    two back after FREEZE_MAX_S whatever the caller does meanwhile.
 
-    Yields {"pid", "cpu", "stack", "attempts"}; raises WorkloadError if the
-    task did not enter direct reclaim within ``timeout`` seconds (all put back).
+    Yields {"pid", "cpu", "stack", "slipped": [how each earlier catch slipped
+    on]}; raises WorkloadError if the task was not held within ``timeout``
+    seconds (all put back), or the fair server cannot be read.
     """
     path = "/proc/sys/kernel/sched_rt_runtime_us"
     runtime = PROC.value(path)
@@ -365,23 +366,28 @@ def frozen_in_direct_reclaim(pid, cpu, timeout=120.0, log=print):
             "readable by root (no lockdown)") from None
     deadline = time.monotonic() + timeout
     with _restore.Restorer() as r:
-        if fair_runtime is not None:
-            r.undo("%s = %s" % (fair, fair_runtime), write_value, fair, fair_runtime)
         r.undo("task %d CPU affinity = %s" % (pid, sorted(home)),
                _set_affinity_if_alive, pid, home)
+
+        def let_go():
+            write_value(path, runtime)
+            if fair_runtime is not None:
+                write_value(fair, fair_runtime)
         thawed = threading.Event()
 
         def thaw():
             if not thawed.is_set():
-                write_value(path, runtime)
+                let_go()
                 thawed.set()
-        r.undo("%s = %s" % (path, runtime), thaw)
+        r.undo("%s = %s%s" % (path, runtime, "" if fair_runtime is None
+                               else ", %s = %s" % (fair, fair_runtime)), thaw)
         watchdog = threading.Timer(FREEZE_MAX_S, thaw)
         watchdog.daemon = True
         r.callback(watchdog.cancel)
         slipped: list = []
         while True:
-            caught, why = _spring_trap(pid, min(home), cpu, event + [fair if fair_runtime else ""],
+            caught, why = _spring_trap(pid, min(home), cpu,
+                                       event + [fair if fair_runtime is not None else ""],
                                        deadline)
             if caught is not None:
                 watchdog.start()
@@ -394,9 +400,7 @@ def frozen_in_direct_reclaim(pid, cpu, timeout=120.0, log=print):
                     "it must allocate under pressure (a reader of a sparse file under a "
                     "ballast) while kswapd is starved")
             slipped.append(why)
-            write_value(path, runtime)   # let it go, trap it again
-            if fair_runtime is not None:
-                write_value(fair, fair_runtime)
+            let_go()   # and trap it again
             _set_affinity_if_alive(pid, home)
         if log:
             log("task %d frozen on CPU %d in %s (%d slipped first)"

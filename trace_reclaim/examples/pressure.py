@@ -245,6 +245,8 @@ KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
 DIRECT_RECLAIM_BEGIN = "events/vmscan/mm_vmscan_direct_reclaim_begin/id"
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 FAIR_SERVER = "/sys/kernel/debug/sched/fair_server/cpu%d/runtime"
+#: perf_event_open(2)'s number, by machine (Python has no wrapper for it).
+PERF_EVENT_OPEN_NR = {"x86_64": 298, "aarch64": 241}
 
 # The trap: a real-time process, on the reader's CPU, asleep on a perf
 # event of the reader's (perf_event_open, one sample per event, a wakeup at
@@ -273,7 +275,8 @@ else:
 attr = struct.pack("<IIQQQQQIIQQ", ev_type, 72, config, 1, 2, 0, 0, 1, 0, config1, 0)
 buf = ctypes.create_string_buffer(attr, len(attr))
 libc.syscall.restype = ctypes.c_long
-fd = libc.syscall(298, buf, reader, -1, -1, 8)  # perf_event_open, PERF_FLAG_FD_CLOEXEC
+nr = int(os.environ["PERF_EVENT_OPEN_NR"])
+fd = libc.syscall(nr, buf, reader, -1, -1, 8)  # perf_event_open, PERF_FLAG_FD_CLOEXEC
 if fd < 0:
     print("perf_event_open: " + os.strerror(ctypes.get_errno()), flush=True)
     sys.exit(1)
@@ -356,6 +359,10 @@ def frozen_in_direct_reclaim(pid, cpu, timeout=120.0, log=print):
             "task %d must be pinned to one CPU other than %d (it is on %s)"
             % (pid, cpu, sorted(home)), "pin it away from starved_kswapd's busy loop first")
     event = _trap_event()
+    if os.uname().machine not in PERF_EVENT_OPEN_NR:
+        raise _restore.WorkloadError("no perf_event_open number known for %s"
+                                     % os.uname().machine,
+                                     "add it to pressure.PERF_EVENT_OPEN_NR")
     fair = FAIR_SERVER % cpu
     try:
         fair_runtime = PROC.value(fair) if os.path.exists(fair) else None
@@ -418,8 +425,10 @@ def _set_affinity_if_alive(pid, cpus):
 def _spring_trap(pid, home, cpu, event, deadline):
     """One trap for task ``pid``: (its kernel stack, None) if it is held in
     reclaim, (None, how it slipped on) if not, (None, None) at the deadline."""
+    nr = PERF_EVENT_OPEN_NR[os.uname().machine]
     trap = subprocess.Popen([sys.executable, "-c", _TRAP, str(pid), str(home), str(cpu),
                              str(os.getpid()), *event],
+                            env=dict(os.environ, PERF_EVENT_OPEN_NR=str(nr)),
                             stdout=subprocess.PIPE, bufsize=0)
     assert trap.stdout is not None
     lines = _lines_of(trap, deadline)

@@ -30,7 +30,7 @@ import contextlib
 import os
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from tests.livetools import Trace, direct_reclaim_passes, passes_match_allocstall
 from tests.vm.conftest import record_timing, timed
@@ -67,6 +67,23 @@ def _replayed(t: Trace, window: str) -> Tuple[Dict[str, Any], Dict[str, Any], in
     return doc, tot, allocstall, figures
 
 
+@contextlib.contextmanager
+def _traced(tmp_path: Any, window: str) -> Iterator[Tuple[Trace, List[subprocess.Popen]]]:
+    """A recorder around the block (started first: nothing is in reclaim at
+    its start) and the list the block puts its readers in.  At exit the
+    readers end, then the recorder stops, or is killed if the block failed."""
+    readers: List[subprocess.Popen] = []
+    t = start(str(tmp_path), PLAN)
+    try:
+        yield t, readers
+    except BaseException:
+        _end(readers)
+        kill(t)
+        raise
+    _end(readers)
+    stop(t, PLAN, window)
+
+
 def _end(readers: List[subprocess.Popen]) -> None:
     for r in readers:
         r.kill()
@@ -74,13 +91,10 @@ def _end(readers: List[subprocess.Popen]) -> None:
 
 
 def test_stopped_in_the_middle_of_direct_reclaim(vm_live, page_cache_dir, tmp_path):
-    readers: List[subprocess.Popen] = []
-    t = start(str(tmp_path), PLAN)   # before the ballast: nothing is in reclaim at the start
-    stopped = False
-    try:
+    with _traced(tmp_path, "midway") as (t, readers):
         with pressure.sparse_file(directory=page_cache_dir) as path, \
                 pressure.ballast(working_bytes=0, margin=256 * MiB, log=None):
-            readers = _readers(path)
+            readers += _readers(path)
             with pressure.starved_kswapd(log=None):
                 begin = _allocstall()
                 deadline = time.monotonic() + WAIT_S
@@ -97,12 +111,6 @@ def test_stopped_in_the_middle_of_direct_reclaim(vm_live, page_cache_dir, tmp_pa
                 t.interrupt()
                 time.sleep(GRACE_S)
                 _end(readers)
-        stop(t, PLAN, "midway")
-        stopped = True
-    finally:
-        _end(readers)
-        if not stopped:
-            kill(t)
     assert stalled >= PASSES, f"the readers made {stalled} direct reclaims in {WAIT_S} s"
     doc, tot, allocstall, figures = _replayed(t, "midway")
     record_timing(what="stop midway", plan=PLAN, allocstall=allocstall,
@@ -145,15 +153,12 @@ def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
     and the passes are still allocstall_* exactly.  (6.12, first run: caught
     at once, 1,276 stalls + 1 in flight = 1,277 allocstall; 6.1: 2,961 + 1.)
     """
-    readers: List[subprocess.Popen] = []
     frozen: Optional[Dict[str, Any]] = None
-    t = start(str(tmp_path), PLAN)
-    stopped = False
-    try:
+    with _traced(tmp_path, "in flight") as (t, readers):
         with pressure.sparse_file(directory=page_cache_dir) as path, \
                 contextlib.ExitStack() as ballast:
             ballast.enter_context(pressure.ballast(working_bytes=0, margin=256 * MiB, log=None))
-            readers = _readers(path)
+            readers += _readers(path)
             with pressure.starved_kswapd(log=None) as starved:
                 home = min(os.sched_getaffinity(0) - {starved["cpu"]})
                 os.sched_setaffinity(readers[0].pid, {home})
@@ -173,12 +178,6 @@ def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
                 finally:
                     held.__exit__(None, None, None)   # the reader goes on
                 _end(readers)
-        stop(t, PLAN, "in flight")
-        stopped = True
-    finally:
-        _end(readers)
-        if not stopped:
-            kill(t)
     assert frozen is not None
     doc, tot, allocstall, figures = _replayed(t, "in flight")
     record_timing(what="stall in flight", plan=PLAN, allocstall=allocstall,

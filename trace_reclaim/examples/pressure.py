@@ -376,19 +376,13 @@ def frozen_in_direct_reclaim(pid, cpu, timeout=120.0, log=print):
         r.undo("task %d CPU affinity = %s" % (pid, sorted(home)),
                _set_affinity_if_alive, pid, home)
 
-        def let_go():
+        def let_go():   # idempotent: the watchdog and the exit may both run it
             write_value(path, runtime)
             if fair_runtime is not None:
                 write_value(fair, fair_runtime)
-        thawed = threading.Event()
-
-        def thaw():
-            if not thawed.is_set():
-                let_go()
-                thawed.set()
         r.undo("%s = %s%s" % (path, runtime, "" if fair_runtime is None
-                               else ", %s = %s" % (fair, fair_runtime)), thaw)
-        watchdog = threading.Timer(FREEZE_MAX_S, thaw)
+                               else ", %s = %s" % (fair, fair_runtime)), let_go)
+        watchdog = threading.Timer(FREEZE_MAX_S, let_go)
         watchdog.daemon = True
         r.callback(watchdog.cancel)
         slipped: list = []

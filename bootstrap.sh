@@ -109,6 +109,8 @@ trace)
 test)
     # tests/unit/test_abi.py compiles bpf/events.h (cc, <linux/types.h>).
     apt_install gcc libc6-dev linux-libc-dev
+    # The perf-beside live test counts tracepoints with perf while we trace.
+    apt_install linux-perf
     # The serve live test scrapes with a real Prometheus (and lints with its
     # promtool); it starts its own on loopback, never the packaged service.
     apt_opts=--no-install-recommends apt_install prometheus

@@ -35,6 +35,19 @@
 #endif
 #include "events.h"
 
+/*
+ * What every TRACEPOINT_PROBE returns, on every path.  A classic tracepoint
+ * runs its BPF programs in perf_trace_run_bpf_submit(), and only if they
+ * return non-zero does the event go on to the perf events open on that
+ * tracepoint: returning 0, as bcc's tools do, hides it from `perf stat`,
+ * `perf record` and `perf trace -e vmscan:*` for as long as we trace.  Our own
+ * perf events, through which the programs attach, are disabled once attached
+ * (session.quiet_own_perf_events), so an event nobody else listens to costs
+ * nothing more than before.  Raw tracepoint, fentry and kprobe programs'
+ * return values decide nothing of the kind.
+ */
+#define TP_PASS 1
+
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 256
 #endif

@@ -104,22 +104,26 @@ static __always_inline int memcg_end(__u32 kind, __u64 nr_reclaimed)
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_begin)
 {
-	return memcg_begin(args, args->order, args->gfp_flags, MEMCG_RECLAIM_LIMIT);
+	memcg_begin(args, args->order, args->gfp_flags, MEMCG_RECLAIM_LIMIT);
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_end)
 {
-	return memcg_end(MEMCG_RECLAIM_LIMIT, args->nr_reclaimed);
+	memcg_end(MEMCG_RECLAIM_LIMIT, args->nr_reclaimed);
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_softlimit_reclaim_begin)
 {
-	return memcg_begin(args, args->order, args->gfp_flags, MEMCG_RECLAIM_SOFTLIMIT);
+	memcg_begin(args, args->order, args->gfp_flags, MEMCG_RECLAIM_SOFTLIMIT);
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_softlimit_reclaim_end)
 {
-	return memcg_end(MEMCG_RECLAIM_SOFTLIMIT, args->nr_reclaimed);
+	memcg_end(MEMCG_RECLAIM_SOFTLIMIT, args->nr_reclaimed);
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
@@ -128,12 +132,12 @@ TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
 
 	e = reserve_event(sizeof(*e), EV_CGROUP_MKDIR);
 	if (!e)
-		return 0;
+		return TP_PASS;
 	e->id = args->id;
 	e->root = args->root;
 	e->level = args->level;
 	__builtin_memset(e->path, 0, sizeof(e->path));
 	TP_DATA_LOC_READ_STR(e->path, path, sizeof(e->path));
 	submit_event(e);
-	return 0;
+	return TP_PASS;
 }

@@ -22,7 +22,7 @@ TRACEPOINT_PROBE(oom, mark_victim)
 
 	e = reserve_event(sizeof(*e), EV_MARK_VICTIM);
 	if (!e)
-		return 0;
+		return TP_PASS;
 	e->total_vm_kb = args->total_vm;
 	e->anon_rss_kb = args->anon_rss;
 	e->file_rss_kb = args->file_rss;
@@ -38,7 +38,7 @@ TRACEPOINT_PROBE(oom, mark_victim)
 	e->cgroup_id = cg.cgroup_id;
 	e->memcg_id = cg.memcg_id;
 	submit_event(e);
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(compaction, mm_compaction_begin)
@@ -48,7 +48,7 @@ TRACEPOINT_PROBE(compaction, mm_compaction_begin)
 
 	start.ts_ns = bpf_ktime_get_ns();
 	compaction_begin.update(&tid, &start);
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(compaction, mm_compaction_end)
@@ -60,13 +60,13 @@ TRACEPOINT_PROBE(compaction, mm_compaction_end)
 
 	start = compaction_begin.lookup(&tid);
 	if (!start)
-		return 0;	/* began before we attached */
+		return TP_PASS;	/* began before we attached */
 	begin_ns = start->ts_ns;
 	compaction_begin.delete(&tid);
 
 	e = reserve_event(sizeof(*e), EV_COMPACTION);
 	if (!e)
-		return 0;
+		return TP_PASS;
 	e->delta_ns = e->hdr.ts_ns - begin_ns;
 	e->zone_start_pfn = args->zone_start;
 	e->zone_end_pfn = args->zone_end;
@@ -75,7 +75,7 @@ TRACEPOINT_PROBE(compaction, mm_compaction_end)
 	e->status = args->status;
 	e->sync = args->sync;
 	submit_event(e);
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(oom, reclaim_retry_zone)
@@ -84,7 +84,7 @@ TRACEPOINT_PROBE(oom, reclaim_retry_zone)
 
 	e = reserve_event(sizeof(*e), EV_RECLAIM_RETRY_ZONE);
 	if (!e)
-		return 0;
+		return TP_PASS;
 	e->reclaimable_pages = args->reclaimable;
 	e->available_pages = args->available;
 	e->min_wmark_pages = args->min_wmark;
@@ -95,7 +95,7 @@ TRACEPOINT_PROBE(oom, reclaim_retry_zone)
 	e->wmark_check = args->wmark_check;
 	e->pad = 0;
 	submit_event(e);
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(oom, compact_retry)
@@ -104,7 +104,7 @@ TRACEPOINT_PROBE(oom, compact_retry)
 
 	e = reserve_event(sizeof(*e), EV_COMPACT_RETRY);
 	if (!e)
-		return 0;
+		return TP_PASS;
 	e->order = args->order;
 	e->priority = args->priority;
 	e->result = args->result;
@@ -112,5 +112,5 @@ TRACEPOINT_PROBE(oom, compact_retry)
 	e->max_retries = args->max_retries;
 	e->retry = args->ret;
 	submit_event(e);
-	return 0;
+	return TP_PASS;
 }

@@ -24,14 +24,14 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_wakeup_kswapd)
 
 	e = reserve_event(sizeof(*e), EV_WAKEUP_KSWAPD);
 	if (!e)
-		return 0;
+		return TP_PASS;
 	e->gfp_flags = args->gfp_flags;
 	e->nid = args->nid;
 	e->zid = args->zid;
 	e->order = args->order;
 	e->pad = 0;
 	submit_event(e);
-	return 0;
+	return TP_PASS;
 }
 
 static __always_inline void emit_kswapd(__u32 type, int nid, int zid, int order)
@@ -50,13 +50,13 @@ static __always_inline void emit_kswapd(__u32 type, int nid, int zid, int order)
 TRACEPOINT_PROBE(vmscan, mm_vmscan_kswapd_wake)
 {
 	emit_kswapd(EV_KSWAPD_WAKE, args->nid, args->zid, args->order);
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_kswapd_sleep)
 {
 	emit_kswapd(EV_KSWAPD_SLEEP, args->nid, -1, -1);
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin)
@@ -66,13 +66,13 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin)
 	struct direct_reclaim_begin_state start = {};
 
 	if (!tgid_wanted(id >> 32) || !cgroup_wanted())
-		return 0;
+		return TP_PASS;
 	start.ts_ns = bpf_ktime_get_ns();
 	start.gfp_flags = args->gfp_flags;
 	start.order = args->order;
 	start.last_priority = -1;
 	direct_reclaim_begin.update(&tid, &start);
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
@@ -84,13 +84,13 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 
 	start = direct_reclaim_begin.lookup(&tid);
 	if (!start)
-		return 0;	/* began before we attached, or filtered out */
+		return TP_PASS;	/* began before we attached, or filtered out */
 	begin = *start;
 	direct_reclaim_begin.delete(&tid);
 
 	e = reserve_event(sizeof(*e), EV_DIRECT_RECLAIM);
 	if (!e)
-		return 0;
+		return TP_PASS;
 	e->delta_ns = e->hdr.ts_ns - begin.ts_ns;
 	e->gfp_flags = begin.gfp_flags;
 	e->order = begin.order;
@@ -100,7 +100,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 	e->cgroup_id = cg.cgroup_id;
 	e->memcg_id = cg.memcg_id;
 	submit_event(e);
-	return 0;
+	return TP_PASS;
 }
 
 /*
@@ -208,7 +208,7 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_shrink_inactive)
 		c->nr_reclaimed += args->nr_reclaimed;
 	}
 	direct_reclaim_inferred(args->priority);
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_isolate)
@@ -218,12 +218,12 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_isolate)
 
 	/* LRU_INACTIVE_ANON (0) and LRU_INACTIVE_FILE (2): the lists pgscan counts */
 	if (args->lru != 0 && args->lru != 2)
-		return 0;
+		return TP_PASS;
 	who = reclaimer();
 	c = lru_reclaim.lookup(&who);
 	if (c)
 		c->nr_taken += args->nr_taken;
-	return 0;
+	return TP_PASS;
 }
 
 #if defined(RECLAIM_SHRINK_PRIORITY_ARG) && !defined(RECLAIM_PASS_FENTRY) && \

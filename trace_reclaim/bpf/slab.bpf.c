@@ -235,7 +235,7 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_start)
 	/* kernel threads (kswapd) have tgid == pid and pass tgid_wanted only
 	 * when unfiltered; shrinkers run for the whole machine anyway */
 	if (!tgid_wanted(id >> 32) || !cgroup_wanted())
-		return 0;
+		return TP_PASS;
 	st.ts_ns = bpf_ktime_get_ns();
 	st.shr = shr;
 	st.shrink = shrink;
@@ -251,7 +251,7 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_start)
 #ifdef SHRINKER_OWNERS
 	shrinker_owner_once(shr, shrink);
 #endif
-	return 0;
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmscan, mm_shrink_slab_end)
@@ -264,13 +264,13 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_end)
 
 	start = shrink_slab_start.lookup(&tid);
 	if (!start)
-		return 0;	/* began before we attached, or filtered out */
+		return TP_PASS;	/* began before we attached, or filtered out */
 	begin = *start;
 	shrink_slab_start.delete(&tid);
 
 	e = reserve_event(sizeof(*e), EV_SHRINK_SLAB);
 	if (!e)
-		return 0;
+		return TP_PASS;
 	e->delta_ns = e->hdr.ts_ns - begin.ts_ns;
 	e->shr = begin.shr;
 	e->shrink = begin.shrink;
@@ -295,7 +295,7 @@ TRACEPOINT_PROBE(vmscan, mm_shrink_slab_end)
 	e->cgroup_id = cg.cgroup_id;
 	e->memcg_id = cg.memcg_id;
 	submit_event(e);
-	return 0;
+	return TP_PASS;
 }
 
 #ifdef SLAB_CACHE_ACCOUNTING

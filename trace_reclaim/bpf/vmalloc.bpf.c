@@ -438,18 +438,21 @@ int kprobe____purge_vmap_area_lazy(struct pt_regs *ctx)
 #else
 TRACEPOINT_PROBE(vmalloc, alloc_vmap_area)
 {
-	return vmalloc_area(args, args->addr, args->size, args->align, args->vstart, args->vend,
-			    args->failed);
+	vmalloc_area(args, args->addr, args->size, args->align, args->vstart, args->vend,
+		     args->failed);
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmalloc, free_vmap_area_noflush)
 {
-	return vmalloc_area_freed(args->va_start, args->nr_lazy, args->nr_lazy_max);
+	vmalloc_area_freed(args->va_start, args->nr_lazy, args->nr_lazy_max);
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(vmalloc, purge_vmap_area_lazy)
 {
-	return vmalloc_purged(args->start, args->end, args->npurged);
+	vmalloc_purged(args->start, args->end, args->npurged);
+	return TP_PASS;
 }
 #endif
 
@@ -548,16 +551,16 @@ TRACEPOINT_PROBE(kmem, mm_page_alloc)
 	__u64 *armed = vmalloc_nr_armed.lookup(&zero);
 
 	if (!armed || !*armed)
-		return 0;
-	return vmalloc_page_alloc(args->pfn != (unsigned long)-1, args->order,
-				  args->gfp_flags);
+		return TP_PASS;
+	vmalloc_page_alloc(args->pfn != (unsigned long)-1, args->order, args->gfp_flags);
+	return TP_PASS;
 }
 
 TRACEPOINT_PROBE(kmem, kmalloc)
 {
 	if (args->ptr != 0 || args->bytes_req < VMALLOC_KMALLOC_MIN)
-		return 0;
-	return vmalloc_kmalloc(args->bytes_req, args->bytes_alloc, args->gfp_flags,
-			       args->node);
+		return TP_PASS;
+	vmalloc_kmalloc(args->bytes_req, args->bytes_alloc, args->gfp_flags, args->node);
+	return TP_PASS;
 }
 #endif

@@ -236,10 +236,10 @@ RECLAIMING = ("shrink_", "do_try_to_free_pages")
 FREEZE_MAX_S = 30.0
 #: Where the trap springs: shrink_node(), which direct reclaim calls after
 #: mm_vmscan_direct_reclaim_begin and the ALLOCSTALL count (a kprobe perf
-#: event of its own, for this task).  Not the tracepoint itself: a BPF
-#: program on a tracepoint that returns 0, as a tracer's do, drops the event
-#: for every perf event on it (perf_trace_run_bpf_submit()).  The tracepoint
-#: is the fallback on kernels without kprobes.
+#: event of its own, for this task).  Not the tracepoint itself, which fires
+#: before that count and before any shrink function is on the stack; it is
+#: the fallback on kernels without kprobes (a perf event on it sees it beside
+#: trace-reclaim: the tracer's programs return TP_PASS, bpf/common.bpf.h).
 TRAP_FUNCTION = "shrink_node"
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
 DIRECT_RECLAIM_BEGIN = "events/vmscan/mm_vmscan_direct_reclaim_begin/id"

@@ -131,9 +131,10 @@ test-vm)
     [ "$arch" = amd64 ] || die "test-vm boots amd64 kernels only (this is $arch)" \
                               "run it on an x86-64 machine"
     # qemu-system-x86 without its recommends (GUI, audio): the guest runs headless.
-    # bpfcc-tools (drsnoop) and bpftrace: the peers counted beside us in the guest.
+    # bpfcc-tools (drsnoop) and bpftrace: the peers counted beside us in the guest;
+    # linux-perf: perf stat beside a trace (tests/vm/test_attach_plans.py).
     apt_opts=--no-install-recommends apt_install qemu-system-x86 busybox-static kmod \
-        xz-utils e2fsprogs bpfcc-tools bpftrace
+        xz-utils e2fsprogs bpfcc-tools bpftrace linux-perf
     if ! .venv/bin/python -c "import virtme_ng" 2>/dev/null; then
         say "installing virtme-ng into .venv"
         .venv/bin/python -m pip install -q --disable-pip-version-check virtme-ng >&2

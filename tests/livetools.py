@@ -171,3 +171,67 @@ def opt_in_tier(config: Any, items: List[Any], directory: str, marker: str,
             config.hook.pytest_deselected(items=mine)
             items[:] = keep
 
+
+
+class PerfStat:
+    """``perf stat -a`` counting ``tracepoints`` for the block: ``counts`` after it.
+
+    Started before the block (every event open on every CPU, read from the
+    perf process's fds), ended with SIGINT after it, when perf writes its
+    counts; a tracepoint perf did not count is absent from ``counts``.
+    """
+
+    def __init__(self, tracepoints: Sequence[str], timeout: float = 120.0) -> None:
+        self.tracepoints = list(tracepoints)
+        self.timeout = timeout
+        self.counts: Dict[str, int] = {}
+        self.stderr = ""
+
+    def __enter__(self) -> PerfStat:
+        self._out = tempfile.NamedTemporaryFile(mode="w+", suffix=".csv")
+        self._err = tempfile.TemporaryFile(mode="w+")
+        argv = ["perf", "stat", "-a", "-x,", "-o", self._out.name]
+        for tp in self.tracepoints:
+            argv += ["-e", tp]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._err)
+        want = len(self.tracepoints) * (os.cpu_count() or 1)
+        deadline = time.monotonic() + self.timeout
+        while _perf_fds(self.proc.pid) < want:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._err.seek(0)
+                self.proc.kill()
+                raise RuntimeError(f"perf stat did not start: {self._err.read()}")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._err.seek(0)
+        self.stderr = self._err.read()
+        self._out.seek(0)
+        for line in self._out.read().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2] in self.tracepoints and fields[0].isdigit():
+                self.counts[fields[2]] = int(fields[0])
+        self._out.close()
+
+
+def _perf_fds(pid: int) -> int:
+    n = 0
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}") == "anon_inode:[perf_event]":
+                n += 1
+        except OSError:
+            pass
+    return n

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from tests.livetools import Trace
+from tests.livetools import PerfStat, Trace
 from trace_reclaim import events
 from trace_reclaim.recording import Reader
 from trace_reclaim.tracers import memcg
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.live
 # idle machine make happen: memcg, vmalloc (two), oom (compaction).
 TRACEPOINTS = ["cgroup:cgroup_mkdir", "kmem:mm_page_alloc", "kmem:kmalloc",
                "vmalloc:alloc_vmap_area", "compaction:mm_compaction_begin"]
-# The workload, run under `perf stat -a`: our own memory cgroup made and
+# The workload, run while `perf stat -a` counts: our own memory cgroup made and
 # removed; one BPF program load (the verifier's vmalloc areas); 64 MiB of
 # anonymous memory touched on CPU 0, where bcc opened our perf events; a
 # compaction of every zone (/proc/sys/vm/compact_memory: a trigger, nothing
@@ -53,20 +53,12 @@ with open("/proc/sys/vm/compact_memory", "w") as f:
 SYS_PIDFD_GETFD = {"x86_64": 438, "aarch64": 438}
 
 
-def _perf_stat(tmp_path):
-    out = tmp_path / "perf.csv"
-    r = subprocess.run(["perf", "stat", "-x,", "-o", str(out), "-a",
-                        *[a for tp in TRACEPOINTS for a in ("-e", tp)],
-                        "--", sys.executable, "-c", WORKLOAD],
-                       capture_output=True, text=True, timeout=300)
+def _workload():
+    """Run WORKLOAD; return the name of the cgroup it made."""
+    r = subprocess.run([sys.executable, "-c", WORKLOAD], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
-    counts = {}
-    for line in out.read_text().splitlines():
-        fields = line.split(",")
-        if len(fields) > 2 and fields[2] in TRACEPOINTS:
-            counts[fields[2]] = int(fields[0]) if fields[0].isdigit() else fields[0]
-    cgroup = [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("cgroup ")]
-    return counts, cgroup[0]
+    return [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("cgroup ")][0]
 
 
 def _perf_fds(pid):
@@ -104,14 +96,15 @@ def test_perf_counts_what_we_trace_and_our_own_events_take_nothing(tmp_path):
         ours = _perf_fds(t.proc.pid)
         try:
             before = _samples(ours)
-            counts, cgroup = _perf_stat(tmp_path)
+            with PerfStat(TRACEPOINTS) as perf:
+                cgroup = _workload()
             after = _samples(ours)
         finally:
             for fd in ours:
                 os.close(fd)
     # Every tracepoint the workload made happen reached perf beside us.
     for tp in TRACEPOINTS:
-        assert isinstance(counts.get(tp), int) and counts[tp] > 0, (tp, counts)
+        assert perf.counts.get(tp, 0) > 0, (tp, perf.counts, perf.stderr)
     # ... and our programs saw them too: the cgroup made is in the recording.
     mkdirs = []
     with open(t.path, "rb") as f:

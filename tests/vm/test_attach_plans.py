@@ -32,7 +32,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.livetools import ROOT, passes_match_allocstall
+from tests.livetools import ROOT, PerfStat, passes_match_allocstall
 from tests.vm.conftest import N_FILES, record_timing, timed
 from tests.vm.recorder import ALLOCSTALL, kill, replay_report, start, stop
 from trace_reclaim import events
@@ -55,6 +55,9 @@ INSNS = 700_000
 KMALLOC_MAX = 4 * MiB
 # vmalloc:alloc_vmap_area and its siblings came in 6.2: without them the
 # vmalloc tracer does not run (test_vmalloc_absent_is_said).
+# Counted by `perf stat -a` beside window B's workloads (test_perf_beside_...).
+PERF_BESIDE = ["vmscan:mm_vmscan_direct_reclaim_begin", "vmscan:mm_vmscan_direct_reclaim_end",
+               "vmscan:mm_vmscan_kswapd_wake"]
 VMALLOC_TRACEPOINTS = any(os.path.isdir(f"{d}/events/vmalloc")
                           for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
 
@@ -123,7 +126,9 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
     out: Dict[str, Any] = {"plan": plan, "fallbacks": []}
     _proc.drop_caches(2)
     t = start(str(tmp_path_factory.mktemp(f"b-{plan}")), plan)
+    perf = PerfStat(PERF_BESIDE)
     try:
+        perf.__enter__()
         with timed("negative dentries", plan=plan, files=N_FILES):
             with slab_dentries.negative_dentries(N_FILES, directory=page_cache_dir):
                 time.sleep(1.2)
@@ -142,9 +147,14 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
             out["pressure"] = _stream_page_cache(page_cache_dir)
             _proc.drop_caches(2)          # every shrinker, once
             time.sleep(1.5)               # the shrinks finish inside the window
+        perf.__exit__(None, None, None)
         stop(t, plan, "B")
     finally:
+        proc = getattr(perf, "proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
         kill(t)
+    out["perf"] = {"counts": perf.counts, "stderr": perf.stderr}
     out["trace"] = t
     out["report"], out["text"] = replay_report(t, plan, "B")
     return out
@@ -543,6 +553,25 @@ def test_counts_equal_the_kernels_own(window_b):
     pids = {p["pid"] for p in doc["reclaim"]["direct_reclaim"]["processes"]}
     assert os.getpid() in pids   # the fallback workload ran in this process
     assert sum(n["awake_ns"] for n in doc["reclaim"]["kswapd"]) > 0
+
+
+def test_perf_beside_counts_the_same_reclaims(window_b):
+    """`perf stat -a` on the vmscan tracepoints, beside the trace over window B's
+    workloads, counts what the trace does: our programs hand every event on
+    (TP_PASS, bpf/common.bpf.h; returning 0 left perf with none).  The guest
+    runs nothing else: every direct reclaim is a workload's, inside both
+    windows; kswapd may still run between perf's end and the trace's."""
+    perf, tot = window_b["perf"]["counts"], window_b["report"]["totals"]
+    begins = perf.get("vmscan:mm_vmscan_direct_reclaim_begin", 0)
+    ends = perf.get("vmscan:mm_vmscan_direct_reclaim_end", 0)
+    wakes = perf.get("vmscan:mm_vmscan_kswapd_wake", 0)
+    record_timing(what="perf stat beside", plan=window_b["plan"],
+                  perf=f"{begins} begins, {ends} ends, {wakes} kswapd wakes",
+                  trace_reclaim=f"{tot['direct_reclaim_stalls']} stalls, "
+                                f"{tot['kswapd_wakes']} kswapd wakes")
+    assert tot["direct_reclaim_stalls"] > 0, window_b["perf"]
+    assert begins == ends == tot["direct_reclaim_stalls"], window_b["perf"]
+    assert 0 < wakes <= tot["kswapd_wakes"], window_b["perf"]
 
 
 # -- drgn: the kernel's own structures ------------------------------------------

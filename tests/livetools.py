@@ -196,7 +196,7 @@ class PerfStat:
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._err)
         want = len(self.tracepoints) * (os.cpu_count() or 1)
         deadline = time.monotonic() + self.timeout
-        while _perf_fds(self.proc.pid) < want:
+        while len(perf_event_fds(self.proc.pid)) < want:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self._err.seek(0)
                 self.proc.kill()
@@ -222,16 +222,17 @@ class PerfStat:
         self._out.close()
 
 
-def _perf_fds(pid: int) -> int:
-    n = 0
+def perf_event_fds(pid: int) -> List[int]:
+    """The fds of ``pid`` that are perf events (none if it is gone)."""
+    out = []
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        return 0
+        return out
     for name in names:
         try:
             if os.readlink(f"/proc/{pid}/fd/{name}") == "anon_inode:[perf_event]":
-                n += 1
+                out.append(int(name))
         except OSError:
             pass
-    return n
+    return out

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from tests.livetools import PerfStat, Trace
+from tests.livetools import PerfStat, Trace, perf_event_fds
 from trace_reclaim import events
 from trace_reclaim.recording import Reader
 from trace_reclaim.tracers import memcg
@@ -61,23 +61,18 @@ def _workload():
     return [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("cgroup ")][0]
 
 
-def _perf_fds(pid):
-    """The perf events ``pid`` holds, duplicated into this process (pidfd_getfd)."""
+def _duplicated(pid):
+    """``pid``'s perf events, duplicated into this process (pidfd_getfd)."""
     nr = SYS_PIDFD_GETFD[platform.machine()]
     libc = ctypes.CDLL(None, use_errno=True)
     pidfd = os.pidfd_open(pid)
     fds = []
     try:
-        for name in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{name}")
-            except OSError:
-                continue
-            if target == "anon_inode:[perf_event]":
-                fd = libc.syscall(nr, pidfd, int(name), 0)
-                if fd < 0:
-                    raise OSError(ctypes.get_errno(), f"pidfd_getfd of fd {name}")
-                fds.append(fd)
+        for theirs in perf_event_fds(pid):
+            fd = libc.syscall(nr, pidfd, theirs, 0)
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), f"pidfd_getfd of fd {theirs}")
+            fds.append(fd)
     finally:
         os.close(pidfd)
     return fds
@@ -93,7 +88,7 @@ def test_perf_counts_what_we_trace_and_our_own_events_take_nothing(tmp_path):
     if platform.machine() not in SYS_PIDFD_GETFD:
         pytest.skip(f"pidfd_getfd's number on {platform.machine()} is not known here")
     with Trace(str(tmp_path)) as t:
-        ours = _perf_fds(t.proc.pid)
+        ours = _duplicated(t.proc.pid)
         try:
             before = _samples(ours)
             with PerfStat(TRACEPOINTS) as perf:

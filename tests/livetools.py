@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -88,8 +88,7 @@ class Trace:
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, text=True)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
-            self._err.seek(0)
-            text = self._err.read()
+            text = read_shared(self._err)
             # Every tracer attached, not just the reclaim programs that attach
             # first: tests count slab, vmalloc, oom and memcg events too.
             if all_attached(text):
@@ -99,8 +98,8 @@ class Trace:
                 break
             time.sleep(0.05)
         self.proc.kill()
-        self._err.seek(0)
-        raise RuntimeError(f"trace-reclaim did not start: {self._err.read()}")
+        self.proc.wait()
+        raise RuntimeError(f"trace-reclaim did not start: {read_shared(self._err)}")
 
     def interrupt(self) -> None:
         """Ctrl-C, once: the trace ends (its end counters are read at once)."""
@@ -126,6 +125,19 @@ class Trace:
             assert self.returncode == 0, self.stderr
             if self.want_report:
                 self.report = report_json(self.path)
+
+
+def read_shared(f: IO[str]) -> str:
+    """What a running child has written so far to ``f``, a file it shares with us.
+
+    Not ``f.seek(0); f.read()``: the child's fd and ours are one open file
+    description with one offset, and a write of the child's between our
+    seek and our read lands at offset 0, over what it wrote first (a VM run
+    lost trace-reclaim's "Tracing reclaim" line that way, and with it the
+    list of tracers still attaching).  pread leaves the offset alone.
+    """
+    fd = f.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
 
 
 def direct_reclaim_passes(totals: Dict[str, Any]) -> int:
@@ -198,9 +210,9 @@ class PerfStat:
         deadline = time.monotonic() + self.timeout
         while len(perf_event_fds(self.proc.pid)) < want:
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self._err.seek(0)
                 self.proc.kill()
-                raise RuntimeError(f"perf stat did not start: {self._err.read()}")
+                self.proc.wait()
+                raise RuntimeError(f"perf stat did not start: {read_shared(self._err)}")
             time.sleep(0.05)
         return self
 

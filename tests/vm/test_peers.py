@@ -29,7 +29,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.livetools import direct_reclaim_passes
+from tests.livetools import direct_reclaim_passes, read_shared
 from tests.vm.conftest import record_timing, timed
 from tests.vm.recorder import ALLOCSTALL, kill, replay_report, start, stop
 from trace_reclaim.examples import vmalloc_fallback
@@ -57,12 +57,10 @@ class Peer:
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def text(self) -> str:
-        self.out.seek(0)
-        return self.out.read()
+        return read_shared(self.out)
 
     def errors(self) -> str:
-        self.err.seek(0)
-        return self.err.read()
+        return read_shared(self.err)
 
     def wait_ready(self, deadline: float) -> None:
         while self.ready not in self.text():

@@ -27,6 +27,7 @@ counted by the kernel and not ended.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import subprocess
 import time
@@ -140,6 +141,13 @@ def _in_flight_tids(path: str) -> List[int]:
     return tids
 
 
+def _scheduler_knobs() -> Dict[str, str]:
+    """RT throttling and every CPU's fair server runtime (6.12+), as read now."""
+    paths = ["/proc/sys/kernel/sched_rt_runtime_us",
+             *sorted(glob.glob(pressure.FAIR_SERVER.replace("cpu%d", "cpu*")))]
+    return {p: open(p).read().strip() for p in paths}
+
+
 def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
     """One reader held inside a direct reclaim while the trace ends.
 
@@ -154,6 +162,7 @@ def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
     at once, 1,276 stalls + 1 in flight = 1,277 allocstall; 6.1: 2,961 + 1.)
     """
     frozen: Optional[Dict[str, Any]] = None
+    knobs = _scheduler_knobs()
     with _traced(tmp_path, "in flight") as (t, readers):
         with pressure.sparse_file(directory=page_cache_dir) as path, \
                 contextlib.ExitStack() as ballast:
@@ -179,6 +188,9 @@ def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
                     held.__exit__(None, None, None)   # the reader goes on
                 _end(readers)
     assert frozen is not None
+    # The trap put back RT throttling and the fair servers (a failed restore
+    # is only printed by the restorer).
+    assert _scheduler_knobs() == knobs, knobs
     doc, tot, allocstall, figures = _replayed(t, "in flight")
     record_timing(what="stall in flight", plan=PLAN, allocstall=allocstall,
                   slipped=frozen["slipped"], stack=" < ".join(frozen["stack"][:4]),

@@ -696,7 +696,7 @@ def detach_in_parallel(objects: List[Any]) -> int:
 PERF_EVENT_IOC_DISABLE = 0x2401
 
 
-def quiet_own_perf_events(bpf: Any) -> int:
+def quiet_own_perf_events(bpf: Any) -> None:
     """Disable the perf events bcc attached ``bpf``'s tracepoint programs through.
 
     The programs keep running: a classic tracepoint runs the BPF programs
@@ -705,20 +705,17 @@ def quiet_own_perf_events(bpf: Any) -> int:
     rest: as they return TP_PASS (common.bpf.h), to leave each event to
     whoever else has the tracepoint open in perf, the kernel would also
     offer it to our own event (bcc opens it on CPU 0), a sample nobody
-    reads, on every event CPU 0 sees.  Return how many were disabled; one
-    that will not is left as it was (it costs that sample, nothing more).
+    reads, on every event CPU 0 sees.  One that will not be disabled is
+    left as it was: it costs that sample, nothing more.
     """
     import fcntl
 
     fds = getattr(bpf, "tracepoint_fds", None)
-    done = 0
     for fd in (fds.values() if isinstance(fds, dict) else ()):
         try:
             fcntl.ioctl(fd, PERF_EVENT_IOC_DISABLE, 0)
-            done += 1
         except (OSError, TypeError):
             pass
-    return done
 
 
 def _last_line(e: BaseException) -> str:

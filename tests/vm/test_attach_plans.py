@@ -53,11 +53,11 @@ HUGE = 2 * MiB
 # 6.12, fits a free order-10 block and never reaches vmalloc).
 INSNS = 700_000
 KMALLOC_MAX = 4 * MiB
-# vmalloc:alloc_vmap_area and its siblings came in 6.2: without them the
-# vmalloc tracer does not run (test_vmalloc_absent_is_said).
 # Counted by `perf stat -a` beside window B's workloads (test_perf_beside_...).
 PERF_BESIDE = ["vmscan:mm_vmscan_direct_reclaim_begin", "vmscan:mm_vmscan_direct_reclaim_end",
                "vmscan:mm_vmscan_kswapd_wake"]
+# vmalloc:alloc_vmap_area and its siblings came in 6.2: without them the
+# vmalloc tracer does not run (test_vmalloc_absent_is_said).
 VMALLOC_TRACEPOINTS = any(os.path.isdir(f"{d}/events/vmalloc")
                           for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
 

@@ -184,7 +184,6 @@ def opt_in_tier(config: Any, items: List[Any], directory: str, marker: str,
             items[:] = keep
 
 
-
 class PerfStat:
     """``perf stat -a`` counting ``tracepoints`` for the block: ``counts`` after it.
 
@@ -224,8 +223,7 @@ class PerfStat:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._err.seek(0)
-        self.stderr = self._err.read()
+        self.stderr = read_shared(self._err)
         self._out.seek(0)
         for line in self._out.read().splitlines():
             fields = line.split(",")

@@ -25,7 +25,6 @@ perf event took (read from it).  Nothing else may run on CPU 0 meanwhile.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import resource
 import statistics
@@ -33,7 +32,7 @@ import subprocess
 import sys
 
 from trace_reclaim.quiet import captured_stderr
-from trace_reclaim.session import PERF_EVENT_IOC_DISABLE
+from trace_reclaim.session import quiet_own_perf_events
 
 PROGRAM = r"""
 BPF_ARRAY(seen, u64, 1);
@@ -74,7 +73,7 @@ def _attached(ret: int, off: bool):
         b = BPF(text=PROGRAM, cflags=[f"-DRET={ret}"])
     fd = next(iter(b.tracepoint_fds.values()))
     if off:
-        fcntl.ioctl(fd, PERF_EVENT_IOC_DISABLE, 0)
+        quiet_own_perf_events(b)
     return b, fd
 
 

@@ -222,6 +222,84 @@ def render_attach(attach: Dict[str, Any]) -> List[str]:
     return out
 
 
+def _setting(v: Any) -> str:
+    """A workload parameter or sysctl as one would type it: lists spaced, objects as JSON."""
+    if isinstance(v, list) and all(not isinstance(x, (list, dict)) for x in v):
+        return " ".join(map(str, v)) or "[]"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return str(v)
+
+
+def _settings(d: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={_setting(v)}" for k, v in sorted(d.items()))
+
+
+def render_workload(wl: Any) -> List[str]:
+    """What ran during the trace, as ``trace-reclaim run`` (or whoever) described it.
+
+    Its name and repetition; the parameters and sysctls the run set (with
+    what they were before); the vm sysctls in effect and the machine; how
+    the run settled the machine first.  Keys a newer writer adds are shown
+    as ``key=value``: a recording's workload is free-form beyond its name.
+    """
+    if not isinstance(wl, dict):
+        return wrap(f"workload: {_setting(wl)}", hang="  ")
+    wl = dict(wl)
+    name = wl.pop("name", None)
+    head = _setting(name) if name not in (None, "") else "(unnamed)"
+    rep = wl.pop("repetition", None)
+    runner = wl.pop("runner", None)
+    if rep is not None or runner is not None:
+        head += " (" + ", ".join(([f"run {_setting(rep)}"] if rep is not None else [])
+                                 + ([f"by {_setting(runner)}"] if runner is not None
+                                    else [])) + ")"
+    out = wrap("workload: " + head, hang="  ")
+    params = wl.pop("params", None)
+    if isinstance(params, dict):
+        given = {k: v for k, v in params.items() if v not in ([], {}, "", None)}
+        if given:
+            out += wrap("  params: " + _settings(given), hang="    ")
+    elif params is not None:
+        out += wrap(f"  params: {_setting(params)}", hang="    ")
+    sysctls = wl.pop("sysctls", None)
+    before = wl.pop("sysctls_before", None)
+    if isinstance(sysctls, dict) and sysctls:
+        was = before if isinstance(before, dict) else {}
+        out += wrap("  sysctls set for it: " + ", ".join(
+            f"{k}={_setting(v)}" + (f" (was {_setting(was[k])})" if k in was else "")
+            for k, v in sorted(sysctls.items())), hang="    ")
+    vm = wl.pop("vm", None)
+    if isinstance(vm, dict) and vm:
+        out += wrap("  vm sysctls: " + _settings(
+            {k.removeprefix("vm."): v for k, v in vm.items()}), hang="    ")
+    machine = wl.pop("machine", None)
+    if isinstance(machine, dict) and machine:
+        facts = []
+        if isinstance(machine.get("cpus"), int):
+            facts.append(f"{machine['cpus']} CPUs")
+        if isinstance(machine.get("mem_total_bytes"), int):
+            facts.append(f"{fmt_bytes(machine['mem_total_bytes'])} RAM")
+        if facts:
+            out += wrap("  machine: " + ", ".join(facts), hang="    ")
+    settle = wl.pop("settle", None)
+    if isinstance(settle, dict) and settle:
+        done = []
+        if settle.get("drop_caches"):
+            done.append("caches dropped")
+        if settle.get("compact_memory"):
+            done.append("memory compacted")
+        if "kswapd_asleep" in settle:
+            done.append("kswapd asleep" if settle["kswapd_asleep"] else "kswapd still awake")
+        took = settle.get("seconds")
+        when = (f" in {took:.1f} s" if isinstance(took, (int, float))
+                and not isinstance(took, bool) else "")
+        out += wrap(f"  settled first{when}: " + ", ".join(done or ["-"]), hang="    ")
+    if wl:
+        out += wrap("  " + _settings(wl), hang="    ")
+    return out
+
+
 def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     """The human report: summary, lost events, kernel cross-check, sections."""
     w, t, lost = doc["window"], doc["totals"], doc["lost"]
@@ -232,7 +310,7 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
                 f"{w['intervals']} intervals, ended{NBSP}by{NBSP}{w['ended_by'] or 'unknown'}",
                 hang="  ")
     if sysinfo.get("workload"):
-        out += wrap(f"workload: {sysinfo['workload']}", hang="  ")
+        out += render_workload(sysinfo["workload"])
     extra = []
     if lost["events_outside_window"]:
         extra.append(f"{lost['events_outside_window']} outside the window")

@@ -50,9 +50,14 @@ def redact_recording(src, dst):
 PARAMS = re.compile(r"""(["']params["']:\s*)(\{[^{}]*\}|["']\[redacted\]["'])""")
 
 
+# The text report's workload parameters: a line of their own, and its continuations.
+PARAMS_LINES = re.compile(r"^  params: .*\n(?:    .*\n)*", re.MULTILINE)
+
+
 def masked(text, hostname):
     """The report without what redaction changes: addresses, host, workload parameters
     (and the column widths and line breaks they set)."""
+    text = PARAMS_LINES.sub("", text)
     text = ANY_ADDR.sub("ADDR", text)
     # Shrinkers of one callback are numbered in the order of their addresses.
     text = re.sub(r"#[0-9]+\b", "#N", text)

@@ -19,6 +19,8 @@ from trace_reclaim.replay import replay
 from trace_reclaim.report import render_json, render_text
 
 INTERVAL = ["-i", "0.5"]
+#: The attach plans a stock kernel offers, each forced in turn (--attach).
+PLANS = ("fentry", "kprobe", "tracepoint")
 ALLOCSTALL = ("allocstall_dma", "allocstall_dma32", "allocstall_normal",
               "allocstall_movable", "allocstall_device")
 

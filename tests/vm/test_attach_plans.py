@@ -34,7 +34,7 @@ import pytest
 
 from tests.livetools import ROOT, PerfStat, passes_match_allocstall
 from tests.vm.conftest import N_FILES, record_timing, timed
-from tests.vm.recorder import ALLOCSTALL, kill, replay_report, start, stop
+from tests.vm.recorder import ALLOCSTALL, PLANS, kill, replay_report, start, stop
 from trace_reclaim import events
 from trace_reclaim.examples import _proc, pressure, slab_dentries, vmalloc_fallback, vmalloc_huge
 from trace_reclaim.examples import zram_lifecycle
@@ -42,7 +42,6 @@ from trace_reclaim.procfs import ProcFS, vmstat_delta
 from trace_reclaim.recording import Reader
 from trace_reclaim.tracers.vmalloc import EV_KMALLOC_LARGE, VM_ALLOW_HUGE_VMAP
 
-PLANS = ("fentry", "kprobe", "tracepoint")
 MiB = 1 << 20
 PAGE = 4096
 HUGE = 2 * MiB

@@ -33,9 +33,12 @@ import subprocess
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import pytest
+
 from tests.livetools import Trace, direct_reclaim_passes, passes_match_allocstall
 from tests.vm.conftest import record_timing, timed
-from tests.vm.recorder import ALLOCSTALL, kill, replay_report, start, stop, window_closed
+from tests.vm.recorder import (ALLOCSTALL, PLANS, kill, replay_report, start, stop,
+                               window_closed)
 from trace_reclaim import events
 from trace_reclaim.examples import pressure
 from trace_reclaim.procfs import ProcFS
@@ -56,11 +59,11 @@ def _allocstall() -> int:
     return sum(vm.get(k, 0) for k in ALLOCSTALL)
 
 
-def _replayed(t: Trace, window: str) -> Tuple[Dict[str, Any], Dict[str, Any], int,
-                                              Dict[str, int]]:
+def _replayed(t: Trace, window: str, plan: str = PLAN
+              ) -> Tuple[Dict[str, Any], Dict[str, Any], int, Dict[str, int]]:
     """The recording's report: the document, its totals, the guest's
     allocstall_* delta in it, and the report's direct-reclaim counts."""
-    doc, _text = replay_report(t, PLAN, window)
+    doc, _text = replay_report(t, plan, window)
     tot, vm = doc["totals"], doc["totals"]["vmstat_delta"]
     allocstall = sum(vm[k] for k in ALLOCSTALL if k in vm)
     figures = {k: v for k, v in tot.items() if k.startswith("direct_reclaim_")
@@ -69,12 +72,13 @@ def _replayed(t: Trace, window: str) -> Tuple[Dict[str, Any], Dict[str, Any], in
 
 
 @contextlib.contextmanager
-def _traced(tmp_path: Any, window: str) -> Iterator[Tuple[Trace, List[subprocess.Popen]]]:
+def _traced(tmp_path: Any, window: str, plan: str = PLAN
+            ) -> Iterator[Tuple[Trace, List[subprocess.Popen]]]:
     """A recorder around the block (started first: nothing is in reclaim at
     its start) and the list the block puts its readers in.  At exit the
     readers end, then the recorder stops, or is killed if the block failed."""
     readers: List[subprocess.Popen] = []
-    t = start(str(tmp_path), PLAN)
+    t = start(str(tmp_path), plan)
     try:
         yield t, readers
     except BaseException:
@@ -82,7 +86,7 @@ def _traced(tmp_path: Any, window: str) -> Iterator[Tuple[Trace, List[subprocess
         kill(t)
         raise
     _end(readers)
-    stop(t, PLAN, window)
+    stop(t, plan, window)
 
 
 def _end(readers: List[subprocess.Popen]) -> None:
@@ -148,7 +152,8 @@ def _scheduler_knobs() -> Dict[str, str]:
     return {p: open(p).read().strip() for p in paths}
 
 
-def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
+@pytest.mark.parametrize("plan", PLANS)
+def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path, plan):
     """One reader held inside a direct reclaim while the trace ends.
 
     Eight readers stream under the ballast with kswapd starved, as above;
@@ -160,10 +165,16 @@ def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
     let go: that stall is in flight in the report, its thread in the table,
     and the passes are still allocstall_* exactly.  (6.12, first run: caught
     at once, 1,276 stalls + 1 in flight = 1,277 allocstall; 6.1: 2,961 + 1.)
+
+    On each plan: the table is filled at direct_reclaim_begin on all of
+    them, but a stall's retries (in flight too) are counted by fentry or a
+    kprobe on vmpressure_prio(), or inferred from the shrinks' priority on
+    the tracepoint plan, a lower bound: there the passes are bounded by
+    allocstall_*, not equal to it.
     """
     frozen: Optional[Dict[str, Any]] = None
     knobs = _scheduler_knobs()
-    with _traced(tmp_path, "in flight") as (t, readers):
+    with _traced(tmp_path, "in flight", plan) as (t, readers):
         with pressure.sparse_file(directory=page_cache_dir) as path, \
                 contextlib.ExitStack() as ballast:
             ballast.enter_context(pressure.ballast(working_bytes=0, margin=256 * MiB, log=None))
@@ -171,7 +182,7 @@ def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
             with pressure.starved_kswapd(log=None) as starved:
                 home = min(os.sched_getaffinity(0) - {starved["cpu"]})
                 os.sched_setaffinity(readers[0].pid, {home})
-                with timed("stall in flight: reader trapped in reclaim", plan=PLAN):
+                with timed("stall in flight: reader trapped in reclaim", plan=plan):
                     held = pressure.frozen_in_direct_reclaim(
                         readers[0].pid, starved["cpu"], timeout=TRAP_S, log=None)
                     frozen = held.__enter__()
@@ -179,7 +190,7 @@ def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
                     _end(readers[1:])
                     ballast.close()
                     t.interrupt()
-                    with timed("stall in flight: end counters written", plan=PLAN):
+                    with timed("stall in flight: end counters written", plan=plan):
                         deadline = time.monotonic() + WAIT_S
                         while not window_closed(t.path):
                             assert time.monotonic() < deadline, "the trace did not end"
@@ -191,12 +202,17 @@ def test_stopped_with_a_stall_in_flight(vm_live, page_cache_dir, tmp_path):
     # The trap put back RT throttling and the fair servers (a failed restore
     # is only printed by the restorer).
     assert _scheduler_knobs() == knobs, knobs
-    doc, tot, allocstall, figures = _replayed(t, "in flight")
-    record_timing(what="stall in flight", plan=PLAN, allocstall=allocstall,
+    doc, tot, allocstall, figures = _replayed(t, "in flight", plan)
+    record_timing(what="stall in flight", plan=plan, allocstall=allocstall,
                   slipped=frozen["slipped"], stack=" < ".join(frozen["stack"][:4]),
                   **figures)
     assert tot["lost_events"] == 0, doc["lost"]
-    assert doc["reclaim"]["direct_reclaim"]["retries_exact"] is True
     assert readers[0].pid in _in_flight_tids(t.path), frozen
     assert tot["direct_reclaim_in_flight"] >= 1, figures
-    assert passes_match_allocstall(tot, allocstall), (allocstall, figures)
+    exact = doc["reclaim"]["direct_reclaim"]["retries_exact"]
+    assert exact is (plan != "tracepoint")
+    if exact:
+        assert passes_match_allocstall(tot, allocstall), (allocstall, figures)
+    else:
+        # What the tracepoints saw, nothing the kernel did not count.
+        assert direct_reclaim_passes(tot) <= allocstall, (allocstall, figures)

@@ -8,20 +8,25 @@ workload, then stops it with SIGINT and replays the recording.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
+import threading
 import time
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
 from trace_reclaim.session import all_attached
+from trace_reclaim.view import HOME_CLEAR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -246,3 +251,106 @@ def perf_event_fds(pid: int) -> List[int]:
         except OSError:
             pass
     return out
+
+
+class Terminal:
+    """A command on a pseudo-terminal of its own (its controlling tty), output collected."""
+
+    def __init__(self, argv: List[str], stderr_on_tty: bool = False) -> None:
+        master, slave = os.openpty()
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO  # no "^C" echoed into the output we parse
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        self.master = master
+        self.out = bytearray()
+        self._lock = threading.Lock()
+
+        def controlling_tty() -> None:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        # stderr on the terminal too, as for a user; or a pipe, to read it whatever
+        # becomes of the terminal.
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave,
+                                     stderr=slave if stderr_on_tty else subprocess.PIPE,
+                                     preexec_fn=controlling_tty, cwd=ROOT)
+        os.close(slave)
+        self._closed = False
+        self._stop = threading.Event()
+        self.err = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._err_reader = threading.Thread(target=self._read_err, daemon=True)
+        self._err_reader.start()
+
+    def _read(self) -> None:
+        # Never blocked in read(): hang_up() must be the terminal's last user.
+        while not self._stop.is_set():
+            if not select.select([self.master], [], [], 0.1)[0]:
+                continue
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not data:
+                return
+            with self._lock:
+                self.out.extend(data)
+
+    def _read_err(self) -> None:
+        if self.proc.stderr is None:
+            return
+        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):  # type: ignore
+            with self._lock:
+                self.err.extend(chunk)
+
+    def frames(self) -> int:
+        with self._lock:
+            return self.out.count(HOME_CLEAR.encode())
+
+    def text(self) -> str:
+        """The terminal's output so far (the terminal turns each \\n into \\r\\n)."""
+        with self._lock:
+            return self.out.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def err_text(self) -> str:
+        """What the command wrote to stderr so far, when it is not the terminal."""
+        with self._lock:
+            return self.err.decode("utf-8", "replace")
+
+    def hang_up(self) -> None:
+        """What a dropped ssh connection does: sshd closes the terminal's master
+        side, and the kernel hangs it up (SIGHUP to the session, EIO on writes)."""
+        self._stop.set()
+        self._reader.join(10)
+        self._closed = True
+        os.close(self.master)
+
+    def wait_frames(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.frames() < n:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                self._err_reader.join(10)
+                raise AssertionError(f"{self.frames()} frames, wanted {n}: "
+                                     f"{self.err_text()!r}")
+            time.sleep(0.1)
+
+    def ctrl_c(self) -> None:
+        """What the Ctrl-C key does: the terminal sends SIGINT to its foreground group."""
+        os.write(self.master, b"\x03")
+
+    def finish(self, timeout: float = 120) -> Tuple[int, str, str]:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self._reader.join(10)
+        self._err_reader.join(10)
+        if not self._closed:
+            self._stop.set()
+            os.close(self.master)
+            self._closed = True
+        return rc, self.text(), self.err_text()

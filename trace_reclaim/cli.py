@@ -173,14 +173,12 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
     except UserError as e:
         if traceback:
             raise
-        print(f"error: {e}", file=env.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=env.stderr)
+        env.tell(f"error: {e}", *([f"hint: {e.hint}"] if e.hint else []))
         return e.status
     except KeyboardInterrupt:
         if traceback:
             raise
-        print("error: interrupted before tracing began", file=env.stderr)
+        env.tell("error: interrupted before tracing began")
         return ExitStatus.INTERRUPTED
     except BrokenPipeError:
         # `trace-reclaim ... | head`: the reader left; not an error.

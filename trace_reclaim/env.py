@@ -10,6 +10,8 @@ factory, the root check), injectable so tests run commands in-process
 from __future__ import annotations
 
 import enum
+import errno
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, TextIO
@@ -17,7 +19,7 @@ from typing import Any, Callable, Optional, TextIO
 from trace_reclaim.probe import Probe
 from trace_reclaim.procfs import ProcFS
 
-__all__ = ["ExitStatus", "UserError", "Environment"]
+__all__ = ["ExitStatus", "UserError", "Environment", "output_gone", "silence"]
 
 
 class ExitStatus(enum.IntEnum):
@@ -35,6 +37,25 @@ class UserError(Exception):
         super().__init__(message)
         self.hint = hint
         self.status = status
+
+
+def output_gone(e: OSError) -> bool:
+    """Whether ``e`` says our reader went away: a pipe's (``live | head``,
+    EPIPE) or the terminal's, hung up (EIO after an ssh session dropped)."""
+    return isinstance(e, BrokenPipeError) or e.errno in (errno.EPIPE, errno.EIO)
+
+
+def silence(stream: Any) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, so that what it still
+    buffers is dropped at exit instead of failing again (Python's advice for
+    a closed pipe); a stream without one (a test's) is left alone."""
+    try:
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        return
+    os.dup2(null, fd)
+    os.close(null)
 
 
 @dataclass
@@ -62,4 +83,15 @@ class Environment:
         return bool(isatty and isatty())
 
     def warn(self, msg: str) -> None:
-        print(f"warning: {msg}", file=self.stderr)
+        self.tell(f"warning: {msg}")
+
+    def tell(self, *lines: str) -> None:
+        """Lines on stderr, if anyone is still there to read them (a hung-up
+        terminal says EIO): what goes unsaid then is never the only record."""
+        try:
+            for line in lines:
+                print(line, file=self.stderr, flush=True)
+        except OSError as e:
+            if not output_gone(e):
+                raise
+            silence(self.stderr)

@@ -32,7 +32,7 @@ from trace_reclaim.tracer import Tracer
 __all__ = ["BPF_DIR", "LiveSession", "Compile", "build_header", "bpf_source", "SessionError",
            "attach_parts", "part_maps", "ATTACH_FIRST", "FIRST_PLANNED", "READY", "STILL_ATTACHING",
            "detach_in_parallel",
-           "ALL_ATTACHED", "all_attached"]
+           "ALL_ATTACHED", "all_attached", "STOP_SIGNALS"]
 
 # The BPF sources ship inside the package; bcc needs a directory for -I.
 BPF_DIR = str(resources.files("trace_reclaim").joinpath("bpf"))
@@ -60,6 +60,8 @@ FIRST_PLANNED = ATTACH_FIRST + ("memcg",)
 # object is attached (with STILL_ATTACHING when more follow), then a line
 # starting ALL_ATTACHED once every tracer is (all_attached() reads them).
 READY = "Tracing reclaim"
+#: The signals that end a trace cleanly; the stop reason is the signal's name.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STILL_ATTACHING = "still attaching"
 ALL_ATTACHED = "attached:"
 
@@ -469,7 +471,10 @@ class LiveSession:
                 self._emit_user(obj)
 
     def stop(self, reason: str) -> None:
-        self._stop = reason
+        """End the trace at the loop's next turn; the first reason given is the one kept
+        (a hung-up terminal sends SIGHUP, then fails the view's next write)."""
+        if self._stop is None:
+            self._stop = reason
 
     # -- the run -----------------------------------------------------------
     def load(self) -> None:
@@ -539,10 +544,16 @@ class LiveSession:
         """
         if self.bpf is None:
             self.load()
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Ctrl-C, kill, and the terminal going away (an ssh session dropped
+        # mid-incident): each ends the trace as the end of its duration would,
+        # end counters and End record written.
+        # A signal ignored when we started stays ignored: ``nohup
+        # trace-reclaim record ...`` asked to outlive its terminal.
+        old = {s: h for s in STOP_SIGNALS
+               if (h := signal.getsignal(s)) is not signal.SIG_IGN}
 
         def _handler(signum: int, frame: Any) -> None:
-            self.stop("SIGINT" if signum == signal.SIGINT else "SIGTERM")
+            self.stop(signal.Signals(signum).name)
 
         for s in old:
             signal.signal(s, _handler)

@@ -12,26 +12,20 @@ Needs root and bcc (skips otherwise, fails under TRACE_RECLAIM_REQUIRE_LIVE=1).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import signal
-import subprocess
 import sys
-import termios
-import threading
 import time
 from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from tests import ROOT
-from tests.livetools import report_json, run_cli
+from tests.livetools import Terminal, report_json, run_cli
 from trace_reclaim.examples import pressure
 from trace_reclaim.view import CLEAR_EOL, HOME_CLEAR, totals_line
 
 DELAYACCT = "/proc/sys/kernel/task_delayacct"
-FRAME = HOME_CLEAR.encode()
 
 
 def _delayacct() -> str:
@@ -42,69 +36,6 @@ def _delayacct() -> str:
 def _allocstall() -> int:
     with open("/proc/vmstat") as f:
         return sum(int(line.split()[1]) for line in f if line.startswith("allocstall_"))
-
-
-class Terminal:
-    """A command on a pseudo-terminal of its own (its controlling tty), output collected."""
-
-    def __init__(self, argv: List[str]) -> None:
-        master, slave = os.openpty()
-        attrs = termios.tcgetattr(slave)
-        attrs[3] &= ~termios.ECHO  # no "^C" echoed into the output we parse
-        termios.tcsetattr(slave, termios.TCSANOW, attrs)
-        self.master = master
-        self.out = bytearray()
-        self._lock = threading.Lock()
-
-        def controlling_tty() -> None:
-            os.setsid()
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=subprocess.PIPE,
-                                     preexec_fn=controlling_tty, cwd=ROOT)
-        os.close(slave)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:  # EIO: the last writer closed the terminal
-                return
-            if not data:
-                return
-            with self._lock:
-                self.out.extend(data)
-
-    def frames(self) -> int:
-        with self._lock:
-            return self.out.count(FRAME)
-
-    def wait_frames(self, n: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.frames() < n:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError(f"{self.frames()} frames, wanted {n}: "
-                                     f"{self.proc.stderr.read().decode()!r}")  # type: ignore
-            time.sleep(0.1)
-
-    def ctrl_c(self) -> None:
-        """What the Ctrl-C key does: the terminal sends SIGINT to its foreground group."""
-        os.write(self.master, b"\x03")
-
-    def finish(self, timeout: float = 120) -> Tuple[int, str, str]:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-        self._reader.join(10)
-        os.close(self.master)
-        err = self.proc.stderr.read().decode()  # type: ignore[union-attr]
-        # The terminal turns each \n into \r\n (ONLCR).
-        return rc, self.out.decode("utf-8", "replace").replace("\r\n", "\n"), err
 
 
 def split_screen(text: str) -> Tuple[List[str], str]:
@@ -177,8 +108,10 @@ def test_live_view_totals_are_the_report(live, tmp_path, end):
     assert m and int(m.group(1)) == t["direct_reclaim_stalls"]
 
 
-def test_sigterm_while_compiling_restores_delayacct(live, tmp_path):
-    """A SIGTERM before tracing began ends it like Ctrl-C: no traceback, nothing left on."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_while_compiling_restores_delayacct(live, tmp_path, sig):
+    """A SIGTERM (or SIGHUP, the terminal gone) before tracing began ends it like
+    Ctrl-C: no traceback, nothing left on."""
     before = _delayacct()
     assert before == "0", "kernel.task_delayacct is already on: cannot see it turned on"
     term = Terminal([sys.executable, "-m", "trace_reclaim", "live", "--delayacct", "-i", "1"])
@@ -187,9 +120,9 @@ def test_sigterm_while_compiling_restores_delayacct(live, tmp_path):
     while _delayacct() == before and time.monotonic() < deadline and term.proc.poll() is None:
         time.sleep(0.01)
     assert _delayacct() != before, "trace-reclaim never turned delay accounting on"
-    term.proc.send_signal(signal.SIGTERM)
+    term.proc.send_signal(sig)
     rc, text, err = term.finish()
-    assert term.frames() == 0, "the trace had already begun: SIGTERM came too late"
+    assert term.frames() == 0, "the trace had already begun: the signal came too late"
     assert rc == 130, (rc, err)
     assert "error: interrupted before tracing began" in err and "Traceback" not in err, err
     assert _delayacct() == before

@@ -9,10 +9,10 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from trace_reclaim import tracers
-from trace_reclaim.env import Environment, ExitStatus, UserError
+from trace_reclaim.env import Environment, ExitStatus, UserError, output_gone, silence
 from trace_reclaim.probe import Probe
 from trace_reclaim import recording
 from trace_reclaim.recording import Writer
@@ -172,11 +172,13 @@ def _check_cgroups(wanted: Any, plan: Any) -> None:
 
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """Let SIGTERM interrupt the block like Ctrl-C, so its cleanup runs.
+    """Let SIGTERM and SIGHUP interrupt the block like Ctrl-C, so its cleanup runs.
 
-    Without this, a SIGTERM while the BPF program compiles would kill the
-    process with kernel.task_delayacct still on.  While tracing, the
-    session's own handler takes over: the trace ends and the report follows.
+    Without this, a SIGTERM while the BPF program compiles, or the ssh
+    session it runs in dropping (SIGHUP), would kill the process with
+    kernel.task_delayacct still on.  While tracing, the session's own
+    handler takes over: the trace ends and the report follows.  A SIGHUP
+    ignored when we started (``nohup``) stays ignored.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
@@ -185,11 +187,15 @@ def sigterm_interrupts() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, interrupt)
+    old = {s: h for s in (signal.SIGTERM, signal.SIGHUP)
+           if (h := signal.getsignal(s)) is not signal.SIG_IGN}
+    for s in old:
+        signal.signal(s, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -262,15 +268,31 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
     view = LiveView(env.stdout, tty=env.stdout_tty(), json_lines=args.json) if live else None
     session: Optional[LiveSession] = None
 
+    def to_view(show: Callable[[LiveView], None]) -> None:
+        nonlocal view
+        if view is None or session is None:
+            return
+        try:
+            show(view)
+        except OSError as e:
+            if not output_gone(e):
+                raise
+            # Nobody reads the rows any more (``live | head``, a hung-up
+            # terminal): the trace ends as at its duration, and a recording
+            # gets its end counters and End record.
+            view = None
+            silence(env.stdout)
+            session.stop("output closed")
+
     def on_row(row: Dict[str, Any]) -> None:
-        if view is not None and session is not None:
-            view.interval(row, session.correlator)
+        if session is not None:
+            corr = session.correlator
+            to_view(lambda v: v.interval(row, corr))
 
     def on_attached(names: List[str], after_ns: int) -> None:
         # Tests and scripts that need every tracer's events wait for this line.
-        print(f"{ALL_ATTACHED} {', '.join(names)} ({after_ns / 1e9:.2f} s after "
-              f"{', '.join(parts[0])}); tracing {', '.join(plan.tracers)}", file=env.stderr,
-              flush=True)
+        env.tell(f"{ALL_ATTACHED} {', '.join(names)} ({after_ns / 1e9:.2f} s after "
+                 f"{', '.join(parts[0])}); tracing {', '.join(plan.tracers)}")
 
     taskstats = None
     ran = False
@@ -300,13 +322,11 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
 
         def ready() -> None:
             later = [n for p in parts[1:] for n in p]
-            print(f"{READY} ({', '.join(parts[0])})"
-                  + (f", {STILL_ATTACHING} {', '.join(later)}" if later else "")
-                  + (f", recording to {args.output}" if args.output else "")
-                  + ("" if args.duration else "... Ctrl-C to end."), file=env.stderr,
-                  flush=True)
-            if view is not None:
-                view.start()
+            env.tell(f"{READY} ({', '.join(parts[0])})"
+                     + (f", {STILL_ATTACHING} {', '.join(later)}" if later else "")
+                     + (f", recording to {args.output}" if args.output else "")
+                     + ("" if args.duration else "... Ctrl-C to end."))
+            to_view(lambda v: v.start())
 
         corr = session.run(on_ready=ready)
         ran = True
@@ -322,6 +342,13 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
     # at the end counters, and each detach waits for the kernel (RCU).
     try:
         return _finish(env, args, session, corr, view, writer, out_path)
+    except OSError as e:
+        if not output_gone(e):
+            raise
+        # The recording is closed and whole; there is no one left to tell.
+        silence(env.stdout)
+        silence(env.stderr)
+        return ExitStatus.OK
     finally:
         session.close()
 
@@ -342,8 +369,7 @@ def _finish(env: Environment, args: argparse.Namespace, session: LiveSession,
     if view is not None:
         view.end(doc, corr.aggs)
     if writer is not None:
-        print(f"recorded {writer.records} records, {writer.bytes} bytes to {args.output}",
-              file=env.stderr)
+        env.tell(f"recorded {writer.records} records, {writer.bytes} bytes to {args.output}")
     if doc["totals"]["lost_events"]:
         env.warn(f"{doc['totals']['lost_events']} events lost (ring buffer full)")
     return ExitStatus.OK

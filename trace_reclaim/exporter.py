@@ -125,6 +125,9 @@ FAMILIES: Tuple[Family, ...] = (
            "Events the ring buffer had no room for (counted in the kernel)"),
     Family("trace_reclaim_damaged_records", "counter",
            "Records that could not be decoded, or of an unknown type"),
+    Family("trace_reclaim_recording_unwritten_records", "counter",
+           "Records not written to the recording (-o) since a write to it failed "
+           "(a full disk); the metrics still count them"),
     Family("trace_reclaim_intervals", "counter", "Intervals the tracer has ticked"),
     Family("trace_reclaim_refresh_duration_seconds", "gauge",
            "How long the last refresh from the tracers' reports took (see "
@@ -215,7 +218,7 @@ class Exporter:
 
     # -- per interval --------------------------------------------------------
     def update(self, aggs: Mapping[str, Any], row: Mapping[str, Any], *,
-               damaged_records: int = 0,
+               damaged_records: int = 0, unwritten_records: int = 0,
                bpf_stats: Optional[Tuple[bool, Mapping[str, Tuple[int, int]]]] = None,
                ) -> bool:
         """Fold one interval in: ``aggs`` are the correlator's aggregators,
@@ -237,6 +240,7 @@ class Exporter:
         for name, a in aggs.items():
             totals.update(a.totals(sections[name]))
         self._rise("trace_reclaim_damaged_records", (), damaged_records)
+        self._rise("trace_reclaim_recording_unwritten_records", (), unwritten_records)
         if "reclaim" in sections:
             self._reclaim(sections["reclaim"], totals)
         if "slab" in sections:

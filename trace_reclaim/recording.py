@@ -20,12 +20,13 @@ rather than fail.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterator, List, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from trace_reclaim import schema
 
@@ -90,12 +91,23 @@ def create(path: str) -> IO[bytes]:
 
     A recording holds process names, command lines and kernel addresses:
     only its owner may read it.  FileExistsError if ``path`` exists.
+    Unbuffered: the Writer writes whole blocks, and after a failed write
+    (a full disk) it cuts the file back to its last complete block, which
+    a buffer still holding part of the failed one would write out again.
     """
-    return open(path, "xb", opener=lambda p, flags: os.open(p, flags, 0o600))
+    return open(path, "xb", buffering=0, opener=lambda p, flags: os.open(p, flags, 0o600))
 
 
 class Writer:
-    """Append records to a recording, a checksummed block at a time."""
+    """Append records to a recording, a checksummed block at a time.
+
+    A block that cannot be written (a full disk, a quota, an I/O error) is
+    not fatal: ``error`` holds why, the file is cut back to its last
+    complete block (a recording that reads to the end, without its End
+    record), and later records are only counted (``unwritten``).  The
+    caller decides whether the trace goes on (LiveSession.stop_on_write_error).
+    The header is written at construction; an OSError there is raised.
+    """
 
     def __init__(self, f: IO[bytes], header: Dict[str, Any]) -> None:
         self._f = f
@@ -103,14 +115,28 @@ class Writer:
         self._nrec = 0
         self.records = 0
         self.bytes = 0
+        self.error: Optional[OSError] = None
+        self.unwritten = 0
         head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
         data = (_FILE_HEAD.pack(MAGIC, VERSION, 0, len(head)) + head
                 + _U32.pack(zlib.crc32(head)))
-        f.write(data)
-        f.flush()
+        self._write_all(data)
         self.bytes += len(data)
 
+    def _write_all(self, data: bytes) -> None:
+        # An unbuffered file may take part of it (the disk fills up midway).
+        view = memoryview(data)
+        while view:
+            n = self._f.write(view)
+            if not n:
+                raise OSError(errno.EIO, "the recording took no bytes")
+            view = view[n:]
+        self._f.flush()
+
     def write(self, type_id: int, payload: bytes) -> None:
+        if self.error is not None:
+            self.unwritten += 1
+            return
         n = len(payload)
         if n < 0xFFFF:
             self._buf += _REC.pack(type_id, n)
@@ -131,13 +157,23 @@ class Writer:
         if not self._nrec:
             return
         payload = bytes(self._buf)
-        head = _BLOCK_HEAD.pack(BLOCK_MAGIC, len(payload), self._nrec, zlib.crc32(payload))
-        self._f.write(head + payload)
-        self._f.flush()
-        self.records += self._nrec
-        self.bytes += len(head) + len(payload)
+        nrec = self._nrec
         self._buf.clear()
         self._nrec = 0
+        head = _BLOCK_HEAD.pack(BLOCK_MAGIC, len(payload), nrec, zlib.crc32(payload))
+        try:
+            self._write_all(head + payload)
+        except OSError as e:
+            self.error = e
+            self.unwritten += nrec
+            try:  # the part of this block that made it out goes again
+                self._f.truncate(self.bytes)
+                self._f.seek(self.bytes)
+            except OSError:
+                pass  # the reader stops at the cut block and says so
+            return
+        self.records += nrec
+        self.bytes += len(head) + len(payload)
 
     def close(self) -> None:
         self.flush()

@@ -290,8 +290,12 @@ class LiveSession:
                  taskstats: Optional[Any] = None, history: bool = True,
                  compile: Optional[Compile] = None,
                  parts: Optional[List[List[str]]] = None,
-                 on_attached: Optional[Callable[[List[str], int], None]] = None) -> None:
+                 on_attached: Optional[Callable[[List[str], int], None]] = None,
+                 stop_on_write_error: bool = True) -> None:
         self.bpf_factory = bpf_factory
+        # A recording that can no longer be written (Writer.error) ends the
+        # trace, unless the trace is worth more than its recording (serve).
+        self.stop_on_write_error = stop_on_write_error
         # The first object's compile: started by the caller before the
         # slower setup, or here by load().
         self._compile = compile
@@ -589,6 +593,10 @@ class LiveSession:
         interval = 0
         last_consume = start
         while self._stop is None:
+            if self.stop_on_write_error and self.writer is not None \
+                    and self.writer.error is not None:
+                self._stop = "recording failed"
+                break
             now = self.clock()
             deadline = next_tick if end is None else min(next_tick, end)
             # While a later object compiles, look for its end often.

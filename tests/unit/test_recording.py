@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -169,3 +170,51 @@ def test_recordings_are_created_0600_and_never_over_a_file(tmp_path):
             create(str(path))
     finally:
         os.umask(old)
+
+
+class FillingUp(io.BytesIO):
+    """A file on a filesystem with ``room`` bytes left: a write takes what fits
+    (as write(2) does), the next one fails with ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data) -> int:  # type: ignore[override]
+        left = self.room - self.tell()
+        if left <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(bytes(data)[:left])
+
+
+@pytest.mark.parametrize("room", [300, 5000, 70_000, 300_000])
+def test_a_full_disk_leaves_every_complete_block_and_nothing_else(room):
+    f = FillingUp(room)
+    w = Writer(f, {"k": 1})
+    written = []
+    for i in range(8000):
+        rec = (1 + i % 3, bytes([i % 251]) * (40 + i % 50))
+        w.write(*rec)
+        written.append(rec)
+        if i % 700 == 699:
+            w.flush()
+    w.close()
+    assert isinstance(w.error, OSError) and w.error.errno == errno.ENOSPC
+    assert w.records + w.unwritten == len(written)
+    # Cut back to the last complete block: a recording that reads to its
+    # end without a warning, holding exactly the records the writer counted.
+    data = f.getvalue()
+    assert len(data) == w.bytes
+    r, got = read_all(data)
+    assert not r.warnings and not r.truncated
+    assert got == written[:w.records]
+
+
+def test_a_header_that_does_not_fit_raises():
+    with pytest.raises(OSError):
+        Writer(FillingUp(20), {"k": "x" * 100})
+
+
+def test_recordings_are_created_unbuffered(tmp_path):
+    with create(str(tmp_path / "r.trc")) as f:
+        assert isinstance(f, io.FileIO)

@@ -20,7 +20,7 @@ import argparse
 import ipaddress
 import os
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from trace_reclaim import tracers
 from trace_reclaim.commands import HELP
@@ -208,7 +208,13 @@ def _serve(args: argparse.Namespace, env: Environment, plan: Any, header: Dict[s
         except OSError as e:
             raise UserError(f"cannot write {args.output}: {e.strerror}",
                             "choose a writable path") from None
-        writer = Writer(f, header)
+        try:
+            writer = Writer(f, header)
+        except OSError as e:
+            f.close()
+            os.unlink(args.output)
+            raise UserError(f"cannot write {args.output}: {e.strerror}",
+                            "free space on its filesystem, or record to another one") from None
     session: Optional[LiveSession] = None
 
     def on_row(row: Dict[str, Any]) -> None:
@@ -218,12 +224,20 @@ def _serve(args: argparse.Namespace, env: Environment, plan: Any, header: Dict[s
         if session.bpf is not None:
             stats = (_bpf_stats_enabled(env), _bpf_prog_stats(session.bpf))
         exporter.update(corr.aggs, row, bpf_stats=stats,
-                        damaged_records=corr.decode_errors + sum(corr.unknown_types.values()))
+                        damaged_records=corr.decode_errors + sum(corr.unknown_types.values()),
+                        unwritten_records=writer.unwritten if writer is not None else 0)
+        if writer is not None and writer.error is not None and not write_failed:
+            # The metrics are serve's job: they go on, the recording stops.
+            write_failed.append(writer.error)
+            env.warn(f"cannot write {args.output}: {writer.error.strerror or writer.error}; "
+                     f"recording stopped after {writer.records} records, the metrics go on")
 
+    write_failed: List[OSError] = []
     # No episodes or interval rows kept: serve never reports, and runs for weeks.
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
                           plan=plan, header=header, interval_s=args.interval,
-                          writer=writer, on_row=on_row, history=False)
+                          writer=writer, on_row=on_row, history=False,
+                          stop_on_write_error=False)
     try:
         try:
             session.load()
@@ -247,6 +261,13 @@ def _serve(args: argparse.Namespace, env: Environment, plan: Any, header: Dict[s
         if writer is not None and f is not None:
             writer.close()
             f.close()
-    print(f"trace-reclaim serve: stopped ({corr.ended}) after "
-          f"{corr.rows_dropped + len(corr.rows)} intervals", file=env.stderr)
+    env.tell(f"trace-reclaim serve: stopped ({corr.ended}) after "
+             f"{corr.rows_dropped + len(corr.rows)} intervals")
+    if write_failed:
+        err = write_failed[0]
+        assert writer is not None
+        raise UserError(f"cannot write {args.output}: {err.strerror or err}",
+                        f"it holds the first {writer.records} records, every block complete "
+                        f"({writer.unwritten} not written); free space on its filesystem, "
+                        "or record to another one")
     return ExitStatus.OK

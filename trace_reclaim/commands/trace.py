@@ -258,12 +258,18 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
         except OSError as e:
             raise UserError(f"cannot write {args.output}: {e.strerror}",
                             "choose a writable path") from None
-        if getattr(args, "redact", False):
-            from trace_reclaim.redact import RedactingWriter
+        try:
+            if getattr(args, "redact", False):
+                from trace_reclaim.redact import RedactingWriter
 
-            writer = RedactingWriter(f, header)
-        else:
-            writer = Writer(f, header)
+                writer = RedactingWriter(f, header)
+            else:
+                writer = Writer(f, header)
+        except OSError as e:
+            f.close()
+            os.unlink(out_path)
+            raise UserError(f"cannot write {args.output}: {e.strerror}",
+                            "free space on its filesystem, or record to another one") from None
 
     view = LiveView(env.stdout, tty=env.stdout_tty(), json_lines=args.json) if live else None
     session: Optional[LiveSession] = None
@@ -368,6 +374,15 @@ def _finish(env: Environment, args: argparse.Namespace, session: LiveSession,
     doc = corr.report()
     if view is not None:
         view.end(doc, corr.aggs)
+    if writer is not None and writer.error is not None:
+        # The trace stopped at the failed write: the view's report above is
+        # the whole trace, the recording holds its complete blocks.
+        e = writer.error
+        raise UserError(
+            f"cannot write {args.output}: {e.strerror or e}; the trace stopped there",
+            f"{args.output} holds the first {writer.records} records ({writer.bytes} bytes, "
+            f"every block complete; {writer.unwritten} not written): 'trace-reclaim report' "
+            "reads them. Free space on its filesystem, or record to another one")
     if writer is not None:
         env.tell(f"recorded {writer.records} records, {writer.bytes} bytes to {args.output}")
     if doc["totals"]["lost_events"]:

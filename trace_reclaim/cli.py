@@ -14,7 +14,7 @@ from typing import Any, List, NoReturn, Optional
 import trace_reclaim
 # Each command's module is imported when it is chosen (commands.LAZY).
 from trace_reclaim.commands import HELP, LAZY
-from trace_reclaim.commands.args import positive, power_of_two
+from trace_reclaim.commands.args import DURATION_MAX_S, INTERVAL_S, positive, power_of_two
 from trace_reclaim.env import Environment, ExitStatus, UserError
 
 __all__ = ["main", "build_parser", "EPILOG"]
@@ -75,10 +75,12 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     attach_opt(cp)
 
     def trace_opts(sp: argparse.ArgumentParser, record_only: bool) -> None:
-        sp.add_argument("-d", "--duration", type=positive(float), metavar="SECONDS",
+        sp.add_argument("-d", "--duration", type=positive(float, most=DURATION_MAX_S),
+                        metavar="SECONDS",
                         help="stop after this many seconds (default: until Ctrl-C)")
-        sp.add_argument("-i", "--interval", type=positive(float), default=1.0,
-                        metavar="SECONDS", help="interval between rows (default 1)")
+        sp.add_argument("-i", "--interval", type=positive(float, *INTERVAL_S), default=1.0,
+                        metavar="SECONDS", help="interval between rows (default 1; "
+                        f"{INTERVAL_S[0]:g} to {INTERVAL_S[1]:g})")
         sp.add_argument("-p", "--pid", type=positive(int), default=0,
                         help="trace direct reclaim of this process only")
         sp.add_argument("-c", "--cgroup", action="append", default=[], metavar="PATH",

@@ -37,9 +37,23 @@ def assert_user_error(rc, out, err, status=1):
 @pytest.mark.parametrize("argv", [
     ["--bogus"], ["live", "--bogus"], ["live", "-d", "-1"], ["live", "-i", "x"],
     ["record"], ["report"], ["nonsense-command"], ["live", "-p", "0"],
+    ["live", "-i", "1e300"], ["live", "-i", "1e-9"], ["live", "-i", "inf"],
+    ["live", "-d", "inf"], ["live", "-d", "1e300"], ["serve", "-i", "0.001"],
 ])
 def test_bad_flags_are_usage_errors(argv):
     assert_user_error(*run(argv), status=ExitStatus.USAGE)
+
+
+def test_a_pid_that_is_no_process_is_refused(tmp_path):
+    proc = tmp_path / "proc" / "4242"
+    proc.mkdir(parents=True)
+    (proc / "status").write_text("Name:\tworker\nTgid:\t4200\nPid:\t4242\n")
+    rc, out, err = run(["live", "-p", "4243", "-d", "1"], procfs=ProcFS(str(tmp_path)))
+    assert_user_error(rc, out, err, status=ExitStatus.USAGE)
+    assert "-p 4243: no such process" in err
+    rc, out, err = run(["live", "-p", "4242", "-d", "1"], procfs=ProcFS(str(tmp_path)))
+    assert_user_error(rc, out, err, status=ExitStatus.USAGE)
+    assert "a thread of process 4200" in err and "-p 4200" in err
 
 
 def test_not_root_refuses_to_trace():

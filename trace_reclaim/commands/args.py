@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-__all__ = ["positive", "power_of_two"]
+__all__ = ["positive", "power_of_two", "INTERVAL_S", "DURATION_MAX_S"]
 
 
-def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type: ``kind(s)``, which must be a number above 0 (not NaN)."""
+def positive(kind: Callable[[str], Any], least: Optional[float] = None,
+             most: Optional[float] = None) -> Callable[[str], Any]:
+    """An argparse type: ``kind(s)``, which must be a number above 0 (not NaN),
+    and within ``least`` and ``most`` where given (infinity never is)."""
     def parse(s: str) -> Any:
         try:
             v = kind(s)
@@ -17,8 +19,19 @@ def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
         if not v > 0:
             raise argparse.ArgumentTypeError(f"must be positive: {s!r}")
+        if least is not None and v < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least:g}: {s!r}")
+        if most is not None and not v <= most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}: {s!r}")
         return v
     return parse
+
+
+#: Seconds between rows: a tick reads /proc and the BPF maps, so not a busy
+#: loop, and not so long that a row's figures overflow what they count in.
+INTERVAL_S = (0.01, 86400.0)
+#: Seconds a trace may be asked to last: finite (about 31 years).
+DURATION_MAX_S = 1e9
 
 
 def power_of_two(s: str) -> int:

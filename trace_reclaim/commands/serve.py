@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from trace_reclaim import tracers
 from trace_reclaim.commands import HELP
-from trace_reclaim.commands.args import positive
+from trace_reclaim.commands.args import INTERVAL_S, positive
 from trace_reclaim.commands.trace import preflight, sigterm_interrupts
 from trace_reclaim.env import Environment, ExitStatus, UserError
 from trace_reclaim.tracer import Options, Tracer
@@ -50,7 +50,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve /metrics on (default {DEFAULT_LISTEN}; "
                         "':PORT' for every interface, port 0 for any free port)")
-    p.add_argument("-i", "--interval", type=positive(float), default=5.0, metavar="SECONDS",
+    p.add_argument("-i", "--interval", type=positive(float, *INTERVAL_S), default=5.0,
+                   metavar="SECONDS",
                    help="how often the counters are updated (default 5: each interval "
                         "reads /proc and the BPF maps, ~4%% of a core at 1 s)")
     p.add_argument("-o", "--output", metavar="FILE",

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         raise UserError("--redact applies to the recording, and there is none",
                         "add -o FILE (or redact a report: trace-reclaim report --redact FILE)",
                         ExitStatus.USAGE)
+    if args.pid:
+        _check_pid(env, args.pid)
     if args.output:  # before any slow step: bad input fails fast
         if os.path.lexists(args.output):
             raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
@@ -130,6 +132,22 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
             return _trace(args, env, live, plan, header, registry, pending, out_path, parts)
     finally:
         pending.wait()
+
+
+def _check_pid(env: Environment, pid: int) -> None:
+    """-p names a running process (a thread group): the filter compares tgids,
+    so another thread's id, or a pid not running, would match nothing."""
+    status = env.procfs.try_read(f"/proc/{pid}/status")
+    if status is None:
+        raise UserError(f"-p {pid}: no such process",
+                        "give the pid of a running process (pgrep NAME finds it)",
+                        ExitStatus.USAGE)
+    tgid = next((line.split()[1] for line in status.splitlines()
+                 if line.startswith("Tgid:") and len(line.split()) > 1), str(pid))
+    if tgid != str(pid):
+        raise UserError(f"-p {pid}: a thread of process {tgid}, not a process",
+                        f"-p {tgid} traces the direct reclaim of all its threads",
+                        ExitStatus.USAGE)
 
 
 def _absolute_sys_path() -> None:

@@ -34,9 +34,15 @@ INTERVAL_S = (0.01, 86400.0)
 DURATION_MAX_S = 1e9
 
 
+#: Ring buffer pages at most: 1 GiB of 4 KiB pages (the kernel refuses a
+#: ring buffer map of 4 GiB or more with EINVAL, a message about nothing).
+RINGBUF_PAGES_MAX = 1 << 18
+
+
 def power_of_two(s: str) -> int:
-    """An argparse type: a positive power of two (ring buffer pages)."""
-    v = positive(int)(s)
+    """An argparse type: a positive power of two (ring buffer pages), at most
+    RINGBUF_PAGES_MAX."""
+    v = positive(int, most=RINGBUF_PAGES_MAX)(s)
     if v & (v - 1):
         raise argparse.ArgumentTypeError(f"must be a power of two: {s!r}")
     return int(v)

@@ -321,6 +321,11 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
     if lost["undecodable_records"]:
         out += wrap(f"{lost['undecodable_records']} records were damaged and skipped "
                     "(they do not fit their type's declared layout)", hang="  ")
+    if not w["end_ns"] and not w["ended_by"]:
+        out += wrap("No end: the recording stops before its window closed (the recorder "
+                    "was killed, or could not write it): the counts cover what it holds, "
+                    "and the kernel's counters at the end were never read, so nothing "
+                    "below is checked against them.", hang="  ")
     attach = doc.get("attach")
     if attach:
         out += render_attach(attach)

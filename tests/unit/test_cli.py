@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trace_reclaim import cli
+from trace_reclaim import cli, events
 from trace_reclaim.env import Environment, ExitStatus
 from trace_reclaim.procfs import ProcFS
 from trace_reclaim.recording import VERSION
@@ -251,3 +251,20 @@ def test_the_registry_loads_the_tracers_asked_for_in_report_order():
     assert list(tracers.registry()) == list(tracers.NAMES)
     assert list(tracers.registry(n for n in ("memcg", "reclaim"))) == ["reclaim", "memcg"]
     assert all(t.name == n for n, t in tracers.registry().items())
+
+
+def test_a_recording_without_its_end_says_so(tmp_path):
+    """Cut before its window closed (killed, or its disk full): the report
+    says the kernel's end counters were never read; a whole one does not."""
+    whole = synth.pressure_story()
+    cut = [r for r in whole if r[0] not in (events.USER_END,)][:-1]   # no end counters
+    texts = {}
+    for name, recs in (("whole", whole), ("cut", cut)):
+        f = tmp_path / f"{name}.trc"
+        f.write_bytes(synth.recording(recs))
+        rc, out, err = run(["report", str(f)])
+        assert rc == 0, err
+        texts[name] = " ".join(out.split())
+    assert "No end: the recording stops before its window closed" in texts["cut"]
+    assert "ended by unknown" in texts["cut"]
+    assert "No end" not in texts["whole"]

@@ -551,10 +551,12 @@ class LiveSession:
         # Ctrl-C, kill, and the terminal going away (an ssh session dropped
         # mid-incident): each ends the trace as the end of its duration would,
         # end counters and End record written.
-        # A signal ignored when we started stays ignored: ``nohup
-        # trace-reclaim record ...`` asked to outlive its terminal.
+        # A SIGHUP ignored when we started stays ignored: ``nohup
+        # trace-reclaim record ...`` asked to outlive its terminal.  SIGINT
+        # is handled even when ignored (a background job of a shell without
+        # job control starts so): ``run`` and scripts stop a recorder with it.
         old = {s: h for s in STOP_SIGNALS
-               if (h := signal.getsignal(s)) is not signal.SIG_IGN}
+               if (h := signal.getsignal(s)) is not signal.SIG_IGN or s != signal.SIGHUP}
 
         def _handler(signum: int, frame: Any) -> None:
             self.stop(signal.Signals(signum).name)

@@ -165,6 +165,32 @@ def test_nohup_keeps_tracing(tmp_path):
     _check_whole(path, "SIGINT")
 
 
+def test_sigint_stops_a_recorder_started_with_it_ignored(tmp_path):
+    """A background job of a shell without job control (``trace-reclaim record
+    ... &`` in a script, or CI) starts with SIGINT ignored; ``run`` and
+    scripts still stop it with SIGINT.  Only an ignored SIGHUP is nohup's."""
+    path = str(tmp_path / "bg.trc")
+
+    def ignore_int() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    with tempfile.TemporaryFile(mode="w+") as err:
+        p = subprocess.Popen(_cmd(path, "record"), stdout=subprocess.DEVNULL, stderr=err,
+                             text=True, preexec_fn=ignore_int)
+        try:
+            _wait_attached(lambda: read_shared(err), p)
+            _drop_slab()
+            p.send_signal(signal.SIGINT)
+            rc = p.wait(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        text = read_shared(err)
+    assert rc == 0, text
+    _check_whole(path, "SIGINT")
+
+
 def test_reader_leaving_ends_the_trace(tmp_path):
     """``trace-reclaim live -o FILE | head -n 3``: the rows' reader leaves."""
     path = str(tmp_path / "pipe.trc")

@@ -206,7 +206,7 @@ def sigterm_interrupts() -> Iterator[None]:
         raise KeyboardInterrupt
 
     old = {s: h for s in (signal.SIGTERM, signal.SIGHUP)
-           if (h := signal.getsignal(s)) is not signal.SIG_IGN}
+           if (h := signal.getsignal(s)) is not signal.SIG_IGN or s != signal.SIGHUP}
     for s in old:
         signal.signal(s, interrupt)
     try:

@@ -145,6 +145,11 @@ def window_b(plan, tmp_path_factory, page_cache_dir) -> Dict[str, Any]:
         with timed("pressure + drop_caches", plan=plan):
             out["pressure"] = _stream_page_cache(page_cache_dir)
             _proc.drop_caches(2)          # every shrinker, once
+            time.sleep(1.5)
+            # Twice back to back: two runs drop_slab()'s fexit/kretprobe
+            # count apart, which the shrinker calls alone cannot tell apart.
+            _proc.drop_caches(2)
+            _proc.drop_caches(2)
             time.sleep(1.5)               # the shrinks finish inside the window
         perf.__exit__(None, None, None)
         stop(t, plan, "B")
@@ -546,7 +551,15 @@ def test_counts_equal_the_kernels_own(window_b):
     assert 0 <= excess <= vm["slabs_scanned"]
     assert vm["slabs_scanned"] > 0
     assert tot["shrink_slab_scanned"] == vm["slabs_scanned"]
-    assert tot["drop_caches_runs"] == vm["drop_slab"] >= 3
+    if window_b["plan"] == "tracepoint":
+        # Runs inferred from the shrinker calls: a lower bound (the two back
+        # to back count once), shown as such.
+        assert tot["drop_caches_runs_exact"] is False
+        assert 3 <= tot["drop_caches_runs"] < vm["drop_slab"]
+        assert f">={tot['drop_caches_runs']}" in window_b["text"]
+    else:   # fexit or a kretprobe on drop_slab(): every run
+        assert tot["drop_caches_runs_exact"] is True
+        assert tot["drop_caches_runs"] == vm["drop_slab"] >= 5
     assert tot["oom_kills"] == vm["oom_kill"] == 0
     assert vm["pgscan_kswapd"] > 0 and vm["pgsteal_kswapd"] > 0
     pids = {p["pid"] for p in doc["reclaim"]["direct_reclaim"]["processes"]}

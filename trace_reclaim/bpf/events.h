@@ -46,6 +46,7 @@ enum event_type {
 	EV_KMEM_CACHE_CREATE = 33,	/* fexit/kretprobe of the cache creation function */
 	EV_KMEM_CACHE_DESTROY = 34,	/* fentry/kprobe kmem_cache_destroy */
 	EV_KMEM_CACHE_SHUTDOWN = 35,	/* fexit/kretprobe __kmem_cache_shutdown */
+	EV_DROP_SLAB = 36,		/* fexit/kretprobe drop_slab(): one drop_caches run */
 	/* oom and compaction (tracers/oom.py) */
 	EV_MARK_VICTIM = 48,		/* oom:mark_victim */
 	EV_COMPACTION = 49,		/* mm_compaction_begin .. _end, one record */
@@ -252,6 +253,12 @@ struct kmem_cache_event {
 	__s32 err;			/* shutdown: __kmem_cache_shutdown() (0: was empty) */
 	char name[SLAB_NAME_LEN];	/* kmem_cache.name: a merged cache's own name */
 	char requested[SLAB_NAME_LEN];	/* create: the name asked for (an alias's) */
+};
+
+/* One drop_slab() returned: "echo 2 (or 3) > /proc/sys/vm/drop_caches" ran every
+ * shrinker; the kernel counts DROP_SLAB right after.  ts_ns is the return. */
+struct drop_slab_event {
+	struct event_header hdr;
 };
 
 /* Which function reclaimed a memory cgroup (memcg_reclaim_event.kind). */

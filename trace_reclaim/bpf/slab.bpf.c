@@ -598,3 +598,36 @@ int kretprobe____kmem_cache_shutdown(struct pt_regs *ctx)
 	return 0;
 }
 #endif
+
+/*
+ * drop_caches runs, exactly: one event per return of drop_slab(), which
+ * drop_caches_sysctl_handler() calls for "echo 2 (or 3) > drop_caches" right
+ * before it counts DROP_SLAB.  No tracepoint marks a run: without fexit or
+ * kretprobes the slab tracer infers runs from one task's priority-0 shrinker
+ * calls outside reclaim (tracers/slab/aggregate.py), a lower bound.
+ *
+ * cflags: SLAB_DROP_FEXIT or SLAB_DROP_KPROBE.
+ */
+#if defined(SLAB_DROP_FEXIT) || defined(SLAB_DROP_KPROBE)
+static __always_inline void slab_drop_returned(void)
+{
+	struct drop_slab_event *e = reserve_event(sizeof(*e), EV_DROP_SLAB);
+
+	if (e)
+		submit_event(e);
+}
+#endif
+
+#if defined(SLAB_DROP_FEXIT)
+KRETFUNC_PROBE(drop_slab)
+{
+	slab_drop_returned();
+	return 0;
+}
+#elif defined(SLAB_DROP_KPROBE)
+int kretprobe__drop_slab(struct pt_regs *ctx)
+{
+	slab_drop_returned();
+	return 0;
+}
+#endif

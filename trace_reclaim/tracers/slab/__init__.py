@@ -51,7 +51,7 @@ from trace_reclaim.tracers.slab.drain import (BASIS_DENTRY_STATE, BASIS_SLABINFO
                                               DRAIN_FRACTION, MIN_GROWTH, MIN_HELD, SETTLE_NS,
                                               never_drains, pinned_never_drains)
 from trace_reclaim.tracers.slab.lifecycle import diff_lifecycle
-from trace_reclaim.tracers.slab.records import (EV_KMEM_CACHE_CREATE,
+from trace_reclaim.tracers.slab.records import (EV_DROP_SLAB, EV_KMEM_CACHE_CREATE,
                                                 EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN,
                                                 EV_SHRINK_SLAB,
                                                 KmemCacheEvent, ShrinkSlab)
@@ -60,7 +60,7 @@ from trace_reclaim.tracers.slab.slabinfo import slabinfo_tolerance
 
 __all__ = [
     "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
-    "EV_KMEM_CACHE_SHUTDOWN",
+    "EV_KMEM_CACHE_SHUTDOWN", "EV_DROP_SLAB",
     "ShrinkSlab", "KmemCacheEvent", "SlabTracer", "SlabAggregator", "TRACER",
     "MAX_SLAB_CACHES", "MAX_SHRINKERS", "MAX_LIFECYCLE", "MAX_SERIES", "FUTILE_CALLS",
     "DRAIN_FRACTION", "MIN_GROWTH", "MIN_HELD", "SETTLE_NS", "BASIS_SLABINFO",
@@ -89,7 +89,7 @@ class SlabTracer(Tracer):
         ("vmscan", "mm_vmscan_node_reclaim_end"),
     )
     event_types: ClassVar[Any] = (EV_SHRINK_SLAB, EV_KMEM_CACHE_CREATE,
-                                  EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN)
+                                  EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN, EV_DROP_SLAB)
     # The function every kmem_cache creation goes through, newest first, with
     # its cflag suffix: since Linux 6.12 (the struct kmem_cache_args series)
     # __kmem_cache_create_args; kmem_cache_create_usercopy before it.
@@ -166,7 +166,39 @@ class SlabTracer(Tracer):
         cflags += extra
         if extra and not any(c.startswith("-DKMEM_CACHE_NAME_OFF=") for c in cflags):
             cflags.append(f"-DKMEM_CACHE_NAME_OFF={f['name_off']}")
+        a, extra = self._drop_plan(probe)
+        attaches.append(a)
+        cflags += extra
         return attaches, cflags
+
+    #: drop_caches_sysctl_handler() calls it for each "echo 2 (or 3) > drop_caches",
+    #: then counts DROP_SLAB.
+    DROP_FUNC: ClassVar[str] = "drop_slab"
+    DROP_INFERRED: ClassVar[str] = (
+        "inferred from the shrinker calls: one task's at priority 0 outside reclaim, "
+        "a new run after a pause over a second (a lower bound: runs closer together "
+        "count once)")
+
+    def _drop_plan(self, probe: Any) -> Tuple[Attach, List[str]]:
+        """drop_caches runs: fexit (else a kretprobe) on drop_slab(), one event
+        per run, exact; else inferred from the shrinker calls, a lower bound."""
+        family = "drop_caches runs (drop_slab())"
+        fn = self.DROP_FUNC
+        fe_ok, fe_why = probe.fentry
+        kp_ok, kp_why = probe.kprobes
+        if (fe_ok or kp_ok) and probe.btf_func_params(fn) != []:
+            why = f"{fn}(void) is not in this kernel's BTF"
+            return Attach(family, self.DROP_INFERRED,
+                          [(f"fexit {fn}", why), (f"kretprobe {fn}", why)]), []
+        if fe_ok:
+            fe_ok, fe_why = probe.tracing_attach(fn, "fexit")
+        if fe_ok:
+            return Attach(family, f"fexit {fn} (exact)"), ["-DSLAB_DROP_FEXIT"]
+        if kp_ok:
+            return (Attach(family, f"kretprobe {fn} (exact)", [(f"fexit {fn}", fe_why)]),
+                    ["-DSLAB_DROP_KPROBE"])
+        return Attach(family, self.DROP_INFERRED,
+                      [(f"fexit {fn}", fe_why), (f"kretprobe {fn}", kp_why)]), []
 
     def _lifecycle_plan(self, probe: Any, f: Dict[str, Any]) -> Tuple[Attach, List[str]]:
         """fentry/fexit per function where its trampoline attaches, else kprobes.
@@ -223,8 +255,15 @@ class SlabTracer(Tracer):
             exact, method = bool(extra), lifecycle.chosen
         except Exception:  # the header must not fail the trace
             exact, method = False, "unknown"
+        try:
+            _a, drop = self._drop_plan(probe)
+            drop_from = ("fexit" if "-DSLAB_DROP_FEXIT" in drop else
+                         "kretprobe" if "-DSLAB_DROP_KPROBE" in drop else "inferred")
+        except Exception:  # the header must not fail the trace
+            drop_from = "inferred"
         return {"ncpus": os.cpu_count() or 1, "kmem_cache_name_offset": f["name_off"],
                 "lifecycle_exact": exact, "lifecycle_method": method,
+                "drop_runs_from": drop_from,
                 "kmem_cache_alloc_arg": f["alloc_arg"], "kmem_cache_free_arg": f["free_arg"],
                 "shrinker_owners": self.owner_facts(probe)[1]}
 

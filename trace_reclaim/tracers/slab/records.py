@@ -7,9 +7,10 @@ kernel, with the reclaim that ran it (``context``, from raw tracepoints on
 ``EV_KMEM_CACHE_DESTROY`` and ``EV_KMEM_CACHE_SHUTDOWN`` come from fexit or a
 kretprobe on the creation function (``__kmem_cache_create_args``, before 6.12
 ``kmem_cache_create_usercopy``), fentry or a kprobe on ``kmem_cache_destroy``,
-and fexit or a kretprobe on ``__kmem_cache_shutdown``, where they attach.
-The structs are ``shrink_slab_event`` and ``kmem_cache_event`` in
-``bpf/events.h``.
+and fexit or a kretprobe on ``__kmem_cache_shutdown``, where they attach;
+``EV_DROP_SLAB`` from fexit or a kretprobe on ``drop_slab()``, one per
+drop_caches run.  The structs are ``shrink_slab_event``, ``kmem_cache_event``
+and ``drop_slab_event`` in ``bpf/events.h``.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from dataclasses import dataclass
 from typing import ClassVar, Dict, Tuple
 
 from trace_reclaim import abi, events, schema
-from trace_reclaim.abi import (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY,
+from trace_reclaim.abi import (EV_DROP_SLAB, EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY,
                                EV_KMEM_CACHE_SHUTDOWN, EV_SHRINK_SLAB, SLAB_CTX_DIRECT,
                                SLAB_CTX_MEMCG, SLAB_CTX_NODE, SLAB_CTX_OTHER)
 
 __all__ = [
     "EV_SHRINK_SLAB", "EV_KMEM_CACHE_CREATE", "EV_KMEM_CACHE_DESTROY",
-    "EV_KMEM_CACHE_SHUTDOWN",
+    "EV_KMEM_CACHE_SHUTDOWN", "EV_DROP_SLAB",
     "SLAB_CTX_OTHER", "SLAB_CTX_DIRECT", "SLAB_CTX_MEMCG", "SLAB_CTX_NODE",
-    "ShrinkSlab", "KmemCacheEvent",
+    "ShrinkSlab", "KmemCacheEvent", "DropSlab",
 ]
 
 # shrink_slab_event.context (SLAB_CTX_*, enum slab_reclaim_context of
@@ -76,6 +77,13 @@ class KmemCacheEvent(events.Event):
     requested: str    # create: the name asked for
 
 
+@dataclass(slots=True)
+class DropSlab(events.Event):
+    """drop_slab() returned (fexit/kretprobe plans): one drop_caches run, the
+    kernel's DROP_SLAB count.  The header alone: who ran it, and when."""
+
+
+events.register(EV_DROP_SLAB, events.struct_decoder(DropSlab, "drop_slab_event"))
 events.register(EV_SHRINK_SLAB, events.struct_decoder(ShrinkSlab, "shrink_slab_event",
                                                      since="cgroup_id"))
 for _t in (EV_KMEM_CACHE_CREATE, EV_KMEM_CACHE_DESTROY, EV_KMEM_CACHE_SHUTDOWN):
@@ -91,6 +99,7 @@ _SYS_SLAB = schema.Obj({"caches": schema.Map(schema.Map(schema.Opt(schema.INT)))
 events.register_header("slab", schema.Obj(optional={
     "ncpus": schema.Int(1, 1 << 16), "kmem_cache_name_offset": schema.Opt(schema.INT),
     "lifecycle_exact": schema.BOOL, "lifecycle_method": schema.STR,
+    "drop_runs_from": schema.STR,
     "kmem_cache_alloc_arg": schema.Opt(schema.INT),
     "kmem_cache_free_arg": schema.Opt(schema.INT)}))
 # SlabTracer.sample()

@@ -38,8 +38,12 @@ def shrinker_lines(section: Dict[str, Any]) -> List[str]:
     out: List[str] = []
     sh = section["shrinkers"]
     ctx = ", ".join(f"{k} {v}" for k, v in section["contexts"].items()) or "none"
+    # Inferred runs are a lower bound (tracers/slab/__init__.py, DROP_INFERRED);
+    # none inferred is exact: every run calls the shrinkers.
+    least = "" if section.get("drop_caches_runs_exact", True) \
+        or not section["drop_caches_runs"] else ">="
     out += wrap(f"Shrinkers: {sum(s['calls'] for s in sh)} calls "
-                f"({ctx}); drop_caches{NBSP}runs{NBSP}{section['drop_caches_runs']}",
+                f"({ctx}); drop_caches{NBSP}runs{NBSP}{least}{section['drop_caches_runs']}",
                 hang="  ")
     if not sh:
         return out

@@ -354,3 +354,49 @@ class Terminal:
             os.close(self.master)
             self._closed = True
         return rc, self.text(), self.err_text()
+
+
+class Background:
+    """A command run beside the test: its stderr in a file read as it grows
+    (``err_text``), killed at exit if it still runs, its stderr then in
+    ``stderr``.  ``ignore`` lists signals it starts with ignored, as under
+    ``nohup`` (SIGHUP) or as a background job of a shell without job control
+    (SIGINT)."""
+
+    def __init__(self, argv: List[str], ignore: Sequence[int] = (), **popen: Any) -> None:
+        self.argv = argv
+        self.ignore = tuple(ignore)
+        self.popen = dict(popen)
+        self.stderr = ""
+
+    def __enter__(self) -> Background:
+        self._err = tempfile.TemporaryFile(mode="w+")
+        ignore = self.ignore
+
+        def ignored() -> None:
+            for sig in ignore:
+                signal.signal(sig, signal.SIG_IGN)
+
+        self.popen.setdefault("stdout", subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv, stderr=self._err, text=True,
+                                     preexec_fn=ignored if ignore else None, **self.popen)
+        return self
+
+    def err_text(self) -> str:
+        return read_shared(self._err)
+
+    def wait_attached(self, timeout: float = 60.0) -> None:
+        """Until every tracer is attached (all_attached) and the start snapshots follow."""
+        deadline = time.monotonic() + timeout
+        while not all_attached(self.err_text()):
+            assert self.proc.poll() is None, f"exited: {self.err_text()}"
+            assert time.monotonic() < deadline, f"not attached: {self.err_text()}"
+            time.sleep(0.05)
+        time.sleep(0.3)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr = read_shared(self._err)
+        self._err.close()

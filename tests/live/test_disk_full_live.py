@@ -26,7 +26,7 @@ from typing import Any, Iterator, List
 
 import pytest
 
-from tests.livetools import read_shared, run_cli
+from tests.livetools import Background, read_shared, run_cli
 from trace_reclaim.recording import Reader
 
 DELAYACCT = "/proc/sys/kernel/task_delayacct"
@@ -67,17 +67,12 @@ def test_a_full_disk_stops_the_trace_with_an_error_and_keeps_every_complete_bloc
         small_fs, command):
     path = os.path.join(small_fs, "full.trc")
     before = _delayacct()
-    with tempfile.TemporaryFile(mode="w+") as err, tempfile.TemporaryFile(mode="w+") as out:
-        p = subprocess.Popen([sys.executable, "-m", "trace_reclaim", command, "-o", path,
-                              "-i", "0.5", "--delayacct"], stdout=out, stderr=err, text=True)
-        try:
-            _events_until_exit(p)
-            rc = p.wait(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        text = read_shared(err)
+    with tempfile.TemporaryFile(mode="w+") as out:
+        with Background([sys.executable, "-m", "trace_reclaim", command, "-o", path,
+                         "-i", "0.5", "--delayacct"], stdout=out) as bg:
+            _events_until_exit(bg.proc)
+            rc = bg.proc.wait(timeout=60)
+        text = bg.stderr
         shown = read_shared(out)
     assert _delayacct() == before, "kernel.task_delayacct not put back"
     assert rc == 1, text
@@ -105,31 +100,24 @@ def test_serve_goes_on_when_its_recording_fills_the_disk(small_fs):
     """serve's job is the metrics: it warns once, goes on, and counts what it
     could not write; at its end, the error."""
     path = os.path.join(small_fs, "serve.trc")
-    with tempfile.TemporaryFile(mode="w+") as err:
-        p = subprocess.Popen([sys.executable, "-m", "trace_reclaim", "serve", "--listen",
-                              "127.0.0.1:0", "-i", "0.5", "-o", path],
-                             stdout=subprocess.DEVNULL, stderr=err, text=True)
-        try:
-            deadline = time.monotonic() + FILL_S
-            while "recording stopped after" not in read_shared(err):
-                assert p.poll() is None, read_shared(err)
-                assert time.monotonic() < deadline, read_shared(err)
-                with open("/proc/sys/vm/drop_caches", "w") as f:
-                    f.write("2")
-                time.sleep(0.3)
-            addr = re.search(r"metrics on http://([^/]+)/", read_shared(err))
-            assert addr, read_shared(err)
-            time.sleep(1.5)   # a refresh after the failure
-            assert p.poll() is None, read_shared(err)
-            with urllib.request.urlopen(f"http://{addr.group(1)}/metrics", timeout=10) as r:
-                metrics = r.read().decode()
-            p.send_signal(signal.SIGINT)
-            rc = p.wait(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        text = read_shared(err)
+    with Background([sys.executable, "-m", "trace_reclaim", "serve", "--listen",
+                     "127.0.0.1:0", "-i", "0.5", "-o", path]) as bg:
+        deadline = time.monotonic() + FILL_S
+        while "recording stopped after" not in bg.err_text():
+            assert bg.proc.poll() is None, bg.err_text()
+            assert time.monotonic() < deadline, bg.err_text()
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2")
+            time.sleep(0.3)
+        addr = re.search(r"metrics on http://([^/]+)/", bg.err_text())
+        assert addr, bg.err_text()
+        time.sleep(1.5)   # a refresh after the failure
+        assert bg.proc.poll() is None, bg.err_text()
+        with urllib.request.urlopen(f"http://{addr.group(1)}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        bg.proc.send_signal(signal.SIGINT)
+        rc = bg.proc.wait(timeout=60)
+    text = bg.stderr
     m = re.search(r"^trace_reclaim_recording_unwritten_records_total (\S+)$", metrics, re.M)
     assert m and float(m.group(1)) > 0, metrics
     assert text.count("recording stopped after") == 1, text

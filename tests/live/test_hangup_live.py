@@ -15,17 +15,15 @@ shrinker, ``drop_slab`` in /proc/vmstat) while the trace runs.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
 
-from tests.livetools import Terminal, read_shared, report_json
+from tests.livetools import Background, Terminal, report_json
 from trace_reclaim.session import all_attached
 
 DELAYACCT = "/proc/sys/kernel/task_delayacct"
@@ -45,18 +43,13 @@ def _drop_slab(times: int = 2) -> None:
         time.sleep(1.3)
 
 
-def _wait_attached(err_text: Any, proc: subprocess.Popen) -> str:
+def _wait_attached(term: Terminal) -> None:
+    """Until every tracer is attached, said on the terminal or on piped stderr."""
     deadline = time.monotonic() + READY_S
-    while time.monotonic() < deadline:
-        text = err_text()
-        if all_attached(text):
-            time.sleep(0.3)  # the start snapshots follow the attach
-            return text
-        assert proc.poll() is None, f"trace-reclaim exited: {text}"
+    while not all_attached(term.text() + term.err_text()):
+        assert term.proc.poll() is None, f"exited: {term.err_text()}"
+        assert time.monotonic() < deadline, f"not attached: {term.err_text()}"
         time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise AssertionError(f"trace-reclaim did not attach: {err_text()}")
 
 
 def _check_whole(path: str, ended_by: str) -> Dict[str, Any]:
@@ -81,9 +74,7 @@ def _delayacct() -> str:
 
 @pytest.fixture
 def delayacct_off() -> Any:
-    """kernel.task_delayacct off before the test, and off again after it whatever happens."""
-    if not os.path.exists(DELAYACCT):
-        pytest.skip("this kernel has no kernel.task_delayacct")
+    """kernel.task_delayacct off before the test, and as it was after it whatever happens."""
     before = _delayacct()
     with open(DELAYACCT, "w") as f:
         f.write("0")
@@ -94,21 +85,13 @@ def delayacct_off() -> Any:
 
 def test_sighup_ends_the_trace_like_ctrl_c(tmp_path):
     path = str(tmp_path / "hup.trc")
-    with tempfile.TemporaryFile(mode="w+") as err:
-        p = subprocess.Popen(_cmd(path, "record"), stdout=subprocess.DEVNULL, stderr=err,
-                             text=True)
-        try:
-            _wait_attached(lambda: read_shared(err), p)
-            _drop_slab()
-            p.send_signal(signal.SIGHUP)
-            rc = p.wait(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        text = read_shared(err)
-    assert rc == 0, text
-    assert "Traceback" not in text, text
+    with Background(_cmd(path, "record")) as bg:
+        bg.wait_attached(READY_S)
+        _drop_slab()
+        bg.proc.send_signal(signal.SIGHUP)
+        rc = bg.proc.wait(timeout=60)
+    assert rc == 0, bg.stderr
+    assert "Traceback" not in bg.stderr, bg.stderr
     _check_whole(path, "SIGHUP")
 
 
@@ -121,7 +104,7 @@ def test_terminal_hung_up_mid_trace(tmp_path, delayacct_off, stderr_on_tty):
     path = str(tmp_path / "pty.trc")
     term = Terminal(_cmd(path, "live", "--delayacct"), stderr_on_tty=stderr_on_tty)
     try:
-        _wait_attached(lambda: term.text() + term.err_text(), term.proc)
+        _wait_attached(term)
         term.wait_frames(1, READY_S)
         assert _delayacct() == "1"
         _drop_slab()
@@ -141,27 +124,15 @@ def test_terminal_hung_up_mid_trace(tmp_path, delayacct_off, stderr_on_tty):
 
 def test_nohup_keeps_tracing(tmp_path):
     path = str(tmp_path / "nohup.trc")
-
-    def ignore_hup() -> None:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-    with tempfile.TemporaryFile(mode="w+") as err:
-        p = subprocess.Popen(_cmd(path, "record"), stdout=subprocess.DEVNULL, stderr=err,
-                             text=True, preexec_fn=ignore_hup)
-        try:
-            _wait_attached(lambda: read_shared(err), p)
-            p.send_signal(signal.SIGHUP)
-            _drop_slab()
-            time.sleep(1.0)
-            assert p.poll() is None, read_shared(err)
-            p.send_signal(signal.SIGINT)
-            rc = p.wait(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        text = read_shared(err)
-    assert rc == 0, text
+    with Background(_cmd(path, "record"), ignore=[signal.SIGHUP]) as bg:
+        bg.wait_attached(READY_S)
+        bg.proc.send_signal(signal.SIGHUP)
+        _drop_slab()
+        time.sleep(1.0)
+        assert bg.proc.poll() is None, bg.err_text()
+        bg.proc.send_signal(signal.SIGINT)
+        rc = bg.proc.wait(timeout=60)
+    assert rc == 0, bg.stderr
     _check_whole(path, "SIGINT")
 
 
@@ -170,47 +141,27 @@ def test_sigint_stops_a_recorder_started_with_it_ignored(tmp_path):
     ... &`` in a script, or CI) starts with SIGINT ignored; ``run`` and
     scripts still stop it with SIGINT.  Only an ignored SIGHUP is nohup's."""
     path = str(tmp_path / "bg.trc")
-
-    def ignore_int() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    with tempfile.TemporaryFile(mode="w+") as err:
-        p = subprocess.Popen(_cmd(path, "record"), stdout=subprocess.DEVNULL, stderr=err,
-                             text=True, preexec_fn=ignore_int)
-        try:
-            _wait_attached(lambda: read_shared(err), p)
-            _drop_slab()
-            p.send_signal(signal.SIGINT)
-            rc = p.wait(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        text = read_shared(err)
-    assert rc == 0, text
+    with Background(_cmd(path, "record"), ignore=[signal.SIGINT]) as bg:
+        bg.wait_attached(READY_S)
+        _drop_slab()
+        bg.proc.send_signal(signal.SIGINT)
+        rc = bg.proc.wait(timeout=60)
+    assert rc == 0, bg.stderr
     _check_whole(path, "SIGINT")
 
 
 def test_reader_leaving_ends_the_trace(tmp_path):
     """``trace-reclaim live -o FILE | head -n 3``: the rows' reader leaves."""
     path = str(tmp_path / "pipe.trc")
-    with tempfile.TemporaryFile(mode="w+") as err:
-        p = subprocess.Popen(_cmd(path, "live") + ["-j"], stdout=subprocess.PIPE,
-                             stderr=err, text=True)
-        head: Optional[List[str]] = None
-        try:
-            _wait_attached(lambda: read_shared(err), p)
-            _drop_slab()
-            assert p.stdout is not None
-            head = [p.stdout.readline() for _ in range(3)]
-            p.stdout.close()  # head exits
-            rc = p.wait(timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        text = read_shared(err)
-    assert head and all(line.startswith('{"type": "interval"') for line in head), head
+    with Background(_cmd(path, "live") + ["-j"], stdout=subprocess.PIPE) as bg:
+        bg.wait_attached(READY_S)
+        _drop_slab()
+        assert bg.proc.stdout is not None
+        head = [bg.proc.stdout.readline() for _ in range(3)]
+        bg.proc.stdout.close()  # head exits
+        rc = bg.proc.wait(timeout=60)
+    text = bg.stderr
+    assert all(line.startswith('{"type": "interval"') for line in head), head
     assert rc == 0, text
     # Neither a traceback nor Python's "Exception ignored ... BrokenPipeError" at exit.
     assert "Traceback" not in text and "Exception ignored" not in text, text

@@ -159,6 +159,15 @@ def passes_match_allocstall(totals: Dict[str, Any], allocstall: int) -> bool:
     return passes <= allocstall <= passes + totals["direct_reclaim_begun_during_end_read"]
 
 
+DELAYACCT = "/proc/sys/kernel/task_delayacct"
+
+
+def delayacct() -> str:
+    """kernel.task_delayacct as it reads now ("0" or "1")."""
+    with open(DELAYACCT) as f:
+        return f.read().strip()
+
+
 def vmstat() -> Dict[str, int]:
     from trace_reclaim.procfs import ProcFS
     return ProcFS().vmstat()

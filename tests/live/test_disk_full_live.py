@@ -26,10 +26,9 @@ from typing import Any, Iterator, List
 
 import pytest
 
-from tests.livetools import Background, read_shared, run_cli
+from tests.livetools import Background, delayacct, read_shared, run_cli
 from trace_reclaim.recording import Reader
 
-DELAYACCT = "/proc/sys/kernel/task_delayacct"
 FILL_S = 90
 
 
@@ -44,10 +43,6 @@ def small_fs(tmp_path) -> Iterator[str]:
     finally:
         subprocess.run(["umount", where], check=False)
 
-
-def _delayacct() -> str:
-    with open(DELAYACCT) as f:
-        return f.read().strip()
 
 
 def _events_until_exit(p: subprocess.Popen) -> None:
@@ -66,7 +61,7 @@ def _events_until_exit(p: subprocess.Popen) -> None:
 def test_a_full_disk_stops_the_trace_with_an_error_and_keeps_every_complete_block(
         small_fs, command):
     path = os.path.join(small_fs, "full.trc")
-    before = _delayacct()
+    before = delayacct()
     with tempfile.TemporaryFile(mode="w+") as out:
         with Background([sys.executable, "-m", "trace_reclaim", command, "-o", path,
                          "-i", "0.5", "--delayacct"], stdout=out) as bg:
@@ -74,7 +69,7 @@ def test_a_full_disk_stops_the_trace_with_an_error_and_keeps_every_complete_bloc
             rc = bg.proc.wait(timeout=60)
         text = bg.stderr
         shown = read_shared(out)
-    assert _delayacct() == before, "kernel.task_delayacct not put back"
+    assert delayacct() == before, "kernel.task_delayacct not put back"
     assert rc == 1, text
     assert "Traceback" not in text, text
     m = re.search(r"^error: cannot write \S+: No space left on device; the trace stopped there$"

@@ -23,10 +23,9 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.livetools import Background, Terminal, report_json
+from tests.livetools import DELAYACCT, Background, Terminal, delayacct, report_json
 from trace_reclaim.session import all_attached
 
-DELAYACCT = "/proc/sys/kernel/task_delayacct"
 READY_S = 60.0
 
 
@@ -67,15 +66,11 @@ def _check_whole(path: str, ended_by: str) -> Dict[str, Any]:
     return doc
 
 
-def _delayacct() -> str:
-    with open(DELAYACCT) as f:
-        return f.read().strip()
-
 
 @pytest.fixture
 def delayacct_off() -> Any:
     """kernel.task_delayacct off before the test, and as it was after it whatever happens."""
-    before = _delayacct()
+    before = delayacct()
     with open(DELAYACCT, "w") as f:
         f.write("0")
     yield
@@ -106,7 +101,7 @@ def test_terminal_hung_up_mid_trace(tmp_path, delayacct_off, stderr_on_tty):
     try:
         _wait_attached(term)
         term.wait_frames(1, READY_S)
-        assert _delayacct() == "1"
+        assert delayacct() == "1"
         _drop_slab()
         term.wait_frames(term.frames() + 1, 10)
         term.hang_up()
@@ -117,7 +112,7 @@ def test_terminal_hung_up_mid_trace(tmp_path, delayacct_off, stderr_on_tty):
             term.proc.wait()
     assert rc == 0, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
-    assert _delayacct() == "0", "kernel.task_delayacct left on after the hangup"
+    assert delayacct() == "0", "kernel.task_delayacct left on after the hangup"
     doc = _check_whole(path, "SIGHUP")
     assert doc["delayacct"]["turned_on_for_run"] is True
 

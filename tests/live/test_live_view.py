@@ -21,16 +21,11 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from tests.livetools import Terminal, report_json, run_cli
+from tests.livetools import Terminal, delayacct, report_json, run_cli
 from trace_reclaim.examples import pressure
 from trace_reclaim.view import CLEAR_EOL, HOME_CLEAR, totals_line
 
-DELAYACCT = "/proc/sys/kernel/task_delayacct"
 
-
-def _delayacct() -> str:
-    with open(DELAYACCT) as f:
-        return f.read().strip()
 
 
 def _allocstall() -> int:
@@ -54,13 +49,13 @@ def split_screen(text: str) -> Tuple[List[str], str]:
 
 
 def run_live_under_pressure(tmp_path: Any, end: str) -> Dict[str, Any]:
-    before = _delayacct()
+    before = delayacct()
     path = os.path.join(str(tmp_path), f"live-{end}.trc")
     term = Terminal([sys.executable, "-m", "trace_reclaim", "live", "--delayacct",
                      "-i", "1", "-o", path])
     try:
         term.wait_frames(2, timeout=180)  # the BPF program compiled and is attached
-        during = _delayacct()
+        during = delayacct()
         # Repeat until the kernel itself counted direct reclaim: that is the
         # workload's precondition, not the tracer's.
         stalls0 = _allocstall()
@@ -78,7 +73,7 @@ def run_live_under_pressure(tmp_path: Any, end: str) -> Dict[str, Any]:
                 term.proc.send_signal(signal.SIGTERM)
     rc, text, err = term.finish()
     return {"rc": rc, "text": text, "err": err, "path": path, "before": before,
-            "during": during, "after": _delayacct(), "allocstall": _allocstall() - stalls0}
+            "during": during, "after": delayacct(), "allocstall": _allocstall() - stalls0}
 
 
 @pytest.mark.parametrize("end", ["SIGINT", "SIGTERM"])
@@ -112,17 +107,17 @@ def test_live_view_totals_are_the_report(live, tmp_path, end):
 def test_sigterm_while_compiling_restores_delayacct(live, tmp_path, sig):
     """A SIGTERM (or SIGHUP, the terminal gone) before tracing began ends it like
     Ctrl-C: no traceback, nothing left on."""
-    before = _delayacct()
+    before = delayacct()
     assert before == "0", "kernel.task_delayacct is already on: cannot see it turned on"
     term = Terminal([sys.executable, "-m", "trace_reclaim", "live", "--delayacct", "-i", "1"])
     deadline = time.monotonic() + 60
     # Delay accounting goes on just before the BPF program compiles (seconds).
-    while _delayacct() == before and time.monotonic() < deadline and term.proc.poll() is None:
+    while delayacct() == before and time.monotonic() < deadline and term.proc.poll() is None:
         time.sleep(0.01)
-    assert _delayacct() != before, "trace-reclaim never turned delay accounting on"
+    assert delayacct() != before, "trace-reclaim never turned delay accounting on"
     term.proc.send_signal(sig)
     rc, text, err = term.finish()
     assert term.frames() == 0, "the trace had already begun: the signal came too late"
     assert rc == 130, (rc, err)
     assert "error: interrupted before tracing began" in err and "Traceback" not in err, err
-    assert _delayacct() == before
+    assert delayacct() == before

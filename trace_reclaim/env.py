@@ -12,14 +12,16 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Dict, Optional, TextIO, Tuple
 
 from trace_reclaim.probe import Probe
 from trace_reclaim.procfs import ProcFS
 
-__all__ = ["ExitStatus", "UserError", "Environment", "output_gone", "silence"]
+__all__ = ["ExitStatus", "UserError", "Environment", "output_gone", "silence",
+           "signals_to_catch"]
 
 
 class ExitStatus(enum.IntEnum):
@@ -37,6 +39,18 @@ class UserError(Exception):
         super().__init__(message)
         self.hint = hint
         self.status = status
+
+
+def signals_to_catch(signals: Tuple[int, ...]) -> Dict[int, Any]:
+    """Of ``signals``, those to catch now, each with its current handler.
+
+    A SIGHUP ignored when we started stays ignored: ``nohup trace-reclaim
+    record ...`` asked to outlive its terminal.  SIGINT and SIGTERM are
+    caught even when ignored (a background job of a shell without job
+    control starts with SIGINT ignored; ``run`` stops its recorder with it).
+    """
+    return {s: h for s in signals
+            if (h := signal.getsignal(s)) is not signal.SIG_IGN or s != signal.SIGHUP}
 
 
 def output_gone(e: OSError) -> bool:

@@ -23,6 +23,7 @@ import trace_reclaim
 from trace_reclaim import abi, events, gfp
 from trace_reclaim.abi import EV_DIRECT_RECLAIM, EV_KSWAPD_WAKE
 from trace_reclaim.correlate import Correlator
+from trace_reclaim.env import signals_to_catch
 from trace_reclaim.probe import Plan, Probe
 from trace_reclaim.procfs import ProcFS, zone_names
 from trace_reclaim.recording import Writer
@@ -551,12 +552,7 @@ class LiveSession:
         # Ctrl-C, kill, and the terminal going away (an ssh session dropped
         # mid-incident): each ends the trace as the end of its duration would,
         # end counters and End record written.
-        # A SIGHUP ignored when we started stays ignored: ``nohup
-        # trace-reclaim record ...`` asked to outlive its terminal.  SIGINT
-        # is handled even when ignored (a background job of a shell without
-        # job control starts so): ``run`` and scripts stop a recorder with it.
-        old = {s: h for s in STOP_SIGNALS
-               if (h := signal.getsignal(s)) is not signal.SIG_IGN or s != signal.SIGHUP}
+        old = signals_to_catch(STOP_SIGNALS)
 
         def _handler(signum: int, frame: Any) -> None:
             self.stop(signal.Signals(signum).name)

@@ -12,7 +12,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from trace_reclaim import tracers
-from trace_reclaim.env import Environment, ExitStatus, UserError, output_gone, silence
+from trace_reclaim.env import (Environment, ExitStatus, UserError, output_gone, signals_to_catch,
+                               silence)
 from trace_reclaim.probe import Probe
 from trace_reclaim import recording
 from trace_reclaim.recording import Writer
@@ -205,8 +206,7 @@ def sigterm_interrupts() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    old = {s: h for s in (signal.SIGTERM, signal.SIGHUP)
-           if (h := signal.getsignal(s)) is not signal.SIG_IGN or s != signal.SIGHUP}
+    old = signals_to_catch((signal.SIGTERM, signal.SIGHUP))
     for s in old:
         signal.signal(s, interrupt)
     try:

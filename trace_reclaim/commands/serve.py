@@ -20,12 +20,12 @@ import argparse
 import ipaddress
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from trace_reclaim import tracers
 from trace_reclaim.commands import HELP
 from trace_reclaim.commands.args import INTERVAL_S, positive
-from trace_reclaim.commands.trace import preflight, sigterm_interrupts
+from trace_reclaim.commands.trace import open_recording, preflight, sigterm_interrupts
 from trace_reclaim.env import Environment, ExitStatus, UserError
 from trace_reclaim.tracer import Options, Tracer
 
@@ -198,25 +198,13 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 def _serve(args: argparse.Namespace, env: Environment, plan: Any, header: Dict[str, Any],
            registry: Dict[str, Any], exporter: Any, httpd: Any) -> ExitStatus:
-    from trace_reclaim import recording
-    from trace_reclaim.recording import Writer
     from trace_reclaim.session import LiveSession, SessionError
 
     f = writer = None
     if args.output:
-        try:
-            f = recording.create(args.output)
-        except OSError as e:
-            raise UserError(f"cannot write {args.output}: {e.strerror}",
-                            "choose a writable path") from None
-        try:
-            writer = Writer(f, header)
-        except OSError as e:
-            f.close()
-            os.unlink(args.output)
-            raise UserError(f"cannot write {args.output}: {e.strerror}",
-                            "free space on its filesystem, or record to another one") from None
+        f, writer = open_recording(args.output, args.output, header)
     session: Optional[LiveSession] = None
+    warned = False   # that the recording stopped (Writer.error), once
 
     def on_row(row: Dict[str, Any]) -> None:
         assert session is not None
@@ -227,13 +215,13 @@ def _serve(args: argparse.Namespace, env: Environment, plan: Any, header: Dict[s
         exporter.update(corr.aggs, row, bpf_stats=stats,
                         damaged_records=corr.decode_errors + sum(corr.unknown_types.values()),
                         unwritten_records=writer.unwritten if writer is not None else 0)
-        if writer is not None and writer.error is not None and not write_failed:
+        nonlocal warned
+        if writer is not None and writer.error is not None and not warned:
             # The metrics are serve's job: they go on, the recording stops.
-            write_failed.append(writer.error)
+            warned = True
             env.warn(f"cannot write {args.output}: {writer.error.strerror or writer.error}; "
                      f"recording stopped after {writer.records} records, the metrics go on")
 
-    write_failed: List[OSError] = []
     # No episodes or interval rows kept: serve never reports, and runs for weeks.
     session = LiveSession(bpf_factory=env.bpf(), procfs=env.procfs, tracers=registry,
                           plan=plan, header=header, interval_s=args.interval,
@@ -264,9 +252,8 @@ def _serve(args: argparse.Namespace, env: Environment, plan: Any, header: Dict[s
             f.close()
     env.tell(f"trace-reclaim serve: stopped ({corr.ended}) after "
              f"{corr.rows_dropped + len(corr.rows)} intervals")
-    if write_failed:
-        err = write_failed[0]
-        assert writer is not None
+    if writer is not None and writer.error is not None:
+        err = writer.error
         raise UserError(f"cannot write {args.output}: {err.strerror or err}",
                         f"it holds the first {writer.records} records, every block complete "
                         f"({writer.unwritten} not written); free space on its filesystem, "

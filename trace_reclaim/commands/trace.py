@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from trace_reclaim import tracers
 from trace_reclaim.env import (Environment, ExitStatus, UserError, output_gone, signals_to_catch,
@@ -24,7 +24,7 @@ if TYPE_CHECKING:   # imported when a trace starts (bcc is slow to import)
     from trace_reclaim.session import LiveSession
     from trace_reclaim.view import LiveView
 
-__all__ = ["run", "preflight", "sigterm_interrupts"]
+__all__ = ["run", "preflight", "sigterm_interrupts", "open_recording"]
 
 
 def preflight(env: Environment, attach: Any = None, prefetch: bool = True) -> Probe:
@@ -247,6 +247,31 @@ def _delayacct(env: Environment, want: bool) -> Iterator[Dict[str, Any]]:
                 env.warn(f"could not turn kernel.task_delayacct back off: {e}")
 
 
+def open_recording(path: str, shown: str, header: Dict[str, Any],
+                   redact: bool = False) -> Tuple[IO[bytes], Writer]:
+    """Create the recording at ``path`` (``shown`` as the user gave it) and
+    write its header; UserError when it exists or cannot be written (nothing
+    is left behind then)."""
+    try:
+        f = recording.create(path)
+    except FileExistsError:
+        raise UserError(f"{shown} exists; trace-reclaim does not overwrite recordings",
+                        "choose another file name") from None
+    except OSError as e:
+        raise UserError(f"cannot write {shown}: {e.strerror}", "choose a writable path") from None
+    try:
+        if redact:
+            from trace_reclaim.redact import RedactingWriter
+
+            return f, RedactingWriter(f, header)
+        return f, Writer(f, header)
+    except OSError as e:
+        f.close()
+        os.unlink(path)
+        raise UserError(f"cannot write {shown}: {e.strerror}",
+                        "free space on its filesystem, or record to another one") from None
+
+
 def _taskstats_reader(env: Environment, on: bool) -> Any:
     if not on:
         return None
@@ -268,26 +293,8 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
     f = None
     writer: Optional[Writer] = None
     if out_path:
-        try:
-            f = recording.create(out_path)
-        except FileExistsError:
-            raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
-                            "recordings", "choose another file name") from None
-        except OSError as e:
-            raise UserError(f"cannot write {args.output}: {e.strerror}",
-                            "choose a writable path") from None
-        try:
-            if getattr(args, "redact", False):
-                from trace_reclaim.redact import RedactingWriter
-
-                writer = RedactingWriter(f, header)
-            else:
-                writer = Writer(f, header)
-        except OSError as e:
-            f.close()
-            os.unlink(out_path)
-            raise UserError(f"cannot write {args.output}: {e.strerror}",
-                            "free space on its filesystem, or record to another one") from None
+        f, writer = open_recording(out_path, args.output, header,
+                                   redact=getattr(args, "redact", False))
 
     view = LiveView(env.stdout, tty=env.stdout_tty(), json_lines=args.json) if live else None
     session: Optional[LiveSession] = None

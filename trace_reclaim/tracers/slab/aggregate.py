@@ -22,6 +22,7 @@ from trace_reclaim.tracers.slab.records import (EV_DROP_SLAB, EV_KMEM_CACHE_CREA
                                                 EV_KMEM_CACHE_DESTROY,
                                                 EV_KMEM_CACHE_SHUTDOWN, EV_SHRINK_SLAB,
                                                 ShrinkSlab)
+from trace_reclaim.tracers.slab.render import drop_runs_text
 from trace_reclaim.tracers.slab.render import render as render_section
 from trace_reclaim.tracers.slab.shrinkers import (MAX_DIRECT_PIDS, Shrinker, owner_text,
                                                   shrink_context, shrinker_name, shrinker_row)
@@ -539,10 +540,8 @@ class SlabAggregator(Aggregator):
             ["shrinker objects scanned", totals.get("shrink_slab_scanned", "-"),
              vm.get("slabs_scanned", "-"), "slabs_scanned"],
             ["drop_caches (slab) runs",
-             # inferred: a lower bound (runs of one task close together count
-             # once); none inferred is exact (every run calls the shrinkers)
-             totals.get("drop_caches_runs", "-") if totals.get("drop_caches_runs_exact", True)
-             or not totals.get("drop_caches_runs") else f">={totals['drop_caches_runs']}",
+             drop_runs_text(totals["drop_caches_runs"], totals["drop_caches_runs_exact"])
+             if "drop_caches_runs" in totals else "-",
              vm.get("drop_slab", "-"), "drop_slab"],
         ]
 

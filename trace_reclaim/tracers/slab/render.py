@@ -33,18 +33,21 @@ def context_letters(contexts: Dict[str, int]) -> str:
     return "".join(ch for ctx, ch in CONTEXT_LETTERS.items() if contexts.get(ctx)) or "-"
 
 
+def drop_runs_text(runs: int, exact: bool) -> str:
+    """drop_caches runs as counted: inferred ones are a lower bound, ">=N"
+    (tracers/slab/__init__.py, DROP_INFERRED); none inferred is exact, as
+    every run calls the shrinkers."""
+    return f"{runs}" if exact or not runs else f">={runs}"
+
+
 def shrinker_lines(section: Dict[str, Any]) -> List[str]:
     """Shrinkers by time spent, who ran them, and the ones that free nothing."""
     out: List[str] = []
     sh = section["shrinkers"]
     ctx = ", ".join(f"{k} {v}" for k, v in section["contexts"].items()) or "none"
-    # Inferred runs are a lower bound (tracers/slab/__init__.py, DROP_INFERRED);
-    # none inferred is exact: every run calls the shrinkers.
-    least = "" if section.get("drop_caches_runs_exact", True) \
-        or not section["drop_caches_runs"] else ">="
+    runs = drop_runs_text(section["drop_caches_runs"], section.get("drop_caches_runs_exact", True))
     out += wrap(f"Shrinkers: {sum(s['calls'] for s in sh)} calls "
-                f"({ctx}); drop_caches{NBSP}runs{NBSP}{least}{section['drop_caches_runs']}",
-                hang="  ")
+                f"({ctx}); drop_caches{NBSP}runs{NBSP}{runs}", hang="  ")
     if not sh:
         return out
     rows = []

@@ -268,7 +268,9 @@ class Exporter:
             self._rise("trace_reclaim_kswapd_wakes", node, n["kswapd_wakes"])
             self._rise("trace_reclaim_kswapd_wakeup_requests", node, n["wakeup_requests"])
         for who in RECLAIMERS:
-            lru = sec["lru"].get(who) or {}
+            if who not in sec["lru"]:  # memcg: counted with direct (older plans)
+                continue
+            lru = sec["lru"][who]
             self._rise("trace_reclaim_lru_scanned_pages", (who,), lru.get("nr_scanned", 0))
             self._rise("trace_reclaim_lru_reclaimed_pages", (who,), lru.get("nr_reclaimed", 0))
 

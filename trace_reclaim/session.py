@@ -179,6 +179,7 @@ class Compile:
                  names: Optional[List[str]] = None, maps: str = "") -> None:
         self.bpf_factory = bpf_factory
         self.names = list(plan.tracers if names is None else names)
+        self.tracers = [tracers[n] for n in self.names]
         self.text = bpf_source({n: tracers[n] for n in self.names})
         self.cflags = bpf_cflags(plan, tgid, ringbuf_pages, maps)
         self.later = maps == "extern"  # attached after the trace began
@@ -192,6 +193,8 @@ class Compile:
     def _run(self) -> None:
         try:
             self._bpf = self.bpf_factory(text=self.text, cflags=self.cflags)
+            for t in self.tracers:
+                t.attach(self._bpf, self.cflags)
             quiet_own_perf_events(self._bpf)
         except BaseException as e:  # handed to the caller by result()
             self._error = e

@@ -133,6 +133,14 @@ def check_memcg_reclaim(tmp: str, **kw) -> None:
       reclaim or by global reclaim (at most the global pgsteal_* delta).
       v2 memory.stat pgsteal counts every page reclaimed from the cgroup's
       LRUs: equal to the memcg pages plus what global reclaim took.
+    - LRU pages per reclaimer: shrink_inactive_list() counts /proc/vmstat's
+      pgscan_*/pgsteal_* only for global reclaim (!cgroup_reclaim(sc)), so
+      the report's direct and kswapd rows equal them exactly even while a
+      cgroup reclaims at its limit (they used to take memcg reclaim's pages
+      too: 92672 traced against 0).  Memcg reclaim's own LRU pages are what
+      its reclaims returned (mm_vmscan_memcg_reclaim_end's nr_reclaimed:
+      sc->nr_reclaimed, LRU pages only, see above), and on v2 within the
+      cgroup's memory.stat pgsteal_direct (the child reclaims as "direct").
     """
     with Trace(tmp) as t:
         _window_open(t)
@@ -174,6 +182,17 @@ def check_memcg_reclaim(tmp: str, **kw) -> None:
     if res["cgroup"]["version"] == cgroupfs.V2:
         steal = d["stat"]["pgsteal"]
         assert row["memcg_pages"] <= steal <= row["memcg_pages"] + global_steal, (steal, row)
+
+    tot = doc["totals"]
+    window = tot["vmstat_delta"]
+    for who in ("direct", "kswapd"):
+        assert tot[f"lru_reclaimed_{who}"] == window.get(f"pgsteal_{who}", 0), (who, tot, window)
+        assert tot[f"lru_scanned_{who}"] == window.get(f"pgscan_{who}", 0), (who, tot, window)
+    assert tot["lru_reclaimed_memcg"] > 0, tot
+    assert tot["lru_reclaimed_memcg"] == tot["memcg_reclaim_pages"], tot
+    if res["cgroup"]["version"] == cgroupfs.V2:
+        own = d["stat"]["pgsteal_direct"]
+        assert row["memcg_pages"] <= own <= tot["lru_reclaimed_memcg"] + global_steal, (own, tot)
     # The report's own reading of the counters (zero at cgroup_mkdir, last at
     # the tick during the hold) is the workload's.
     ev = row["limit_events"]

@@ -291,7 +291,7 @@ def test_type_numbers_are_unique_counted_and_grouped():
 
 
 def test_slot_enums_name_the_maps_slots():
-    assert abi.slots("reclaimer", "RECLAIMER_") == ("kswapd", "direct", "khugepaged")
+    assert abi.slots("reclaimer", "RECLAIMER_") == ("kswapd", "direct", "khugepaged", "memcg")
     assert abi.slots("vmalloc_stat", "VS_")[:2] == ("armed", "arm_full")
     assert len(abi.slots("vmalloc_stat", "VS_")) == abi.VS_NR
     with pytest.raises(abi.ABIError):

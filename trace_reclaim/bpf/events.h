@@ -313,9 +313,15 @@ struct cgroup_mkdir_event {
  */
 enum reclaimer {
 	RECLAIMER_KSWAPD = 0,
-	RECLAIMER_DIRECT = 1,		/* everyone else, memcg limit reclaim included */
+	RECLAIMER_DIRECT = 1,		/* everyone else (global reclaim) */
 	RECLAIMER_KHUGEPAGED = 2,
-	RECLAIMER_NR = 3,
+	/*
+	 * Memcg reclaim (cgroup_reclaim(sc): a cgroup's limit, memory.high,
+	 * memory.reclaim, a v1 soft limit), by whoever runs it: /proc/vmstat
+	 * counts none of it.  In "direct" when the plan cannot tell it apart.
+	 */
+	RECLAIMER_MEMCG = 3,
+	RECLAIMER_NR = 4,
 };
 
 /* vmalloc_stats (vmalloc.bpf.c): why tasks were armed and disarmed. */

@@ -106,9 +106,17 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 /*
  * LRU pages scanned and reclaimed, summed in the kernel per reclaimer the
  * way mm/vmscan.c's reclaimer_offset() attributes pgscan_* and pgsteal_*:
- * kswapd, khugepaged, and everyone else ("direct", which includes memcg
- * limit reclaim).  shrink_inactive_list() passes the same nr_scanned and
- * nr_reclaimed to mm_vmscan_lru_shrink_inactive as to those counters.
+ * kswapd, khugepaged, and everyone else ("direct").  shrink_inactive_list()
+ * passes the same nr_scanned and nr_reclaimed to mm_vmscan_lru_shrink_inactive
+ * as to those counters, but counts them only for global reclaim
+ * (!cgroup_reclaim(sc)): memcg reclaim, a cgroup reclaiming its own pages at
+ * its limit (try_to_free_mem_cgroup_pages()) or over its v1 soft limit
+ * (mem_cgroup_shrink_node(), from kswapd too), is in no /proc/vmstat counter
+ * (only in the cgroup's memory.stat).  With RECLAIM_MEMCG_LRU the threads
+ * inside it are known (memcg_reclaiming, kept by raw tracepoint programs that
+ * tracers/reclaim.py attaches by name: memcg.bpf.c and slab.bpf.c hold the
+ * auto-attached ones of the same tracepoints, and may be in the same object)
+ * and their pages go to "memcg"; without it they are in "direct".
  *
  * The multi-gen LRU (CONFIG_LRU_GEN, /sys/kernel/mm/lru_gen/enabled) reclaims
  * in evict_folios() instead, which since Linux 6.7 (commit 8c2214fc9a47,
@@ -128,10 +136,48 @@ struct lru_counts {
 /* Slots: enum reclaimer (events.h). */
 BPF_PERCPU_ARRAY(lru_reclaim, struct lru_counts, RECLAIMER_NR);
 
+#ifdef RECLAIM_MEMCG_LRU
+/* Threads inside memcg reclaim now (value unused); bounded like the others. */
+BPF_HASH(memcg_reclaiming, __u32, __u8, 10240);
+
+static __always_inline int memcg_reclaim_enter(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u8 one = 1;
+
+	memcg_reclaiming.update(&tid, &one);
+	return 0;
+}
+
+static __always_inline int memcg_reclaim_leave(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	memcg_reclaiming.delete(&tid);
+	return 0;
+}
+
+/* Attached by name (ReclaimTracer.attach), never auto-attached. */
+int reclaim_memcg_begin(struct bpf_raw_tracepoint_args *ctx)
+{
+	return memcg_reclaim_enter();
+}
+
+int reclaim_memcg_end(struct bpf_raw_tracepoint_args *ctx)
+{
+	return memcg_reclaim_leave();
+}
+#endif
+
 static __always_inline __u32 reclaimer(void)
 {
 	char comm[TASK_COMM_LEN_TR];
+#ifdef RECLAIM_MEMCG_LRU
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
+	if (memcg_reclaiming.lookup(&tid))
+		return RECLAIMER_MEMCG;
+#endif
 	bpf_get_current_comm(&comm, sizeof(comm));
 	if (comm[0] == 'k' && comm[1] == 's' && comm[2] == 'w' && comm[3] == 'a' &&
 	    comm[4] == 'p' && comm[5] == 'd')

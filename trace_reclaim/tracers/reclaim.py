@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from trace_reclaim import abi, events, gfp, schema
 from trace_reclaim.abi import (EV_DIRECT_RECLAIM, EV_KSWAPD_SLEEP, EV_KSWAPD_WAKE,
@@ -115,7 +115,9 @@ events.register_sample("reclaim", schema.Obj(optional={
     # far, thread id] of each direct reclaim still running
     "in_flight": schema.List(schema.Tuple(schema.Int(0), schema.Int(0), schema.Int(0)))}))
 # ReclaimTracer.header(): what saw the retries (fentry/kprobe vmpressure_prio, or inferred).
-events.register_header("reclaim", schema.Obj(optional={"retries_from": schema.STR}))
+# lru_memcg: memcg reclaim's LRU pages have their own slot (else in "direct").
+events.register_header("reclaim", schema.Obj(optional={"retries_from": schema.STR,
+                                                       "lru_memcg": schema.BOOL}))
 
 
 class _Proc:
@@ -166,6 +168,9 @@ class ReclaimAggregator(Aggregator):
         # inferred from the passes' events (a lower bound).
         tr = (window.header.get("tracers") or {}).get("reclaim") or {}
         self.retries_from = str(tr.get("retries_from") or "inferred")
+        # Whether memcg reclaim's LRU pages were counted apart from "direct"
+        # (older recordings and plans without the tracepoints: in it).
+        self.lru_memcg = tr.get("lru_memcg") is True
         # Direct reclaims running at the end counters: those the kernel still
         # ran when the recorder looked, [begin ts_ns, retries so far, tid],
         # and those that ended while the ring buffer was drained after them,
@@ -380,6 +385,8 @@ class ReclaimAggregator(Aggregator):
         lru_gen = self._scan_source()[0] == SCAN_LRU_GEN
         out = {}
         for who in RECLAIMERS:
+            if who == "memcg" and not self.lru_memcg:
+                continue
             a, b = first.get(who, {}), last.get(who, {})
             d = {k: int(b.get(k, 0)) - int(a.get(k, 0))
                  for k in ("calls", "nr_scanned", "nr_reclaimed", "nr_taken")}
@@ -484,6 +491,9 @@ class ReclaimAggregator(Aggregator):
             "lru_reclaimed_kswapd": section["lru"]["kswapd"]["nr_reclaimed"],
             "lru_scanned_direct": section["lru"]["direct"]["nr_scanned"],
             "lru_scanned_kswapd": section["lru"]["kswapd"]["nr_scanned"],
+            **({"lru_reclaimed_memcg": section["lru"]["memcg"]["nr_reclaimed"],
+                "lru_scanned_memcg": section["lru"]["memcg"]["nr_scanned"]}
+               if "memcg" in section["lru"] else {}),
         }
 
     def render(self, section: Dict[str, Any]) -> List[str]:
@@ -523,6 +533,12 @@ class ReclaimAggregator(Aggregator):
             # Break after a "|", never inside a flag name.
             out += wrap(", ".join(f"{k} x{v}" for k, v in flags.most_common(4)),
                         "  gfp flags: ", hang="    ", breaks="|")
+        m = section["lru"].get("memcg")
+        if m and (m["nr_scanned"] or m["nr_reclaimed"]):
+            out += wrap(f"Memcg reclaim (cgroups at their limits): {m['nr_scanned']}{NBSP}LRU "
+                        f"pages scanned, {m['nr_reclaimed']}{NBSP}reclaimed; /proc/vmstat's "
+                        "pgscan_* and pgsteal_* count global reclaim only, so these are in "
+                        "no row of the table above (see the memcg section)", hang="  ")
         out.append("")
         out.append("kswapd:")
         if not section["kswapd"]:
@@ -565,6 +581,16 @@ class ReclaimTracer(Tracer):
     # lru_reclaim and the direct reclaims in flight, next to /proc/vmstat.
     end_sample_with_snapshots: ClassVar[bool] = True
 
+    # The bracket of memcg reclaim, (begin, end): try_to_free_mem_cgroup_pages()
+    # (a limit, memory.high, memory.reclaim) and the v1 soft limit's
+    # mem_cgroup_shrink_node(), with the cflag that attaches each.
+    MEMCG_BRACKETS: ClassVar[Tuple[Tuple[str, str, str], ...]] = (
+        ("mm_vmscan_memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_end",
+         "-DRECLAIM_MEMCG_LRU"),
+        ("mm_vmscan_memcg_softlimit_reclaim_begin", "mm_vmscan_memcg_softlimit_reclaim_end",
+         "-DRECLAIM_MEMCG_SOFTLIMIT_LRU"),
+    )
+
     # do_try_to_free_pages() calls it once per priority of every pass.
     PASS_FUNC: ClassVar[str] = "vmpressure_prio"
     PASS_PROTO: ClassVar[List[str]] = ["gfp_t", "struct mem_cgroup *", "int"]
@@ -579,6 +605,7 @@ class ReclaimTracer(Tracer):
         the priority last since Linux 3.x.
         """
         attaches, cflags = super().plan(probe)
+        self._plan_memcg_lru(probe, attaches, cflags)
         fam = "direct reclaim retries (another pass of the priority loop)"
         func = self.PASS_FUNC
         if probe.btf_func_params(func) != self.PASS_PROTO:
@@ -609,6 +636,32 @@ class ReclaimTracer(Tracer):
                                    rejected + [("raw tracepoint mm_shrink_slab_start", why)]))
         return attaches, cflags
 
+    def _plan_memcg_lru(self, probe: Any, attaches: List[Attach], cflags: List[str]) -> None:
+        """Which LRU pages are memcg reclaim's: those of the threads between a
+        memcg reclaim's begin and end tracepoints (raw tracepoint programs,
+        attached by ``attach``).  The limit's pair is needed, the soft limit's
+        is taken where the kernel has it (v1 memory controller code)."""
+        fam = "LRU pages of memcg reclaim, apart from the global reclaim /proc/vmstat counts"
+        have = [(b, e, flag) for b, e, flag in self.MEMCG_BRACKETS
+                if probe.tracepoint_exists("vmscan", b) and probe.tracepoint_exists("vmscan", e)]
+        if have and have[0][2] == self.MEMCG_BRACKETS[0][2]:
+            cflags += [flag for _b, _e, flag in have]
+            attaches.append(Attach(fam, "raw tracepoints " + ", ".join(
+                f"{b.removesuffix('_begin')}_begin/end" for b, _e, _f in have)))
+            return
+        b, e, _flag = self.MEMCG_BRACKETS[0]
+        attaches.append(Attach(fam, 'none: counted with "direct"',
+                               [(f"raw tracepoints {b}/end", "not in this kernel's tracefs")],
+                               ok=True))
+
+    def attach(self, bpf: Any, cflags: Sequence[str]) -> None:
+        # Each end before its begin: a thread never stays marked as in memcg
+        # reclaim because its end came before that program was attached.
+        for begin, end, flag in self.MEMCG_BRACKETS:
+            if flag in cflags:
+                bpf.attach_raw_tracepoint(tp=end, fn_name="reclaim_memcg_end")
+                bpf.attach_raw_tracepoint(tp=begin, fn_name="reclaim_memcg_begin")
+
     def header(self, probe: Any) -> Dict[str, Any]:
         try:
             _a, cflags = self.plan(probe)
@@ -616,7 +669,7 @@ class ReclaimTracer(Tracer):
             cflags = []
         how = ("fentry" if "-DRECLAIM_PASS_FENTRY" in cflags else
                "kprobe" if "-DRECLAIM_PASS_KPROBE" in cflags else "inferred")
-        return {"retries_from": how}
+        return {"retries_from": how, "lru_memcg": self.MEMCG_BRACKETS[0][2] in cflags}
 
     def aggregator(self, window: Window) -> ReclaimAggregator:
         return ReclaimAggregator(window)

@@ -426,27 +426,32 @@ def fit_ns(ns: Any, w: int) -> str:
 
 
 def interval_header() -> str:
-    return (f"{'TIME':>8} {'WKREQ':>6} {'WAKES':>5} {'AWAKE':>8} {'STALLS':>6} "
-            f"{'STALL':>8} {'MAX':>8} {'PAGES':>7} {'HUGE':>4} {'FB':>3} {'LOST':>5}")
+    return (f"{'TIME':>8} {'WKREQ':>5} {'WAKES':>5} {'AWAKE':>7} {'STALLS':>6} "
+            f"{'STALL':>7} {'MAX':>7} {'PAGES':>6} {'MEMCG':>5} {'HUGE':>4} {'FB':>3} "
+            f"{'LOST':>5}")
 
 
 def interval_line(row: Dict[str, Any], clock: str) -> str:
-    """One live row: reclaim, then huge vmalloc areas and fallbacks (FB).
+    """One live row: kswapd, direct reclaim, memcg reclaims (a cgroup at its
+    limit: no direct-reclaim stall), then huge vmalloc areas and fallbacks (FB).
 
     Each field keeps its width at any value (a count too wide becomes 12k,
     a duration 12346s), so the row stays under 80 columns and aligned.
+    "-" where the tracer is not loaded.
     """
     r = row.get("reclaim", {})
     v = row.get("vmalloc")
+    m = row.get("memcg")
     c, t = fit_count, fit_ns
     awake = sum(r.get("kswapd_awake_ns", {}).values())
     huge = (f"{c(v.get('huge_areas', 0), 4):>4} {c(v.get('fallbacks', 0), 3):>3}" if v
             else f"{'-':>4} {'-':>3}")
-    return (f"{clock:>8} {c(r.get('wakeup_requests', 0), 6):>6} "
-            f"{c(r.get('kswapd_wakes', 0), 5):>5} {t(awake, 8):>8} "
-            f"{c(r.get('stalls', 0), 6):>6} {t(r.get('stall_ns', 0), 8):>8} "
-            f"{t(r.get('stall_max_ns', 0), 8):>8} {c(r.get('pages', 0), 7):>7} {huge} "
-            f"{c(row.get('lost_events', 0), 5):>5}")
+    memcg = c(m.get("memcg_reclaims", 0), 5) if m is not None else "-"
+    return (f"{clock:>8} {c(r.get('wakeup_requests', 0), 5):>5} "
+            f"{c(r.get('kswapd_wakes', 0), 5):>5} {t(awake, 7):>7} "
+            f"{c(r.get('stalls', 0), 6):>6} {t(r.get('stall_ns', 0), 7):>7} "
+            f"{t(r.get('stall_max_ns', 0), 7):>7} {c(r.get('pages', 0), 6):>6} {memcg:>5} "
+            f"{huge} {c(row.get('lost_events', 0), 5):>5}")
 
 
 SEVERITY_MARK = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}

@@ -240,10 +240,24 @@ def test_live_rows_fit_80_columns_at_extreme_values():
     big = {"reclaim": {"wakeup_requests": 999999, "kswapd_wakes": 99999,
                        "kswapd_awake_ns": {0: 10**12, 1: 10**12}, "stalls": 999999,
                        "stall_ns": 10**12, "stall_max_ns": 10**11, "pages": 9999999},
-           "vmalloc": {"huge_areas": 9999, "fallbacks": 99}, "lost_events": 99999}
+           "vmalloc": {"huge_areas": 9999, "fallbacks": 99}, "lost_events": 99999,
+           "memcg": {"memcg_reclaims": 9999999}}
     assert len(interval_header()) <= 80
     assert len(interval_line(big, "23:59:59")) <= 80
     assert len(interval_line({"reclaim": {}}, "23:59:59")) <= 80
+    # every field lines up under its heading: right-aligned, same widths
+    for row in (big, {"reclaim": {}}):
+        line = interval_line(row, "23:59:59")
+        assert len(line.split()) == len(interval_header().split())
+        assert len(line) == len(interval_header())
+
+
+def test_live_rows_show_memcg_reclaims_or_a_dash_without_the_tracer():
+    from trace_reclaim.report import interval_header, interval_line
+    col = interval_header().split().index("MEMCG")
+    row = {"reclaim": {"stalls": 0}, "memcg": {"memcg_reclaims": 178, "memcg_reclaim_ns": 1}}
+    assert interval_line(row, "09:10:01").split()[col] == "178"
+    assert interval_line({"reclaim": {}}, "09:10:01").split()[col] == "-"
 
 
 # -- BTF --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Kernel addresses defeat KASLR, which is why /proc/vmallocinfo and
 /proc/kallsyms hash or zero them for unprivileged readers
 (``kernel.kptr_restrict``).  A recording holds them in the vmalloc records
 (``va_start``, the vmalloc window, ``vm_struct.caller``), the slab records
-(``struct shrinker *``, its ``scan_objects`` callback, ``struct kmem_cache *``)
+(``struct shrinker *``, its ``scan_objects`` callback, ``struct kmem_cache *``),
+the memcg records (the return addresses that say which limit reclaimed)
 and in the samples that name them.  ``Redactor`` replaces each with a keyed
 hash (HMAC-SHA256 under a key drawn per recording or report and never
 written): the same address always becomes the same value, so an area still
@@ -44,6 +45,7 @@ ADDRESS_FIELDS: Dict[str, Tuple[str, ...]] = {
     "vmalloc_page_alloc_event": ("area_addr",),
     "shrink_slab_event": ("shr", "shrink"),
     "kmem_cache_event": ("cache",),
+    "memcg_reclaim_event": ("caller0_ip", "caller1_ip", "caller2_ip"),
 }
 for _s, _names in ADDRESS_FIELDS.items():  # a typo or an ABI change fails at import
     for _n in _names:
@@ -167,7 +169,16 @@ class RedactingWriter(Writer):
 
 
 def _address_offsets(type_id: int) -> List[int]:
-    """Byte offsets of the address fields of ``type_id``'s struct (none if not known)."""
+    """Byte offsets of the address fields of ``type_id``'s struct (none if not known).
+
+    Every tracer's decoders are registered first: the struct of a record type
+    is known only from its tracer's decoder, and a redactor that ran before
+    anything imported the tracers used to find no addresses to hash, and
+    wrote every one of them as it was.
+    """
+    from trace_reclaim import tracers
+
+    tracers.registry()
     lay = getattr(events._DECODERS.get(type_id), "layout", None)
     if lay is None:
         return []

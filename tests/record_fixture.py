@@ -223,7 +223,32 @@ def scenario_compaction(rec: Recorder, runs: int = 2) -> Dict[str, Any]:
                                            if k.startswith("compact_")}}
 
 
+def scenario_cgroup_pressure(rec: Recorder, mib: int = 300, limit_mib: int = 48,
+                             seconds: float = 4.0) -> Dict[str, Any]:
+    """A cgroup of our own streams a file past its limit, then the machine is short.
+
+    First memcg reclaim: the cgroup (examples/cgroup_pressure.py, on the
+    hierarchy with the memory controller) reclaims its own pages at its
+    limit, which no /proc/vmstat counter counts; it is held a moment so a
+    sample reads its counters.  Then global pressure (examples/pressure.py:
+    a hugetlb ballast and a page-cache stream) until the kernel counted
+    direct reclaim, stalling tasks of another cgroup (this one's).  Both
+    workloads put back what they changed.
+    """
+    from trace_reclaim.examples import cgroup_pressure, pressure
+
+    rec.start()
+    time.sleep(0.6)
+    cg = cgroup_pressure.run(mib=mib, limit_mib=limit_mib, hold_s=1.5, log=None)
+    glob = pressure.run(seconds=seconds, until_direct_reclaim=True, log=None)
+    time.sleep(1.0)
+    rec.stop()
+    return {"cgroup": cg["cgroup"], "delta": cg["delta"],
+            "direct_reclaims": glob["direct_reclaims"]}
+
+
 SCENARIOS: Dict[str, Callable[..., Dict[str, Any]]] = {
+    "cgroup_pressure": scenario_cgroup_pressure,
     "pinned_dentries": scenario_pinned_dentries,
     "negative_dentries": scenario_negative_dentries,
     "zram_lifecycle": scenario_zram_lifecycle,
@@ -260,6 +285,7 @@ RECIPES: Dict[str, Recipe] = {
     "slab_negative": Recipe(scenario="negative_dentries", tries=4),
     "zram_lifecycle": Recipe(scenario="zram_lifecycle"),
     "compaction": Recipe(scenario="compaction"),
+    "cgroup_pressure": Recipe(scenario="cgroup_pressure", tries=3),
 }
 
 

@@ -298,7 +298,32 @@ def meaning_compaction(doc: Dict[str, Any], text: str, path: str) -> None:
     assert "OOM kills: none" in text
 
 
+def meaning_cgroup_pressure(doc: Dict[str, Any], text: str, path: str) -> None:
+    """A cgroup at its limit reclaims its own pages, then another cgroup's tasks
+    stall in global direct reclaim: each counted under its own cgroup, and
+    memcg reclaim's LRU pages apart from the global ones /proc/vmstat counts."""
+    t = doc["totals"]
+    limited = [r for r in doc["cgroups"] if r["memcg_reclaims"]]
+    assert len(limited) == 1, limited
+    (cg,) = limited
+    assert cg["name"].startswith("trace-reclaim-test-") and cg["name"].endswith("-pressure")
+    assert cg["memcg_by_limit"] == {"max": cg["memcg_reclaims"]}
+    assert cg["memcg_reclaims"] == t["memcg_reclaims"] and cg["direct_stalls"] == 0
+    assert cg["memcg_pages"] == t["memcg_reclaim_pages"] > 0
+    # Memcg reclaim frees LRU pages only: all of them in the memcg slot, none
+    # in direct (kernel_agreement: direct and kswapd are /proc/vmstat's).
+    assert t["lru_reclaimed_memcg"] == t["memcg_reclaim_pages"]
+    assert "LRU pages scanned" in text and "Memcg reclaim (cgroups at their limits)" in text
+    # The global stalls are another cgroup's, every one of them attributed.
+    stalled = [r for r in doc["cgroups"] if r["direct_stalls"]]
+    assert stalled and cg not in stalled
+    assert sum(r["direct_stalls"] for r in stalled) == t["direct_reclaim_stalls"] > 0
+    kinds = {f["kind"] for f in doc["findings"] if f["evidence"].get("id") == cg["id"]}
+    assert {"cgroup_memory_max", "cgroup_own_limit"} <= kinds, kinds
+
+
 MEANING: Dict[str, Callable[[Dict[str, Any], str, str], None]] = {
+    "cgroup_pressure": meaning_cgroup_pressure,
     "vmalloc_huge": meaning_vmalloc_huge,
     "vmalloc_fallback": meaning_vmalloc_fallback,
     "slab_pinned": meaning_slab_pinned,

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from importlib import resources
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import trace_reclaim
 from trace_reclaim import abi, events, gfp
@@ -83,15 +83,18 @@ class SessionError(Exception):
 
 
 def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024,
-               maps: str = "") -> List[str]:
-    """The cflags of one BPF object; ``maps`` is "export" for the first of
-    several objects, "extern" for a later one (see common.bpf.h)."""
+               maps: str = "", *, names: Sequence[str]) -> List[str]:
+    """The cflags of one BPF object holding the tracers ``names``; ``maps`` is
+    "export" for the first of several objects, "extern" for a later one (see
+    common.bpf.h).  OBJECT_<NAME> says which tracers' files the object holds:
+    a tracepoint two of them probe is probed once per object (reclaim.bpf.c)."""
     # The tracers name every kprobe choice -D..._KPROBE...; only those
     # programs need struct pt_regs, whose header costs compile time.
     kprobes = any(c.startswith("-D") and "_KPROBE" in c for c in plan.cflags)
     return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}",
             f"-DTARG_TGID={tgid}", *(["-DNEED_PT_REGS"] if kprobes else []),
-            *([f"-DMAPS_{maps.upper()}"] if maps else []), *plan.cflags]
+            *([f"-DMAPS_{maps.upper()}"] if maps else []),
+            *[f"-DOBJECT_{n.upper()}" for n in names], *plan.cflags]
 
 
 def attach_parts(plan: Plan, cgroup_filter: bool = False) -> List[List[str]]:
@@ -179,9 +182,8 @@ class Compile:
                  names: Optional[List[str]] = None, maps: str = "") -> None:
         self.bpf_factory = bpf_factory
         self.names = list(plan.tracers if names is None else names)
-        self.tracers = [tracers[n] for n in self.names]
         self.text = bpf_source({n: tracers[n] for n in self.names})
-        self.cflags = bpf_cflags(plan, tgid, ringbuf_pages, maps)
+        self.cflags = bpf_cflags(plan, tgid, ringbuf_pages, maps, names=self.names)
         self.later = maps == "extern"  # attached after the trace began
         self.output = ""  # bcc's compiler messages
         self._bpf: Any = None
@@ -193,8 +195,6 @@ class Compile:
     def _run(self) -> None:
         try:
             self._bpf = self.bpf_factory(text=self.text, cflags=self.cflags)
-            for t in self.tracers:
-                t.attach(self._bpf, self.cflags)
             quiet_own_perf_events(self._bpf)
         except BaseException as e:  # handed to the caller by result()
             self._error = e

@@ -251,15 +251,6 @@ class Tracer(abc.ABC):
                 ok=ok))
         return attaches, []
 
-    def attach(self, bpf: Any, cflags: Sequence[str]) -> None:
-        """Attach the programs of its file that bcc does not attach by their
-        names, once the object holding them is loaded (``cflags``: the
-        object's, the plan's choices among them).  For a tracepoint another
-        tracer's file probes too: two programs of one name cannot share an
-        object.  Each such program is in the plan (an Attach).  Default: none.
-        """
-        return None
-
     def rejected_options(self, probe: Any) -> List[Tuple[str, str]]:
         """Why the better attach options are not used (default: none better)."""
         return []

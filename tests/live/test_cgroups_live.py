@@ -340,6 +340,12 @@ def test_cgroup_filter_keeps_only_that_cgroups_tasks(live, tmp_path):
     assert memcg_recs, "the cgroup made no memcg reclaim"
     assert {e.memcg_id for e in recs} == ids, {(type(e).__name__, e.memcg_id) for e in recs}
     assert {e.tgid for e in recs} == {child.pid}
+    # -c puts the memcg programs in the reclaim programs' object, which then
+    # marks memcg reclaim through them: its LRU pages (counted for every
+    # task, like /proc/vmstat's) stay out of "direct", which equals the kernel.
+    tot, window = doc["totals"], doc["totals"]["vmstat_delta"]
+    assert tot["lru_reclaimed_direct"] == window.get("pgsteal_direct", 0), (tot, window)
+    assert tot["lru_reclaimed_memcg"] >= tot["memcg_reclaim_pages"] > 0, tot
 
 
 def _cli(*argv):

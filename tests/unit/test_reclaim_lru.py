@@ -114,23 +114,3 @@ def test_the_plan_takes_the_brackets_the_kernel_has():
     a, flags = _memcg_plan(_Probe(("mm_vmscan_memcg_reclaim_begin",)))
     assert flags == [] and a.ok and a.chosen.startswith("none")
     assert ReclaimTracer().header(_Probe(("mm_vmscan_memcg_reclaim_end",)))["lru_memcg"] is False
-
-
-def test_each_end_is_attached_before_its_begin():
-    class Bpf:
-        def __init__(self) -> None:
-            self.calls: List[Tuple[str, str]] = []
-
-        def attach_raw_tracepoint(self, tp: str, fn_name: str) -> None:
-            self.calls.append((tp, fn_name))
-
-    b = Bpf()
-    ReclaimTracer().attach(b, ["-DRECLAIM_MEMCG_LRU", "-DRECLAIM_MEMCG_SOFTLIMIT_LRU"])
-    assert b.calls == [
-        ("mm_vmscan_memcg_reclaim_end", "reclaim_memcg_end"),
-        ("mm_vmscan_memcg_reclaim_begin", "reclaim_memcg_begin"),
-        ("mm_vmscan_memcg_softlimit_reclaim_end", "reclaim_memcg_end"),
-        ("mm_vmscan_memcg_softlimit_reclaim_begin", "reclaim_memcg_begin")]
-    b = Bpf()
-    ReclaimTracer().attach(b, [])
-    assert b.calls == []

@@ -46,6 +46,15 @@ static __always_inline int memcg_begin(void *ctx, int order, __u64 gfp, __u32 ki
 	__u32 tid = (__u32)id;
 	struct memcg_reclaim_begin_state st = {};
 
+#if defined(RECLAIM_MEMCG_LRU) && defined(OBJECT_RECLAIM)
+	/* reclaim.bpf.c's bracket: one program per tracepoint in an object */
+	if (kind == MEMCG_RECLAIM_LIMIT)
+		memcg_reclaim_enter();
+#ifdef RECLAIM_MEMCG_SOFTLIMIT_LRU
+	else
+		memcg_reclaim_enter();
+#endif
+#endif
 	if (!tgid_wanted(id >> 32) || !cgroup_wanted())
 		return 0;
 	st.ts_ns = bpf_ktime_get_ns();
@@ -71,6 +80,10 @@ static __always_inline int memcg_end(__u32 kind, __u64 nr_reclaimed)
 	struct memcg_reclaim_begin_state *start, begin;
 	struct memcg_reclaim_event *e;
 	struct task_cgroups cg;
+
+#if defined(RECLAIM_MEMCG_LRU) && defined(OBJECT_RECLAIM)
+	memcg_reclaim_leave();
+#endif
 
 	if (kind == MEMCG_RECLAIM_SOFTLIMIT)
 		start = memcg_softlimit_begin.lookup(&tid);

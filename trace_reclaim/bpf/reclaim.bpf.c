@@ -18,6 +18,63 @@ struct direct_reclaim_begin_state {
 /* Bounded: one entry per thread inside direct reclaim at once. */
 BPF_HASH(direct_reclaim_begin, __u32, struct direct_reclaim_begin_state, 10240);
 
+#ifdef RECLAIM_MEMCG_LRU
+/*
+ * Threads inside memcg reclaim now (value unused); bounded like the others.
+ * A thread that starts global reclaim (direct, or kswapd's balance_pgdat())
+ * is in no memcg reclaim: its entry goes, so one whose end came before that
+ * program was attached is not counted as memcg for long.
+ */
+BPF_HASH(memcg_reclaiming, __u32, __u8, 10240);
+
+static __always_inline void memcg_reclaim_enter(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u8 one = 1;
+
+	memcg_reclaiming.update(&tid, &one);
+}
+
+static __always_inline void memcg_reclaim_leave(void)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+	memcg_reclaiming.delete(&tid);
+}
+
+/*
+ * One object probes a tracepoint once: where memcg.bpf.c is in this object,
+ * its programs on these tracepoints call memcg_reclaim_enter/leave().
+ */
+#ifndef OBJECT_MEMCG
+TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_begin)
+{
+	memcg_reclaim_enter();
+	return TP_PASS;
+}
+
+TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_end)
+{
+	memcg_reclaim_leave();
+	return TP_PASS;
+}
+
+#ifdef RECLAIM_MEMCG_SOFTLIMIT_LRU
+TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_softlimit_reclaim_begin)
+{
+	memcg_reclaim_enter();
+	return TP_PASS;
+}
+
+TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_softlimit_reclaim_end)
+{
+	memcg_reclaim_leave();
+	return TP_PASS;
+}
+#endif
+#endif /* !OBJECT_MEMCG */
+#endif /* RECLAIM_MEMCG_LRU */
+
 TRACEPOINT_PROBE(vmscan, mm_vmscan_wakeup_kswapd)
 {
 	struct wakeup_kswapd_event *e;
@@ -49,6 +106,9 @@ static __always_inline void emit_kswapd(__u32 type, int nid, int zid, int order)
 
 TRACEPOINT_PROBE(vmscan, mm_vmscan_kswapd_wake)
 {
+#ifdef RECLAIM_MEMCG_LRU
+	memcg_reclaim_leave();	/* balance_pgdat() follows: global reclaim */
+#endif
 	emit_kswapd(EV_KSWAPD_WAKE, args->nid, args->zid, args->order);
 	return TP_PASS;
 }
@@ -65,6 +125,9 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin)
 	__u32 tid = (__u32)id;
 	struct direct_reclaim_begin_state start = {};
 
+#ifdef RECLAIM_MEMCG_LRU
+	memcg_reclaim_leave();	/* try_to_free_pages(): global reclaim */
+#endif
 	if (!tgid_wanted(id >> 32) || !cgroup_wanted())
 		return TP_PASS;
 	start.ts_ns = bpf_ktime_get_ns();
@@ -113,10 +176,8 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
  * its limit (try_to_free_mem_cgroup_pages()) or over its v1 soft limit
  * (mem_cgroup_shrink_node(), from kswapd too), is in no /proc/vmstat counter
  * (only in the cgroup's memory.stat).  With RECLAIM_MEMCG_LRU the threads
- * inside it are known (memcg_reclaiming, kept by raw tracepoint programs that
- * tracers/reclaim.py attaches by name: memcg.bpf.c and slab.bpf.c hold the
- * auto-attached ones of the same tracepoints, and may be in the same object)
- * and their pages go to "memcg"; without it they are in "direct".
+ * inside it are known (memcg_reclaiming, kept at the memcg reclaim
+ * tracepoints) and their pages go to "memcg"; without it they are in "direct".
  *
  * The multi-gen LRU (CONFIG_LRU_GEN, /sys/kernel/mm/lru_gen/enabled) reclaims
  * in evict_folios() instead, which since Linux 6.7 (commit 8c2214fc9a47,
@@ -136,38 +197,6 @@ struct lru_counts {
 /* Slots: enum reclaimer (events.h). */
 BPF_PERCPU_ARRAY(lru_reclaim, struct lru_counts, RECLAIMER_NR);
 
-#ifdef RECLAIM_MEMCG_LRU
-/* Threads inside memcg reclaim now (value unused); bounded like the others. */
-BPF_HASH(memcg_reclaiming, __u32, __u8, 10240);
-
-static __always_inline int memcg_reclaim_enter(void)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u8 one = 1;
-
-	memcg_reclaiming.update(&tid, &one);
-	return 0;
-}
-
-static __always_inline int memcg_reclaim_leave(void)
-{
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-
-	memcg_reclaiming.delete(&tid);
-	return 0;
-}
-
-/* Attached by name (ReclaimTracer.attach), never auto-attached. */
-int reclaim_memcg_begin(struct bpf_raw_tracepoint_args *ctx)
-{
-	return memcg_reclaim_enter();
-}
-
-int reclaim_memcg_end(struct bpf_raw_tracepoint_args *ctx)
-{
-	return memcg_reclaim_leave();
-}
-#endif
 
 static __always_inline __u32 reclaimer(void)
 {

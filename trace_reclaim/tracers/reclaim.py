@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from trace_reclaim import abi, events, gfp, schema
 from trace_reclaim.abi import (EV_DIRECT_RECLAIM, EV_KSWAPD_SLEEP, EV_KSWAPD_WAKE,
@@ -638,29 +638,22 @@ class ReclaimTracer(Tracer):
 
     def _plan_memcg_lru(self, probe: Any, attaches: List[Attach], cflags: List[str]) -> None:
         """Which LRU pages are memcg reclaim's: those of the threads between a
-        memcg reclaim's begin and end tracepoints (raw tracepoint programs,
-        attached by ``attach``).  The limit's pair is needed, the soft limit's
-        is taken where the kernel has it (v1 memory controller code)."""
+        memcg reclaim's begin and end tracepoints (the memcg tracer's programs
+        on them where it is in the same BPF object, else reclaim.bpf.c's).
+        The limit's pair is needed, the soft limit's is taken where the
+        kernel has it (v1 memory controller code)."""
         fam = "LRU pages of memcg reclaim, apart from the global reclaim /proc/vmstat counts"
         have = [(b, e, flag) for b, e, flag in self.MEMCG_BRACKETS
                 if probe.tracepoint_exists("vmscan", b) and probe.tracepoint_exists("vmscan", e)]
         if have and have[0][2] == self.MEMCG_BRACKETS[0][2]:
             cflags += [flag for _b, _e, flag in have]
-            attaches.append(Attach(fam, "raw tracepoints " + ", ".join(
+            attaches.append(Attach(fam, "tracepoints " + ", ".join(
                 f"{b.removesuffix('_begin')}_begin/end" for b, _e, _f in have)))
             return
         b, e, _flag = self.MEMCG_BRACKETS[0]
         attaches.append(Attach(fam, 'none: counted with "direct"',
-                               [(f"raw tracepoints {b}/end", "not in this kernel's tracefs")],
+                               [(f"tracepoints {b}/end", "not in this kernel's tracefs")],
                                ok=True))
-
-    def attach(self, bpf: Any, cflags: Sequence[str]) -> None:
-        # Each end before its begin: a thread never stays marked as in memcg
-        # reclaim because its end came before that program was attached.
-        for begin, end, flag in self.MEMCG_BRACKETS:
-            if flag in cflags:
-                bpf.attach_raw_tracepoint(tp=end, fn_name="reclaim_memcg_end")
-                bpf.attach_raw_tracepoint(tp=begin, fn_name="reclaim_memcg_begin")
 
     def header(self, probe: Any) -> Dict[str, Any]:
         try:

@@ -12,12 +12,14 @@ never sees a stall in the stall counter and not yet in the histogram.
 
 Cardinality and memory are bounded: label values come from small fixed
 sets (nodes, reclaimers, vmalloc verdicts, compaction contexts, the loaded
-BPF programs), shrinkers are cut to the top N by time with the rest
-folded into ``other``, and nothing is labelled by pid or comm.  A shrinker's
+BPF programs), shrinkers and cgroups are cut to the top N by time with
+the rest folded into ``other``, and nothing is labelled by pid or comm.  A shrinker's
 label is the report's stable name, callback and owner
 (``super_cache_scan (ext4 vda)``), where the kernel told what it shrinks;
 else its callback, all its instances together (instance numbers change
-from run to run).
+from run to run).  A cgroup's label is its path in its hierarchy (the
+report's row: the memory controller's, else cgroup v2), with the
+hierarchy beside it: each reclaim is counted under one of them, never both.
 
 Cost: a refresh runs every tracer's ``report()``, percentiles included, and
 that grows with what the aggregators hold (bounded by their caps, but a
@@ -45,7 +47,8 @@ from trace_reclaim.tracers.reclaim import (EV_DIRECT_RECLAIM, EV_WAKEUP_KSWAPD, 
                                            ReclaimAggregator, ReclaimTracer)
 
 __all__ = ["Exporter", "Family", "FAMILIES", "STALL_BUCKETS_NS", "DEFAULT_TOP_SHRINKERS",
-           "MAX_REFRESH_SHARE", "ObservedReclaimTracer", "OTHER", "shrinker_label"]
+           "DEFAULT_TOP_CGROUPS", "MAX_REFRESH_SHARE", "ObservedReclaimTracer", "OTHER",
+           "shrinker_label", "cgroup_label"]
 
 # Direct-reclaim stalls run from ~10 us (a few pages off the inactive list)
 # to seconds (throttled writeback, OOM-adjacent retries): 1-2.5-5 steps.
@@ -56,6 +59,7 @@ STALL_BUCKETS_NS = (
     5_000_000_000, 10_000_000_000,
 )
 DEFAULT_TOP_SHRINKERS = 10
+DEFAULT_TOP_CGROUPS = 20
 # At most this share of the time goes to refreshing from the reports.
 MAX_REFRESH_SHARE = 0.05
 OTHER = "other"
@@ -109,6 +113,19 @@ FAMILIES: Tuple[Family, ...] = (
            "Objects shrinkers freed", ("shrinker",)),
     Family("trace_reclaim_shrinker_seconds", "counter",
            "Time spent in do_shrink_slab()", ("shrinker",), "seconds"),
+    Family("trace_reclaim_cgroup_reclaims", "counter",
+           "Reclaims run by a cgroup's tasks: direct-reclaim stalls (reclaim=direct) and "
+           "memcg reclaims at the cgroup's limits (reclaim=memcg; in no /proc/vmstat "
+           "counter); top N cgroups by reclaim time, the rest in 'other'",
+           ("cgroup", "hierarchy", "reclaim")),
+    Family("trace_reclaim_cgroup_reclaim_seconds", "counter",
+           "Time a cgroup's tasks spent in those reclaims", ("cgroup", "hierarchy", "reclaim"),
+           "seconds"),
+    Family("trace_reclaim_cgroup_reclaimed_pages", "counter",
+           "Pages those reclaims reported freed (their _end tracepoint's nr_reclaimed)",
+           ("cgroup", "hierarchy", "reclaim")),
+    Family("trace_reclaim_cgroup_oom_kills", "counter",
+           "OOM victims in the cgroup (oom:mark_victim)", ("cgroup", "hierarchy")),
     Family("trace_reclaim_slab_caches_never_draining", "gauge",
            "Reclaimable slab caches that did not drain after memory pressure"),
     Family("trace_reclaim_compaction_runs", "counter",
@@ -160,6 +177,19 @@ class _Histogram:
         return h
 
 
+def cgroup_label(row: Mapping[str, Any]) -> Optional[Tuple[str, str]]:
+    """A report cgroup row's (cgroup, hierarchy) labels: its path (None while
+    its id is not resolved to one, and for the row of cgroups beyond the
+    aggregator's cap)."""
+    path = row.get("path")
+    return (str(path), str(row["hierarchy"])) if path else None
+
+
+# A cgroup row's counts, in the order _cgroups() reads them.
+_CG_COUNTS = ("direct_stalls", "direct_stall_ns", "direct_pages", "memcg_reclaims",
+              "memcg_reclaim_ns", "memcg_pages", "oom_kills")
+
+
 def shrinker_label(row: Mapping[str, Any]) -> Optional[str]:
     """A report shrinker row's label: its name when that names the owner, else
     its callback (None while the callback is not symbolized yet)."""
@@ -173,8 +203,10 @@ class Exporter:
     """Counters and gauges fed once per interval, histograms once per stall."""
 
     def __init__(self, top_shrinkers: int = DEFAULT_TOP_SHRINKERS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 top_cgroups: int = DEFAULT_TOP_CGROUPS) -> None:
         self.top_shrinkers = top_shrinkers
+        self.top_cgroups = top_cgroups
         self.clock = clock
         self._next_refresh = 0.0
         # What the session thread builds up between ticks.
@@ -184,6 +216,9 @@ class Exporter:
         self._nodes_seen: Set[int] = set()
         self._shr_prev: Dict[str, Tuple[int, int, int, int]] = {}
         self._shr_named: Set[str] = set()
+        # By report row (hierarchy, id): bounded by the memcg aggregator's cap.
+        self._cg_prev: Dict[Tuple[str, int], Tuple[int, ...]] = {}
+        self._cg_named: Set[Tuple[str, str]] = set()
         # What scrapes read: swapped in whole at each tick.
         self._lock = threading.Lock()
         self._published: Optional[Tuple[Dict[str, Dict[Tuple[str, ...], float]],
@@ -249,6 +284,8 @@ class Exporter:
             self._oom(sections["oom"], totals)
         if "vmalloc" in sections:
             self._vmalloc(sections["vmalloc"], totals)
+        if "memcg" in sections:
+            self._cgroups(sections["memcg"]["cgroups"])
         if bpf_stats is not None:
             self._bpf(*bpf_stats)
         took = self.clock() - start
@@ -303,6 +340,39 @@ class Exporter:
                 self._add(name, label, max(0, a - b) / scale if scale != 1 else max(0, a - b))
         self._set("trace_reclaim_slab_caches_never_draining", (),
                   t.get("slab_caches_never_drain", 0))
+
+    def _cgroups(self, rows: List[Dict[str, Any]]) -> None:
+        """Per cgroup, what its report row gained since the last refresh.
+
+        Like the shrinkers: the top N by reclaim time (direct and memcg) get
+        their own labels when first seen, for good; the rest, and a row
+        whose path is not known yet, count under cgroup "other".
+        """
+        by_label: Dict[Tuple[str, str], int] = {}
+        for r in rows:
+            label = cgroup_label(r)
+            if label:
+                by_label[label] = by_label.get(label, 0) + r["direct_stall_ns"] + \
+                    r["memcg_reclaim_ns"]
+        free = self.top_cgroups - len(self._cg_named)
+        if free > 0:
+            new = sorted(((ns, lb) for lb, ns in by_label.items()
+                          if lb not in self._cg_named and ns > 0), reverse=True)
+            self._cg_named.update(lb for _ns, lb in new[:free])
+        for r in rows:
+            key = (str(r["hierarchy"]), int(r["id"]))
+            now = tuple(int(r[k]) for k in _CG_COUNTS)
+            prev = self._cg_prev.get(key, (0,) * len(_CG_COUNTS))
+            self._cg_prev[key] = now
+            d = [max(0, a - b) for a, b in zip(now, prev)]
+            label = cgroup_label(r)
+            cg = label if label in self._cg_named else (OTHER, key[0])
+            for i, reclaim in ((0, "direct"), (3, "memcg")):
+                labels = (*cg, reclaim)
+                self._add("trace_reclaim_cgroup_reclaims", labels, d[i])
+                self._add("trace_reclaim_cgroup_reclaim_seconds", labels, d[i + 1] / 1e9)
+                self._add("trace_reclaim_cgroup_reclaimed_pages", labels, d[i + 2])
+            self._add("trace_reclaim_cgroup_oom_kills", cg, d[6])
 
     def _oom(self, sec: Dict[str, Any], t: Dict[str, Any]) -> None:
         comp = sec.get("compaction") or {}

@@ -107,6 +107,8 @@ def check_counters_against_report(path):
     if "vmalloc_areas" in t:
         assert total(snap, "trace_reclaim_vmalloc_areas") == t["vmalloc_areas"]
         assert total(snap, "trace_reclaim_vmalloc_huge_pages") == t["vmalloc_huge_pages"]
+    if "cgroups" in doc:
+        check_cgroup_counters(doc["cgroups"], snap, exp.top_cgroups)
     assert total(snap, "trace_reclaim_lost_events") == t["lost_events"]
     # kswapd's awake time by interval adds up to the report's (which stops
     # at the end snapshot, a moment before the last tick).
@@ -123,6 +125,46 @@ def check_counters_against_report(path):
     return doc, snap
 
 
+def check_cgroup_counters(rows, snap, top):
+    """The cgroup counters add up to the report's cgroup rows, reclaim kind by
+    kind; a cgroup with its own label has exactly its row's counts (the
+    fixtures name every cgroup before its first reclaim); at most ``top``
+    labels besides "other" per hierarchy."""
+    for reclaim, n, ns, pages in (("direct", "direct_stalls", "direct_stall_ns", "direct_pages"),
+                                  ("memcg", "memcg_reclaims", "memcg_reclaim_ns", "memcg_pages")):
+        for name, key, scale in (("trace_reclaim_cgroup_reclaims", n, 1),
+                                 ("trace_reclaim_cgroup_reclaim_seconds", ns, 1e9),
+                                 ("trace_reclaim_cgroup_reclaimed_pages", pages, 1)):
+            series = {lb: v for lb, v in snap.get(name, {}).items() if lb[2] == reclaim}
+            assert sum(series.values()) == pytest.approx(sum(r[key] for r in rows) / scale)
+            for r in rows:
+                if r["path"] and (r["path"], r["hierarchy"], reclaim) in series:
+                    assert series[(r["path"], r["hierarchy"], reclaim)] == \
+                        pytest.approx(r[key] / scale), (name, r["path"])
+    assert total(snap, "trace_reclaim_cgroup_oom_kills") == sum(r["oom_kills"] for r in rows)
+    named = {lb[:2] for lb in snap.get("trace_reclaim_cgroup_reclaims", {}) if lb[0] != "other"}
+    assert len(named) <= top
+
+
+def test_cgroup_labels_go_to_the_most_reclaim_time_and_keep_the_totals():
+    """With room for one cgroup, the one with the most reclaim time when first
+    ranked gets the label; the rest are "other", the sums stay."""
+    path = os.path.join(FIXTURES, "cgroup_pressure.trc")
+    doc = replay(path).report()
+    one = Exporter(top_cgroups=1, clock=NO_TIME)
+    replay(path, one)
+    snap = one.snapshot()
+    check_cgroup_counters(doc["cgroups"], snap, 1)
+    labels = set(snap["trace_reclaim_cgroup_reclaims"])
+    named = {lb[:2] for lb in labels if lb[0] != "other"}
+    assert len(named) == 1 and any(lb[0] == "other" for lb in labels), labels
+    # the limited cgroup: its memcg reclaims outweigh the other's stalls here
+    top = max(doc["cgroups"], key=lambda r: r["direct_stall_ns"] + r["memcg_reclaim_ns"])
+    assert named == {(top["path"], top["hierarchy"])}
+    assert snap["trace_reclaim_cgroup_reclaims"][(top["path"], top["hierarchy"], "memcg")] \
+        == top["memcg_reclaims"] > 0
+
+
 def test_the_fixtures_exercise_every_family():
     """Not a vacuous comparison: across the recordings, each kind of count is
     non-zero somewhere."""
@@ -130,7 +172,8 @@ def test_the_fixtures_exercise_every_family():
     for path in RECORDINGS:
         t = replay(path).report()["totals"]
         for k in ("direct_reclaim_stalls", "kswapd_wakes", "shrink_slab_calls",
-                  "compaction_runs_direct", "vmalloc_huge_pages", "vmalloc_areas"):
+                  "compaction_runs_direct", "vmalloc_huge_pages", "vmalloc_areas",
+                  "memcg_reclaims"):
             seen[k] = seen.get(k, 0) + t.get(k, 0)
     assert all(seen.values()), seen
 

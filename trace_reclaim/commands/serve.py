@@ -61,6 +61,9 @@ def add_parser(sub: Any) -> None:
                    help="shrinkers with their own label, named by callback and what "
                         "they shrink, e.g. 'super_cache_scan (ext4 vda)' (by time; the "
                         "rest are 'other'; default 10)")
+    p.add_argument("--top-cgroups", type=positive(int), default=20, metavar="N",
+                   help="cgroups with their own label, by their path (by reclaim "
+                        "time, direct and memcg; the rest are 'other'; default 20)")
     p.add_argument("--no-slab-accounting", action="store_true",
                    help="don't count kmem_cache allocations per cache in the kernel")
 
@@ -170,7 +173,7 @@ def run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.output and os.path.lexists(args.output):
         raise UserError(f"{args.output} exists; trace-reclaim does not overwrite "
                         "recordings", "choose another file name")
-    exporter = Exporter(top_shrinkers=args.top_shrinkers)
+    exporter = Exporter(top_shrinkers=args.top_shrinkers, top_cgroups=args.top_cgroups)
     registry = serve_registry(exporter, slab_accounting=not args.no_slab_accounting)
     httpd = _listen(host, port, exporter)  # before the slow BPF load: fail fast
     try:

@@ -197,7 +197,6 @@ struct lru_counts {
 /* Slots: enum reclaimer (events.h). */
 BPF_PERCPU_ARRAY(lru_reclaim, struct lru_counts, RECLAIMER_NR);
 
-
 static __always_inline __u32 reclaimer(void)
 {
 	char comm[TASK_COMM_LEN_TR];
@@ -205,8 +204,9 @@ static __always_inline __u32 reclaimer(void)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 
 	if (memcg_reclaiming.lookup(&tid))
-		return RECLAIMER_MEMCG;
+		return RECLAIMER_MEMCG;	/* kswapd's soft limit reclaim too */
 #endif
+
 	bpf_get_current_comm(&comm, sizeof(comm));
 	if (comm[0] == 'k' && comm[1] == 's' && comm[2] == 'w' && comm[3] == 'a' &&
 	    comm[4] == 'p' && comm[5] == 'd')

@@ -73,8 +73,8 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
                       + (", attached first" if i == 0 else ", attached next") + " ==== */",
                       file=env.stdout)
             print(bpf_source({n: registry[n] for n in names}), file=env.stdout)
-            print("/* cflags: " + " ".join(bpf_cflags(p, args.pid, maps=maps, names=names)) + " */",
-                  file=env.stdout)
+            cflags = bpf_cflags(p, args.pid, maps=maps, names=names)
+            print("/* cflags: " + " ".join(cflags) + " */", file=env.stdout)
         return ExitStatus.OK
     if getattr(args, "redact", False) and not args.output:
         raise UserError("--redact applies to the recording, and there is none",

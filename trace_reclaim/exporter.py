@@ -40,7 +40,7 @@ import bisect
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple, TypeVar
 
 from trace_reclaim.tracer import Window
 from trace_reclaim.tracers.reclaim import (EV_DIRECT_RECLAIM, EV_WAKEUP_KSWAPD, RECLAIMERS,
@@ -320,11 +320,7 @@ class Exporter:
             name = shrinker_label(r)
             if name and r.get("shr") != "0x0":
                 by_name[name] = by_name.get(name, 0) + r["time_ns"]
-        free = self.top_shrinkers - len(self._shr_named)
-        if free > 0:
-            new = sorted(((ns, n) for n, ns in by_name.items()
-                          if n not in self._shr_named and ns > 0), reverse=True)
-            self._shr_named.update(n for _ns, n in new[:free])
+        _name_top(self._shr_named, by_name, self.top_shrinkers)
         for r in rows:
             key = r["shr"]
             now = (r["calls"], r["scanned"], r["freed"], r["time_ns"])
@@ -354,11 +350,7 @@ class Exporter:
             if label:
                 by_label[label] = by_label.get(label, 0) + r["direct_stall_ns"] + \
                     r["memcg_reclaim_ns"]
-        free = self.top_cgroups - len(self._cg_named)
-        if free > 0:
-            new = sorted(((ns, lb) for lb, ns in by_label.items()
-                          if lb not in self._cg_named and ns > 0), reverse=True)
-            self._cg_named.update(lb for _ns, lb in new[:free])
+        _name_top(self._cg_named, by_label, self.top_cgroups)
         for r in rows:
             key = (str(r["hierarchy"]), int(r["id"]))
             now = tuple(int(r[k]) for k in _CG_COUNTS)
@@ -474,6 +466,20 @@ class Exporter:
                 fam.add_metric(list(labels), series[labels])
             out.append(fam)
         return out
+
+
+L = TypeVar("L", str, Tuple[str, str])
+
+
+def _name_top(named: Set[L], time_ns: Mapping[L, int], top: int) -> None:
+    """Give the free label slots (``top`` in all) to the not yet named with the
+    most time, for good: a label once given is kept (a counter that moved to
+    another series would read as a reset)."""
+    free = top - len(named)
+    if free > 0:
+        new = sorted(((ns, lb) for lb, ns in time_ns.items() if lb not in named and ns > 0),
+                     reverse=True)
+        named.update(lb for _ns, lb in new[:free])
 
 
 def _node_key(s: str) -> Tuple[int, Any]:

@@ -14,6 +14,7 @@ bounds taken from mm/memcontrol.c and mm/vmscan.c (see each test).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import time
 
 import pytest
 
-from tests.livetools import Trace
+from tests.livetools import Trace, report_json
 from trace_reclaim import abi, cgroupfs, events
 from trace_reclaim.examples import cgroup_pressure, pressure
 from trace_reclaim.recording import Reader
@@ -400,3 +401,42 @@ def test_oom_kill_is_attributed_to_its_cgroup(live, tmp_path):
     (f,) = [f for f in t.report["findings"] if f["kind"] == "cgroup_memory_max"
             and f["evidence"]["id"] == res["cgroup_id"]]
     assert f["severity"] == "critical" and f["evidence"]["oom_kills"] == 1
+
+
+def test_run_cgroup_records_memcg_reclaim_for_a_diff(live, tmp_path):
+    """``trace-reclaim run cgroup``: a kernel developer's memcg A/B input.
+
+    Each run is a recording of the workload's cgroup reclaiming at its
+    limit: its row has the reclaims, bounded by the cgroup's own counters
+    the recorder read before the cgroup went (the runner holds it idle a
+    moment for that), and memcg reclaim's LRU pages apart from direct,
+    which equals the kernel's pgsteal_direct.  ``diff`` of the runs compares
+    memcg reclaim and the LRU pages it took.
+    """
+    from trace_reclaim import cli
+    from trace_reclaim.env import Environment
+
+    def main(argv):
+        env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+        return cli.main(argv, env), env.stdout.getvalue(), env.stderr.getvalue()
+
+    out = tmp_path / "runs"
+    rc, _out, err = main(["run", "cgroup", "-n", "2", "-o", str(out), "--param",
+                          f"limit_mib={LIMIT_MIB}", "--param", "mib=400",
+                          "--param", f"enable_v2_memory={ENABLE_V2}"])
+    assert rc == 0, err
+    paths = sorted(str(p) for p in out.glob("cgroup-*.trc"))
+    assert len(paths) == 2, paths
+    for path in paths:
+        doc = report_json(path)
+        assert doc["system"]["workload"]["name"] == "cgroup"
+        (row,) = [r for r in doc["cgroups"] if r["memcg_reclaims"]]
+        assert row["name"].startswith("trace-reclaim-test-"), row["name"]
+        ev = row["limit_events"]
+        assert 0 < row["memcg_reclaims"] <= ev.get("failcnt", ev.get("max", 0)), (row, ev)
+        tot = doc["totals"]
+        assert tot["lru_reclaimed_direct"] == tot["vmstat_delta"].get("pgsteal_direct", 0)
+        assert tot["lru_reclaimed_memcg"] == tot["memcg_reclaim_pages"] > 0, tot
+    rc, text, err = main(["diff", paths[0], "--", paths[1]])
+    assert rc == 0, err
+    assert "memcg.reclaims" in text and "reclaimed.memcg_pages" in text, text

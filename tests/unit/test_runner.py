@@ -21,12 +21,14 @@ def main(argv, root=False):
 
 
 def test_every_workload_imports_and_has_parameters():
-    assert set(runner.WORKLOADS) == {"pressure", "anon", "slab-churn", "vmalloc-huge"}
+    assert set(runner.WORKLOADS) == {"pressure", "anon", "slab-churn", "vmalloc-huge", "cgroup"}
     for w in runner.WORKLOADS.values():
         assert callable(w.entry())
         assert "log" not in w.params()
     assert runner.WORKLOADS["pressure"].params()["ballast_mib"] is None
     assert runner.WORKLOADS["vmalloc-huge"].params()["insns"] == 300000
+    cg = runner.WORKLOADS["cgroup"].params()
+    assert cg["limit_mib"] == 64 and "hold_s" not in cg   # fixed: the runner holds it
 
 
 def test_params_are_typed_from_the_defaults():

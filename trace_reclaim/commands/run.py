@@ -103,6 +103,11 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
              "dentry and inode churn: create/unlink files, stat missing names"),
     Workload("vmalloc-huge", "vmalloc_huge", "trigger",
              "huge-page vmalloc: one large BPF program load (verifier kvcalloc)"),
+    # Held 1.5 s after its child: a sample reads the cgroup's own counters
+    # (failcnt, memory.events) before the cgroup goes, for the report's row.
+    Workload("cgroup", "cgroup_pressure", "run",
+             "memcg reclaim: a cgroup of our own streams a file past its limit",
+             fixed=(("hold_s", 1.5),)),
 )}
 
 EPILOG = """\
@@ -114,6 +119,7 @@ examples:
       --sysctl vm.watermark_scale_factor=1000
   trace-reclaim diff base/*.trc -- wsf/*.trc
   trace-reclaim run vmalloc-huge --list-params
+  trace-reclaim run cgroup -n 6 -o small --param limit_mib=32
   trace-reclaim run pressure -n 3 -o base --kernel 6.1     # in a VM, Debian's 6.1
   trace-reclaim run pressure -n 3 -o new --kernel ~/linux  # ... a kernel build tree
 """

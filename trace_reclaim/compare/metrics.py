@@ -61,6 +61,8 @@ BASE_METRICS: Tuple[Tuple[str, str, Callable[[Dict[str, Any]], Any]], ...] = (
     ("kswapd.awake_ns", "ns", lambda d: doc_get(d, "totals", "kswapd_awake_ns")),
     ("reclaimed.direct_pages", "pages", lambda d: _reclaimed(d, "direct")),
     ("reclaimed.kswapd_pages", "pages", lambda d: _reclaimed(d, "kswapd")),
+    # Memcg reclaim's LRU pages, where the recording told them apart from direct.
+    ("reclaimed.memcg_pages", "pages", lambda d: doc_get(d, "totals", "lru_reclaimed_memcg")),
 )
 
 

@@ -324,9 +324,15 @@ def test_serve_counts_a_cgroups_memcg_reclaim_under_its_path(live, tmp_path):
     from trace_reclaim.examples import cgroup_pressure
 
     with serving(str(tmp_path)) as (serve, addr, rec):
+        # serve listens before its BPF load: the trace runs once it has ticked.
+        wait_for("serve's first interval", lambda: "\ntrace_reclaim_intervals_total " in
+                 http_get(f"http://{addr}/metrics")[1], 120, [serve])
         res = cgroup_pressure.run(mib=400, limit_mib=48, hold_s=1.5, log=quiet)
         assert res["child_status"] == 0, res["child_stderr"]
-        time.sleep(2.5)  # serve ticks (1 s) after the last reclaim
+        # A refresh that began after the workload (a costly one delays the next).
+        before = refreshes(addr)
+        wait_for("serve to refresh after the workload", lambda: refreshes(addr) > before,
+                 60, [serve])
         _ctype, text = http_get(f"http://{addr}/metrics")
         assert stop(serve) == 0
     rel = res["cgroup"]["rel"]
@@ -335,7 +341,8 @@ def test_serve_counts_a_cgroups_memcg_reclaim_under_its_path(live, tmp_path):
         for s in fam.samples:
             if s.name == "trace_reclaim_cgroup_reclaims_total" and s.labels["cgroup"] == rel:
                 got[(s.labels["hierarchy"], s.labels["reclaim"])] = s.value
-    assert got, f"no series for {rel}"
+    assert got, (f"no series for {rel}",
+                 [ln for ln in text.splitlines() if "cgroup_reclaims_total{" in ln])
     row = [r for r in report_json(rec)["cgroups"] if r["path"] == rel]
     assert len(row) == 1, row
     hier = row[0]["hierarchy"]

@@ -6,3 +6,8 @@ recording enters at the decoder and goes through exactly the same code.
 """
 
 __version__ = "0.1.0"
+
+# Compiled (mypyc) or interpreted: decided before any compiled module loads.
+from trace_reclaim import native as _native  # noqa: E402
+
+_native.select()

@@ -15,7 +15,7 @@ from trace_reclaim.events import _DECODERS
 from trace_reclaim.episodes import EpisodeBuilder
 from trace_reclaim.findings import findings
 from trace_reclaim.procfs import VMSTAT_KEYS
-from trace_reclaim.recording import LONG_LENGTH, RECORD_HEAD
+from trace_reclaim.recording import LONG_LENGTH
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = ["Correlator", "MAX_INTERVAL_ROWS"]
@@ -203,14 +203,15 @@ class Correlator:
         w = self.window
         start_ns, end_ns = w.start_ns, w.end_ns
         user_base = events.USER_BASE
-        head = RECORD_HEAD.unpack_from
         long_length = LONG_LENGTH.unpack_from
         off = 0
         end = len(payload)
         counted = 0
         try:
             while off < end:
-                type_id, n = head(payload, off)
+                # RECORD_HEAD, read byte by byte: compiled, that is native
+                type_id = payload[off] | (payload[off + 1] << 8)
+                n = payload[off + 2] | (payload[off + 3] << 8)
                 off += 4
                 if n == 0xFFFF:
                     n = long_length(payload, off)[0]
@@ -227,8 +228,8 @@ class Correlator:
                         continue
                     hot = self._hot_path(type_id)
                     if hot:
-                        # struct_decoder's in-place decoders, by record size
-                        hot = (getattr(hot[0], "by_size", {}), *hot)
+                        # the in-place decoders, by record size
+                        hot = (events.in_place_decoders(hot[0]), *hot)
                     hot_of[type_id] = hot
                 if not hot:  # decodes and counts as unknown or not-this-session
                     self._decode_and_feed(type_id, payload[at:off])

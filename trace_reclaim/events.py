@@ -11,13 +11,15 @@ sees everything the live run's correlator saw.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 import dataclasses
 import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from trace_reclaim import abi, schema
+from trace_reclaim import abi, native, schema
 from trace_reclaim.taskstats import DELAY_FIELDS
 
 __all__ = [
@@ -58,6 +60,7 @@ class DecodeError(ValueError):
     """A record whose payload does not fit its type."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(slots=True)
 class Event:
     """Fields every BPF record has (``struct event_header``)."""
@@ -125,6 +128,32 @@ def _comm(raw: bytes) -> str:
     return name
 
 
+def comm_at(buf: bytes, offset: int, size: int) -> str:
+    """The kernel string of ``size`` bytes at ``offset`` of ``buf`` (``_comm``)."""
+    raw = buf[offset:offset + size]
+    name = _comm_cache.get(raw)
+    return _comm(raw) if name is None else name
+
+
+_native_decoders: Optional[Dict[Tuple[type, str], Dict[int, Callable[[bytes, int], Any]]]] = None
+
+
+def in_place_decoders(decoder: Any) -> Dict[int, Callable[[bytes, int], Any]]:
+    """The decoders of a record at an offset of a block, by record size, for a
+    decoder of ``struct_decoder``: compiled (``trace_reclaim._decoders``)
+    where the package runs compiled and has them, else ``decoder.by_size``."""
+    global _native_decoders
+    by_size: Dict[int, Callable[[bytes, int], Any]] = getattr(decoder, "by_size", {})
+    cls = getattr(decoder, "cls", None)
+    if cls is None or not native.compiled():
+        return by_size
+    if _native_decoders is None:
+        # imported late: it imports the tracer modules, which import this one
+        from trace_reclaim._decoders import DECODERS
+        _native_decoders = DECODERS
+    return _native_decoders.get((cls, decoder.layout.name), by_size)
+
+
 def register(type_id: int, decoder: Decoder) -> None:
     """Make ``decode`` turn records of ``type_id`` into events."""
     if type_id in _DECODERS and _DECODERS[type_id] is not decoder:
@@ -156,7 +185,7 @@ def _maker(cls: type, names: List[str], strings: List[int]) -> Callable[[Any, st
         return "comm" if i == 5 else f"cstr(v[{i}])" if i in strings else f"v[{i}]"
     body = "".join(f"    o.{n} = {value(i)}\n" for i, n in enumerate(names))
     src = f"def make(v, comm):\n    o = new(cls)\n{body}    return o\n"
-    scope: Dict[str, Any] = {"new": object.__new__, "cls": cls, "cstr": _comm}
+    scope: Dict[str, Any] = {"new": cls.__new__, "cls": cls, "cstr": _comm}
     exec(src, scope)  # noqa: S102 - field names of our own dataclasses, checked against events.h
     return scope["make"]
 
@@ -290,7 +319,7 @@ def _fast_decoder(cls: type, names: List[str], flat: List[abi.Field], unpack_fro
            f"    if comm is None:\n"
            f"        comm = cstr(_5)\n"
            f"    o = new(cls)\n{stores}    return o\n")
-    scope: Dict[str, Any] = {"new": object.__new__, "cls": cls, "cstr": _comm,
+    scope: Dict[str, Any] = {"new": cls.__new__, "cls": cls, "cstr": _comm,
                              "cache": _comm_cache, "types": types,
                              "unpack_from": unpack_from, "DecodeError": DecodeError,
                              "tail": tail}

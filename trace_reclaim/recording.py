@@ -20,12 +20,14 @@ rather than fail.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 import errno
 import json
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
+
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from trace_reclaim import schema
@@ -98,6 +100,7 @@ def create(path: str) -> IO[bytes]:
     return open(path, "xb", buffering=0, opener=lambda p, flags: os.open(p, flags, 0o600))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Writer:
     """Append records to a recording, a checksummed block at a time.
 
@@ -179,7 +182,6 @@ class Writer:
         self.flush()
 
 
-@dataclass
 class Reader:
     """Read a recording's header, then its records block by block.
 
@@ -188,14 +190,11 @@ class Reader:
     ends iteration at the last good block and is described in ``warnings``.
     """
 
-    f: IO[bytes]
-    header: Dict[str, Any] = field(init=False)
-    version: int = field(init=False)
-    warnings: List[str] = field(default_factory=list, init=False)
-    blocks: int = field(default=0, init=False)
-    truncated: bool = field(default=False, init=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.warnings: List[str] = []
+        self.blocks = 0
+        self.truncated = False
         head = self.f.read(_FILE_HEAD.size)
         if not head:
             raise RecordingError("recording is empty",
@@ -237,8 +236,8 @@ class Reader:
             raise RecordingError(f"recording header is damaged: {e}",
                                  "it was written by another program or edited; nothing in "
                                  "it can be trusted, record again") from None
-        self.header = header
-        self.version = version
+        self.header: Dict[str, Any] = header
+        self.version: int = version
 
     def _stop(self, why: str) -> None:
         self.truncated = True

@@ -14,6 +14,8 @@ AttributeError) instead of reading as a silent zero.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 import abc
 import copy
 from dataclasses import dataclass, field
@@ -93,6 +95,7 @@ def fentry_on(probe: Any, func: str) -> Tuple[bool, str]:
     return probe.tracing_attach(func, "fentry") if ok else (ok, why)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Aggregator(abc.ABC):
     """Consume events of one tracer; produce interval rows and a report section."""
 
@@ -214,6 +217,7 @@ class Aggregator(abc.ABC):
         return []
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Tracer(abc.ABC):
     """A kernel area's BPF program and decoders; subclassed per area."""
 

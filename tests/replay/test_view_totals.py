@@ -29,6 +29,22 @@ RECORDINGS = sorted(glob.glob(os.path.join(FIXTURES, "*.trc")))
 CLOCK = "12:00:00"
 
 
+class _StatesSeen:
+    """The correlator as the view sees it, keeping each live state it hands out
+    (a wrapper: compiled, the correlator's methods cannot be replaced)."""
+
+    def __init__(self, corr: Correlator, states: List[Dict[str, Any]]) -> None:
+        self._corr = corr
+        self._states = states
+
+    def live_state(self) -> Dict[str, Any]:
+        st = self._corr.live_state()
+        self._states.append(st)
+        return st
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._corr, name)
+
 def drive(path: str, tty: bool = True, json_lines: bool = False,
           ) -> Tuple[str, Dict[str, Any], List[Dict[str, Any]], Correlator]:
     """Replay ``path`` into a LiveView as ``trace-reclaim live`` drives it.
@@ -43,19 +59,12 @@ def drive(path: str, tty: bool = True, json_lines: bool = False,
         reader = Reader(f)
         reg = tracers.registry()
         corr = Correlator(reader.header, [reg[n] for n in reader.header["plan"]["tracers"]])
-        live_state = corr.live_state
-
-        def recording_live_state() -> Dict[str, Any]:
-            st = live_state()
-            states.append(st)
-            return st
-
-        corr.live_state = recording_live_state  # type: ignore[method-assign]
+        seen = _StatesSeen(corr, states)
         view.start()
         for type_id, payload in reader.records():
             row = corr.feed_record(type_id, payload)
             if row is not None:
-                view.interval(row, corr)
+                view.interval(row, seen)  # type: ignore[arg-type]
     doc = corr.report()
     view.end(doc, corr.aggs)
     return out.getvalue(), doc, states, corr

@@ -18,6 +18,8 @@ the LRU shrinks and of ``mm_shrink_slab_start``, a lower bound.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from collections import Counter
 from dataclasses import dataclass
 from operator import attrgetter
@@ -152,6 +154,7 @@ class _Node:
         return self.k.wakes
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ReclaimAggregator(Aggregator):
     """Per-process direct-reclaim stalls and per-node kswapd activity."""
 
@@ -286,7 +289,7 @@ class ReclaimAggregator(Aggregator):
         during = sum(1 for (_tid, ts) in seen if end < ts <= read)
         return running, during
 
-    def _direct_reclaim(self, ev: Any) -> None:
+    def _direct_reclaim(self, ev: DirectReclaim) -> None:
         # Which process row a stall goes to is decided now (rows are capped
         # in order of arrival); its figures are added in batches (``_fold``).
         if ev.ts_ns - ev.delta_ns < self.window.start_ns:
@@ -335,7 +338,7 @@ class ReclaimAggregator(Aggregator):
         self._unfolded.clear()
         self._unfolded_n = 0
 
-    def _kswapd_wake(self, ev: Any) -> None:
+    def _kswapd_wake(self, ev: KswapdWake) -> None:
         if self._wakeups and ev.nid not in self.kswapd.nodes:
             self._fold_wakeups()  # nodes register in the order the records came
         k, _ = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
@@ -343,7 +346,7 @@ class ReclaimAggregator(Aggregator):
             self.nodes[k.nid] = _Node(k)
         self._iv["kswapd_wakes"] += 1
 
-    def _kswapd_sleep(self, ev: Any) -> None:
+    def _kswapd_sleep(self, ev: KswapdSleep) -> None:
         if self._wakeups and ev.nid not in self.kswapd.nodes:
             self._fold_wakeups()
         n = self._node(ev.nid)
@@ -561,6 +564,7 @@ def _zone(zid: int, names: Any = ZONE_NAMES) -> str:
     return str(names[zid]) if 0 <= zid < len(names) else str(zid)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ReclaimTracer(Tracer):
     """kswapd and direct reclaim; LRU page counts summed in the kernel."""
 

@@ -1,0 +1,127 @@
+"""The compiled report path: which modules mypyc compiles, and whether they are used.
+
+Replaying a recording spends its time in a few modules: reading the blocks,
+decoding each record, the correlator's dispatch and the reclaim, compaction,
+OOM and episode aggregators.  ``setup.py`` compiles those (``COMPILED``) with
+mypyc when it can (a C compiler and Python's headers); the same sources run
+interpreted where it cannot, with the same output.  Compiled, they are about
+3x faster on a large recording (``bench/report_speed.py``).
+
+A compiled module takes precedence over its source on import, so a source
+edited after the build would silently not run.  The build writes the SHA-256
+of every source it compiled (``MANIFEST``); ``select()``, called as the package
+is imported, compares them with the sources beside it and, if any differs or
+``TRACE_RECLAIM_PURE=1`` is set, makes every compiled module load from its
+source instead (all of them: compiled modules call each other directly, so
+one cannot be swapped alone).  ``STATUS`` says which path runs and why;
+``trace-reclaim --version`` prints it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from typing import Any, Dict, Optional, Sequence
+
+__all__ = ["COMPILED", "MANIFEST", "STATUS", "select", "compiled", "source_hashes"]
+
+#: The modules mypyc compiles, in one group (they call each other natively).
+COMPILED = (
+    "trace_reclaim.recording",
+    "trace_reclaim.events",
+    "trace_reclaim.correlate",
+    "trace_reclaim.tracer",
+    "trace_reclaim.kswapd",
+    "trace_reclaim.stats",
+    "trace_reclaim.episodes.model",
+    "trace_reclaim.episodes.builder",
+    "trace_reclaim.tracers.reclaim",
+    "trace_reclaim.tracers.compaction",
+    "trace_reclaim.tracers.oom",
+    "trace_reclaim._decoders",
+)
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: Written by setup.py beside the compiled modules: {"sources": {module: sha256}}.
+MANIFEST = os.path.join(_HERE, "_native_build.json")
+#: What select() found: "compiled", or "interpreted (<why>)".
+STATUS = "interpreted (not selected yet)"
+
+
+def _source_path(module: str) -> str:
+    rel = module.split(".")[1:]
+    return os.path.join(_HERE, *rel) + ".py"
+
+
+def source_hashes(modules: Sequence[str] = COMPILED, root: Optional[str] = None) -> Dict[str, str]:
+    """SHA-256 of each module's source (under ``root``: the package directory)."""
+    base = root or _HERE
+    out = {}
+    for m in modules:
+        with open(os.path.join(base, *m.split(".")[1:]) + ".py", "rb") as f:
+            out[m] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def _built(module: str) -> bool:
+    """Whether a compiled extension of ``module`` lies beside its source."""
+    stem = _source_path(module)[:-3]
+    return any(os.path.exists(stem + s) for s in importlib.machinery.EXTENSION_SUFFIXES)
+
+
+class _SourceFinder:
+    """Load the compiled modules from their sources (a meta path finder)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in COMPILED:
+            return None
+        return importlib.util.spec_from_file_location(name, _source_path(name))
+
+
+def _why_not() -> Optional[str]:
+    """Why the compiled modules must not run (None: they may)."""
+    if os.environ.get("TRACE_RECLAIM_PURE", "") not in ("", "0"):
+        return "TRACE_RECLAIM_PURE is set"
+    built = [m for m in COMPILED if _built(m)]
+    if not built:
+        return "not compiled (a C compiler and python3-dev at install)"
+    if len(built) < len(COMPILED):
+        return f"only {len(built)} of {len(COMPILED)} modules are compiled"
+    try:
+        with open(MANIFEST) as f:
+            recorded = json.load(f)["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{os.path.basename(MANIFEST)} is missing or damaged"
+    try:
+        now = source_hashes()
+    except OSError as e:
+        return f"a source is unreadable ({e.strerror})"
+    stale = sorted(m for m in COMPILED if recorded.get(m) != now[m])
+    if stale:
+        return (f"{len(stale)} source(s) changed since the build ({stale[0]}, ...): "
+                "reinstall to compile them again")
+    return None
+
+
+def select() -> str:
+    """Decide which path runs (once, before any compiled module is imported)."""
+    global STATUS
+    if STATUS != "interpreted (not selected yet)":
+        return STATUS
+    why = _why_not()
+    if why is None:
+        STATUS = "compiled"
+    else:
+        if any(_built(m) for m in COMPILED):
+            sys.meta_path.insert(0, _SourceFinder())
+        STATUS = f"interpreted ({why})"
+    return STATUS
+
+
+def compiled() -> bool:
+    """Whether the compiled modules are the ones running."""
+    return STATUS == "compiled"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from trace_reclaim import abi, native, schema
+from trace_reclaim.eventclass import record
 from trace_reclaim.taskstats import DELAY_FIELDS
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "USER_SAMPLE",
     "USER_END",
     "Event",
+    "record",
     "Tick",
     "Snapshot",
     "Sample",

@@ -252,7 +252,7 @@ def test_decoders_read_each_field_where_the_compiler_put_it(events_h):
 
 
 def test_a_decoder_whose_fields_disagree_fails_at_import():
-    @dataclasses.dataclass(slots=True)
+    @events.record
     class Swapped(events.Event):
         zid: int
         nid: int
@@ -261,7 +261,7 @@ def test_a_decoder_whose_fields_disagree_fails_at_import():
     with pytest.raises(TypeError, match="kswapd_wake_event"):
         events.struct_decoder(Swapped, "kswapd_wake_event")
 
-    @dataclasses.dataclass(slots=True)
+    @events.record
     class WrongType(events.Event):
         cache: int
         refcount: int

@@ -28,7 +28,6 @@ reclaim here, as ``memory.events`` ``high`` deltas and as the cgroup's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Set, Tuple
 
 from trace_reclaim import abi, cgroupfs, events, schema
@@ -83,7 +82,7 @@ V2_STAT_KEYS = ("anon", "file", "pgscan", "pgsteal", "pgscan_direct", "pgsteal_d
                 "workingset_refault_file", "workingset_refault_anon", "pgfault")
 
 
-@dataclass(slots=True)
+@events.record
 class MemcgReclaim(events.Event):
     """One memcg reclaim; ``ts_ns`` is when it ended."""
 
@@ -99,7 +98,7 @@ class MemcgReclaim(events.Event):
     kind: int
 
 
-@dataclass(slots=True)
+@events.record
 class CgroupMkdir(events.Event):
     """A cgroup was created (names its id even if it is gone before a sample)."""
 

@@ -15,7 +15,6 @@ and ``drop_slab_event`` in ``bpf/events.h``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar, Dict, Tuple
 
 from trace_reclaim import abi, events, schema
@@ -34,7 +33,7 @@ __all__ = [
 # bpf/events.h): the reclaim the shrinker ran under.
 
 
-@dataclass(slots=True)
+@events.record
 class ShrinkSlab(events.Event):
     """One do_shrink_slab() call; ``ts_ns`` is when it ended."""
 
@@ -66,7 +65,7 @@ class ShrinkSlab(events.Event):
         return max(0, self.total_scan - max(0, self.unscanned))
 
 
-@dataclass(slots=True)
+@events.record
 class KmemCacheEvent(events.Event):
     """A cache created, destroyed or shut down (fentry/kprobe plans only)."""
 
@@ -77,7 +76,7 @@ class KmemCacheEvent(events.Event):
     requested: str    # create: the name asked for
 
 
-@dataclass(slots=True)
+@events.record
 class DropSlab(events.Event):
     """drop_slab() returned (fexit/kretprobe plans): one drop_caches run, the
     kernel's DROP_SLAB count.  The header alone: who ran it, and when."""

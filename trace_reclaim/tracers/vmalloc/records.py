@@ -12,7 +12,6 @@ pages, exact request from fentry/kprobe).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from trace_reclaim import events, schema
 from trace_reclaim.abi import (EV_ALLOC_VMAP_AREA, EV_FREE_VMAP_AREA, EV_KMALLOC_LARGE,
@@ -31,7 +30,7 @@ VM_NO_GUARD = 0x40
 VM_ALLOW_HUGE_VMAP = 0x400
 
 
-@dataclass(slots=True)
+@events.record
 class AllocVmapArea(events.Event):
     addr: int
     size_bytes: int
@@ -48,21 +47,21 @@ class AllocVmapArea(events.Event):
     memcg_id: int = 0
 
 
-@dataclass(slots=True)
+@events.record
 class FreeVmapArea(events.Event):
     addr: int
     nr_lazy_pages: int
     nr_lazy_max_pages: int
 
 
-@dataclass(slots=True)
+@events.record
 class PurgeVmapArea(events.Event):
     start: int
     end: int
     nr_purged: int
 
 
-@dataclass(slots=True)
+@events.record
 class VmallocPageAlloc(events.Event):
     area_addr: int
     gfp_flags: int
@@ -72,7 +71,7 @@ class VmallocPageAlloc(events.Event):
     expected: int
 
 
-@dataclass(slots=True)
+@events.record
 class KmallocLarge(events.Event):
     bytes_req: int
     bytes_alloc: int

@@ -27,7 +27,7 @@ import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
-__all__ = ["COMPILED", "MANIFEST", "STATUS", "select", "compiled", "source_hashes"]
+__all__ = ["COMPILED", "MANIFEST", "STATUS", "select", "compiled", "source_hashes", "why_not"]
 
 #: The modules mypyc compiles, in one group (they call each other natively).
 COMPILED = (
@@ -51,9 +51,9 @@ MANIFEST = os.path.join(_HERE, "_native_build.json")
 STATUS = "interpreted (not selected yet)"
 
 
-def _source_path(module: str) -> str:
+def _source_path(module: str, here: str = _HERE) -> str:
     rel = module.split(".")[1:]
-    return os.path.join(_HERE, *rel) + ".py"
+    return os.path.join(here, *rel) + ".py"
 
 
 def source_hashes(modules: Sequence[str] = COMPILED, root: Optional[str] = None) -> Dict[str, str]:
@@ -66,9 +66,9 @@ def source_hashes(modules: Sequence[str] = COMPILED, root: Optional[str] = None)
     return out
 
 
-def _built(module: str) -> bool:
+def _built(module: str, here: str = _HERE) -> bool:
     """Whether a compiled extension of ``module`` lies beside its source."""
-    stem = _source_path(module)[:-3]
+    stem = _source_path(module, here)[:-3]
     return any(os.path.exists(stem + s) for s in importlib.machinery.EXTENSION_SUFFIXES)
 
 
@@ -81,22 +81,23 @@ class _SourceFinder:
         return importlib.util.spec_from_file_location(name, _source_path(name))
 
 
-def _why_not() -> Optional[str]:
-    """Why the compiled modules must not run (None: they may)."""
+def why_not(here: str = _HERE) -> Optional[str]:
+    """Why the compiled modules of the package in ``here`` must not run
+    (None: they may)."""
     if os.environ.get("TRACE_RECLAIM_PURE", "") not in ("", "0"):
         return "TRACE_RECLAIM_PURE is set"
-    built = [m for m in COMPILED if _built(m)]
+    built = [m for m in COMPILED if _built(m, here)]
     if not built:
         return "not compiled (a C compiler and python3-dev at install)"
     if len(built) < len(COMPILED):
         return f"only {len(built)} of {len(COMPILED)} modules are compiled"
     try:
-        with open(MANIFEST) as f:
+        with open(os.path.join(here, os.path.basename(MANIFEST))) as f:
             recorded = json.load(f)["sources"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"{os.path.basename(MANIFEST)} is missing or damaged"
     try:
-        now = source_hashes()
+        now = source_hashes(root=here)
     except OSError as e:
         return f"a source is unreadable ({e.strerror})"
     stale = sorted(m for m in COMPILED if recorded.get(m) != now[m])
@@ -111,7 +112,7 @@ def select() -> str:
     global STATUS
     if STATUS != "interpreted (not selected yet)":
         return STATUS
-    why = _why_not()
+    why = why_not()
     if why is None:
         STATUS = "compiled"
     else:

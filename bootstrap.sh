@@ -95,10 +95,17 @@ if [ ! -x .venv/bin/python ]; then
     say "creating .venv from /usr/bin/python3"
     /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ]; then
-    say "installing Python dependencies into .venv"
+# gcc and Python's headers: setup.py compiles the report path with mypyc
+# (trace_reclaim/native.py); without them it installs interpreted, slower.
+apt_install gcc libc6-dev python3-dev
+native_status() { .venv/bin/python -c 'import trace_reclaim.native as n; print(n.STATUS)' 2>/dev/null; }
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ] || [ "$(native_status)" != compiled ]; then
+    # Also when the compiled modules are missing or older than their sources
+    # (a pull, an edit): the package would run interpreted until rebuilt.
+    say "installing Python dependencies into .venv (and compiling the report path)"
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff,serve,export]' >&2
     echo "$want_stamp" > "$stamp"
+    say "report path: $(native_status)"
 fi
 
 cmd=${1:-trace}

@@ -65,7 +65,8 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     p = _Parser(prog="trace-reclaim", description=__doc__.splitlines()[0],
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version",
-                   version=f"trace-reclaim {trace_reclaim.__version__}")
+                   version=f"trace-reclaim {trace_reclaim.__version__} "
+                           f"(report path: {trace_reclaim.native.STATUS})")
     p.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 

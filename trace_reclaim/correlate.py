@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from trace_reclaim import events
+from trace_reclaim import events, native
 from trace_reclaim.events import _DECODERS
 from trace_reclaim.episodes import EpisodeBuilder
 from trace_reclaim.findings import findings
 from trace_reclaim.procfs import VMSTAT_KEYS
-from trace_reclaim.recording import LONG_LENGTH
+from trace_reclaim.recording import LONG_LENGTH, RECORD_HEAD
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = ["Correlator", "MAX_INTERVAL_ROWS"]
@@ -203,15 +203,20 @@ class Correlator:
         w = self.window
         start_ns, end_ns = w.start_ns, w.end_ns
         user_base = events.USER_BASE
+        head = RECORD_HEAD.unpack_from
         long_length = LONG_LENGTH.unpack_from
+        by_bytes = native.compiled()
         off = 0
         end = len(payload)
         counted = 0
+        ev: events.Event
         try:
             while off < end:
-                # RECORD_HEAD, read byte by byte: compiled, that is native
-                type_id = payload[off] | (payload[off + 1] << 8)
-                n = payload[off + 2] | (payload[off + 3] << 8)
+                if by_bytes:  # compiled, reading the bytes is native: no call, no tuple
+                    type_id = payload[off] | (payload[off + 1] << 8)
+                    n = payload[off + 2] | (payload[off + 3] << 8)
+                else:
+                    type_id, n = head(payload, off)
                 off += 4
                 if n == 0xFFFF:
                     n = long_length(payload, off)[0]

@@ -520,6 +520,7 @@ class ObservedReclaimTracer(ReclaimTracer):
     """The reclaim tracer, whose aggregator also hands its stalls to ``exporter``."""
 
     def __init__(self, exporter: Exporter) -> None:
+        super().__init__()
         self.exporter = exporter
 
     def aggregator(self, window: Window) -> ReclaimAggregator:

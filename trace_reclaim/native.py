@@ -34,6 +34,7 @@ COMPILED = (
     "trace_reclaim.recording",
     "trace_reclaim.events",
     "trace_reclaim.correlate",
+    "trace_reclaim.tracer",
     "trace_reclaim.kswapd",
     "trace_reclaim.stats",
     "trace_reclaim.episodes.model",

@@ -88,6 +88,22 @@ class Options:
     cgroups: Tuple[str, ...] = ()
 
 
+def _refuse_abstract(obj: object, base: type, hooks: Tuple[str, ...]) -> None:
+    """Refuse an instance whose class lacks one of ``base``'s abstract ``hooks``.
+
+    What ``abc.ABC`` does on instantiation, done again by hand: compiled
+    (trace_reclaim.native), the native base does not stop an interpreted
+    subclass that left a hook out.  tests/unit/test_tracer_hooks.py checks
+    ``hooks`` against the ABC's own list where the module is interpreted.
+    """
+    cls = type(obj)
+    missing = [h for h in hooks if getattr(cls, h) is getattr(base, h)]
+    if missing:
+        raise TypeError(f"Can't instantiate abstract class {cls.__name__} without an "
+                        f"implementation for abstract method(s) "
+                        + ", ".join(f"'{h}'" for h in missing))
+
+
 def fentry_on(probe: Any, func: str) -> Tuple[bool, str]:
     """Whether fentry works here and the trampoline takes ``func`` itself
     (it judges each function: its argument count, for one), and why not."""
@@ -104,7 +120,11 @@ class Aggregator(abc.ABC):
     # (``cgroups``) instead of inside the section.
     top_level: ClassVar[Tuple[str, ...]] = ()
 
+    #: The abstract methods (``_refuse_abstract``).
+    ABSTRACT: ClassVar[Tuple[str, ...]] = ("feed", "report")
+
     def __init__(self, window: Window) -> None:
+        _refuse_abstract(self, Aggregator, Aggregator.ABSTRACT)
         self.window = window
 
     # -- events in ---------------------------------------------------------
@@ -231,8 +251,13 @@ class Tracer(abc.ABC):
     # /proc snapshots: then it is read right after them, before the ring
     # buffer is drained (which can take a while under load); else after.
     end_sample_with_snapshots: ClassVar[bool] = False
-    # The command line's choices (see ``configured``).
-    options: Options = Options()
+    #: The abstract methods (``_refuse_abstract``).
+    ABSTRACT: ClassVar[Tuple[str, ...]] = ("aggregator",)
+
+    def __init__(self) -> None:
+        _refuse_abstract(self, Tracer, Tracer.ABSTRACT)
+        # The command line's choices (see ``configured``).
+        self.options = Options()
 
     def configured(self, options: Options) -> Tracer:
         """This tracer with ``options``: itself when they are already its

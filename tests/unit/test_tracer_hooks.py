@@ -34,6 +34,16 @@ def test_aggregator_and_tracer_must_implement_their_abstract_hooks():
         NoAggregator()  # type: ignore[abstract]
 
 
+def test_the_abstract_hooks_refused_by_hand_are_the_abcs():
+    """Compiled, Aggregator and Tracer refuse a missing hook by hand (their
+    ABSTRACT lists); interpreted, abc computes the same list."""
+    for base in (Aggregator, Tracer):
+        computed = getattr(base, "__abstractmethods__", None)
+        if not computed:
+            pytest.skip("compiled: the ABC's list is not kept (the test above checks both)")
+        assert set(base.ABSTRACT) == set(computed), base.__name__
+
+
 def test_live_totals_cannot_be_overridden_and_are_the_report_totals():
     """Every aggregator's live totals come from its own report code."""
     for t in registry().values():

@@ -6,7 +6,7 @@ Feeding only; the report documents are ``document.py``'s.
 from __future__ import annotations
 
 import bisect
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 # Event type numbers from bpf/events.h: the builder only needs the numbers.
 from trace_reclaim.abi import (EV_COMPACT_RETRY, EV_COMPACTION, EV_DIRECT_RECLAIM,
@@ -16,6 +16,15 @@ from trace_reclaim.episodes.document import episode_docs
 from trace_reclaim.episodes.model import (BURST_GAP_NS, MAX_EPISODES, MAX_REPORTED, MAX_TASKS,
                                           TOP, Episode, EpisodeFact, Task)
 from trace_reclaim.kswapd import Kswapd
+
+if TYPE_CHECKING:
+    # The records this builder reads, for their types only: at run time it
+    # imports no tracer (they register these records; it only sees them).
+    # Compiled (trace_reclaim.native), typed handlers read fields natively.
+    from trace_reclaim.tracers.compaction import Compaction, CompactRetry
+    from trace_reclaim.tracers.oom import MarkVictim, ReclaimRetryZone
+    from trace_reclaim.tracers.reclaim import (DirectReclaim, KswapdSleep, KswapdWake,
+                                               WakeupKswapd)
 
 __all__ = ["EpisodeBuilder"]
 
@@ -116,7 +125,7 @@ class EpisodeBuilder:
         else:
             self._fact(ev, fact)
 
-    def _wakeup_kswapd(self, ev: Any) -> None:
+    def _wakeup_kswapd(self, ev: WakeupKswapd) -> None:
         # The most frequent record under pressure: Episode.mark is inlined.
         nid = ev.nid
         if nid not in self.kswapd.nodes:
@@ -132,7 +141,7 @@ class EpisodeBuilder:
             if "wakeup_kswapd" not in seq:
                 seq["wakeup_kswapd"] = ev.ts_ns
 
-    def _kswapd_wake(self, ev: Any) -> None:
+    def _kswapd_wake(self, ev: KswapdWake) -> None:
         k, opened = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
         nid = k.nid
         if opened:
@@ -143,7 +152,7 @@ class EpisodeBuilder:
             self.kswapd_open[nid] = ep
             ep.sequence["kswapd_wake"] = ev.ts_ns
 
-    def _kswapd_sleep(self, ev: Any) -> None:
+    def _kswapd_sleep(self, ev: KswapdSleep) -> None:
         ep: Optional[Episode]
         span = self.kswapd.sleep(ev.nid, ev.ts_ns)
         if span is None:
@@ -170,7 +179,7 @@ class EpisodeBuilder:
         ep.mark("kswapd_sleep", ev.ts_ns)
         self.kswapd_last[nid] = ep
 
-    def _direct_reclaim(self, ev: Any) -> None:
+    def _direct_reclaim(self, ev: DirectReclaim) -> None:
         ts = ev.ts_ns
         d = ev.delta_ns
         start = ts - d
@@ -223,7 +232,7 @@ class EpisodeBuilder:
                 task = tasks[key] = Task(key, ev.tgid if key >= 0 else -1,
                                          ev.comm if key >= 0 else "[other tasks]")
                 # The task's cgroup (records since cgroup attribution carry it).
-                memcg_id, cgroup_id = getattr(ev, "memcg_id", 0), getattr(ev, "cgroup_id", 0)
+                memcg_id, cgroup_id = ev.memcg_id, ev.cgroup_id
                 if key >= 0 and (memcg_id or cgroup_id):
                     task.cgroup = ("memcg", memcg_id) if memcg_id else ("cgroup", cgroup_id)
         task.stalls += 1
@@ -249,7 +258,7 @@ class EpisodeBuilder:
             return b
         return None
 
-    def _compaction(self, ev: Any) -> None:
+    def _compaction(self, ev: Compaction) -> None:
         ep = self._target(None, ev.ts_ns, ev.pid)
         if ep is None:
             self.outside["compaction_runs"] += 1
@@ -268,7 +277,7 @@ class EpisodeBuilder:
         st = ep.compaction_status
         st[status] = st.get(status, 0) + 1
 
-    def _reclaim_retry_zone(self, ev: Any) -> None:
+    def _reclaim_retry_zone(self, ev: ReclaimRetryZone) -> None:
         ep = self._target(ev.nid, ev.ts_ns, ev.pid)
         if ep is None:
             self.outside["other"] += 1
@@ -277,7 +286,7 @@ class EpisodeBuilder:
         ep.reclaim_retry_max_loops = max(ep.reclaim_retry_max_loops, ev.no_progress_loops)
         ep.mark("should_reclaim_retry", ev.ts_ns)
 
-    def _compact_retry(self, ev: Any) -> None:
+    def _compact_retry(self, ev: CompactRetry) -> None:
         ep = self._target(None, ev.ts_ns, ev.pid)
         if ep is None:
             self.outside["other"] += 1
@@ -287,7 +296,7 @@ class EpisodeBuilder:
             ep.compact_retry_gave_up += 1
         ep.mark("should_compact_retry", ev.ts_ns)
 
-    def _mark_victim(self, ev: Any) -> None:
+    def _mark_victim(self, ev: MarkVictim) -> None:
         ep = self._target(None, ev.ts_ns, ev.pid)
         if ep is None:
             # The OOM kill ends the episode that led to it: the last one.

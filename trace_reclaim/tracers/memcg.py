@@ -44,6 +44,7 @@ class MemcgTracer(Tracer):
     event_types: ClassVar[Any] = (EV_MEMCG_RECLAIM, EV_CGROUP_MKDIR)
 
     def __init__(self) -> None:
+        super().__init__()
         self._live: Dict[str, Any] = {}
 
     def plan(self, probe: Any) -> Tuple[List[Attach], List[str]]:

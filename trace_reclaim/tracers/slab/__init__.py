@@ -97,6 +97,7 @@ class SlabTracer(Tracer):
         ("__kmem_cache_create_args", "ARGS"), ("kmem_cache_create_usercopy", "USERCOPY"))
 
     def __init__(self) -> None:
+        super().__init__()
         self._state: Dict[str, Any] = {}
         self._btf_facts: Optional[Dict[str, Any]] = None
         self._owner_facts: Optional[Tuple[List[str], List[str], List[Tuple[str, str]]]] = None

@@ -106,6 +106,7 @@ class VmallocTracer(Tracer):
         ("__purge_vmap_area_lazy", "fexit", ["long unsigned int"] * 2))
 
     def __init__(self) -> None:
+        super().__init__()
         self._sent_stacks: set[int] = set()
         self._sent_callers: set[int] = set()
 

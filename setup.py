@@ -71,7 +71,7 @@ def _extensions() -> list:
         return []
     paths = [os.path.join(*m.split(".")) + ".py" for m in _native().COMPILED]
     try:
-        return mypycify(paths, opt_level="3", group_name="trace_reclaim_native")
+        return mypycify(paths, opt_level="3", group_name="trace_reclaim._native")
     except Exception as e:  # noqa: BLE001 - mypyc's type check or code generation
         _say(f"mypyc could not compile ({e}): not compiling")
         return []

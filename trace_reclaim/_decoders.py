@@ -16,7 +16,7 @@ from trace_reclaim.tracers.compaction import CompactRetry, Compaction
 from trace_reclaim.tracers.oom import MarkVictim, ReclaimRetryZone
 from trace_reclaim.tracers.reclaim import DirectReclaim, KswapdSleep, KswapdWake, WakeupKswapd
 
-__all__ = ["DECODERS"]
+__all__ = ["DECODERS", "decode"]
 
 
 def _u8(b: bytes, o: int) -> int:
@@ -330,6 +330,44 @@ def _DirectReclaim_72(b: bytes, o: int) -> DirectReclaim:
     e.cgroup_id = 0
     e.memcg_id = 0
     return e
+
+
+def decode(t: int, n: int, b: bytes, o: int) -> Any:
+    """The record of type ``t``, ``n`` bytes at ``o`` of ``b``, decoded by the
+    function for it here (compiled, a native call); None: none is."""
+    if t == 1:
+        if n == 64:
+            return _WakeupKswapd_64(b, o)
+    elif t == 2:
+        if n == 56:
+            return _KswapdWake_56(b, o)
+    elif t == 3:
+        if n == 56:
+            return _KswapdSleep_56(b, o)
+    elif t == 4:
+        if n == 88:
+            return _DirectReclaim_88(b, o)
+        elif n == 80:
+            return _DirectReclaim_80(b, o)
+        elif n == 72:
+            return _DirectReclaim_72(b, o)
+    elif t == 48:
+        if n == 128:
+            return _MarkVictim_128(b, o)
+        elif n == 120:
+            return _MarkVictim_120(b, o)
+        elif n == 112:
+            return _MarkVictim_112(b, o)
+    elif t == 49:
+        if n == 88:
+            return _Compaction_88(b, o)
+    elif t == 50:
+        if n == 88:
+            return _ReclaimRetryZone_88(b, o)
+    elif t == 51:
+        if n == 64:
+            return _CompactRetry_64(b, o)
+    return None
 
 
 # (event class, struct) -> {record size: decoder of a record at an offset}

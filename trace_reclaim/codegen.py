@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, Final, FrozenSet, Tuple
 from trace_reclaim.events import DecodeError, comm_at
 {imports}
 
-__all__ = ["DECODERS"]
+__all__ = ["DECODERS", "decode"]
 
 
 def _u8(b: bytes, o: int) -> int:
@@ -160,6 +160,17 @@ def generate() -> str:
         if len(table[-1]) > 99:
             table[-1] = (f"    ({name}, \"{struct_name}\"): {{\n        "
                          + ",\n        ".join(entries) + "},")
+    by_type = sorted((t, dec) for dec, type_ids in targets for t in type_ids)
+    chain = ["\n\ndef decode(t: int, n: int, b: bytes, o: int) -> Any:",
+             '    """The record of type ``t``, ``n`` bytes at ``o`` of ``b``, decoded by the',
+             "    function for it here (compiled, a native call); None: none is.\"\"\""]
+    for i, (t, dec) in enumerate(by_type):
+        chain.append(f"    {'if' if i == 0 else 'elif'} t == {t}:")
+        for j, size in enumerate(sorted({dec.size, *dec.legacy_sizes}, reverse=True)):
+            chain.append(f"        {'if' if j == 0 else 'elif'} n == {size}:")
+            chain.append(f"            return _{dec.cls.__name__}_{size}(b, o)")
+    chain.append("    return None\n")
+    lines.append("\n".join(chain))
     lines.append("\n\n# (event class, struct) -> {record size: decoder of a record at an offset}\n"
                  "DECODERS: Final[Dict[Tuple[type, str], Dict[int, Callable[[bytes, int], Any]]]]"
                  " = {\n" + "\n".join(table) + "\n}\n")

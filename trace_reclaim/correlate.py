@@ -206,6 +206,13 @@ class Correlator:
         head = RECORD_HEAD.unpack_from
         long_length = LONG_LENGTH.unpack_from
         by_bytes = native.compiled()
+        # compiled, the episode builder is called natively (its feed), not
+        # through the handler in the hot tuple
+        episodes = self.episodes
+        ep_native = by_bytes and self.history
+        if by_bytes:
+            # imported here: it imports the tracer modules whose records it decodes
+            from trace_reclaim import _decoders
         off = 0
         end = len(payload)
         counted = 0
@@ -239,10 +246,17 @@ class Correlator:
                 if not hot:  # decodes and counts as unknown or not-this-session
                     self._decode_and_feed(type_id, payload[at:off])
                     continue
-                by_size, dec, agg_feed, ep_feed, own_start = hot
-                decode_at = by_size.get(n)
+                by_size, dec, agg_feed, ep_feed, own = hot
+                own_start: int = own
                 try:
-                    ev = dec(payload[at:off]) if decode_at is None else decode_at(payload, at)
+                    # compiled: the generated decoder of this type and size, called natively
+                    found = _decoders.decode(type_id, n, payload, at) if by_bytes else None
+                    if found is not None:
+                        ev = found
+                    else:
+                        decode_at = by_size.get(n)
+                        ev = dec(payload[at:off]) if decode_at is None \
+                            else decode_at(payload, at)
                 except events.DecodeError:
                     self.decode_errors += 1
                     continue
@@ -258,7 +272,10 @@ class Correlator:
                 else:
                     counted += 1
                     agg_feed(ev)
-                    ep_feed(ev)
+                    if ep_native:
+                        episodes.feed(ev)
+                    else:
+                        ep_feed(ev)
         finally:
             self.events += counted
             self._flush()

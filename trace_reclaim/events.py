@@ -143,17 +143,21 @@ _native_decoders: Optional[Dict[Tuple[type, str], Dict[int, Callable[[bytes, int
 def in_place_decoders(decoder: Any) -> Dict[int, Callable[[bytes, int], Any]]:
     """The decoders of a record at an offset of a block, by record size, for a
     decoder of ``struct_decoder``: compiled (``trace_reclaim._decoders``)
-    where the package runs compiled and has them, else ``decoder.by_size``."""
+    where the package runs compiled and has them, else ``decoder.in_place()``."""
     global _native_decoders
-    by_size: Dict[int, Callable[[bytes, int], Any]] = getattr(decoder, "by_size", {})
     cls = getattr(decoder, "cls", None)
-    if cls is None or not native.compiled():
-        return by_size
-    if _native_decoders is None:
-        # imported late: it imports the tracer modules, which import this one
-        from trace_reclaim._decoders import DECODERS
-        _native_decoders = DECODERS
-    return _native_decoders.get((cls, decoder.layout.name), by_size)
+    if cls is None:
+        return {}
+    if native.compiled():
+        if _native_decoders is None:
+            # imported late: it imports the tracer modules, which import this one
+            from trace_reclaim._decoders import DECODERS
+            _native_decoders = DECODERS
+        found = _native_decoders.get((cls, decoder.layout.name))
+        if found is not None:
+            return found
+    generic: Dict[int, Callable[[bytes, int], Any]] = decoder.in_place()
+    return generic
 
 
 def register(type_id: int, decoder: Decoder) -> None:
@@ -232,13 +236,15 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     unpack_from = compiled.unpack_from
     first = layout.field(since).offset if since is not None else size
     legacy = frozenset(f.offset for f in layout.flat if f.offset >= first)
-    make = _maker(cls, names, [i for i, f in enumerate(flat) if f.is_string and i != 5])
     in_limits = _limits_check(cls, names)
     limits = getattr(cls, "LIMITS", {})
     # The record types this decoder is registered for (``register`` fills it):
     # a payload whose event_header.type is another type's is damage.
     types: Set[int] = set()
     name = cls.__name__
+    fast = in_limits is None and not hasattr(cls, "__post_init__")
+    make = None if fast else _maker(cls, names,
+                                    [i for i, f in enumerate(flat) if f.is_string and i != 5])
 
     def decode_checked(buf: bytes, offset: int) -> Any:
         # The record of exactly ``size`` bytes at ``offset`` of ``buf``: replay
@@ -252,16 +258,25 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
         comm = _comm_cache.get(raw)
         if comm is None:
             comm = _comm(raw)
+        assert make is not None
         return make(v, comm)
 
-    fast = in_limits is None and not hasattr(cls, "__post_init__")
-    decode_at = _fast_decoder(cls, names, flat, unpack_from, types) if fast \
-        else decode_checked
-    # The in-place decoder for each record size taken: the struct's, and for
-    # a class on the generated path, each older struct's (the fields it lacks
-    # read as from zero bytes, as decode_struct pads them).
-    by_size: Dict[int, Callable[[bytes, int], Any]] = {size: decode_at}
-    if fast:
+    by_size: Dict[int, Callable[[bytes, int], Any]] = {}
+
+    def in_place() -> Dict[int, Callable[[bytes, int], Any]]:
+        """The in-place decoder for each record size taken: the struct's, and
+        for a class on the generated path, each older struct's (the fields it
+        lacks read as from zero bytes, as decode_struct pads them).
+
+        Generated at the first record of the type, not at import: a start
+        pays only for the types its recording holds (each is a compile()).
+        """
+        if by_size:
+            return by_size
+        if not fast:
+            by_size[size] = decode_checked
+            return by_size
+        by_size[size] = _fast_decoder(cls, names, flat, unpack_from, types)
         zero = compiled.unpack(bytes(size))
         for at in sorted(legacy):
             kept = [f for f in flat if f.offset < at]
@@ -271,16 +286,18 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
             prefix = prefix.rstrip("0123456789x") or "<"
             by_size[at] = _fast_decoder(cls, names, flat, struct.Struct(prefix).unpack_from,
                                         types, zero[len(kept):])
+        return by_size
 
     def decode_struct(payload: bytes) -> Any:
         n = len(payload)
-        d = by_size.get(n)
+        decoders = by_size or in_place()
+        d = decoders.get(n)
         if d is not None:
             return d(payload, 0)
         if n not in legacy:
             raise DecodeError(f"{name}: {n} bytes, need {size}")
         # an older recording: the fields added since end it earlier; they read 0
-        return decode_at(bytes(payload) + bytes(size - n), 0)
+        return decoders[size](bytes(payload) + bytes(size - n), 0)
 
     # What tests/unit/test_abi.py checks against the compiled header.
     decode_struct.size = size  # type: ignore[attr-defined]
@@ -289,8 +306,7 @@ def struct_decoder(cls: type, struct_name: str, since: Optional[str] = None) -> 
     decode_struct.cls = cls  # type: ignore[attr-defined]
     decode_struct.types = types  # type: ignore[attr-defined]
     decode_struct.legacy_sizes = legacy  # type: ignore[attr-defined]
-    decode_struct.decode_at = decode_at  # type: ignore[attr-defined]
-    decode_struct.by_size = by_size  # type: ignore[attr-defined]
+    decode_struct.in_place = in_place  # type: ignore[attr-defined]
     return decode_struct
 
 

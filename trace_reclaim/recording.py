@@ -30,7 +30,7 @@ import zlib
 
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
-from trace_reclaim import schema
+from trace_reclaim import native, schema
 
 __all__ = [
     "MAGIC",
@@ -304,10 +304,12 @@ def _count_records(payload: bytes) -> int:
     off = 0
     end = len(payload)
     unpack = _REC.unpack_from
+    by_bytes = native.compiled()
     while off < end:
         if off + 4 > end:
             return -1
-        n = unpack(payload, off)[1]
+        # compiled, reading the two bytes is native: no call, no tuple
+        n = payload[off + 2] | (payload[off + 3] << 8) if by_bytes else unpack(payload, off)[1]
         off += 4
         if n == 0xFFFF:
             if off + 4 > end:

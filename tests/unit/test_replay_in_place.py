@@ -111,18 +111,20 @@ def test_a_block_whose_records_do_not_add_up_stops_both_paths(tmp_path, cut):
 
 def _struct_decoders() -> List[Any]:
     tracers.registry()
-    return [d for d in set(events._DECODERS.values()) if hasattr(d, "by_size")]
+    return [d for d in set(events._DECODERS.values()) if hasattr(d, "in_place")]
 
 
 @pytest.mark.parametrize("dec", _struct_decoders(), ids=lambda d: d.cls.__name__)
 def test_in_place_decoders_decode_what_decode_struct_decodes(dec):
     """Every size a decoder takes in place (its struct's, and older structs'
     for classes on the generated path) gives the object or the DecodeError
-    that padding the record and decoding it whole gives."""
+    that padding the record and decoding it whole gives.  Those the replay
+    uses: compiled, the generated ones (trace_reclaim/_decoders.py)."""
     rnd = random.Random(dec.size)
     ty = min(dec.types)
-    assert set(dec.by_size) <= {dec.size} | set(dec.legacy_sizes)
-    for n in sorted(dec.by_size):
+    by_size = events.in_place_decoders(dec)
+    assert set(by_size) <= {dec.size} | set(dec.legacy_sizes)
+    for n in sorted(by_size):
         for i in range(50):
             raw = bytearray(rnd.randbytes(n))
             if i % 5:  # mostly its own type, so that the whole record decodes
@@ -134,7 +136,7 @@ def test_in_place_decoders_decode_what_decode_struct_decodes(dec):
                 want = ("error", str(e))
             buf = b"\xaa" * 7 + bytes(raw) + b"\xbb" * 9
             try:
-                got: Any = dec.by_size[n](buf, 7)
+                got: Any = by_size[n](buf, 7)
             except events.DecodeError as e:
                 got = ("error", str(e))
             assert got == want
@@ -142,5 +144,5 @@ def test_in_place_decoders_decode_what_decode_struct_decodes(dec):
 
 def test_older_structs_decode_in_place():
     """direct_reclaim_event before its cgroup ids, and the other grown structs."""
-    grown = [d for d in _struct_decoders() if len(d.by_size) > 1]
+    grown = [d for d in _struct_decoders() if len(events.in_place_decoders(d)) > 1]
     assert any(d.cls.__name__ == "DirectReclaim" for d in grown)

@@ -15,6 +15,7 @@ from trace_reclaim.abi import (EV_COMPACT_RETRY, EV_COMPACTION, EV_DIRECT_RECLAI
 from trace_reclaim.episodes.document import episode_docs
 from trace_reclaim.episodes.model import (BURST_GAP_NS, MAX_EPISODES, MAX_REPORTED, MAX_TASKS,
                                           TOP, Episode, EpisodeFact, Task)
+from trace_reclaim.events import Event
 from trace_reclaim.kswapd import Kswapd
 
 if TYPE_CHECKING:
@@ -109,12 +110,32 @@ class EpisodeBuilder:
         return lambda ev: self._fact_or_other(ev, fact_of(ev))
 
     def feed(self, ev: Any) -> None:
-        h = self._dispatch.get(ev.type)
-        if h is not None:
-            h(ev)
-            return
-        fact_of = self.facts.get(ev.type)
-        self._fact_or_other(ev, None if fact_of is None else fact_of(ev))
+        """What ``handler(ev.type)`` does with ``ev``.
+
+        Compiled, the correlator calls this natively: the chain below calls
+        each handler directly (a type check on ``ev``, no Python-level call).
+        """
+        header: Event = ev  # compiled: checked here once, then read natively
+        t = header.type
+        if t == EV_WAKEUP_KSWAPD:
+            self._wakeup_kswapd(ev)
+        elif t == EV_KSWAPD_WAKE:
+            self._kswapd_wake(ev)
+        elif t == EV_DIRECT_RECLAIM:
+            self._direct_reclaim(ev)
+        elif t == EV_COMPACTION:
+            self._compaction(ev)
+        elif t == EV_KSWAPD_SLEEP:
+            self._kswapd_sleep(ev)
+        elif t == EV_RECLAIM_RETRY_ZONE:
+            self._reclaim_retry_zone(ev)
+        elif t == EV_COMPACT_RETRY:
+            self._compact_retry(ev)
+        elif t == EV_MARK_VICTIM:
+            self._mark_victim(ev)
+        else:
+            fact_of = self.facts.get(t)
+            self._fact_or_other(ev, None if fact_of is None else fact_of(ev))
 
     def _other(self, ev: Any) -> None:
         self.outside["other"] += 1

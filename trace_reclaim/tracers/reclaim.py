@@ -48,8 +48,6 @@ STALL_BATCH = 4096
 MAX_ENDED_AFTER = 65536
 _delta_ns = attrgetter("delta_ns")
 _pages = attrgetter("nr_reclaimed_pages")
-_order = attrgetter("order")
-_gfp_flags = attrgetter("gfp_flags")
 _retries = attrgetter("retries")
 _request = attrgetter("nid", "zid", "order")
 OTHER = "[other processes]"
@@ -132,7 +130,7 @@ class _Proc:
         self.pages = 0
         self.orders: Dict[int, int] = {}
         self.gfp: Dict[int, int] = {}
-        self.stalls: List[Any] = []  # DirectReclaim events not folded in yet
+        self.stalls: List[DirectReclaim] = []  # not folded in yet
 
 
 class _Node:
@@ -318,15 +316,18 @@ class ReclaimAggregator(Aggregator):
             p.lat.add_many(deltas)
             pages = sum(map(_pages, evs))
             p.pages += pages
+            # A few stalls per process and fold: a loop, not a Counter each
+            # (41,000 Counters cost 0.16 s of the bench's million-event report).
             orders = p.orders
-            for o, c in Counter(map(_order, evs)).items():
-                orders[o] = orders.get(o, 0) + c
             g = p.gfp
-            for flags, c in Counter(map(_gfp_flags, evs)).items():
+            for e in evs:
+                o = e.order
+                orders[o] = orders.get(o, 0) + 1
+                flags = e.gfp_flags
                 if flags in g:
-                    g[flags] += c
+                    g[flags] += 1
                 elif len(g) < 64:
-                    g[flags] = c
+                    g[flags] = 1
             self.retries += sum(map(_retries, evs))
             iv["stalls"] += len(evs)
             iv["stall_ns"] += sum(deltas)

@@ -103,7 +103,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want_stamp" ] || [ "$(native_status)" !=
     # Also when the compiled modules are missing or older than their sources
     # (a pull, an edit): the package would run interpreted until rebuilt.
     say "installing Python dependencies into .venv (and compiling the report path)"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,diff,serve,export]' >&2
+    # The build's own requirements (pyproject.toml) into .venv first, then the
+    # build in .venv: no throw-away build environment to fetch them into each time.
+    .venv/bin/python -m pip install -q --disable-pip-version-check setuptools wheel \
+        'mypy>=1.10' types-tabulate >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation \
+        -e '.[test,diff,serve,export]' >&2
     echo "$want_stamp" > "$stamp"
     say "report path: $(native_status)"
 fi

@@ -9,7 +9,7 @@ what the generator writes and that every decoder here reads what the generic
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Final, FrozenSet, Tuple
+from typing import Any, Callable, Dict, Final, Tuple
 
 from trace_reclaim.events import DecodeError, comm_at
 from trace_reclaim.tracers.compaction import CompactRetry, Compaction
@@ -55,14 +55,14 @@ def _s64(b: bytes, o: int) -> int:
     return v - 0x10000000000000000 if v & 0x8000000000000000 else v
 
 
-_TYPES_Compaction: Final[FrozenSet[int]] = frozenset({49})
+_new_Compaction: Final[Callable[[type], Compaction]] = Compaction.__new__
 
 
 def _Compaction_88(b: bytes, o: int) -> Compaction:
     t = _u32(b, o + 8)
-    if t not in _TYPES_Compaction:
+    if t != 49:
         raise DecodeError(f"Compaction: event_header.type {t} is not its type")
-    e = Compaction.__new__(Compaction)
+    e = _new_Compaction(Compaction)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -79,14 +79,14 @@ def _Compaction_88(b: bytes, o: int) -> Compaction:
     return e
 
 
-_TYPES_CompactRetry: Final[FrozenSet[int]] = frozenset({51})
+_new_CompactRetry: Final[Callable[[type], CompactRetry]] = CompactRetry.__new__
 
 
 def _CompactRetry_64(b: bytes, o: int) -> CompactRetry:
     t = _u32(b, o + 8)
-    if t not in _TYPES_CompactRetry:
+    if t != 51:
         raise DecodeError(f"CompactRetry: event_header.type {t} is not its type")
-    e = CompactRetry.__new__(CompactRetry)
+    e = _new_CompactRetry(CompactRetry)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -102,14 +102,14 @@ def _CompactRetry_64(b: bytes, o: int) -> CompactRetry:
     return e
 
 
-_TYPES_MarkVictim: Final[FrozenSet[int]] = frozenset({48})
+_new_MarkVictim: Final[Callable[[type], MarkVictim]] = MarkVictim.__new__
 
 
 def _MarkVictim_128(b: bytes, o: int) -> MarkVictim:
     t = _u32(b, o + 8)
-    if t not in _TYPES_MarkVictim:
+    if t != 48:
         raise DecodeError(f"MarkVictim: event_header.type {t} is not its type")
-    e = MarkVictim.__new__(MarkVictim)
+    e = _new_MarkVictim(MarkVictim)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -132,9 +132,9 @@ def _MarkVictim_128(b: bytes, o: int) -> MarkVictim:
 
 def _MarkVictim_120(b: bytes, o: int) -> MarkVictim:
     t = _u32(b, o + 8)
-    if t not in _TYPES_MarkVictim:
+    if t != 48:
         raise DecodeError(f"MarkVictim: event_header.type {t} is not its type")
-    e = MarkVictim.__new__(MarkVictim)
+    e = _new_MarkVictim(MarkVictim)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -157,9 +157,9 @@ def _MarkVictim_120(b: bytes, o: int) -> MarkVictim:
 
 def _MarkVictim_112(b: bytes, o: int) -> MarkVictim:
     t = _u32(b, o + 8)
-    if t not in _TYPES_MarkVictim:
+    if t != 48:
         raise DecodeError(f"MarkVictim: event_header.type {t} is not its type")
-    e = MarkVictim.__new__(MarkVictim)
+    e = _new_MarkVictim(MarkVictim)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -180,14 +180,14 @@ def _MarkVictim_112(b: bytes, o: int) -> MarkVictim:
     return e
 
 
-_TYPES_ReclaimRetryZone: Final[FrozenSet[int]] = frozenset({50})
+_new_ReclaimRetryZone: Final[Callable[[type], ReclaimRetryZone]] = ReclaimRetryZone.__new__
 
 
 def _ReclaimRetryZone_88(b: bytes, o: int) -> ReclaimRetryZone:
     t = _u32(b, o + 8)
-    if t not in _TYPES_ReclaimRetryZone:
+    if t != 50:
         raise DecodeError(f"ReclaimRetryZone: event_header.type {t} is not its type")
-    e = ReclaimRetryZone.__new__(ReclaimRetryZone)
+    e = _new_ReclaimRetryZone(ReclaimRetryZone)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -205,14 +205,14 @@ def _ReclaimRetryZone_88(b: bytes, o: int) -> ReclaimRetryZone:
     return e
 
 
-_TYPES_WakeupKswapd: Final[FrozenSet[int]] = frozenset({1})
+_new_WakeupKswapd: Final[Callable[[type], WakeupKswapd]] = WakeupKswapd.__new__
 
 
 def _WakeupKswapd_64(b: bytes, o: int) -> WakeupKswapd:
     t = _u32(b, o + 8)
-    if t not in _TYPES_WakeupKswapd:
+    if t != 1:
         raise DecodeError(f"WakeupKswapd: event_header.type {t} is not its type")
-    e = WakeupKswapd.__new__(WakeupKswapd)
+    e = _new_WakeupKswapd(WakeupKswapd)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -226,14 +226,14 @@ def _WakeupKswapd_64(b: bytes, o: int) -> WakeupKswapd:
     return e
 
 
-_TYPES_KswapdWake: Final[FrozenSet[int]] = frozenset({2})
+_new_KswapdWake: Final[Callable[[type], KswapdWake]] = KswapdWake.__new__
 
 
 def _KswapdWake_56(b: bytes, o: int) -> KswapdWake:
     t = _u32(b, o + 8)
-    if t not in _TYPES_KswapdWake:
+    if t != 2:
         raise DecodeError(f"KswapdWake: event_header.type {t} is not its type")
-    e = KswapdWake.__new__(KswapdWake)
+    e = _new_KswapdWake(KswapdWake)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -246,14 +246,14 @@ def _KswapdWake_56(b: bytes, o: int) -> KswapdWake:
     return e
 
 
-_TYPES_KswapdSleep: Final[FrozenSet[int]] = frozenset({3})
+_new_KswapdSleep: Final[Callable[[type], KswapdSleep]] = KswapdSleep.__new__
 
 
 def _KswapdSleep_56(b: bytes, o: int) -> KswapdSleep:
     t = _u32(b, o + 8)
-    if t not in _TYPES_KswapdSleep:
+    if t != 3:
         raise DecodeError(f"KswapdSleep: event_header.type {t} is not its type")
-    e = KswapdSleep.__new__(KswapdSleep)
+    e = _new_KswapdSleep(KswapdSleep)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -266,14 +266,14 @@ def _KswapdSleep_56(b: bytes, o: int) -> KswapdSleep:
     return e
 
 
-_TYPES_DirectReclaim: Final[FrozenSet[int]] = frozenset({4})
+_new_DirectReclaim: Final[Callable[[type], DirectReclaim]] = DirectReclaim.__new__
 
 
 def _DirectReclaim_88(b: bytes, o: int) -> DirectReclaim:
     t = _u32(b, o + 8)
-    if t not in _TYPES_DirectReclaim:
+    if t != 4:
         raise DecodeError(f"DirectReclaim: event_header.type {t} is not its type")
-    e = DirectReclaim.__new__(DirectReclaim)
+    e = _new_DirectReclaim(DirectReclaim)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -292,9 +292,9 @@ def _DirectReclaim_88(b: bytes, o: int) -> DirectReclaim:
 
 def _DirectReclaim_80(b: bytes, o: int) -> DirectReclaim:
     t = _u32(b, o + 8)
-    if t not in _TYPES_DirectReclaim:
+    if t != 4:
         raise DecodeError(f"DirectReclaim: event_header.type {t} is not its type")
-    e = DirectReclaim.__new__(DirectReclaim)
+    e = _new_DirectReclaim(DirectReclaim)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)
@@ -313,9 +313,9 @@ def _DirectReclaim_80(b: bytes, o: int) -> DirectReclaim:
 
 def _DirectReclaim_72(b: bytes, o: int) -> DirectReclaim:
     t = _u32(b, o + 8)
-    if t not in _TYPES_DirectReclaim:
+    if t != 4:
         raise DecodeError(f"DirectReclaim: event_header.type {t} is not its type")
-    e = DirectReclaim.__new__(DirectReclaim)
+    e = _new_DirectReclaim(DirectReclaim)
     e.ts_ns = _u64(b, o + 0)
     e.type = t
     e.pid = _u32(b, o + 12)

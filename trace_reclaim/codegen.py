@@ -47,7 +47,7 @@ what the generator writes and that every decoder here reads what the generic
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Final, FrozenSet, Tuple
+from typing import Any, Callable, Dict, Final, Tuple
 
 from trace_reclaim.events import DecodeError, comm_at
 {imports}
@@ -114,9 +114,9 @@ def _decoder_source(fn: str, dec: Any, type_ids: List[int], size: int) -> List[s
     name = cls.__name__
     out = [f"def {fn}(b: bytes, o: int) -> {name}:",
            f"    t = {_READERS[kind.code]}(b, o + {kind.offset})",
-           f"    if t not in _TYPES_{name}:",
+           f"    if {' and '.join(f't != {ty}' for ty in sorted(type_ids))}:",
            f"        raise DecodeError(f\"{name}: event_header.type {{t}} is not its type\")",
-           f"    e = {name}.__new__({name})"]
+           f"    e = _new_{name}({name})"]
     names = [f.name for f in dataclasses.fields(cls)]
     flat = {f.name: f for f in layout.flat if not abi.is_pad(f.name)}
     for fname in names:
@@ -148,8 +148,8 @@ def generate() -> str:
     for dec, type_ids in targets:
         name = dec.cls.__name__
         struct_name = dec.layout.name
-        lines.append(f"\n\n_TYPES_{name}: Final[FrozenSet[int]] = "
-                     f"frozenset({{{', '.join(map(str, type_ids))}}})\n")
+        # looked up once, not at each record
+        lines.append(f"\n\n_new_{name}: Final[Callable[[type], {name}]] = {name}.__new__\n")
         sizes = sorted({dec.size, *dec.legacy_sizes}, reverse=True)
         entries = []
         for size in sizes:

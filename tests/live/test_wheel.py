@@ -178,6 +178,14 @@ def test_installed_package_is_the_one_imported(installed):
     v = _tool(installed, ["--version"])
     from trace_reclaim import __version__
     assert v.returncode == 0 and __version__ in v.stdout, (v.stdout, v.stderr)
+    # The wheel's report path is compiled where the build could compile it
+    # (CI installs gcc and python3-dev: then it must be).
+    if os.environ.get("TRACE_RECLAIM_REQUIRE_COMPILED"):
+        assert "(report path: compiled)" in v.stdout, v.stdout
+        with zipfile.ZipFile(installed["wheel"]) as z:
+            names = z.namelist()
+        built = [n for n in names if n.endswith(".so")]
+        assert "trace_reclaim/_native_build.json" in names and built, names
 
 
 def test_installed_check(live, installed):

@@ -11,13 +11,13 @@ sees everything the live run's correlator saw.
 
 from __future__ import annotations
 
-from mypy_extensions import mypyc_attr
-
 import dataclasses
 import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from mypy_extensions import mypyc_attr
 
 from trace_reclaim import abi, native, schema
 from trace_reclaim.eventclass import record

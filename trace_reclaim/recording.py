@@ -20,15 +20,14 @@ rather than fail.
 
 from __future__ import annotations
 
-from mypy_extensions import mypyc_attr
-
 import errno
 import json
 import os
 import struct
 import zlib
-
 from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
+
+from mypy_extensions import mypyc_attr
 
 from trace_reclaim import native, schema
 

@@ -14,12 +14,12 @@ AttributeError) instead of reading as a silent zero.
 
 from __future__ import annotations
 
-from mypy_extensions import mypyc_attr
-
 import abc
 import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, final
+
+from mypy_extensions import mypyc_attr
 
 from trace_reclaim.episodes import EpisodeFact
 
@@ -94,7 +94,7 @@ def _refuse_abstract(obj: object, base: type, hooks: Tuple[str, ...]) -> None:
     What ``abc.ABC`` does on instantiation, done again by hand: compiled
     (trace_reclaim.native), the native base does not stop an interpreted
     subclass that left a hook out.  tests/unit/test_tracer_hooks.py checks
-    ``hooks`` against the ABC's own list where the module is interpreted.
+    ``hooks`` against the methods the source marks ``@abc.abstractmethod``.
     """
     cls = type(obj)
     missing = [h for h in hooks if getattr(cls, h) is getattr(base, h)]

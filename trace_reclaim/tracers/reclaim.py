@@ -18,12 +18,12 @@ the LRU shrinks and of ``mm_shrink_slab_start``, a lower bound.
 
 from __future__ import annotations
 
-from mypy_extensions import mypyc_attr
-
 from collections import Counter
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+from mypy_extensions import mypyc_attr
 
 from trace_reclaim import abi, events, gfp, schema
 from trace_reclaim.abi import (EV_DIRECT_RECLAIM, EV_KSWAPD_SLEEP, EV_KSWAPD_WAKE,

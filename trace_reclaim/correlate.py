@@ -8,7 +8,7 @@ they produce the same report byte for byte.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from trace_reclaim import events, native
 from trace_reclaim.events import _DECODERS
@@ -19,6 +19,14 @@ from trace_reclaim.recording import LONG_LENGTH, RECORD_HEAD
 from trace_reclaim.tracer import Aggregator, Tracer, Window
 
 __all__ = ["Correlator", "MAX_INTERVAL_ROWS"]
+
+# A type's hot path: its decoder, its aggregator's handler, the episode
+# builder's, and the timestamp its tracer's records count from.
+Feed = Callable[[Any], None]
+HotPath = Tuple[Callable[[bytes], Any], Feed, Feed, int]
+# The same with the type's decoders of a record in place, by record size
+# (typed, so that compiled the tuple unpacks natively).
+InPlace = Tuple[Dict[int, Callable[[bytes, int], Any]], Callable[[bytes], Any], Feed, Feed, int]
 
 # Interval rows kept for the report (the live view prints them as they come).
 MAX_INTERVAL_ROWS = 3600
@@ -86,8 +94,10 @@ class Correlator:
             self.window, facts={ty: agg.episode_fact for ty, agg in self._by_type.items()},
             symbolize=self._symbolize, cgroup_name=self._cgroup_name)
         self._ep_feed = self.episodes.feed if history else _ignore
-        self._hot: Dict[int, Any] = {}
-        self._hot_in_place: Dict[int, Any] = {}
+        self._hot: Dict[int, HotPath] = {}
+        self._hot_in_place: Dict[int, InPlace] = {}
+        # Types of no loaded tracer or without a decoder: the general path.
+        self._cold: Set[int] = set()
         self.lost: Dict[int, int] = {}
         self.rows: List[Dict[str, Any]] = []
         self.rows_dropped = 0
@@ -123,11 +133,11 @@ class Correlator:
             return None
         return self.feed(ev)
 
-    def _hot_path(self, type_id: int) -> Any:
+    def _hot_path(self, type_id: int) -> Optional[HotPath]:
         agg = self._by_type.get(type_id)
         dec = _DECODERS.get(type_id)
         if agg is None or dec is None:
-            return ()
+            return None
         agg_feed = agg.handlers().get(type_id, agg.feed)
         observers = self._observers.get(type_id)
         if observers:
@@ -157,10 +167,12 @@ class Correlator:
                         self._decode_and_feed(type_id, payload)
                         start_ns, end_ns = w.start_ns, w.end_ns
                         continue
-                    hot = hot_of[type_id] = self._hot_path(type_id)
-                if not hot:  # decodes and counts as unknown or not-this-session
-                    self._decode_and_feed(type_id, payload)
-                    continue
+                    path = None if type_id in self._cold else self._hot_path(type_id)
+                    if path is None:  # decodes and counts as unknown or not-this-session
+                        self._cold.add(type_id)
+                        self._decode_and_feed(type_id, payload)
+                        continue
+                    hot = hot_of[type_id] = path
                 dec, agg_feed, ep_feed, own_start = hot
                 try:
                     ev = dec(payload)
@@ -200,6 +212,7 @@ class Correlator:
         to frame its records exactly.
         """
         hot_of = self._hot_in_place
+        cold = self._cold
         w = self.window
         start_ns, end_ns = w.start_ns, w.end_ns
         user_base = events.USER_BASE
@@ -238,16 +251,14 @@ class Correlator:
                         self._decode_and_feed(type_id, payload[at:off])
                         start_ns, end_ns = w.start_ns, w.end_ns
                         continue
-                    hot = self._hot_path(type_id)
-                    if hot:
-                        # the in-place decoders, by record size
-                        hot = (events.in_place_decoders(hot[0]), *hot)
-                    hot_of[type_id] = hot
-                if not hot:  # decodes and counts as unknown or not-this-session
-                    self._decode_and_feed(type_id, payload[at:off])
-                    continue
-                by_size, dec, agg_feed, ep_feed, own = hot
-                own_start: int = own
+                    path = None if type_id in cold else self._hot_path(type_id)
+                    if path is None:  # decodes and counts as unknown or not-this-session
+                        cold.add(type_id)
+                        self._decode_and_feed(type_id, payload[at:off])
+                        continue
+                    # with the in-place decoders, by record size
+                    hot = hot_of[type_id] = (events.in_place_decoders(path[0]), *path)
+                by_size, dec, agg_feed, ep_feed, own_start = hot
                 try:
                     # compiled: the generated decoder of this type and size, called natively
                     found = _decoders.decode(type_id, n, payload, at) if by_bytes else None
@@ -350,6 +361,7 @@ class Correlator:
         for ty in self.window.note_attach(snap.when, d, snap.ts_ns):
             self._hot.pop(ty, None)
             self._hot_in_place.pop(ty, None)
+            self._cold.discard(ty)
         if snap.when == "start":
             self.attach = {"at_start": names, "later": [],
                            "not_attached": [n for n in d.get("pending", [])

@@ -308,7 +308,7 @@ def _count_records(payload: bytes) -> int:
         if off + 4 > end:
             return -1
         # compiled, reading the two bytes is native: no call, no tuple
-        n = payload[off + 2] | (payload[off + 3] << 8) if by_bytes else unpack(payload, off)[1]
+        n: int = payload[off + 2] | (payload[off + 3] << 8) if by_bytes else unpack(payload, off)[1]
         off += 4
         if n == 0xFFFF:
             if off + 4 > end:

@@ -6,7 +6,7 @@ two: percentiles within 3%), so a ten-minute incident cannot grow memory.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 __all__ = ["LatencyStats", "EXACT_CAP"]
 
@@ -145,20 +145,32 @@ class LatencyStats:
 
     def percentile(self, p: float) -> int:
         """The smallest value with at least p% of values at or below it."""
+        return self.percentiles((p,))[0]
+
+    def percentiles(self, ps: Tuple[float, ...]) -> List[int]:
+        """``percentile(p)`` of each of ``ps``, sorting the values once."""
         if not self.count:
-            return 0
-        rank = max(1, -(-self.count * p // 100))  # ceil
+            return [0 for _ in ps]
+        ranks = [max(1, -(-self.count * p // 100)) for p in ps]  # ceil
         if self._exact is not None:
-            return sorted(self._exact)[int(rank) - 1]
-        seen = 0
-        for b in sorted(self._hist):
-            seen += self._hist[b]
-            if seen >= rank:
-                return min(max(_bucket_low(b), self.min), self.max)
-        return self.max
+            ordered = sorted(self._exact)
+            return [ordered[int(rank) - 1] for rank in ranks]
+        buckets = sorted(self._hist.items())
+        out = []
+        for rank in ranks:
+            value = self.max
+            seen = 0
+            for b, n in buckets:
+                seen += n
+                if seen >= rank:
+                    value = min(max(_bucket_low(b), self.min), self.max)
+                    break
+            out.append(value)
+        return out
 
     def summary(self) -> Dict[str, int]:
+        p50, p99 = self.percentiles((50, 99))
         return {
             "count": self.count, "total": self.total, "max": self.max,
-            "p50": self.percentile(50), "p99": self.percentile(99),
+            "p50": p50, "p99": p99,
         }

@@ -6,7 +6,6 @@ The state the builder (``builder.py``) fills and the document
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from trace_reclaim.kswapd import AwakeSpan
@@ -71,37 +70,48 @@ class Task:
         self.pages = 0
 
 
-@dataclass
 class Episode:
-    id: int
-    node: int
-    kind: str
-    start_ns: int
-    end_ns: int = 0
-    last_ns: int = 0            # last stall end (bursts) / last event
-    began_before_trace: bool = False
-    open: bool = True
-    span: Optional[AwakeSpan] = None  # kswapd's awake span (kswapd episodes)
-    wakeup_requests: int = 0
-    stalls: int = 0
-    stall_ns: int = 0
-    stall_max_ns: int = 0
-    pages: int = 0
-    stalls_kswapd_awake: int = 0
-    tasks: Dict[int, Task] = field(default_factory=dict)
-    longest: List[Tuple[int, int, int, str, int, int]] = field(default_factory=list)
-    shrinkers: Dict[str, List[int]] = field(default_factory=dict)
-    vmalloc: Dict[str, List[int]] = field(default_factory=dict)
-    compaction_runs: int = 0
-    compaction_direct: int = 0
-    compaction_ns: int = 0
-    compaction_status: Dict[int, int] = field(default_factory=dict)
-    reclaim_retries: int = 0
-    reclaim_retry_max_loops: int = 0
-    compact_retries: int = 0
-    compact_retry_gave_up: int = 0
-    victims: List[Dict[str, Any]] = field(default_factory=list)
-    sequence: Dict[str, int] = field(default_factory=dict)
+    """One episode: a kswapd awake span or a burst of direct reclaim, and what
+    happened in it.  A plain class (not a dataclass): compiled, the builder
+    makes one natively, and it makes one at every kswapd wake that opens a span."""
+
+    __slots__ = ("id", "node", "kind", "start_ns", "end_ns", "last_ns", "began_before_trace",
+                 "open", "span", "wakeup_requests", "stalls", "stall_ns", "stall_max_ns",
+                 "pages", "stalls_kswapd_awake", "tasks", "longest", "shrinkers", "vmalloc",
+                 "compaction_runs", "compaction_direct", "compaction_ns", "compaction_status",
+                 "reclaim_retries", "reclaim_retry_max_loops", "compact_retries",
+                 "compact_retry_gave_up", "victims", "sequence")
+
+    def __init__(self, id: int, node: int, kind: str, start_ns: int, last_ns: int = 0) -> None:
+        self.id = id
+        self.node = node
+        self.kind = kind
+        self.start_ns = start_ns
+        self.end_ns = 0
+        self.last_ns = last_ns          # last stall end (bursts) / last event
+        self.began_before_trace = False
+        self.open = True
+        self.span: Optional[AwakeSpan] = None  # kswapd's awake span (kswapd episodes)
+        self.wakeup_requests = 0
+        self.stalls = 0
+        self.stall_ns = 0
+        self.stall_max_ns = 0
+        self.pages = 0
+        self.stalls_kswapd_awake = 0
+        self.tasks: Dict[int, Task] = {}
+        self.longest: List[Tuple[int, int, int, str, int, int]] = []
+        self.shrinkers: Dict[str, List[int]] = {}
+        self.vmalloc: Dict[str, List[int]] = {}
+        self.compaction_runs = 0
+        self.compaction_direct = 0
+        self.compaction_ns = 0
+        self.compaction_status: Dict[int, int] = {}
+        self.reclaim_retries = 0
+        self.reclaim_retry_max_loops = 0
+        self.compact_retries = 0
+        self.compact_retry_gave_up = 0
+        self.victims: List[Dict[str, Any]] = []
+        self.sequence: Dict[str, int] = {}
 
     def mark(self, phase: str, ts: int) -> None:
         if phase not in self.sequence:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from itertools import compress
-from operator import attrgetter, not_
 from typing import Any, Dict, List
 
 from trace_reclaim import events
@@ -66,11 +64,6 @@ def is_kcompactd(comm: str) -> bool:
 # compact_zone() runs held before they are counted in one go (``flush``):
 # a bound on memory where nothing calls ``flush`` sooner.
 RUN_BATCH = 4096
-_comm = attrgetter("comm")
-_delta_ns = attrgetter("delta_ns")
-_status = attrgetter("status")
-_result = attrgetter("result")
-_retry = attrgetter("retry")
 
 
 class CompactionStats:
@@ -104,14 +97,17 @@ class CompactionStats:
         """
         runs = self.runs
         if runs:
-            comms = list(map(_comm, runs))
-            by_kcompactd = {c: is_kcompactd(c) for c in set(comms)}
-            kcompactd = list(map(by_kcompactd.__getitem__, comms))
-            deltas = list(map(_delta_ns, runs))
-            self._lat["kcompactd"].add_many(list(compress(deltas, kcompactd)))
-            self._lat["direct"].add_many(list(compress(deltas, map(not_, kcompactd))))
+            by_kcompactd: List[int] = []
+            by_direct: List[int] = []
+            by_status: Dict[int, int] = {}
+            for r in runs:
+                (by_kcompactd if is_kcompactd(r.comm) else by_direct).append(r.delta_ns)
+                st = r.status
+                by_status[st] = by_status.get(st, 0) + 1
+            self._lat["kcompactd"].add_many(by_kcompactd)
+            self._lat["direct"].add_many(by_direct)
             status = self.status
-            for st, c in Counter(map(_status, runs)).items():
+            for st, c in by_status.items():
                 # the number's str() only when the name is unknown
                 name = COMPACT_STATUS.get(st)
                 status[str(st) if name is None else name] += c
@@ -119,11 +115,16 @@ class CompactionStats:
         retries = self.retries
         if retries:
             self.retry_calls += len(retries)
-            self.retry_gave_up += len(retries) - sum(map(bool, map(_retry, retries)))
+            by_result: Dict[int, int] = {}
+            for q in retries:
+                if not q.retry:
+                    self.retry_gave_up += 1
+                res = q.result
+                by_result[res] = by_result.get(res, 0) + 1
             results = self.retry_results
-            for r, c in Counter(map(_result, retries)).items():
-                name = COMPACT_RETRY_RESULT.get(r)
-                results[str(r) if name is None else name] += c
+            for res, c in by_result.items():
+                name = COMPACT_RETRY_RESULT.get(res)
+                results[str(res) if name is None else name] += c
             retries.clear()
 
     def add_compaction(self, ev: Compaction) -> None:

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Final, List, Optional, Set, Tuple
 
 from mypy_extensions import mypyc_attr
 
@@ -117,7 +117,7 @@ class End:
 
 Decoder = Callable[[bytes], Any]
 _DECODERS: Dict[int, Decoder] = {}
-_comm_cache: Dict[bytes, str] = {}
+_comm_cache: Final[Dict[bytes, str]] = {}
 
 
 def _comm(raw: bytes) -> str:

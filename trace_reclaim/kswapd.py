@@ -41,7 +41,7 @@ Pure: events in, spans and counts out.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Final, List, Optional, Tuple
 
 __all__ = ["Kswapd", "KswapdNode", "AwakeSpan", "MAX_NODES", "UNKNOWN", "AWAKE", "ASLEEP"]
 
@@ -49,9 +49,9 @@ __all__ = ["Kswapd", "KswapdNode", "AwakeSpan", "MAX_NODES", "UNKNOWN", "AWAKE",
 # ids than that are damaged records, folded into one node -1 to bound memory.
 MAX_NODES = 1024
 
-UNKNOWN = "unknown"  # nothing of this node's kswapd seen yet
-AWAKE = "awake"
-ASLEEP = "asleep"
+UNKNOWN: Final = "unknown"  # nothing of this node's kswapd seen yet
+AWAKE: Final = "awake"
+ASLEEP: Final = "asleep"
 
 
 class AwakeSpan:

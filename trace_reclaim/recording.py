@@ -307,8 +307,11 @@ def _count_records(payload: bytes) -> int:
     while off < end:
         if off + 4 > end:
             return -1
-        # compiled, reading the two bytes is native: no call, no tuple
-        n: int = payload[off + 2] | (payload[off + 3] << 8) if by_bytes else unpack(payload, off)[1]
+        n: int
+        if by_bytes:  # compiled, reading the two bytes is native: no call, no tuple, no box
+            n = payload[off + 2] | (payload[off + 3] << 8)
+        else:
+            n = unpack(payload, off)[1]
         off += 4
         if n == 0xFFFF:
             if off + 4 > end:

@@ -6,12 +6,12 @@ two: percentiles within 3%), so a ten-minute incident cannot grow memory.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Final, List, Optional, Tuple
 
 __all__ = ["LatencyStats", "EXACT_CAP"]
 
-EXACT_CAP = 4096
-_SUB = 32
+EXACT_CAP: Final = 4096
+_SUB: Final = 32
 
 
 def _bucket(v: int) -> int:

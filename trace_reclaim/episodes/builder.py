@@ -6,7 +6,7 @@ Feeding only; the report documents are ``document.py``'s.
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Final, List, Mapping, Optional, Tuple
 
 # Event type numbers from bpf/events.h: the builder only needs the numbers.
 from trace_reclaim.abi import (EV_COMPACT_RETRY, EV_COMPACTION, EV_DIRECT_RECLAIM,
@@ -29,6 +29,17 @@ if TYPE_CHECKING:
 
 __all__ = ["EpisodeBuilder"]
 
+# The types ``feed`` tells apart.  Final: compiled, each is read natively,
+# where an imported name is a dict lookup at every record.
+_WAKEUP_KSWAPD: Final = EV_WAKEUP_KSWAPD
+_KSWAPD_WAKE: Final = EV_KSWAPD_WAKE
+_KSWAPD_SLEEP: Final = EV_KSWAPD_SLEEP
+_DIRECT_RECLAIM: Final = EV_DIRECT_RECLAIM
+_COMPACTION: Final = EV_COMPACTION
+_RECLAIM_RETRY_ZONE: Final = EV_RECLAIM_RETRY_ZONE
+_COMPACT_RETRY: Final = EV_COMPACT_RETRY
+_MARK_VICTIM: Final = EV_MARK_VICTIM
+
 
 class EpisodeBuilder:
     """Feed every BPF event (in time order) and every snapshot; ``report()``."""
@@ -50,6 +61,9 @@ class EpisodeBuilder:
         self.cgroup_name = cgroup_name
         self.gap = burst_gap_ns
         self.episodes: List[Episode] = []
+        # Read once: compiled, a module global is a dict lookup at each use
+        # (tests lower it here, before building).
+        self.max_episodes = MAX_EPISODES
         self.dropped = 0
         self.dropped_stalls = 0
         # kswapd's state per node; its awake spans are the kswapd episodes.
@@ -82,7 +96,7 @@ class EpisodeBuilder:
     def _new(self, node: int, kind: str, start_ns: int) -> Optional[Episode]:
         ep = Episode(self._next_id, node, kind, start_ns, last_ns=start_ns)
         self._next_id += 1
-        if len(self.episodes) >= MAX_EPISODES:
+        if len(self.episodes) >= self.max_episodes:
             self.dropped += 1
         else:
             self.episodes.append(ep)
@@ -117,21 +131,21 @@ class EpisodeBuilder:
         """
         header: Event = ev  # compiled: checked here once, then read natively
         t = header.type
-        if t == EV_WAKEUP_KSWAPD:
+        if t == _WAKEUP_KSWAPD:
             self._wakeup_kswapd(ev)
-        elif t == EV_KSWAPD_WAKE:
+        elif t == _KSWAPD_WAKE:
             self._kswapd_wake(ev)
-        elif t == EV_DIRECT_RECLAIM:
+        elif t == _DIRECT_RECLAIM:
             self._direct_reclaim(ev)
-        elif t == EV_COMPACTION:
+        elif t == _COMPACTION:
             self._compaction(ev)
-        elif t == EV_KSWAPD_SLEEP:
+        elif t == _KSWAPD_SLEEP:
             self._kswapd_sleep(ev)
-        elif t == EV_RECLAIM_RETRY_ZONE:
+        elif t == _RECLAIM_RETRY_ZONE:
             self._reclaim_retry_zone(ev)
-        elif t == EV_COMPACT_RETRY:
+        elif t == _COMPACT_RETRY:
             self._compact_retry(ev)
-        elif t == EV_MARK_VICTIM:
+        elif t == _MARK_VICTIM:
             self._mark_victim(ev)
         else:
             fact_of = self.facts.get(t)
@@ -156,7 +170,7 @@ class EpisodeBuilder:
             tid_node.clear()
         tid_node[ev.pid] = nid
         ep = self.kswapd_open.get(nid) or self.burst_open.get(nid)
-        if ep is not None and ep.id < MAX_EPISODES:
+        if ep is not None and ep.id < self.max_episodes:
             ep.wakeup_requests += 1
             seq = ep.sequence
             if "wakeup_kswapd" not in seq:
@@ -229,7 +243,7 @@ class EpisodeBuilder:
                     self.burst_open[nid] = ep
                 if ts > ep.last_ns:
                     ep.last_ns = ts
-        if ep.id >= MAX_EPISODES:
+        if ep.id >= self.max_episodes:
             # Counted, not kept: nothing reads a dropped episode's figures.
             self.dropped_stalls += 1
             return
@@ -284,7 +298,7 @@ class EpisodeBuilder:
         if ep is None:
             self.outside["compaction_runs"] += 1
             return
-        if ep.id >= MAX_EPISODES:
+        if ep.id >= self.max_episodes:
             return  # counted, not kept
         d = ev.delta_ns
         ep.compaction_runs += 1

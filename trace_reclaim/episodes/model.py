@@ -6,7 +6,7 @@ The state the builder (``builder.py``) fills and the document
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Final, List, NamedTuple, Optional, Tuple
 
 from trace_reclaim.kswapd import AwakeSpan
 
@@ -18,8 +18,8 @@ MAX_EPISODES = 2_000      # kept in memory; later ones are counted, not kept
 # Episodes the report details; the rest are counted in the summary.  The
 # ones kept are those with OOM kills, then the most direct-reclaim time.
 MAX_REPORTED = 500
-MAX_TASKS = 64            # per episode; later tasks fold into one row
-TOP = 5
+MAX_TASKS: Final = 64     # per episode; later tasks fold into one row
+TOP: Final = 5
 
 
 TASKSTATS_FIELDS = ("freepages_count", "freepages_delay_total",

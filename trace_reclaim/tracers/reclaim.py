@@ -190,6 +190,7 @@ class ReclaimAggregator(Aggregator):
         # Processes with stalls not folded in yet, and how many stalls.
         self._unfolded: List[_Proc] = []
         self._unfolded_n = 0
+        self._stall_batch = STALL_BATCH  # read once (tests lower it)
 
     @staticmethod
     def _new_interval() -> Dict[str, int]:
@@ -296,7 +297,7 @@ class ReclaimAggregator(Aggregator):
             self._unfolded.append(p)
         stalls.append(ev)
         self._unfolded_n += 1
-        if self._unfolded_n >= STALL_BATCH:
+        if self._unfolded_n >= self._stall_batch:
             self._fold()
 
     def _fold(self) -> None:

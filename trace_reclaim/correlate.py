@@ -95,7 +95,9 @@ class Correlator:
             symbolize=self._symbolize, cgroup_name=self._cgroup_name)
         self._ep_feed = self.episodes.feed if history else _ignore
         self._hot: Dict[int, HotPath] = {}
-        self._hot_in_place: Dict[int, InPlace] = {}
+        # by type number (below events.USER_BASE): compiled, indexing a list
+        # is cheaper than a dict lookup at every record
+        self._hot_in_place: List[Optional[InPlace]] = []
         # Types of no loaded tracer or without a decoder: the general path.
         self._cold: Set[int] = set()
         self.lost: Dict[int, int] = {}
@@ -243,7 +245,7 @@ class Correlator:
                     off += 4
                 at = off
                 off += n
-                hot = hot_of.get(type_id)
+                hot = hot_of[type_id] if type_id < len(hot_of) else None
                 if hot is None:
                     if type_id >= user_base:
                         self.events += counted
@@ -257,7 +259,10 @@ class Correlator:
                         self._decode_and_feed(type_id, payload[at:off])
                         continue
                     # with the in-place decoders, by record size
-                    hot = hot_of[type_id] = (events.in_place_decoders(path[0]), *path)
+                    hot = (events.in_place_decoders(path[0]), *path)
+                    if type_id >= len(hot_of):
+                        hot_of.extend([None] * (type_id + 1 - len(hot_of)))
+                    hot_of[type_id] = hot
                 by_size, dec, agg_feed, ep_feed, own_start = hot
                 try:
                     # compiled: the generated decoder of this type and size, called natively
@@ -360,7 +365,8 @@ class Correlator:
         # its window.
         for ty in self.window.note_attach(snap.when, d, snap.ts_ns):
             self._hot.pop(ty, None)
-            self._hot_in_place.pop(ty, None)
+            if ty < len(self._hot_in_place):
+                self._hot_in_place[ty] = None
             self._cold.discard(ty)
         if snap.when == "start":
             self.attach = {"at_start": names, "later": [],

@@ -41,6 +41,7 @@ COMPILED = (
     "trace_reclaim.stats",
     "trace_reclaim.episodes.model",
     "trace_reclaim.episodes.builder",
+    "trace_reclaim.episodes.document",
     "trace_reclaim.tracers.reclaim",
     "trace_reclaim.tracers.compaction",
     "trace_reclaim.tracers.oom",

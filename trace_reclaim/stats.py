@@ -23,14 +23,13 @@ def _bucket(v: int) -> int:
 
 def _count_buckets(hist: Dict[int, int], values: List[int]) -> None:
     """Count each of ``values`` (non-negative) in its bucket: ``_bucket`` inlined."""
-    get = hist.get
     for v in values:
         if v < _SUB:
             b = v
         else:
             shift = v.bit_length() - 6
             b = (shift << 5) + (v >> shift)
-        hist[b] = get(b, 0) + 1
+        hist[b] = hist.get(b, 0) + 1
 
 
 def _bucket_low(b: int) -> int:

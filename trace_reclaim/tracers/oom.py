@@ -18,7 +18,6 @@ holds the reclaim retry decisions, the OOM victims, and the tracer that loads
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any, ClassVar, Dict, List
 
 from trace_reclaim import events
@@ -36,8 +35,6 @@ __all__ = [
 ]
 
 MAX_VICTIMS = 256
-_no_progress_loops = attrgetter("no_progress_loops")
-_wmark_check = attrgetter("wmark_check")
 
 
 @dataclass(slots=True)
@@ -116,9 +113,13 @@ class OomAggregator(Aggregator):
         evs = self._retry_zones
         if evs:
             self.reclaim_retries += len(evs)
-            self.reclaim_retry_max_loops = max(self.reclaim_retry_max_loops,
-                                               max(map(_no_progress_loops, evs)))
-            self.reclaim_retry_wmark_fail += len(evs) - sum(map(bool, map(_wmark_check, evs)))
+            loops = self.reclaim_retry_max_loops
+            for e in evs:
+                if e.no_progress_loops > loops:
+                    loops = e.no_progress_loops
+                if not e.wmark_check:
+                    self.reclaim_retry_wmark_fail += 1
+            self.reclaim_retry_max_loops = loops
             evs.clear()
 
     def _reclaim_retry_zone(self, ev: Any) -> None:

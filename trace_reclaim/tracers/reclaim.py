@@ -128,6 +128,27 @@ class _Proc:
         self.stalls: List[DirectReclaim] = []  # not folded in yet
 
 
+class _Interval:
+    """What one interval (tick to tick) counted: the start of its row."""
+
+    __slots__ = ("wakeup_requests", "kswapd_wakes", "stalls", "stall_ns", "stall_max_ns",
+                 "pages")
+
+    def __init__(self) -> None:
+        # attributes, not a dict: compiled, a kswapd wake adds to one natively
+        self.wakeup_requests = 0
+        self.kswapd_wakes = 0
+        self.stalls = 0
+        self.stall_ns = 0
+        self.stall_max_ns = 0
+        self.pages = 0
+
+    def row(self) -> Dict[str, Any]:
+        return {"wakeup_requests": self.wakeup_requests, "kswapd_wakes": self.kswapd_wakes,
+                "stalls": self.stalls, "stall_ns": self.stall_ns,
+                "stall_max_ns": self.stall_max_ns, "pages": self.pages}
+
+
 class _Node:
     """One node's row: kswapd's state machine plus what only this report keeps."""
 
@@ -180,7 +201,7 @@ class ReclaimAggregator(Aggregator):
         self.lru_gen: List[Optional[int]] = []
         # Whether /proc/vmstat counts khugepaged's reclaim apart (None: unknown)
         self.khugepaged_counted: Optional[bool] = None
-        self._iv = self._new_interval()
+        self._iv = _Interval()
         self._tick_ns = 0
         self.gfp_bits = window.header.get("gfp_bits") or gfp.DEFAULT_BITS
         self.zone_names = window.header.get("zone_names") or ZONE_NAMES
@@ -191,11 +212,6 @@ class ReclaimAggregator(Aggregator):
         self._unfolded: List[_Proc] = []
         self._unfolded_n = 0
         self._stall_batch = STALL_BATCH  # read once (tests lower it)
-
-    @staticmethod
-    def _new_interval() -> Dict[str, int]:
-        return {"wakeup_requests": 0, "kswapd_wakes": 0, "stalls": 0,
-                "stall_ns": 0, "stall_max_ns": 0, "pages": 0}
 
     def _node(self, nid: int) -> _Node:
         k = self.kswapd.node(nid)
@@ -240,7 +256,7 @@ class ReclaimAggregator(Aggregator):
         evs = self._wakeups
         if not evs:
             return
-        self._iv["wakeup_requests"] += len(evs)
+        self._iv.wakeup_requests += len(evs)
         nodes = self.nodes
         for e in evs:
             nid = e.nid
@@ -328,12 +344,12 @@ class ReclaimAggregator(Aggregator):
             p.lat.add_many(deltas)
             p.pages += pages
             self.retries += retries
-            iv["stalls"] += len(evs)
-            iv["stall_ns"] += sum(deltas)
-            iv["pages"] += pages
+            iv.stalls += len(evs)
+            iv.stall_ns += sum(deltas)
+            iv.pages += pages
             d = max(deltas)
-            if d > iv["stall_max_ns"]:
-                iv["stall_max_ns"] = d
+            if d > iv.stall_max_ns:
+                iv.stall_max_ns = d
             evs.clear()
         self._unfolded.clear()
         self._unfolded_n = 0
@@ -344,7 +360,7 @@ class ReclaimAggregator(Aggregator):
         k, _ = self.kswapd.wake(ev.nid, ev.ts_ns, ev.order)
         if k.nid not in self.nodes:
             self.nodes[k.nid] = _Node(k)
-        self._iv["kswapd_wakes"] += 1
+        self._iv.kswapd_wakes += 1
 
     def _kswapd_sleep(self, ev: KswapdSleep) -> None:
         if self._wakeups and ev.nid not in self.kswapd.nodes:
@@ -416,9 +432,9 @@ class ReclaimAggregator(Aggregator):
                 extra = ts_ns - max(span.start_ns, self._tick_ns)
             awake[n.nid] = n.interval_awake_ns + max(0, extra)
             n.interval_awake_ns = 0
-        row: Dict[str, Any] = dict(self._iv)
+        row = self._iv.row()
         row["kswapd_awake_ns"] = awake
-        self._iv = self._new_interval()
+        self._iv = _Interval()
         self._tick_ns = ts_ns
         return row
 

@@ -69,8 +69,8 @@ RUN_BATCH = 4096
 class CompactionStats:
     """Compaction runs (direct and kcompactd) by result; should_compact_retry() calls.
 
-    ``runs`` and ``retries`` hold the records until ``flush`` counts them,
-    column by column; aggregators use their ``append`` as the handler.
+    ``runs`` and ``retries`` hold the records until ``flush`` counts them
+    in one loop each; aggregators use their ``append`` as the handler.
     """
 
     def __init__(self) -> None:

@@ -319,8 +319,8 @@ class ReclaimAggregator(Aggregator):
     def _fold(self) -> None:
         """Add the stalls held so far to their processes and to this interval.
 
-        What one ``_direct_reclaim`` at a time would have added, column by
-        column; orders and gfp flags meet their dicts in order of first
+        What one ``_direct_reclaim`` at a time would have added, in one loop
+        per process; orders and gfp flags meet their dicts in order of first
         appearance, as one at a time, so the cap of 64 flag sets keeps the same.
         """
         iv = self._iv

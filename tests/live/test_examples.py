@@ -114,8 +114,12 @@ def test_vmalloc_fallback_fragments_memory_and_puts_it_back():
     assert frag["thps"] > 0 and frag["kept_pages"] >= frag["thps"]
     assert res["trigger"]["loaded"] == 1
     # No free 2 MiB block where a GFP_KERNEL allocation looks, with most of
-    # memory still free: fragmentation, not a shortage.
-    assert res["order9_free_during"] == 0, res["buddyinfo_during"]
+    # memory still free: fragmentation, not a shortage.  A block of the
+    # high-order atomic reserve may stay free (pressure earlier on the
+    # machine made one): the allocation is not given it.
+    assert res["order9_takeable_during"] == 0, (res["buddyinfo_during"],
+                                                res["order9_reserved_during"])
+    assert res["order9_free_during"] == res["order9_reserved_during"]
     assert res["fallback_expected"]
     assert res["mem_free_during"] >= res["mem_free_before"] // 2
     # Everything put back: the settings, the THP modes, the kept pages (no

@@ -90,6 +90,34 @@ def test_fallback_counts_free_2mib_blocks_where_gfp_kernel_can_take_them():
     assert vmalloc_fallback._selected("always defer defer+madvise [madvise] never") == "madvise"
 
 
+def _pagetypeinfo(rows):
+    """/proc/pagetypeinfo as the kernel lays it out, with these free-page rows."""
+    lines = ["Page block order: 9", "Pages per block:  512", "",
+             "Free pages count per migrate type at order" + "".join("%7d" % o for o in range(11))]
+    lines += ["Node    0, zone %8s, type %12s" % (zone, mtype) + "".join("%7d" % c for c in counts)
+              for zone, mtype, counts in rows]
+    lines += ["", "Number of blocks type     Unmovable      Movable  Reclaimable   HighAtomic",
+              "Node 0, zone   Normal           72        10659           20            1"]
+    return "\n".join(lines) + "\n"
+
+
+PAGETYPEINFO = _pagetypeinfo([
+    ("DMA", "Unmovable", [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]),
+    ("DMA", "HighAtomic", [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+    ("DMA32", "Movable", [118, 120, 117, 119, 120, 119, 118, 121, 121, 12, 684]),
+    ("DMA32", "Isolate", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+    ("Normal", "Movable", [1991, 2315, 2322, 2303, 2264, 2183, 2137, 2081, 2012, 206, 4040]),
+    ("Normal", "HighAtomic", [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0])])
+
+
+def test_fallback_counts_the_reserve_no_gfp_kernel_allocation_is_given():
+    # HighAtomic and Isolate blocks of order >= 9 in DMA32/Normal/Movable:
+    # Normal's reserved order-9 block, DMA32's isolated order-10 (two); not
+    # ZONE_DMA's, not the Movable ones, not the block counts below.
+    assert vmalloc_fallback._reserved_order9(PAGETYPEINFO) == 1 + 2
+    assert vmalloc_fallback._reserved_order9("") == 0
+
+
 def test_kswapd_pids_are_kthreadds_children_named_kswapd(tmp_path):
     def proc(pid, stat):
         (tmp_path / "proc" / str(pid)).mkdir(parents=True)

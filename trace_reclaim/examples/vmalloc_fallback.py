@@ -76,6 +76,12 @@ MAX_ROUNDS = 8
 #: Zones a GFP_KERNEL allocation may take a block from (ZONE_DMA is kept back
 #: by lowmem_reserve from THP faults and the vmalloc alike).
 ZONES = ("DMA32", "Normal", "Movable")
+#: Migrate types whose free blocks no GFP_KERNEL allocation is given: the
+#: high-order atomic reserve (a pageblock kept for high-order atomic
+#: allocations once one succeeded under pressure; the page allocator gives
+#: its last one up only as it is about to OOM, so neither a THP fault nor
+#: the vmalloc gets it) and blocks isolated for migration.
+RESERVED_TYPES = ("HighAtomic", "Isolate")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
@@ -85,6 +91,21 @@ def _order9(info, zones=ZONES):
     """Free blocks of order 9 and up (an order-10 block counts as two)."""
     return sum(sum(n << (o - PMD_ORDER) for o, n in enumerate(c) if o >= PMD_ORDER)
                for _n, z, c in info if z in zones)
+
+
+def _reserved_order9(pagetypeinfo, zones=ZONES):
+    """Free blocks of order 9 and up of ``RESERVED_TYPES`` (/proc/pagetypeinfo's text)."""
+    n = 0
+    for line in pagetypeinfo.splitlines():
+        # "Node    0, zone   Normal, type   HighAtomic      0 ... 1      0"
+        head, sep, rest = line.partition(", type")
+        if not sep or ", zone" not in head:
+            continue
+        zone = head.split(", zone", 1)[1].strip()
+        mtype, *counts = rest.split()
+        if zone in zones and mtype in RESERVED_TYPES:
+            n += sum(int(c) << (o - PMD_ORDER) for o, c in enumerate(counts) if o >= PMD_ORDER)
+    return n
 
 
 def _format_buddyinfo(info):
@@ -272,6 +293,7 @@ def run(insns=vmalloc_huge.DEFAULT_INSNS, count=1, chunk_mib=DEFAULT_CHUNK_MIB,
         try:
             frag = fragment(r, chunk_mib)
             bi_during = PROC.buddyinfo()
+            reserved_during = _reserved_order9(PROC.try_read("/proc/pagetypeinfo") or "")
             free_during = PROC.meminfo(in_bytes=True)["MemFree"]
             trig = vmalloc_huge.trigger(insns, count)
         finally:
@@ -287,7 +309,10 @@ def run(insns=vmalloc_huge.DEFAULT_INSNS, count=1, chunk_mib=DEFAULT_CHUNK_MIB,
         "order9_free_restored": _order9(bi_restored),
         "order9_free_before": _order9(bi_before),
         "order9_free_during": _order9(bi_during),
-        "fallback_expected": _order9(bi_during) == 0,
+        # of which the reserve no GFP_KERNEL allocation is given (RESERVED_TYPES)
+        "order9_reserved_during": reserved_during,
+        "order9_takeable_during": _order9(bi_during) - reserved_during,
+        "fallback_expected": _order9(bi_during) - reserved_during <= 0,
         "trigger": trig, "held_s": held,
         "vm_locked_before": locked_before, "vm_locked_after": locked_after,
         "sysctls_before": sysctls_before,
@@ -304,8 +329,9 @@ def run(insns=vmalloc_huge.DEFAULT_INSNS, count=1, chunk_mib=DEFAULT_CHUNK_MIB,
                                   ", ".join(map(str, frag["rounds"][1:])) or "none"),
                frag["kept_pages"],
                frag["seconds"], free_before // MiB, free_during // MiB))
-        log("buddyinfo fragmented (order>=9 free in DMA32/Normal/Movable: %d):"
-            % res["order9_free_during"])
+        log("buddyinfo fragmented (order>=9 free in DMA32/Normal/Movable: %d, of which "
+            "the high-order atomic reserve or isolated: %d):"
+            % (res["order9_free_during"], res["order9_reserved_during"]))
         for line in _format_buddyinfo(bi_during):
             log("  " + line)
         log("trigger: pid %d tid %d, %d/%d loads ok"

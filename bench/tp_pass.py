@@ -4,7 +4,7 @@
 trace-reclaim's TRACEPOINT_PROBEs return TP_PASS (1) so that `perf stat`
 and `perf record` beside it still see the events (bpf/common.bpf.h); the
 perf events bcc attached them through are then disabled
-(session.quiet_own_perf_events).  This times a page-fault loop pinned to
+(objects.quiet_own_perf_events).  This times a page-fault loop pinned to
 CPU 0 (where bcc opens those perf events; ``--mib`` of anonymous memory
 touched, one kmem:mm_page_alloc per page) under a one-tracepoint program
 on kmem:mm_page_alloc shaped like ours (an array-map count), in four modes,

@@ -85,7 +85,7 @@ class Environment:
     def bpf(self) -> Callable[..., Any]:
         """bcc's ``BPF`` class (or a test's stand-in); UserError when bcc is missing."""
         if self.bpf_factory is None:
-            from trace_reclaim.session import SessionError, default_bpf_factory
+            from trace_reclaim.objects import SessionError, default_bpf_factory
             try:
                 self.bpf_factory = default_bpf_factory()
             except SessionError as e:

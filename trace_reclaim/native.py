@@ -25,7 +25,6 @@ one cannot be swapped alone).  ``STATUS`` says which path runs and why;
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import json
@@ -64,13 +63,24 @@ def _source_path(module: str, here: str = _HERE) -> str:
     return os.path.join(here, *rel) + ".py"
 
 
+def _sha256() -> Any:
+    """hashlib.sha256, without loading OpenSSL where CPython's own is built in:
+    every command checks the sources as the package is imported, and
+    hashlib's import (OpenSSL's libcrypto) cost more than the hashing."""
+    try:
+        return importlib.import_module("_sha256").sha256
+    except ImportError:  # built without it: hashlib has one
+        return importlib.import_module("hashlib").sha256
+
+
 def source_hashes(modules: Sequence[str] = COMPILED, root: Optional[str] = None) -> Dict[str, str]:
     """SHA-256 of each module's source (under ``root``: the package directory)."""
     base = root or _HERE
+    sha256 = _sha256()
     out = {}
     for m in modules:
         with open(os.path.join(base, *m.split(".")[1:]) + ".py", "rb") as f:
-            out[m] = hashlib.sha256(f.read()).hexdigest()
+            out[m] = sha256(f.read()).hexdigest()
     return out
 
 

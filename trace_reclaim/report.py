@@ -217,8 +217,15 @@ def render_attach(attach: Dict[str, Any]) -> List[str]:
     if attach["not_attached"]:
         why = (f"their program did not load: {attach['error']}" if attach["error"]
                else "the trace ended first")
+        # A tracer's later part ("reclaim.lru") leaves its section, less its counts.
+        counting = [n for n in attach["not_attached"] if "." in n]
+        missing = ("their sections are empty"
+                   if len(counting) < len(attach["not_attached"]) else "")
+        if counting:
+            missing += (", and " if missing else "") + \
+                f"the counts of {', '.join(counting)} are missing"
         out += wrap(f"Not attached: {', '.join(attach['not_attached'])} ({why}); "
-                    "their sections are empty", hang="  ")
+                    + missing, hang="  ")
     return out
 
 
@@ -333,6 +340,11 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
 
     vm = t.get("vmstat_delta", {})
     out.append("Traced vs the kernel's own counters (/proc/vmstat delta):")
+    # A tracer, or a tracer's later part, attached after the start is checked
+    # against the kernel's counters from its own start on.
+    later = {n: p["vmstat_delta"] for p in (attach or {}).get("later", ())
+             for n in p["tracers"]}
+    lru_vm = later.get("reclaim.lru", vm)   # reclaim's LRU counts (reclaim_lru.bpf.c)
     rows = [
         # stalls and their retries, and those still in reclaim at the end
         ["direct reclaim passes", _sum(t, "direct_reclaim_stalls", "direct_reclaim_retries",
@@ -341,19 +353,15 @@ def render_text(doc: Dict[str, Any], tracers: Mapping[str, Aggregator]) -> str:
          _vm(vm, "allocstall_dma", "allocstall_dma32", "allocstall_normal",
              "allocstall_movable", "allocstall_device"), "allocstall_*"],
         ["LRU pages reclaimed, direct", t.get("lru_reclaimed_direct", "-"),
-         _vm(vm, "pgsteal_direct"), "pgsteal_direct"],
+         _vm(lru_vm, "pgsteal_direct"), "pgsteal_direct"],
         ["LRU pages scanned, direct", t.get("lru_scanned_direct", "-"),
-         _vm(vm, "pgscan_direct"), "pgscan_direct"],
+         _vm(lru_vm, "pgscan_direct"), "pgscan_direct"],
         ["kswapd wakes", t.get("kswapd_wakes", "-"), _vm(vm, "pageoutrun"), "pageoutrun"],
         ["LRU pages reclaimed, kswapd", t.get("lru_reclaimed_kswapd", "-"),
-         _vm(vm, "pgsteal_kswapd"), "pgsteal_kswapd"],
+         _vm(lru_vm, "pgsteal_kswapd"), "pgsteal_kswapd"],
         ["LRU pages scanned, kswapd", t.get("lru_scanned_kswapd", "-"),
-         _vm(vm, "pgscan_kswapd"), "pgscan_kswapd"],
+         _vm(lru_vm, "pgscan_kswapd"), "pgscan_kswapd"],
     ]
-    # A tracer attached after the start is checked against the kernel's
-    # counters from its own start on.
-    later = {n: p["vmstat_delta"] for p in (attach or {}).get("later", ())
-             for n in p["tracers"]}
     for name, agg in tracers.items():
         rows += agg.vmstat_rows(t, later.get(name, vm))
     out += table(["", "TRACED", "KERNEL", "COUNTER"], rows)

@@ -10,33 +10,35 @@ from __future__ import annotations
 
 import ctypes
 import os
-import queue
 import signal
 import socket
-import sys
-import threading
 import time
-from importlib import resources
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import trace_reclaim
 from trace_reclaim import abi, events, gfp
 from trace_reclaim.abi import EV_DIRECT_RECLAIM, EV_KSWAPD_WAKE
 from trace_reclaim.correlate import Correlator
 from trace_reclaim.env import signals_to_catch
+# What a trace does before its session exists, named here too.
+from trace_reclaim.objects import (ALL_ATTACHED, ATTACH_FIRST, BPF_DIR, FIRST_PLANNED,
+                                   READY, STILL_ATTACHING, STOP_SIGNALS, Beginning, Compile,
+                                   SessionError, all_attached, attach_parts, bpf_cflags,
+                                   bpf_source, default_bpf_factory, first_object, later_parts,
+                                   part_maps, part_tracer, proc_snapshots,
+                                   quiet_own_perf_events, whole_object)
 from trace_reclaim.probe import Plan, Probe
 from trace_reclaim.procfs import ProcFS, zone_names
 from trace_reclaim.recording import Writer
 from trace_reclaim.taskstats import DELAY_FIELDS
 from trace_reclaim.tracer import Tracer
 
-__all__ = ["BPF_DIR", "LiveSession", "Compile", "build_header", "bpf_source", "SessionError",
-           "attach_parts", "part_maps", "ATTACH_FIRST", "FIRST_PLANNED", "READY", "STILL_ATTACHING",
-           "detach_in_parallel",
-           "ALL_ATTACHED", "all_attached", "STOP_SIGNALS"]
+__all__ = ["BPF_DIR", "LiveSession", "Compile", "build_header", "bpf_source", "bpf_cflags",
+           "SessionError", "Beginning", "proc_snapshots", "attach_parts", "first_object",
+           "whole_object", "later_parts", "part_tracer", "part_maps", "ATTACH_FIRST",
+           "FIRST_PLANNED", "READY", "STILL_ATTACHING", "detach_in_parallel", "ALL_ATTACHED",
+           "all_attached", "STOP_SIGNALS", "default_bpf_factory", "quiet_own_perf_events"]
 
-# The BPF sources ship inside the package; bcc needs a directory for -I.
-BPF_DIR = str(resources.files("trace_reclaim").joinpath("bpf"))
 _TS = int.from_bytes
 
 
@@ -49,207 +51,11 @@ def _header_slice(name: str) -> slice:
 _HDR_TS, _HDR_TYPE, _HDR_PID, _HDR_COMM = (_header_slice(n)
                                            for n in ("ts_ns", "type", "pid", "comm"))
 MAX_TASKSTATS_PER_TICK = 32
-# The tracers whose programs attach first, in a BPF object of their own: the
-# core of a memory incident, and a compile about as small as bcc's least
-# (bench/attach_time.py).  The others follow in a second object.
-ATTACH_FIRST = ("reclaim",)
-# The tracers planned before the first object compiles: memcg too, even when
-# its programs come later, because common.bpf.h's current_memcg_id() takes
-# its BTF offsets and the reclaim records carry the memcg id.
-FIRST_PLANNED = ATTACH_FIRST + ("memcg",)
-# What record and live print on stderr as they start: READY once the first
-# object is attached (with STILL_ATTACHING when more follow), then a line
-# starting ALL_ATTACHED once every tracer is (all_attached() reads them).
-READY = "Tracing reclaim"
-#: The signals that end a trace cleanly; the stop reason is the signal's name.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-STILL_ATTACHING = "still attaching"
-ALL_ATTACHED = "attached:"
-
-
-def all_attached(stderr_text: str) -> bool:
-    """Whether record's or live's stderr so far says every tracer is attached."""
-    lines = stderr_text.splitlines()
-    ready = [ln for ln in lines if ln.startswith(READY)]
-    if not ready:
-        return False
-    return STILL_ATTACHING not in ready[0] or any(ln.startswith(ALL_ATTACHED) for ln in lines)
-
-
-class SessionError(Exception):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-def bpf_cflags(plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024,
-               maps: str = "", *, names: Sequence[str]) -> List[str]:
-    """The cflags of one BPF object holding the tracers ``names``; ``maps`` is
-    "export" for the first of several objects, "extern" for a later one (see
-    common.bpf.h).  OBJECT_<NAME> says which tracers' files the object holds:
-    a tracepoint two of them probe is probed once per object (reclaim.bpf.c)."""
-    # The tracers name every kprobe choice -D..._KPROBE...; only those
-    # programs need struct pt_regs, whose header costs compile time.
-    kprobes = any(c.startswith("-D") and "_KPROBE" in c for c in plan.cflags)
-    return [f"-I{BPF_DIR}", "-Wno-ignored-attributes", f"-DRINGBUF_PAGES={ringbuf_pages}",
-            f"-DTARG_TGID={tgid}", *(["-DNEED_PT_REGS"] if kprobes else []),
-            *([f"-DMAPS_{maps.upper()}"] if maps else []),
-            *[f"-DOBJECT_{n.upper()}" for n in names], *plan.cflags]
-
-
-def attach_parts(plan: Plan, cgroup_filter: bool = False) -> List[List[str]]:
-    """The plan's tracers grouped into BPF objects, in attach order.
-
-    The reclaim programs come first, alone: the trace can begin while the
-    larger rest compiles.  With -c/--cgroup the memcg tracer joins them,
-    because its start sample fills the filter maps every program reads.
-    One object when there is nothing to split.
-    """
-    first = [n for n in plan.tracers
-             if n in ATTACH_FIRST or (cgroup_filter and n == "memcg")]
-    rest = [n for n in plan.tracers if n not in first]
-    if "reclaim" not in first or not rest:
-        return [list(plan.tracers)]
-    return [first, rest]
-
-
-def part_maps(index: int, nparts: int) -> str:
-    """Whether object ``index`` of ``nparts`` exports the shared maps or uses them."""
-    if nparts == 1:
-        return ""
-    return "export" if index == 0 else "extern"
-
-
-def bpf_source(tracers: Mapping[str, Tracer]) -> str:
-    """The one program bcc compiles: common.bpf.h, then each tracer's file.
-
-    bcc rewrites map method calls (``events.ringbuf_reserve()``) and builds
-    tracepoint argument structs only in the main source text, never in
-    included files, so these fixed files are joined rather than #included
-    (events.h, plain structs, is still included).  Every parameter reaches
-    the C side as a -D cflag, never by editing this text.
-    """
-    parts = []
-    for name in ["common.bpf.h"] + [t.bpf_source for t in tracers.values()]:
-        with open(os.path.join(BPF_DIR, name)) as f:
-            parts.append(f"/* ---- bpf/{name} ---- */\n{f.read()}")
-    return "\n".join(parts)
-
-
-class _CompileThread:
-    """The one thread every compile of this process runs in.
-
-    glibc gives a new thread its own malloc arena: a second object compiled
-    in a second thread kept ~10 MiB more resident after malloc_trim than one
-    thread compiling both (measured with record's two objects), so the
-    compiles share this thread, and its arena, one after the other.
-    """
-
-    _lock = threading.Lock()
-    _queue: Optional[queue.SimpleQueue[Callable[[], None]]] = None
-
-    @classmethod
-    def submit(cls, fn: Callable[[], None]) -> None:
-        with cls._lock:
-            if cls._queue is None:
-                cls._queue = queue.SimpleQueue()
-                # A daemon: whatever goes wrong in the main thread, exit never hangs on it.
-                threading.Thread(target=cls._serve, args=(cls._queue,), name="bpf-compile",
-                                 daemon=True).start()
-            cls._queue.put(fn)
-
-    @staticmethod
-    def _serve(q: queue.SimpleQueue[Callable[[], None]]) -> None:
-        while True:
-            q.get()()
-
-
-class Compile:
-    """bcc's compile, load and attach of one BPF object, in a thread.
-
-    The compile is one ctypes call into clang and LLVM, which releases the
-    GIL: while it runs, the caller builds the recording header, the
-    correlator and the live view.  bcc and clang write warnings straight to
-    fd 2, so fd 2 is captured from start() to wait() (the caller must not
-    print in between; --traceback shows the text).  wait() joins the thread
-    on every path, Ctrl-C included, so fd 2 is never handed back while clang
-    may still write to it.  A later object compiles while the trace runs:
-    then the session prints nothing until it is attached.
-    """
-
-    def __init__(self, bpf_factory: Callable[..., Any], tracers: Mapping[str, Tracer],
-                 plan: Plan, tgid: int = 0, ringbuf_pages: int = 1024,
-                 names: Optional[List[str]] = None, maps: str = "") -> None:
-        self.bpf_factory = bpf_factory
-        self.names = list(plan.tracers if names is None else names)
-        self.text = bpf_source({n: tracers[n] for n in self.names})
-        self.cflags = bpf_cflags(plan, tgid, ringbuf_pages, maps, names=self.names)
-        self.later = maps == "extern"  # attached after the trace began
-        self.output = ""  # bcc's compiler messages
-        self._bpf: Any = None
-        self._error: Optional[BaseException] = None
-        self._done: Optional[threading.Event] = None
-        self._capture: Any = None
-        self._captured: Any = None
-
-    def _run(self) -> None:
-        try:
-            self._bpf = self.bpf_factory(text=self.text, cflags=self.cflags)
-            quiet_own_perf_events(self._bpf)
-        except BaseException as e:  # handed to the caller by result()
-            self._error = e
-        finally:
-            assert self._done is not None
-            self._done.set()
-
-    def start(self) -> Compile:
-        from trace_reclaim.quiet import captured_stderr
-
-        self._capture = captured_stderr()
-        self._captured = self._capture.__enter__()
-        self._done = threading.Event()
-        _CompileThread.submit(self._run)
-        return self
-
-    def done(self) -> bool:
-        """Whether the compile has finished (result() will not block)."""
-        return self._done is not None and self._done.is_set()
-
-    def wait(self) -> None:
-        """Let the compile finish and give fd 2 back (also on the caller's error paths)."""
-        if self._done is None:
-            self.start()
-        assert self._done is not None
-        try:
-            self._done.wait()
-        finally:
-            if self._capture is not None:
-                capture, self._capture = self._capture, None
-                capture.__exit__(None, None, None)
-                self.output = self._captured.text
-
-    def result(self) -> Any:
-        """The loaded and attached BPF object; SessionError when it did not load."""
-        self.wait()
-        if self._error is not None:
-            e = self._error
-            if not isinstance(e, Exception):
-                raise e
-            detail = _last_line(e)
-            errs = [ln for ln in self.output.splitlines() if "error:" in ln]
-            if errs:
-                detail += f" ({errs[0].strip()[:160]})"
-            what = "the BPF program" + (f" of {', '.join(self.names)}" if self.later else "")
-            raise SessionError(f"{what} did not load: {detail}",
-                               "run 'trace-reclaim check' to see what this kernel "
-                               "offers; --traceback shows the compiler output") from e
-        return self._bpf
-
-
 def build_header(probe: Probe, plan: Plan, argv: List[str], interval_s: float,
                  tracers: Mapping[str, Tracer], workload: Optional[Dict[str, Any]] = None,
-                 ) -> Dict[str, Any]:
-    """The system context a recording carries (what a replay elsewhere needs)."""
+                 wall_start: Optional[float] = None) -> Dict[str, Any]:
+    """The system context a recording carries (what a replay elsewhere needs);
+    ``wall_start``: when the trace began (Beginning.wall_start), if before now."""
     fmt = probe.tracepoint_format("vmscan", "mm_vmscan_direct_reclaim_begin") or ""
     cfg = {k: probe.config(k) for k in (
         "CONFIG_HAVE_ARCH_HUGE_VMALLOC", "CONFIG_KPROBES", "CONFIG_SLUB",
@@ -266,7 +72,7 @@ def build_header(probe: Probe, plan: Plan, argv: List[str], interval_s: float,
         "config": cfg,
         "argv": argv,
         "interval_s": interval_s,
-        "wall_start": time.time(),
+        "wall_start": time.time() if wall_start is None else wall_start,
         "plan": plan.as_json(),
         "headers": probe.headers,
         "gfp_bits": gfp.parse_format_bits(fmt) or gfp.DEFAULT_BITS,
@@ -295,21 +101,25 @@ class LiveSession:
                  compile: Optional[Compile] = None,
                  parts: Optional[List[List[str]]] = None,
                  on_attached: Optional[Callable[[List[str], int], None]] = None,
-                 stop_on_write_error: bool = True) -> None:
+                 stop_on_write_error: bool = True,
+                 begun: Optional[Beginning] = None) -> None:
         self.bpf_factory = bpf_factory
+        # The first object attached and the start read before this session
+        # was made (record and live): load() and the start take them.
+        self._begun = begun
         # A recording that can no longer be written (Writer.error) ends the
         # trace, unless the trace is worth more than its recording (serve).
         self.stop_on_write_error = stop_on_write_error
         # The first object's compile: started by the caller before the
         # slower setup, or here by load().
         self._compile = compile
-        # The tracers of each BPF object, in attach order (attach_parts()).
-        self.parts = parts or [list(plan.tracers)]
         # Called (tracer names, ns since the window opened) when a later
         # object is attached.
         self.on_attached = on_attached
         self.procfs = procfs
         self.tracers = {n: tracers[n] for n in plan.tracers}
+        # The parts of each BPF object, in attach order (attach_parts()).
+        self.parts = parts or [whole_object(plan, self.tracers)]
         self.plan = plan
         self.header = header
         self.interval_ns = int(interval_s * 1e9)
@@ -326,7 +136,7 @@ class LiveSession:
         self._stop: Optional[str] = None
         self.bpf: Any = None   # the first object: the ring buffer and the loss counts
         self._objects: List[Any] = []   # every attached object, in attach order
-        self._bpf_of: Dict[str, Any] = {}   # tracer name -> its attached object
+        self._bpf_of: Dict[str, Any] = {}   # tracer or part name -> its attached object
         self._later: Optional[Compile] = None   # a later object, compiling
         self._start_ns = 0
         # Why a later object did not load (the trace then ends at once).
@@ -396,15 +206,10 @@ class LiveSession:
 
     def _snapshots(self, when: str, after_vmstat: Optional[Callable[[], None]] = None) -> int:
         now = self.clock()
-        pf = self.procfs
-        self._emit_user(events.Snapshot(now, "vmstat", when, pf.vmstat()))
-        if after_vmstat is not None:
-            after_vmstat()
-        self._emit_user(events.Snapshot(now, "zoneinfo", when, pf.zoneinfo()))
-        self._emit_user(events.Snapshot(now, "meminfo", when, pf.meminfo()))
-        psi = pf.psi_memory()
-        if psi is not None:
-            self._emit_user(events.Snapshot(now, "psi", when, psi))
+        for snap in proc_snapshots(self.procfs, now, when):
+            self._emit_user(snap)
+            if snap.what == "vmstat" and after_vmstat is not None:
+                after_vmstat()
         return now
 
     def _tick_snapshots(self, when: str) -> None:
@@ -469,12 +274,16 @@ class LiveSession:
             "enabled": True, "tasks": tasks, "gone": errors}))
 
     def _sample(self, when: str, names: Optional[List[str]] = None) -> None:
-        """Sample the attached tracers (``names``: only those)."""
+        """Sample the attached tracers (``names``: only those, and those of these parts)."""
         now = self.clock()
+        wanted = None if names is None else {part_tracer(n) for n in names}
         for name, t in self.tracers.items():
             b = self._bpf_of.get(name)
-            if b is None or (names is not None and name not in names):
+            if b is None or (wanted is not None and name not in wanted):
                 continue
+            later = self._bpf_of.get(f"{name}.{t.later_part}") if t.later_part else None
+            if later is not None and later is not b:
+                b = _Maps(b, later)
             for obj in t.sample(b, self.procfs, now, when):
                 self._emit_user(obj)
 
@@ -488,12 +297,17 @@ class LiveSession:
     def load(self) -> None:
         from trace_reclaim.quiet import trim_heap
 
-        c = self._compile or self._part_compile(0)
-        self._compile = None
-        try:
-            self.bpf = c.result()
-        finally:
+        if self._begun is not None:  # attached already, by the Beginning
+            c = self._begun.compile
+            self.bpf = self._begun.bpf
             self.compiler_output = c.output
+        else:
+            c = self._compile or self._part_compile(0)
+            self._compile = None
+            try:
+                self.bpf = c.result()
+            finally:
+                self.compiler_output = c.output
         self._attached(c.names, self.bpf)
         self.bpf["events"].open_ring_buffer(self._on_event)
         trim_heap()
@@ -504,7 +318,9 @@ class LiveSession:
                        maps=part_maps(index, len(self.parts)))
 
     def _types(self, names: List[str]) -> List[int]:
-        return sorted({int(ty) for n in names for ty in self.tracers[n].event_types})
+        """The record types of these parts (a later part has none: it only counts)."""
+        return sorted({int(ty) for n in names if "." not in n
+                       for ty in self.tracers[n].event_types})
 
     def _attached(self, names: List[str], bpf: Any) -> None:
         self._objects.append(bpf)
@@ -578,8 +394,15 @@ class LiveSession:
 
     def _run(self) -> None:
         b = self.bpf
-        self._sample("start")
-        self._start_ns = self._snapshots("start")
+        if self._begun is not None:
+            # The start as the Beginning read it, before this session existed.
+            held, self._begun.records = self._begun.records, []
+            for ev in held:
+                self._emit_user(ev)
+            self._start_ns = self._begun.start_ns
+        else:
+            self._sample("start")
+            self._start_ns = self._snapshots("start")
         if len(self.parts) > 1:
             # What records this recording can hold from the start, and what
             # only from the "attached" snapshot on (a report never implies
@@ -680,6 +503,29 @@ _DETACH = (("kprobe_fds", "detach_kprobe_event"), ("tracepoint_fds", "detach_tra
 DETACH_THREADS = 16
 
 
+class _Maps:
+    """The maps of a tracer whose later part is in another BPF object, by name.
+
+    What ``Tracer.sample()`` is given then: ``maps["name"]`` finds a map in
+    the tracer's own object, else in its later part's; anything else
+    (``ksym``) is the own object's.
+    """
+
+    def __init__(self, own: Any, later: Any) -> None:
+        self._objects = (own, later)
+
+    def __getitem__(self, name: str) -> Any:
+        for b in self._objects:
+            try:
+                return b[name]
+            except KeyError:
+                continue
+        raise KeyError(name)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._objects[0], attr)
+
+
 def detach_in_parallel(objects: List[Any]) -> int:
     """Detach every probe of bcc ``objects`` from several threads; return how many.
 
@@ -713,43 +559,3 @@ def detach_in_parallel(objects: List[Any]) -> int:
 
 
 # include/uapi/linux/perf_event.h: _IO('$', 1)
-PERF_EVENT_IOC_DISABLE = 0x2401
-
-
-def quiet_own_perf_events(bpf: Any) -> None:
-    """Disable the perf events bcc attached ``bpf``'s tracepoint programs through.
-
-    The programs keep running: a classic tracepoint runs the BPF programs
-    attached to it whether or not the perf event they came through is
-    enabled (perf_trace_run_bpf_submit(), since 4.7).  What stops is the
-    rest: as they return TP_PASS (common.bpf.h), to leave each event to
-    whoever else has the tracepoint open in perf, the kernel would also
-    offer it to our own event (bcc opens it on CPU 0), a sample nobody
-    reads, on every event CPU 0 sees.  One that will not be disabled is
-    left as it was: it costs that sample, nothing more.
-    """
-    import fcntl
-
-    fds = getattr(bpf, "tracepoint_fds", None)
-    for fd in (fds.values() if isinstance(fds, dict) else ()):
-        try:
-            fcntl.ioctl(fd, PERF_EVENT_IOC_DISABLE, 0)
-        except (OSError, TypeError):
-            pass
-
-
-def _last_line(e: BaseException) -> str:
-    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else type(e).__name__
-
-
-def default_bpf_factory() -> Callable[..., Any]:
-    """bcc's BPF class, imported only when a live session needs it."""
-    try:
-        from bcc import BPF
-    except ImportError as e:
-        raise SessionError(
-            f"bcc is not importable from {sys.executable}: {e}",
-            "install Debian's python3-bpfcc and run from a venv made with "
-            "--system-site-packages (./bootstrap.sh does both)") from e
-    return BPF

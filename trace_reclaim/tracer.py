@@ -243,6 +243,14 @@ class Tracer(abc.ABC):
 
     name: ClassVar[str] = ""
     bpf_source: ClassVar[str] = ""
+    # BPF that may attach after tracing has begun, with the BPF object that
+    # follows the tracer's own (objects.attach_parts): programs that only
+    # count into maps ``sample()`` reads, never records.  Its part of the
+    # trace is named "<name>.<later_part>" (objects.later_parts) wherever
+    # attaching is reported, and it counts from its own attach on:
+    # ``sample()`` finds its maps only once it is attached.
+    later_part: ClassVar[str] = ""
+    later_source: ClassVar[str] = ""
     cflag: ClassVar[str] = ""
     # (category, event) tracepoints the program attaches to unconditionally.
     tracepoints: ClassVar[Sequence[Tuple[str, str]]] = ()

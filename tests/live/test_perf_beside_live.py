@@ -5,7 +5,7 @@ if the BPF programs attached there return non-zero
 (perf_trace_run_bpf_submit()); bcc's TRACEPOINT_PROBEs return 0, and until
 they returned TP_PASS (bpf/common.bpf.h) `perf stat -e cgroup:cgroup_mkdir`
 counted 0 while trace-reclaim ran.  The perf events bcc attached our
-programs through are disabled once attached (session.quiet_own_perf_events):
+programs through are disabled once attached (objects.quiet_own_perf_events):
 they must take no sample of the events the workload makes on their CPU.
 """
 

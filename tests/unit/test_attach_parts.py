@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import pytest
 
@@ -15,26 +16,45 @@ from trace_reclaim.probe import Plan
 from trace_reclaim.report import render_text
 from trace_reclaim.tracer import Aggregator
 from trace_reclaim.session import (ALL_ATTACHED, READY, STILL_ATTACHING, all_attached,
-                                   attach_parts, bpf_cflags)
+                                   attach_parts, bpf_cflags, bpf_source, part_tracer,
+                                   whole_object)
 
 ALL = ["reclaim", "vmalloc", "slab", "oom", "memcg"]
 
 
-def test_reclaim_attaches_first_and_alone():
+REG = tracers.registry()
+
+
+def test_reclaim_attaches_first_and_alone_its_lru_counts_with_the_rest():
     plan = Plan(ALL, [], [])
-    assert attach_parts(plan) == [["reclaim"], ["vmalloc", "slab", "oom", "memcg"]]
+    assert attach_parts(plan, REG) == [["reclaim"],
+                                       ["reclaim.lru", "vmalloc", "slab", "oom", "memcg"]]
 
 
 def test_a_cgroup_filter_brings_memcg_into_the_first_object():
     # its start sample fills the filter maps every program reads
     plan = Plan(ALL, [], [])
-    assert attach_parts(plan, cgroup_filter=True) == [["reclaim", "memcg"],
-                                                      ["vmalloc", "slab", "oom"]]
+    assert attach_parts(plan, REG, cgroup_filter=True) == [
+        ["reclaim", "memcg"], ["reclaim.lru", "vmalloc", "slab", "oom"]]
 
 
-def test_nothing_to_split_is_one_object():
-    assert attach_parts(Plan(["reclaim"], [], [])) == [["reclaim"]]
-    assert attach_parts(Plan(["slab", "oom"], [], [])) == [["slab", "oom"]]
+def test_nothing_to_split_is_one_object_each_later_part_after_its_tracer():
+    assert attach_parts(Plan(["reclaim"], [], []), REG) == [["reclaim", "reclaim.lru"]]
+    assert attach_parts(Plan(["slab", "oom"], [], []), REG) == [["slab", "oom"]]
+    assert whole_object(Plan(["reclaim", "oom"], [], []), REG) == [
+        "reclaim", "reclaim.lru", "oom"]
+
+
+def test_a_later_part_is_compiled_from_its_own_file_after_its_tracers():
+    text = bpf_source(REG, ["reclaim.lru", "oom"])
+    files = re.findall(r"/\* ---- bpf/(\S+) ---- \*/", text)
+    assert files == ["common.bpf.h", "reclaim_lru.bpf.c", "oom.bpf.c"]
+    whole = re.findall(r"/\* ---- bpf/(\S+) ---- \*/",
+                       bpf_source({n: REG[n] for n in ("reclaim", "oom")}))
+    assert whole == ["common.bpf.h", "reclaim.bpf.c", "reclaim_lru.bpf.c", "oom.bpf.c"]
+    assert "-DOBJECT_RECLAIM_LRU" in bpf_cflags(Plan(ALL, [], []), maps="extern",
+                                               names=["reclaim.lru", "oom"])
+    assert part_tracer("reclaim.lru") == "reclaim" and part_tracer("oom") == "oom"
 
 
 def test_the_first_object_exports_the_shared_maps_a_later_one_uses_them():
@@ -334,3 +354,160 @@ def test_a_trace_that_ends_first_waits_for_the_compile_and_detaches_it():
     assert corr.report()["attach"]["not_attached"] == ["slab", "oom"]
     assert len(made) == 2 and all(b.cleaned for b in made)
     assert made[1].sampled == []   # never sampled: never part of the trace
+
+
+# -- a tracer's later part (reclaim.lru) ------------------------------------------
+class _MapsBPF(_FakeBPF):
+    """A fake object holding the maps named in its cflags' -DOBJECT_* parts."""
+
+    def __getitem__(self, name):
+        own = {"-DOBJECT_RECLAIM": "own_map", "-DOBJECT_RECLAIM_LRU": "lru_map"}
+        if name in ("events", "lost_events") or any(own.get(c) == name for c in self.cflags):
+            return super().__getitem__(name)
+        raise KeyError(name)
+
+
+def _split_session(duration=0.5):
+    """reclaim first; its later part "lru" attaches with slab."""
+    from trace_reclaim.session import LiveSession
+
+    fakes = _fake_tracers(["reclaim", "slab"])
+    rec = fakes["reclaim"]
+    found = []
+
+    def sample(bpf, procfs, ts, when):
+        has = {}
+        for m in ("own_map", "lru_map"):
+            try:
+                bpf[m]
+                has[m] = True
+            except KeyError:
+                has[m] = False
+        found.append((when, has["own_map"], has["lru_map"]))
+        return []
+    type(rec).later_part = "lru"
+    type(rec).later_source = "oom.bpf.c"
+    rec.sample = sample
+    made = []
+
+    def make(text, cflags):
+        made.append(_MapsBPF(text, cflags))
+        return made[-1]
+    s = LiveSession(bpf_factory=make, procfs=_FakeProc(), tracers=fakes,
+                    plan=Plan(["reclaim", "slab"], [], []),
+                    header={"plan": {"tracers": ["reclaim", "slab"]}}, interval_s=0.1,
+                    duration_s=duration, parts=[["reclaim"], ["reclaim.lru", "slab"]])
+    return s, made, found
+
+
+def test_a_tracer_reads_its_later_parts_maps_once_attached_its_own_throughout():
+    s, made, found = _split_session()
+    corr = s.run()
+    s.close()
+    assert found[0] == ("start", True, False)          # the later part not yet attached
+    assert ("start", True, True) in found[1:]         # sampled again as it attaches
+    assert found[-1] == ("end", True, True)
+    doc = corr.report()
+    assert doc["attach"]["later"][0]["tracers"] == ["reclaim.lru", "slab"]
+    # a later part has no record types: none of reclaim's waits for it
+    assert "-DOBJECT_RECLAIM_LRU" in made[1].cflags
+
+
+def _lru_sample(ts, pages):
+    lru = {who: {"calls": 1, "nr_scanned": pages, "nr_reclaimed": pages, "nr_taken": 0}
+           for who in ("kswapd", "direct", "khugepaged")}
+    return synth.user(events.Sample(ts, "reclaim", {"lru": lru, "lru_gen": None}))
+
+
+def test_the_lru_rows_are_checked_against_the_kernel_from_the_lru_counts_attach():
+    base = 1_000_000_000
+    recs = [synth.vmstat_snapshot(base, "start", pgsteal_direct=100, pgsteal_kswapd=10,
+                                  pgscan_direct=100, pgscan_kswapd=10, pageoutrun=7),
+            synth.user(events.Sample(base, "reclaim", {"khugepaged_counted": True})),
+            synth.user(events.Snapshot(base, "attach", "start", {
+                "tracers": ["reclaim"], "pending": ["reclaim.lru"], "pending_types": []})),
+            synth.user(events.Snapshot(base + 300, "attach", "attached", {
+                "tracers": ["reclaim.lru"], "types": [],
+                "vmstat": {"pgsteal_direct": 150, "pgsteal_kswapd": 10, "pgscan_direct": 150,
+                           "pgscan_kswapd": 10, "pageoutrun": 8}})),
+            _lru_sample(base + 300, 1000),
+            _lru_sample(base + 2_000_000_000, 1040),
+            synth.vmstat_snapshot(base + 2_000_000_000, "end", pgsteal_direct=190,
+                                  pgsteal_kswapd=50, pgscan_direct=190, pgscan_kswapd=50,
+                                  pageoutrun=9),
+            synth.user(events.End(base + 2_000_000_000, "duration"))]
+    doc, text = _report(recs)
+    t = doc["totals"]
+    assert t["lru_reclaimed_direct"] == 40 and t["lru_reclaimed_kswapd"] == 40
+    rows = {ln.split()[-1]: ln.split() for ln in text.splitlines()
+            if ln.strip().endswith(("pgsteal_direct", "pgsteal_kswapd", "pageoutrun"))}
+    assert rows["pgsteal_direct"][-3:-1] == ["40", "40"]     # 190 - 150, not 190 - 100
+    assert rows["pgsteal_kswapd"][-3:-1] == ["40", "40"]
+    assert rows["pageoutrun"][-2] == "2"                     # reclaim's own: from the start
+    assert "Attached: reclaim at the start; reclaim.lru 300ns later" in " ".join(text.split())
+
+
+def test_lru_counts_that_never_attached_are_missing_not_zero():
+    base = 1_000_000_000
+    recs = [synth.vmstat_snapshot(base, "start", pgsteal_direct=100),
+            synth.user(events.Sample(base, "reclaim", {"khugepaged_counted": True})),
+            synth.user(events.Snapshot(base, "attach", "start", {
+                "tracers": ["reclaim"], "pending": ["reclaim.lru", "slab"],
+                "pending_types": _LATER_TYPES})),
+            synth.vmstat_snapshot(base + 10, "end", pgsteal_direct=190),
+            synth.user(events.End(base + 10, "duration"))]
+    doc, text = _report(recs)
+    assert "lru_reclaimed_direct" not in doc["totals"] and doc["reclaim"]["lru"] == {}
+    row = next(ln for ln in text.splitlines() if ln.strip().endswith("pgsteal_direct"))
+    assert row.split()[-3:] == ["-", "90", "pgsteal_direct"]
+    assert ("Not attached: reclaim.lru, slab (the trace ended first); their sections are "
+            "empty, and the counts of reclaim.lru are missing") in " ".join(text.split())
+
+
+# -- the beginning: tracing begins before the session exists ---------------------------
+def test_a_begun_trace_emits_the_start_it_read_and_loads_nothing_again():
+    from trace_reclaim.session import Beginning, Compile, LiveSession
+
+    names = ["reclaim", "slab"]
+    fakes = _fake_tracers(names)
+    made = []
+
+    def make(text, cflags):
+        made.append(_FakeBPF(text, cflags))
+        return made[-1]
+    plan = Plan(names, [], [])
+    c = Compile(make, fakes, plan, names=["reclaim"], maps="export").start()
+    clock = iter(range(1_000, 10**9, 1_000))
+    begun = Beginning(c, fakes, _FakeProc(), clock=lambda: next(clock))
+    assert [type(r).__name__ for r in begun.records] == ["Snapshot"] * 3   # no psi here
+    assert made[0].sampled == [("reclaim", "start")]
+    s = LiveSession(bpf_factory=make, procfs=_FakeProc(), tracers=fakes, plan=plan,
+                    header={"plan": {"tracers": names}}, interval_s=0.1, duration_s=0.3,
+                    parts=[["reclaim"], ["slab"]], begun=begun)
+    corr = s.run()
+    s.close()
+    assert len(made) == 2 and "-DMAPS_EXTERN" in made[1].cflags   # the first: not again
+    assert made[0].sampled.count(("reclaim", "start")) == 1
+    assert corr.window.start_ns == begun.start_ns
+    assert corr.report()["attach"]["later"][0]["tracers"] == ["slab"]
+
+
+def test_a_signal_after_tracing_began_ends_the_trace_once_the_session_runs():
+    import signal
+
+    from trace_reclaim.commands.trace import _EarlyStop
+
+    class S:
+        stopped = []
+
+        def stop(self, reason):
+            self.stopped.append(reason)
+    before = signal.getsignal(signal.SIGINT)
+    with _EarlyStop() as early:
+        os.kill(os.getpid(), signal.SIGINT)   # no KeyboardInterrupt: noted
+        session = S()
+        early.hand_to(session)
+        assert session.stopped == ["SIGINT"]
+        os.kill(os.getpid(), signal.SIGTERM)  # from now on, straight to the session
+        assert session.stopped == ["SIGINT", "SIGTERM"]
+    assert signal.getsignal(signal.SIGINT) is before

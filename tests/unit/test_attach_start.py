@@ -58,6 +58,7 @@ def test_pt_regs_header_only_for_kprobe_plans():
 def _fake_tracer():
     class T:
         bpf_source = "oom.bpf.c"
+        later_part = ""
     return {"oom": T()}
 
 

@@ -45,3 +45,37 @@ def test_neither_is_missing(tmp_path):
     (tmp_path / f"lib/modules/{REL}").mkdir(parents=True)
     (tmp_path / f"lib/modules/{REL}/modules.dep").write_text("kernel/fs/fat/fat.ko:\n")
     assert _probe(tmp_path).headers["path"] is None
+
+
+# -- the kernel's BTF, read while bcc loads -----------------------------------------
+def test_btf_read_ahead_is_the_btf_read_in_place(tmp_path):
+    import shutil
+
+    src = "/sys/kernel/btf/vmlinux"
+    if not __import__("os").path.exists(src):
+        pytest.skip("this kernel has no BTF")
+    (tmp_path / "sys/kernel/btf").mkdir(parents=True)
+    shutil.copyfile(src, tmp_path / "sys/kernel/btf/vmlinux")
+    ahead, now = _probe(tmp_path), _probe(tmp_path)
+    ahead.prefetch_btf()
+    ahead.prefetch_btf()   # once
+    a, b = ahead.btf_types, now.btf_types
+    assert a is not None and ahead.btf_types is a
+    assert a.member("task_struct", "cgroups") == b.member("task_struct", "cgroups")
+
+
+def test_btf_read_ahead_that_failed_fails_where_the_btf_is_asked_for(tmp_path, monkeypatch):
+    probe = _probe(tmp_path)
+
+    def broken(self):
+        raise RuntimeError("libbpf went away")
+    monkeypatch.setattr(Probe, "_load_btf", broken)
+    probe.prefetch_btf()
+    with pytest.raises(RuntimeError, match="libbpf went away"):
+        probe.btf_types
+
+
+def test_no_btf_is_none_ahead_or_not(tmp_path):
+    probe = _probe(tmp_path)
+    probe.prefetch_btf()
+    assert probe.btf_types is None

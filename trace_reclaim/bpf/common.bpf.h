@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Shared by every tracer (joined before the tracer files, not #included:
- * see bpf_source() in trace_reclaim/session.py): the one ring buffer all records go through, the
+ * see bpf_source() in trace_reclaim/objects.py): the one ring buffer all records go through, the
  * per-type count of records the ring buffer had no room for, and the header
- * fill.  Tunables arrive as -D cflags from trace_reclaim/session.py:
+ * fill.  Tunables arrive as -D cflags from trace_reclaim/objects.py:
  *   RINGBUF_PAGES  ring buffer size in pages (power of two)
  *   TARG_TGID      only this process (0: all); kernel threads are never filtered
  *   CG_TASK_CGROUPS_OFF, CG_CSS_SET_SUBSYS_OFF, CG_MEMORY_CGRP_ID,
@@ -42,7 +42,7 @@
  * tracepoint: returning 0, as bcc's tools do, hides it from `perf stat`,
  * `perf record` and `perf trace -e vmscan:*` for as long as we trace.  Our own
  * perf events, through which the programs attach, are disabled once attached
- * (session.quiet_own_perf_events), so an event nobody else listens to costs
+ * (objects.quiet_own_perf_events), so an event nobody else listens to costs
  * nothing more than before.  Raw tracepoint, fentry and kprobe programs'
  * return values decide nothing of the kind.
  */

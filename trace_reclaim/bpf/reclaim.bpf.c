@@ -1,31 +1,33 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * kswapd and direct reclaim, from the vmscan tracepoints.
+ * kswapd and direct reclaim, from the vmscan tracepoints: what must be
+ * attached for tracing to begin.  The LRU page counts and the inferred
+ * retries are in reclaim_lru.bpf.c, which attaches with the next object
+ * (ReclaimTracer.later_source).
  *
  * Direct reclaim begin/end are paired in the kernel by thread id, so one
  * record carries the latency (the drsnoop way): half the ring buffer
  * traffic, and no pairing left for user space to get wrong.
  */
+#include "reclaim.bpf.h"
 
-struct direct_reclaim_begin_state {
-	__u64 ts_ns;
-	__u64 gfp_flags;
-	__s32 order;
-	__s32 last_priority;		/* of the last LRU shrink seen, or -1 */
-	__u32 retries;
-};
-
-/* Bounded: one entry per thread inside direct reclaim at once. */
-BPF_HASH(direct_reclaim_begin, __u32, struct direct_reclaim_begin_state, 10240);
+/*
+ * Bounded: one entry per thread inside direct reclaim at once.  Shared:
+ * reclaim_lru.bpf.c counts the retries of the direct reclaims in it.
+ */
+SHARED_MAP("hash", __u32, struct direct_reclaim_begin_state, direct_reclaim_begin, 10240);
+EXPORT_MAP(direct_reclaim_begin);
 
 #ifdef RECLAIM_MEMCG_LRU
 /*
  * Threads inside memcg reclaim now (value unused); bounded like the others.
  * A thread that starts global reclaim (direct, or kswapd's balance_pgdat())
  * is in no memcg reclaim: its entry goes, so one whose end came before that
- * program was attached is not counted as memcg for long.
+ * program was attached is not counted as memcg for long.  Kept here, from
+ * the start, for reclaim_lru.bpf.c's reclaimer().
  */
-BPF_HASH(memcg_reclaiming, __u32, __u8, 10240);
+SHARED_MAP("hash", __u32, __u8, memcg_reclaiming, 10240);
+EXPORT_MAP(memcg_reclaiming);
 
 static __always_inline void memcg_reclaim_enter(void)
 {
@@ -167,150 +169,43 @@ TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end)
 }
 
 /*
- * LRU pages scanned and reclaimed, summed in the kernel per reclaimer the
- * way mm/vmscan.c's reclaimer_offset() attributes pgscan_* and pgsteal_*:
- * kswapd, khugepaged, and everyone else ("direct").  shrink_inactive_list()
- * passes the same nr_scanned and nr_reclaimed to mm_vmscan_lru_shrink_inactive
- * as to those counters, but counts them only for global reclaim
- * (!cgroup_reclaim(sc)): memcg reclaim, a cgroup reclaiming its own pages at
- * its limit (try_to_free_mem_cgroup_pages()) or over its v1 soft limit
- * (mem_cgroup_shrink_node(), from kswapd too), is in no /proc/vmstat counter
- * (only in the cgroup's memory.stat).  With RECLAIM_MEMCG_LRU the threads
- * inside it are known (memcg_reclaiming, kept at the memcg reclaim
- * tracepoints) and their pages go to "memcg"; without it they are in "direct".
- *
- * The multi-gen LRU (CONFIG_LRU_GEN, /sys/kernel/mm/lru_gen/enabled) reclaims
- * in evict_folios() instead, which since Linux 6.7 (commit 8c2214fc9a47,
- * "mm: multi-gen LRU: reuse some legacy trace events") emits the same
- * mm_vmscan_lru_shrink_inactive with the pages it reclaimed (pgsteal_*), but
- * counts pgscan_* as the folios scan_folios() isolated: the nr_taken of its
- * mm_vmscan_lru_isolate (its nr_scanned there is folios looked at).  Both
- * sums are kept; tracers/reclaim.py reports the one the running LRU counts.
+ * A direct reclaim's retries, exactly (RECLAIM_PASS_FENTRY or _KPROBE, where
+ * the kernel lets us): do_try_to_free_pages() may run its priority loop more
+ * than once for one begin/end pair ("goto retry" when a pass reclaimed
+ * nothing but skipped deactivation or memcg low protection) and counts
+ * ALLOCSTALL each time.  The loop calls vmpressure_prio(gfp, memcg,
+ * priority) once per priority of every pass (not for proactive reclaim,
+ * which is never direct), and the priority only falls within a pass
+ * (lru_gen's set_initial_priority() may lower it at the first one): a call
+ * at a priority no lower than the last, inside one direct reclaim, starts
+ * another pass.  Attached first with the records it completes, so
+ * "exact" holds for every stall traced.  Otherwise reclaim_lru.bpf.c infers
+ * them, a lower bound.
  */
-struct lru_counts {
-	__u64 calls;
-	__u64 nr_scanned;		/* mm_vmscan_lru_shrink_inactive nr_scanned */
-	__u64 nr_reclaimed;		/* mm_vmscan_lru_shrink_inactive nr_reclaimed */
-	__u64 nr_taken;			/* mm_vmscan_lru_isolate nr_taken, inactive lists */
-};
-
-/* Slots: enum reclaimer (events.h). */
-BPF_PERCPU_ARRAY(lru_reclaim, struct lru_counts, RECLAIMER_NR);
-
-static __always_inline __u32 reclaimer(void)
-{
-	char comm[TASK_COMM_LEN_TR];
-#ifdef RECLAIM_MEMCG_LRU
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-
-	if (memcg_reclaiming.lookup(&tid))
-		return RECLAIMER_MEMCG;	/* kswapd's soft limit reclaim too */
-#endif
-
-	bpf_get_current_comm(&comm, sizeof(comm));
-	if (comm[0] == 'k' && comm[1] == 's' && comm[2] == 'w' && comm[3] == 'a' &&
-	    comm[4] == 'p' && comm[5] == 'd')
-		return RECLAIMER_KSWAPD;
-	if (comm[0] == 'k' && comm[1] == 'h' && comm[2] == 'u' && comm[3] == 'g' &&
-	    comm[4] == 'e' && comm[5] == 'p' && comm[6] == 'a' && comm[7] == 'g' &&
-	    comm[8] == 'e' && comm[9] == 'd')
-		return RECLAIMER_KHUGEPAGED;
-	return RECLAIMER_DIRECT;
-}
-
-/*
- * Also: do_try_to_free_pages() may run its priority loop more than once for
- * one begin/end pair ("goto retry" when a pass reclaimed nothing but skipped
- * deactivation or memcg low protection) and counts ALLOCSTALL each time.
- *
- * RECLAIM_PASS_FENTRY / RECLAIM_PASS_KPROBE: exact.  The loop calls
- * vmpressure_prio(gfp, memcg, priority) once per priority of every pass
- * (not for proactive reclaim, which is never direct), and the priority only
- * falls within a pass (lru_gen's set_initial_priority() may lower it at the
- * first one): a call at a priority no lower than the last, inside one direct
- * reclaim, starts another pass.
- *
- * Otherwise, inferred from the tracepoints: an LRU shrink or a shrink_slab()
- * at a higher priority than the last one, inside one direct reclaim, is a
- * retry.  Both are needed: a pass of the multi-gen LRU that evicts nothing
- * emits no LRU event, but a pass calls shrink_slab() with its priority (seen:
- * 95 retries of 113 stalls under hugetlb allocation, 3 of them visible in the
- * LRU events alone).  A pass with nothing to evict and no shrinker with
- * anything freeable (do_shrink_slab() returns before mm_shrink_slab_start)
- * emits nothing and is missed: a lower bound.
- */
-static __always_inline void direct_reclaim_priority(int priority, int pass_start)
+#if defined(RECLAIM_PASS_FENTRY) || defined(RECLAIM_PASS_KPROBE)
+static __always_inline void direct_reclaim_pass(int priority)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct direct_reclaim_begin_state *st = direct_reclaim_begin.lookup(&tid);
 
 	if (!st)
 		return;
-	if (st->last_priority >= 0 &&
-	    (priority > st->last_priority || (pass_start && priority == st->last_priority)))
+	if (st->last_priority >= 0 && priority >= st->last_priority)
 		st->retries++;
 	st->last_priority = priority;
 }
+#endif
 
 #if defined(RECLAIM_PASS_FENTRY)
 KFUNC_PROBE(vmpressure_prio, unsigned int gfp, void *memcg, int prio)
 {
-	direct_reclaim_priority(prio, 1);
+	direct_reclaim_pass(prio);
 	return 0;
 }
 #elif defined(RECLAIM_PASS_KPROBE)
 int kprobe__vmpressure_prio(struct pt_regs *ctx)
 {
-	direct_reclaim_priority((int)PT_REGS_PARM3(ctx), 1);
-	return 0;
-}
-#endif
-
-#if defined(RECLAIM_PASS_FENTRY) || defined(RECLAIM_PASS_KPROBE)
-#define direct_reclaim_inferred(priority) do { } while (0)
-#else
-#define direct_reclaim_inferred(priority) direct_reclaim_priority(priority, 0)
-#endif
-
-TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_shrink_inactive)
-{
-	__u32 who = reclaimer();
-	struct lru_counts *c = lru_reclaim.lookup(&who);
-
-	if (c) {
-		c->calls++;
-		c->nr_scanned += args->nr_scanned;
-		c->nr_reclaimed += args->nr_reclaimed;
-	}
-	direct_reclaim_inferred(args->priority);
-	return TP_PASS;
-}
-
-TRACEPOINT_PROBE(vmscan, mm_vmscan_lru_isolate)
-{
-	__u32 who;
-	struct lru_counts *c;
-
-	/* LRU_INACTIVE_ANON (0) and LRU_INACTIVE_FILE (2): the lists pgscan counts */
-	if (args->lru != 0 && args->lru != 2)
-		return TP_PASS;
-	who = reclaimer();
-	c = lru_reclaim.lookup(&who);
-	if (c)
-		c->nr_taken += args->nr_taken;
-	return TP_PASS;
-}
-
-#if defined(RECLAIM_SHRINK_PRIORITY_ARG) && !defined(RECLAIM_PASS_FENTRY) && \
-	!defined(RECLAIM_PASS_KPROBE)
-/*
- * mm_shrink_slab_start's priority (a raw tracepoint: slab.bpf.c has the
- * TRACEPOINT_PROBE on it); the argument index is checked in the running
- * kernel's BTF by tracers/reclaim.py.
- */
-RAW_TRACEPOINT_PROBE(mm_shrink_slab_start)
-{
-	direct_reclaim_inferred((int)ctx->args[RECLAIM_SHRINK_PRIORITY_ARG]);
+	direct_reclaim_pass((int)PT_REGS_PARM3(ctx));
 	return 0;
 }
 #endif

@@ -32,6 +32,7 @@ def preflight(env: Environment, attach: Any = None, prefetch: bool = True) -> Pr
         raise UserError("trace-reclaim needs root to load BPF programs",
                         "run it as root, e.g. sudo ./trace-reclaim")
     probe = Probe(env.procfs, None, attach)
+    probe.prefetch_btf()   # while bcc loads, below
     if prefetch:
         probe.prefetch()
     tfs, how = probe.mount_tracefs()
@@ -48,8 +49,8 @@ def preflight(env: Environment, attach: Any = None, prefetch: bool = True) -> Pr
 
 
 def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
-    from trace_reclaim.session import (FIRST_PLANNED, Compile, bpf_cflags, bpf_source,
-                                       build_header)
+    from trace_reclaim.objects import (FIRST_PLANNED, READY, STILL_ATTACHING, Compile,
+                                       bpf_cflags, bpf_source, later_parts)
 
     workload = None
     if args.workload:
@@ -64,15 +65,16 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         probe = Probe(env.procfs, None, args.attach)
         plan1, first = _first_object(probe, registry, bool(args.cgroup))
         plan = probe.plan(registry)
-        rest = [n for n in plan.tracers if n not in first]
-        objects = [(first, plan1, "export")] + ([(rest, plan, "extern")] if rest else [])
+        parts = _parts(first, plan, registry)
+        objects = [(first, plan1, "export")] + ([(parts[1], plan, "extern")]
+                                                 if len(parts) > 1 else [])
         for i, (names, p, maps) in enumerate(objects):
             # As record and live compile them.
             if len(objects) > 1:
                 print(f"/* ==== BPF object {i + 1} of {len(objects)} ({', '.join(names)})"
                       + (", attached first" if i == 0 else ", attached next") + " ==== */",
                       file=env.stdout)
-            print(bpf_source({n: registry[n] for n in names}), file=env.stdout)
+            print(bpf_source(registry, names), file=env.stdout)
             cflags = bpf_cflags(p, args.pid, maps=maps, names=names)
             print("/* cflags: " + " ".join(cflags) + " */", file=env.stdout)
         return ExitStatus.OK
@@ -90,14 +92,14 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
         if not os.access(parent, os.W_OK):
             raise UserError(f"cannot write {args.output}: {parent} is not writable",
                             "choose a writable path")
-    # /proc/kallsyms (for the slab tracer's plan) is read while the first
-    # object compiles, which does not need it, and in this thread: a thread
-    # reading it beside the compile's took a malloc arena of its own, and
-    # the trace kept ~10 MiB more resident.
     probe = preflight(env, args.attach, prefetch=False)
-    # The tracers of the first BPF object are loaded and planned first and
-    # their compile starts at once; the others are loaded and planned while
-    # it runs.
+    # The tracers of the first BPF object are loaded and planned first, and
+    # its compile starts at once.  Nothing else runs until it is attached
+    # and tracing has begun: on a busy machine the CPU goes to the compile.
+    # The other tracers are loaded and planned after, the recording's header
+    # is built and the session made, while the ring buffer holds the records
+    # (objects.Beginning); /proc/kallsyms, for the slab tracer's plan, is
+    # read then too.
     early = {name: t.configured(options)
              for name, t in tracers.registry(FIRST_PLANNED).items()}
     plan1, first = _first_object(probe, early, bool(args.cgroup))
@@ -107,32 +109,99 @@ def run(args: argparse.Namespace, env: Environment, live: bool) -> ExitStatus:
                         "or the vmscan events")
     if args.cgroup:
         _check_cgroups(args.cgroup, plan1)
-    # From here until the session takes the compile's result, nothing may
-    # print: fd 2 holds the compiler's output.  Nor may anything use a
-    # relative path: bcc chdir()s into the kernel headers while it compiles,
-    # and the working directory belongs to the whole process (imports are
-    # safe once sys.path is absolute: _absolute_sys_path).
+    # From here until the compile's result is taken, nothing may print: fd 2
+    # holds the compiler's output.  Nor may anything use a relative path:
+    # bcc chdir()s into the kernel headers while it compiles, and the working
+    # directory belongs to the whole process (imports are safe once sys.path
+    # is absolute: _absolute_sys_path).
     out_path = os.path.abspath(args.output) if args.output else None
-
-    # The reclaim programs first, in a small object of their own: tracing
-    # begins once they are attached, while the rest compiles (attach_parts).
     _absolute_sys_path()
     pending = Compile(env.bpf(), early, plan1, args.pid, args.ringbuf_pages,
                       names=first, maps="export").start()
     try:
-        # Imported during the compile, which releases the GIL (and chdir()s:
-        # sys.path holds no relative entry now).
-        registry = {name: early[name] if name in early else t.configured(options)
-                    for name, t in tracers.registry().items()}
-        plan = probe.plan(registry)
-        rest = [n for n in plan.tracers if n not in first]
-        parts = [first] + ([rest] if rest else [])
-        header = build_header(probe, plan, sys.argv[1:], args.interval, registry, workload)
         with sigterm_interrupts(), _delayacct(env, args.delayacct) as da:
-            header["delayacct"] = da
-            return _trace(args, env, live, plan, header, registry, pending, out_path, parts)
+            begun = _begin(args, env, pending, early, plan1)
+            with _EarlyStop() as early_stop:
+                later = later_parts(first, early) + [n for n in tracers.NAMES
+                                                     if n not in first]
+                env.tell(f"{READY} ({', '.join(first)})"
+                         + (f", {STILL_ATTACHING} {', '.join(later)}" if later else "")
+                         + (f", recording to {args.output}" if args.output else "")
+                         + ("" if args.duration else "... Ctrl-C to end."))
+                from trace_reclaim.session import build_header
+
+                registry = {name: early[name] if name in early else t.configured(options)
+                            for name, t in tracers.registry().items()}
+                plan = probe.plan(registry)
+                for m in plan.missing:
+                    env.warn(f"not tracing {m}")
+                parts = _parts(first, plan, registry)
+                header = build_header(probe, plan, sys.argv[1:], args.interval, registry,
+                                      workload, wall_start=begun.wall_start)
+                header["delayacct"] = da
+                return _trace(args, env, live, plan, header, registry, begun, out_path, parts,
+                              early_stop)
     finally:
         pending.wait()
+
+
+def _begin(args: argparse.Namespace, env: Environment, pending: Any,
+           early: Dict[str, Tracer], plan1: Any) -> Any:
+    """Attach the first object and read the start (objects.Beginning), or
+    say why it did not load."""
+    from trace_reclaim.objects import Beginning, SessionError
+
+    try:
+        return Beginning(pending, early, env.procfs)
+    except SessionError as e:
+        for m in plan1.missing:
+            env.warn(f"not tracing {m}")
+        if args.traceback:
+            print(pending.output, file=env.stderr)
+        raise UserError(str(e), e.hint) from e
+
+
+class _EarlyStop:
+    """Ctrl-C, SIGTERM or SIGHUP from "Tracing reclaim" until the session
+    runs: the first is noted and handed to the session, which then ends the
+    trace at once with its report (tracing has begun: what it holds is
+    recorded); once handed over, each goes to the session as its own
+    handlers would.  Outside, SIGTERM and SIGHUP interrupt like Ctrl-C
+    (sigterm_interrupts)."""
+
+    def __init__(self) -> None:
+        self.reason: Optional[str] = None
+        self._session: Optional[LiveSession] = None
+        self._old: Dict[int, Any] = {}
+
+    def __enter__(self) -> _EarlyStop:
+        from trace_reclaim.objects import STOP_SIGNALS
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signals_to_catch(STOP_SIGNALS)
+            for s in self._old:
+                signal.signal(s, self._note)
+        return self
+
+    def _note(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self._session is not None:
+            self._session.stop(name)
+        elif self.reason is None:
+            self.reason = name
+
+    def hand_to(self, session: LiveSession) -> None:
+        """From now on a signal ends the session's trace; pass it the one that came."""
+        self._session = session
+        if self.reason is not None:
+            session.stop(self.reason)
+
+    def __exit__(self, *exc: object) -> None:
+        """Give the signals back (also once the trace has ended: Ctrl-C
+        interrupts the report again)."""
+        old, self._old = self._old, {}
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _check_pid(env: Environment, pid: int) -> None:
@@ -161,12 +230,21 @@ def _absolute_sys_path() -> None:
 def _first_object(probe: Probe, registry: Dict[str, Tracer],
                   cgroup_filter: bool) -> Tuple[Any, List[str]]:
     """The plan whose cflags the first BPF object compiles with (its tracers
-    and memcg: session.FIRST_PLANNED says why), and the object's tracers
-    (attach_parts()'s grouping)."""
-    from trace_reclaim.session import FIRST_PLANNED, attach_parts
+    and memcg: objects.FIRST_PLANNED says why), and the object's tracers
+    (objects.first_object())."""
+    from trace_reclaim.objects import FIRST_PLANNED, first_object
 
     plan1 = probe.plan({n: t for n, t in registry.items() if n in FIRST_PLANNED})
-    return plan1, attach_parts(plan1, cgroup_filter)[0]
+    return plan1, first_object(plan1, cgroup_filter)
+
+
+def _parts(first: List[str], plan: Any, registry: Dict[str, Tracer]) -> List[List[str]]:
+    """The parts of each BPF object: the first, compiled before the whole plan
+    was known, then the later parts of its tracers and every other tracer."""
+    from trace_reclaim.objects import later_parts
+
+    rest = later_parts(first, registry) + [n for n in plan.tracers if n not in first]
+    return [first] + ([rest] if rest else [])
 
 
 def _check_cgroups(wanted: Any, plan: Any) -> None:
@@ -284,10 +362,10 @@ def _taskstats_reader(env: Environment, on: bool) -> Any:
 
 
 def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
-           header: Dict[str, Any], registry: Dict[str, Tracer], pending: Any,
-           out_path: Optional[str], parts: List[List[str]]) -> ExitStatus:
-    from trace_reclaim.session import (ALL_ATTACHED, READY, STILL_ATTACHING, LiveSession,
-                                       SessionError)
+           header: Dict[str, Any], registry: Dict[str, Tracer], begun: Any,
+           out_path: Optional[str], parts: List[List[str]],
+           early_stop: _EarlyStop) -> ExitStatus:
+    from trace_reclaim.session import ALL_ATTACHED, LiveSession
     from trace_reclaim.view import LiveView
 
     f = None
@@ -331,35 +409,15 @@ def _trace(args: argparse.Namespace, env: Environment, live: bool, plan: Any,
                           plan=plan, header=header, interval_s=args.interval,
                           duration_s=args.duration, tgid=args.pid, writer=writer,
                           on_row=on_row, ringbuf_pages=args.ringbuf_pages,
-                          slow_consumer_ms=args.slow_consumer_ms, compile=pending,
+                          slow_consumer_ms=args.slow_consumer_ms, begun=begun,
                           parts=parts, on_attached=on_attached)
+    early_stop.hand_to(session)
     try:
-        try:
-            session.load()
-        except SessionError as e:
-            for m in plan.missing:
-                env.warn(f"not tracing {m}")
-            if f is not None:  # holds only our header: nothing recorded is lost
-                f.close()
-                os.unlink(f.name)  # absolute: opened as out_path
-                f = writer = None
-            if args.traceback:
-                print(session.compiler_output, file=env.stderr)
-            raise UserError(str(e), e.hint) from e
-        # After the compile: it may warn, and fd 2 was the compiler's until now.
-        for m in plan.missing:
-            env.warn(f"not tracing {m}")
+        session.load()   # the first object: attached by the Beginning
         session.taskstats = taskstats = _taskstats_reader(env, header["delayacct"]["during"])
-
-        def ready() -> None:
-            later = [n for p in parts[1:] for n in p]
-            env.tell(f"{READY} ({', '.join(parts[0])})"
-                     + (f", {STILL_ATTACHING} {', '.join(later)}" if later else "")
-                     + (f", recording to {args.output}" if args.output else "")
-                     + ("" if args.duration else "... Ctrl-C to end."))
-            to_view(lambda v: v.start())
-
-        corr = session.run(on_ready=ready)
+        # Tracing began with the Beginning ("Tracing reclaim" was said).
+        corr = session.run(on_ready=lambda: to_view(lambda v: v.start()))
+        early_stop.__exit__()
         ran = True
     finally:
         if not ran:

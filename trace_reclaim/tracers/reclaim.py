@@ -9,11 +9,17 @@ the state machine the episode builder runs too.  LRU pages scanned and
 reclaimed per reclaimer come from ``mm_vmscan_lru_shrink_inactive`` and
 ``mm_vmscan_lru_isolate``: which of them equals the kernel's pgscan_* depends
 on whether the multi-gen LRU runs (``/sys/kernel/mm/lru_gen/enabled``, read
-at every sample; see bpf/reclaim.bpf.c).  A direct reclaim's retries (more
+at every sample; see bpf/reclaim_lru.bpf.c).  A direct reclaim's retries (more
 passes of do_try_to_free_pages()' priority loop, each one more ALLOCSTALL) are
 counted exactly by fentry or a kprobe on ``vmpressure_prio()``, called once per
 priority of every pass; without either they are inferred from the priority of
 the LRU shrinks and of ``mm_shrink_slab_start``, a lower bound.
+
+The LRU counts and the inferred retries only count in the kernel, and need
+not hold up the start of a trace: they are the tracer's later part,
+"reclaim.lru" (``reclaim_lru.bpf.c``), attached with the next BPF object.
+They count from their attach on, and the report checks them against
+/proc/vmstat over that same time.
 """
 
 from __future__ import annotations
@@ -372,21 +378,22 @@ class ReclaimAggregator(Aggregator):
             n.interval_awake_ns += span.duration_ns - max(0, self._tick_ns - span.start_ns)
 
     def on_sample(self, sample: Any) -> None:
-        lru = sample.data.get("lru") if isinstance(sample.data, dict) else None
-        if not isinstance(lru, dict):
-            return
-        if "khugepaged_counted" in sample.data:
-            self.khugepaged_counted = bool(sample.data["khugepaged_counted"])
-        if "in_flight" in sample.data:
-            self.in_flight = sample.data["in_flight"]
+        data = sample.data if isinstance(sample.data, dict) else {}
+        if "khugepaged_counted" in data:
+            self.khugepaged_counted = bool(data["khugepaged_counted"])
+        if "in_flight" in data:
+            self.in_flight = data["in_flight"]
             self.counters_read_ns = sample.ts_ns
+        lru = data.get("lru")
+        if not isinstance(lru, dict):
+            return   # the LRU counts (reclaim_lru.bpf.c) are not attached yet
         if self.lru_first is None:
             self.lru_first = lru
         self.lru_last = lru
-        if "lru_gen" in sample.data and len(self.lru_gen) < 2:
-            self.lru_gen.append(sample.data["lru_gen"])
-        elif "lru_gen" in sample.data:
-            self.lru_gen[1] = sample.data["lru_gen"]
+        if "lru_gen" in data and len(self.lru_gen) < 2:
+            self.lru_gen.append(data["lru_gen"])
+        elif "lru_gen" in data:
+            self.lru_gen[1] = data["lru_gen"]
 
     def _scan_source(self) -> Tuple[str, str]:
         """Which sum equals pgscan_*: (source, note).  The multi-gen LRU counts
@@ -400,7 +407,10 @@ class ReclaimAggregator(Aggregator):
                               "pages scanned by the other LRU are not counted")
 
     def _lru_delta(self) -> Dict[str, Dict[str, int]]:
-        first, last = self.lru_first or {}, self.lru_last or {}
+        """LRU pages per reclaimer since the counts attached; none if they never did."""
+        if self.lru_first is None:
+            return {}
+        first, last = self.lru_first, self.lru_last or {}
         lru_gen = self._scan_source()[0] == SCAN_LRU_GEN
         out = {}
         for who in RECLAIMERS:
@@ -506,10 +516,12 @@ class ReclaimAggregator(Aggregator):
             "kswapd_wakeup_requests": sum(n["wakeup_requests"] for n in section["kswapd"]),
             "kswapd_wakes": sum(n["kswapd_wakes"] for n in section["kswapd"]),
             "kswapd_awake_ns": sum(n["awake_ns"] for n in section["kswapd"]),
-            "lru_reclaimed_direct": section["lru"]["direct"]["nr_reclaimed"],
-            "lru_reclaimed_kswapd": section["lru"]["kswapd"]["nr_reclaimed"],
-            "lru_scanned_direct": section["lru"]["direct"]["nr_scanned"],
-            "lru_scanned_kswapd": section["lru"]["kswapd"]["nr_scanned"],
+            # Absent when the LRU counts never attached: not a zero.
+            **({"lru_reclaimed_direct": section["lru"]["direct"]["nr_reclaimed"],
+                "lru_reclaimed_kswapd": section["lru"]["kswapd"]["nr_reclaimed"],
+                "lru_scanned_direct": section["lru"]["direct"]["nr_scanned"],
+                "lru_scanned_kswapd": section["lru"]["kswapd"]["nr_scanned"]}
+               if section["lru"] else {}),
             **({"lru_reclaimed_memcg": section["lru"]["memcg"]["nr_reclaimed"],
                 "lru_scanned_memcg": section["lru"]["memcg"]["nr_scanned"]}
                if "memcg" in section["lru"] else {}),
@@ -586,6 +598,10 @@ class ReclaimTracer(Tracer):
 
     name: ClassVar[str] = "reclaim"
     bpf_source: ClassVar[str] = "reclaim.bpf.c"
+    # The LRU page counts and inferred retries: counting only, they attach
+    # with the next object and the trace begins without waiting for them.
+    later_part: ClassVar[str] = "lru"
+    later_source: ClassVar[str] = "reclaim_lru.bpf.c"
     cflag: ClassVar[str] = "WITH_RECLAIM"
     tracepoints: ClassVar[Any] = (
         ("vmscan", "mm_vmscan_wakeup_kswapd"),
@@ -688,20 +704,27 @@ class ReclaimTracer(Tracer):
         return ReclaimAggregator(window)
 
     def sample(self, bpf: Any, procfs: Any, ts_ns: int, when: str) -> List[Any]:
-        lru: Dict[str, Dict[str, int]] = {}
-        table = bpf["lru_reclaim"]
-        for i, who in enumerate(RECLAIMERS):
-            vals = table[table.Key(i)]
-            lru[who] = {"calls": sum(v.calls for v in vals),
-                        "nr_scanned": sum(v.nr_scanned for v in vals),
-                        "nr_reclaimed": sum(v.nr_reclaimed for v in vals),
-                        "nr_taken": sum(v.nr_taken for v in vals)}
-        text = procfs.try_read(LRU_GEN_ENABLED)
+        """The LRU counts once reclaim.lru is attached (its "start" sample is
+        taken then), the direct reclaims in flight at the end."""
+        data: Dict[str, Any] = {}
         try:
-            lru_gen: Optional[int] = int(text.strip(), 16) if text else None
-        except ValueError:
-            lru_gen = None
-        data: Dict[str, Any] = {"lru": lru, "lru_gen": lru_gen}
+            table = bpf["lru_reclaim"]
+        except KeyError:   # reclaim.lru: not attached yet
+            table = None
+        if table is not None:
+            lru: Dict[str, Dict[str, int]] = {}
+            for i, who in enumerate(RECLAIMERS):
+                vals = table[table.Key(i)]
+                lru[who] = {"calls": sum(v.calls for v in vals),
+                            "nr_scanned": sum(v.nr_scanned for v in vals),
+                            "nr_reclaimed": sum(v.nr_reclaimed for v in vals),
+                            "nr_taken": sum(v.nr_taken for v in vals)}
+            text = procfs.try_read(LRU_GEN_ENABLED)
+            try:
+                lru_gen: Optional[int] = int(text.strip(), 16) if text else None
+            except ValueError:
+                lru_gen = None
+            data.update(lru=lru, lru_gen=lru_gen)
         if when == "end":
             data["in_flight"] = sorted([int(v.ts_ns), int(v.retries), int(k.value)]
                                        for k, v in bpf["direct_reclaim_begin"].items())

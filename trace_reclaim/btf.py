@@ -17,12 +17,18 @@ materialising vmlinux's ~130k types as Python objects would cost ~65 MiB.
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import struct
 import sys
+import threading
 from array import array
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ["BTF", "LibbpfBTF", "load_btf"]
+__all__ = ["BTF", "LibbpfBTF", "load_btf", "read_ahead", "VMLINUX"]
+
+#: The running kernel's BTF.
+VMLINUX = "/sys/kernel/btf/vmlinux"
 
 _KIND_INT, _KIND_PTR, _KIND_ARRAY, _KIND_STRUCT, _KIND_UNION = 1, 2, 3, 4, 5
 _KIND_ENUM, _KIND_TYPEDEF, _KIND_FUNC, _KIND_FUNC_PROTO = 6, 8, 12, 13
@@ -275,22 +281,30 @@ class LibbpfBTF(BTF):
     every other answer is BTF's own code.
     """
 
-    def __init__(self, data: bytes, lib: Any) -> None:
+    def __init__(self, data: Optional[bytes], lib: Any, path: str = "") -> None:
+        """Parse ``data``, or the file at ``path`` (read by libbpf too, so the
+        whole read and parse run without the GIL: btf.read_ahead)."""
         # Not super().__init__(): that is the Python walk this replaces.
         # The blob is read through libbpf's own copy: ``data`` is not kept.
         self._lib = lib
-        self._btf = lib.btf__new(data, len(data))
+        self._btf = (lib.btf__new(data, len(data)) if data is not None
+                     else lib.btf__parse_raw(path.encode()))
         if not self._btf:
             raise ValueError("libbpf could not parse this BTF")
         size = ctypes.c_uint32()
         self._raw = lib.btf__raw_data(self._btf, ctypes.byref(size))
-        magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
-        _t_off, _t_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
-        if not self._raw or size.value != len(data) or magic != 0xEB9F or \
-                ctypes.string_at(self._raw, 24) != data[:24]:
+        head = ctypes.string_at(self._raw, 24) if self._raw and size.value >= 24 else b""
+        if len(head) < 24 or (data is not None and (size.value != len(data)
+                                                    or head != data[:24])):
             lib.btf__free(self._btf)
             self._btf = None
             raise ValueError("libbpf's copy of the BTF is not the blob read")
+        magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", head, 0)
+        _t_off, _t_len, str_off, str_len = struct.unpack_from("<IIII", head, 8)
+        if magic != 0xEB9F:
+            lib.btf__free(self._btf)
+            self._btf = None
+            raise ValueError("not BTF (bad magic)")
         self._data = (ctypes.c_char * size.value).from_address(self._raw)  # type: ignore
         self._str0 = hdr_len + str_off
         self._str_end = self._str0 + str_len
@@ -313,13 +327,15 @@ class LibbpfBTF(BTF):
             self._btf = None
 
 
+@functools.cache
 def _libbpf() -> Any:
-    """libbpf.so.1 with the prototypes LibbpfBTF calls, or None."""
+    """libbpf.so.1 with the prototypes LibbpfBTF calls, or None (loaded once)."""
     try:
         lib = ctypes.CDLL("libbpf.so.1")
         vp, u32 = ctypes.c_void_p, ctypes.c_uint32
         for name, res, args in (
                 ("btf__new", vp, [ctypes.c_char_p, u32]),
+                ("btf__parse_raw", vp, [ctypes.c_char_p]),
                 ("btf__free", None, [vp]),
                 ("btf__raw_data", vp, [vp, ctypes.POINTER(u32)]),
                 ("btf__type_cnt", u32, [vp]),
@@ -332,19 +348,57 @@ def _libbpf() -> Any:
         return None
 
 
-def load_btf(path: str = "/sys/kernel/btf/vmlinux") -> Optional[BTF]:
-    """The BTF at ``path``, indexed by libbpf where it loads, else by the Python walk."""
+#: The BTF being read ahead, by path: the thread, and its result once it ends.
+_AHEAD: Dict[str, Tuple[threading.Thread, List[Any]]] = {}
+
+
+def read_ahead(path: str = VMLINUX) -> None:
+    """Start ``load_btf(path)`` in a thread; the next ``load_btf(path)`` takes its result.
+
+    Reading ~5 MiB of BTF and libbpf's parse release the GIL: started as a
+    command that traces begins, they run while Python loads the tracers and
+    bcc, not after (~12 ms here, on the way to the first compile).
+    """
+    if path in _AHEAD:
+        return
+    _libbpf()  # here: loading it in the thread would wait for the GIL
+    result: List[Any] = []
+
+    def load() -> None:
+        try:
+            result.append(_load(path))
+        except BaseException as e:  # raised again where the BTF is asked for
+            result.append(e)
+
+    t = threading.Thread(target=load, name="btf", daemon=True)
+    _AHEAD[path] = (t, result)
+    t.start()
+
+
+def load_btf(path: str = VMLINUX) -> Optional[BTF]:
+    """The BTF at ``path``, indexed by libbpf where it loads, else by the
+    Python walk (the one read ahead, if it was: ``read_ahead``)."""
+    ahead = _AHEAD.pop(path, None)
+    if ahead is not None:
+        ahead[0].join()
+        if isinstance(ahead[1][0], BaseException):
+            raise ahead[1][0]
+        return ahead[1][0]
+    return _load(path)
+
+
+def _load(path: str) -> Optional[BTF]:
+    lib = _libbpf()
+    if lib is not None and os.path.exists(path):
+        try:
+            return LibbpfBTF(None, lib, path)
+        except (ValueError, struct.error):
+            pass
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
         return None
-    lib = _libbpf()
-    if lib is not None:
-        try:
-            return LibbpfBTF(data, lib)
-        except (ValueError, struct.error):
-            pass
     try:
         return BTF(data)
     except (ValueError, struct.error):

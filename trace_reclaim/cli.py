@@ -148,6 +148,12 @@ def main(argv: Optional[List[str]] = None, env: Optional[Environment] = None) ->
     argv = [a for a in argv if a != "--traceback"]
     # The command is the first word that names one: only its module loads.
     given = next((a for a in argv if a in COMMANDS), None)
+    if given in (None, "live", "record") and env.is_root():
+        # Tracing plans its first BPF object from the kernel's BTF: read it
+        # while the command, the tracers and bcc load (btf.read_ahead).
+        from trace_reclaim.btf import VMLINUX, read_ahead
+
+        read_ahead(env.procfs.path(VMLINUX))
     parser = build_parser(only=given or "live")
     try:
         commands = set(parser_commands(parser))

@@ -77,8 +77,6 @@ class Probe:
         self._tracing_cache: Dict[Tuple[str, str], Tuple[bool, str]] = {}
         self._kallsyms: Optional[str] = None   # /proc/kallsyms while planning
         self._kallsyms_thread: Any = None
-        self._btf_thread: Optional[threading.Thread] = None
-        self._btf_loaded: Any = None
 
     def _forced_off(self, mechanism: str) -> Optional[str]:
         """Why ``mechanism`` is not to be used because of --attach, or None."""
@@ -255,37 +253,16 @@ class Probe:
     @functools.cached_property
     def btf_types(self) -> Any:
         """The running kernel's BTF (trace_reclaim.btf.BTF), or None."""
-        t = self._btf_thread
-        if t is not None:
-            t.join()
-            if isinstance(self._btf_loaded, BaseException):
-                raise self._btf_loaded   # as it would have been raised here
-            return self._btf_loaded
-        return self._load_btf()
+        from trace_reclaim.btf import VMLINUX, load_btf
 
-    def _load_btf(self) -> Any:
-        from trace_reclaim.btf import load_btf
-
-        return load_btf(self.procfs.path("/sys/kernel/btf/vmlinux"))
+        return load_btf(self.procfs.path(VMLINUX))
 
     def prefetch_btf(self) -> None:
-        """Start reading and indexing the kernel's BTF in a thread.
+        """Start reading the kernel's BTF in a thread (btf.read_ahead), unless done."""
+        from trace_reclaim.btf import VMLINUX, read_ahead
 
-        Reading its ~5 MiB and libbpf's parse release the GIL: they run
-        while this thread loads bcc and the tracers, before a plan needs
-        the BTF (~12 ms here, on the way to the first compile otherwise).
-        """
-        if self._btf_thread is not None or "btf_types" in self.__dict__:
-            return
-
-        def load() -> None:
-            try:
-                self._btf_loaded = self._load_btf()
-            except BaseException as e:  # handed to btf_types' caller
-                self._btf_loaded = e
-
-        self._btf_thread = threading.Thread(target=load, name="btf", daemon=True)
-        self._btf_thread.start()
+        if "btf_types" not in self.__dict__:
+            read_ahead(self.procfs.path(VMLINUX))
 
     def btf_func_params(self, name: str) -> Optional[List[str]]:
         """Parameter types of kernel function ``name`` from BTF, or None.

@@ -65,14 +65,18 @@ def test_btf_read_ahead_is_the_btf_read_in_place(tmp_path):
 
 
 def test_btf_read_ahead_that_failed_fails_where_the_btf_is_asked_for(tmp_path, monkeypatch):
+    from trace_reclaim import btf
+
     probe = _probe(tmp_path)
 
-    def broken(self):
+    def broken(path):
         raise RuntimeError("libbpf went away")
-    monkeypatch.setattr(Probe, "_load_btf", broken)
+    monkeypatch.setattr(btf, "_load", broken)
     probe.prefetch_btf()
     with pytest.raises(RuntimeError, match="libbpf went away"):
         probe.btf_types
+    monkeypatch.undo()
+    assert _probe(tmp_path).btf_types is None   # asked again: read again (none here)
 
 
 def test_no_btf_is_none_ahead_or_not(tmp_path):

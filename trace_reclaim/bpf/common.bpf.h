@@ -134,15 +134,18 @@ SHARED_MAP("hash", __u64, __u64, cgroup_seen, 4096);
 EXPORT_MAP(cgroup_seen);
 SHARED_MAP("hash", __u64, __u64, memcg_seen, 4096);
 EXPORT_MAP(memcg_seen);
+#ifdef CGROUP_FILTER
 /*
  * -c/--cgroup: the ids (and their descendants') user space filled in, one
  * map per hierarchy: kernfs ids are per hierarchy, so a v1 memory cgroup and
- * an unrelated cgroup v2 can share a number.
+ * an unrelated cgroup v2 can share a number.  Only then: every map declared
+ * is one more the compile builds and bcc sets up (bench/attach_time.py).
  */
 SHARED_MAP("hash", __u64, __u8, cgroup_filter, 4096);
 EXPORT_MAP(cgroup_filter);
 SHARED_MAP("hash", __u64, __u8, memcg_filter, 4096);
 EXPORT_MAP(memcg_filter);
+#endif
 
 struct task_cgroups {
 	__u64 cgroup_id;

@@ -74,7 +74,7 @@ def test_btf_read_ahead_that_failed_fails_where_the_btf_is_asked_for(tmp_path, m
     monkeypatch.setattr(btf, "_load", broken)
     probe.prefetch_btf()
     with pytest.raises(RuntimeError, match="libbpf went away"):
-        probe.btf_types
+        _ = probe.btf_types
     monkeypatch.undo()
     assert _probe(tmp_path).btf_types is None   # asked again: read again (none here)
 

@@ -281,24 +281,22 @@ class LibbpfBTF(BTF):
     every other answer is BTF's own code.
     """
 
-    def __init__(self, data: Optional[bytes], lib: Any, path: str = "") -> None:
-        """Parse ``data``, or the file at ``path`` (read by libbpf too, so the
-        whole read and parse run without the GIL: btf.read_ahead)."""
+    def __init__(self, path: str, lib: Any) -> None:
+        """Read and parse the file at ``path``: libbpf does both in one call,
+        without the GIL (btf.read_ahead)."""
         # Not super().__init__(): that is the Python walk this replaces.
-        # The blob is read through libbpf's own copy: ``data`` is not kept.
+        # The blob is read through libbpf's own copy.
         self._lib = lib
-        self._btf = (lib.btf__new(data, len(data)) if data is not None
-                     else lib.btf__parse_raw(path.encode()))
+        self._btf = lib.btf__parse_raw(path.encode())
         if not self._btf:
             raise ValueError("libbpf could not parse this BTF")
         size = ctypes.c_uint32()
         self._raw = lib.btf__raw_data(self._btf, ctypes.byref(size))
         head = ctypes.string_at(self._raw, 24) if self._raw and size.value >= 24 else b""
-        if len(head) < 24 or (data is not None and (size.value != len(data)
-                                                    or head != data[:24])):
+        if len(head) < 24:
             lib.btf__free(self._btf)
             self._btf = None
-            raise ValueError("libbpf's copy of the BTF is not the blob read")
+            raise ValueError("libbpf gave no BTF blob")
         magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", head, 0)
         _t_off, _t_len, str_off, str_len = struct.unpack_from("<IIII", head, 8)
         if magic != 0xEB9F:
@@ -334,7 +332,6 @@ def _libbpf() -> Any:
         lib = ctypes.CDLL("libbpf.so.1")
         vp, u32 = ctypes.c_void_p, ctypes.c_uint32
         for name, res, args in (
-                ("btf__new", vp, [ctypes.c_char_p, u32]),
                 ("btf__parse_raw", vp, [ctypes.c_char_p]),
                 ("btf__free", None, [vp]),
                 ("btf__raw_data", vp, [vp, ctypes.POINTER(u32)]),
@@ -391,7 +388,7 @@ def _load(path: str) -> Optional[BTF]:
     lib = _libbpf()
     if lib is not None and os.path.exists(path):
         try:
-            return LibbpfBTF(None, lib, path)
+            return LibbpfBTF(path, lib)
         except (ValueError, struct.error):
             pass
     try:

@@ -104,8 +104,8 @@ class LiveSession:
                  stop_on_write_error: bool = True,
                  begun: Optional[Beginning] = None) -> None:
         self.bpf_factory = bpf_factory
-        # The first object attached and the start read before this session
-        # was made (record and live): load() and the start take them.
+        # The first object attached and the start read (objects.Beginning):
+        # made by record and live before this session, else by load().
         self._begun = begun
         # A recording that can no longer be written (Writer.error) ends the
         # trace, unless the trace is worth more than its recording (serve).
@@ -297,17 +297,16 @@ class LiveSession:
     def load(self) -> None:
         from trace_reclaim.quiet import trim_heap
 
-        if self._begun is not None:  # attached already, by the Beginning
-            c = self._begun.compile
-            self.bpf = self._begun.bpf
-            self.compiler_output = c.output
-        else:
+        if self._begun is None:  # else record and live attached it already
             c = self._compile or self._part_compile(0)
             self._compile = None
             try:
-                self.bpf = c.result()
+                self._begun = Beginning(c, self.tracers, self.procfs, self.clock)
             finally:
                 self.compiler_output = c.output
+        c = self._begun.compile
+        self.bpf = self._begun.bpf
+        self.compiler_output = c.output
         self._attached(c.names, self.bpf)
         self.bpf["events"].open_ring_buffer(self._on_event)
         trim_heap()
@@ -394,15 +393,12 @@ class LiveSession:
 
     def _run(self) -> None:
         b = self.bpf
-        if self._begun is not None:
-            # The start as the Beginning read it, before this session existed.
-            held, self._begun.records = self._begun.records, []
-            for ev in held:
-                self._emit_user(ev)
-            self._start_ns = self._begun.start_ns
-        else:
-            self._sample("start")
-            self._start_ns = self._snapshots("start")
+        # The start, as the Beginning read it when the first object attached.
+        assert self._begun is not None
+        held, self._begun.records = self._begun.records, []
+        for ev in held:
+            self._emit_user(ev)
+        self._start_ns = self._begun.start_ns
         if len(self.parts) > 1:
             # What records this recording can hold from the start, and what
             # only from the "attached" snapshot on (a report never implies
